@@ -1,0 +1,114 @@
+"""Loading and saving weights: the published raw state_dict, or our checkpoints with a config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import vocab
+from .errors import CheckpointError
+from .model import ModelConfig, MusicTransformer
+
+FORMAT = "melomania-checkpoint"
+FORMAT_VERSION = 1
+_LAYER_KEY = re.compile(r"^transformer\.encoder\.layers\.(\d+)\.")
+
+
+def infer_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
+    """Read the dimensions off the tensors, as the published checkpoint carries no config."""
+    try:
+        vocab_size, d_model = state_dict["embedding.weight"].shape
+        max_len, head_dim = state_dict["transformer.encoder.layers.0.self_attn.Er"].shape
+        d_ff = state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not a Music Transformer checkpoint: no tensor {exc.args[0]!r}") from None
+    except ValueError:
+        raise CheckpointError("not a Music Transformer checkpoint: tensors have unexpected ranks") from None
+    if head_dim == 0 or d_model % head_dim:
+        raise CheckpointError(f"relative table width {head_dim} does not divide the model width {d_model}")
+    n_layers = 1 + max(int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k)))
+    return ModelConfig(vocab_size=vocab_size, n_layers=n_layers, d_model=d_model,
+                       n_heads=d_model // head_dim, d_ff=d_ff, max_len=max_len)
+
+
+def check_state_dict(model: MusicTransformer, state_dict: dict[str, torch.Tensor]) -> None:
+    """Raise CheckpointError naming every missing, unexpected or wrongly shaped tensor."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    problems = [f"missing {k} {s}" for k, s in expected.items() if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in expected]
+    problems += [f"{k} has shape {got[k]}, the model needs {s}"
+                 for k, s in expected.items() if k in got and got[k] != s]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"checkpoint does not fit the model: {shown}")
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> MusicTransformer:
+    """Load the published music-composer state_dict unchanged, or one of our checkpoints.
+
+    The returned model is in eval mode and carries `genres` (names in token order) and
+    `checkpoint_sha256` for recipes.
+    """
+    path = Path(path)
+    blob = _read(path)
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        state_dict = blob["model"]
+        known = {f.name for f in fields(ModelConfig)}
+        config = ModelConfig(**{k: v for k, v in blob["config"].items() if k in known})
+        genres = tuple(blob.get("genres", vocab.GENRES))
+    elif isinstance(blob, dict) and all(isinstance(k, str) for k in blob):
+        state_dict = blob
+        config = infer_config(state_dict)
+        genres = vocab.GENRES
+    else:
+        raise CheckpointError(f"{path} holds no state_dict")
+    if config.vocab_size != vocab.VOCAB_SIZE:
+        raise CheckpointError(f"checkpoint vocabulary has {config.vocab_size} tokens, "
+                              f"the event vocabulary needs {vocab.VOCAB_SIZE}")
+    model = MusicTransformer(config)
+    check_state_dict(model, state_dict)
+    model.load_state_dict(state_dict, strict=True)
+    model.genres = genres
+    model.checkpoint_sha256 = _sha256(path)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_checkpoint(model: MusicTransformer, path: str | os.PathLike[str], **meta: Any) -> None:
+    """Write weights with their config, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    blob = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": asdict(model.config),
+        "genres": list(getattr(model, "genres", vocab.GENRES)),
+        "model": model.state_dict(),
+        "meta": meta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,240 @@
+"""Batched, KV-cached generation: rows join and leave a running batch between steps.
+
+`BatchDecoder` is the engine the job runner drives (continuous batching); `generate` runs a
+fixed list of requests to the end. Every row carries its own sampling values, genre, length,
+seed and random stream, so a seed reproduces a piece whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from . import vocab as V
+from .errors import GeneratorError
+from .model import KVCache, MusicTransformer
+from .sampling import RowState, SamplingParams, draw, next_token_probs, restore_and_penalise
+
+# Without a token budget a piece asked for in seconds could, in principle, never advance time;
+# no real piano texture needs more than this many events per second of music.
+MAX_TOKENS_PER_SECOND = 100
+MAX_NEW_TOKENS = 100_000
+MAX_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to compose. Give a length in new tokens, in seconds of music, or both (first wins)."""
+
+    genre: str
+    sampling: SamplingParams = SamplingParams()
+    max_new_tokens: int | None = None
+    max_seconds: float | None = None
+    seed: int | None = None
+    primer: tuple[int, ...] = ()  # event tokens to continue (no genre token)
+    piano_range: bool = True
+
+    def __post_init__(self) -> None:
+        V.canonical_genre(self.genre)  # raises UnknownGenreError with the valid names
+        if self.max_new_tokens is None and self.max_seconds is None:
+            raise GeneratorError("say how long the piece should be: max_new_tokens or max_seconds")
+        if self.max_new_tokens is not None and not (
+            isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS
+        ):
+            raise GeneratorError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, "
+                                 f"got {self.max_new_tokens!r}")
+        if self.max_seconds is not None and not (
+            isinstance(self.max_seconds, (int, float)) and 0 < self.max_seconds <= MAX_SECONDS
+        ):
+            raise GeneratorError(f"max_seconds must be more than 0 and at most {MAX_SECONDS:g}, "
+                                 f"got {self.max_seconds!r}")
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            raise GeneratorError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
+        bad = [t for t in self.primer if not 0 <= t < V.END]
+        if bad:
+            raise GeneratorError(f"primer tokens must be events 0–{V.END - 1}, got {bad[0]}")
+
+    @property
+    def token_budget(self) -> int:
+        budget = MAX_NEW_TOKENS if self.max_new_tokens is None else self.max_new_tokens
+        if self.max_seconds is not None:
+            budget = min(budget, max(64, math.ceil(self.max_seconds * MAX_TOKENS_PER_SECOND)))
+        return budget
+
+
+@dataclass(eq=False)
+class Row:
+    """One piece being composed. `tokens` starts with the genre token, then the primer."""
+
+    request: GenerationRequest
+    tokens: list[int]
+    prompt_length: int
+    generator: torch.Generator
+    seconds: float = 0.0
+    windows: int = 0  # how many times the context slid
+
+    @property
+    def new_tokens(self) -> list[int]:
+        return self.tokens[self.prompt_length :]
+
+    @property
+    def done(self) -> bool:
+        r = self.request
+        n = len(self.tokens) - self.prompt_length
+        if n >= r.token_budget:
+            return True
+        return r.max_seconds is not None and self.seconds >= r.max_seconds
+
+    @property
+    def progress(self) -> float:
+        """Fraction done in [0, 1], by whichever length was asked for."""
+        r = self.request
+        n = len(self.tokens) - self.prompt_length
+        if r.max_seconds is not None and r.max_new_tokens is None:
+            return min(1.0, self.seconds / r.max_seconds)
+        return min(1.0, n / r.token_budget)
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def window(tokens: Sequence[int], max_len: int) -> list[int]:
+    """The context to re-encode once a row fills the model's window: its genre token and the most
+    recent half (Jukebox-style windowed sampling), so length is bounded by time, not context."""
+    keep = max_len // 2 - 1
+    return [tokens[0], *tokens[-keep:]]
+
+
+class BatchDecoder:
+    """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty."""
+
+    def __init__(self, model: MusicTransformer, initial_capacity: int = 256):
+        self.model = model.eval()
+        self.max_len = model.config.max_len
+        self.rows: list[Row] = []
+        self.cache: KVCache | None = None
+        self.state: RowState | None = None
+        self.pending: torch.Tensor | None = None  # (B,) last sampled token, not yet in the cache
+        self.initial_capacity = initial_capacity
+
+    @torch.inference_mode()
+    def add(self, requests: Sequence[GenerationRequest]) -> list[Row]:
+        """Encode the new requests' prompts and sample their first tokens; they join the batch."""
+        if not requests:
+            return []
+        new_rows = []
+        for r in requests:
+            prompt = [V.genre_token(r.genre), *r.primer]
+            g = torch.Generator()
+            g.manual_seed(r.seed if r.seed is not None else torch.seed())
+            new_rows.append(Row(r, prompt, len(prompt), g))
+        prompts = [row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len)
+                   for row in new_rows]
+        capacity = min(self.max_len, max(len(p) for p in prompts) + min(
+            max(r.token_budget for r in requests), self.initial_capacity))
+        logits, cache = self.model.prefill(prompts, capacity)
+        state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests])
+        first = self._sample(logits, state, new_rows)
+        if self.cache is None:
+            self.rows, self.cache, self.state, self.pending = new_rows, cache, state, first
+        else:
+            self.rows += new_rows
+            self.cache.extend(cache)
+            self.state.extend(state)
+            self.pending = torch.cat([self.pending, first])
+        return new_rows
+
+    def _sample(self, logits: torch.Tensor, state: RowState, rows: list[Row]) -> torch.Tensor:
+        probs, order = next_token_probs(logits, state)
+        uniforms = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
+        tokens = draw(probs, order, uniforms)
+        state.pitch_weight = restore_and_penalise(state.pitch_weight, tokens, state.rp_penalty,
+                                                  state.rp_restore_speed)
+        for row, tok in zip(rows, tokens.tolist()):
+            row.tokens.append(tok)
+            if V.is_time_shift(tok):
+                row.seconds += V.shift_ticks(tok) * V.TICK_SECONDS
+        return tokens
+
+    @torch.inference_mode()
+    def step(self) -> list[Row]:
+        """Advance every row by one token; returns the rows that finished (and left the batch)."""
+        finished = self._retire()
+        if not self.rows:
+            return finished
+        assert self.cache is not None and self.state is not None and self.pending is not None
+        self._slide_full_rows()
+        need = int(self.cache.lengths.max()) + 1
+        if need > self.cache.capacity:
+            self.cache.reserve(max(need, 2 * self.cache.capacity))
+        logits = self.model.step(self.pending, self.cache)
+        self.pending = self._sample(logits, self.state, self.rows)
+        return finished + self._retire()
+
+    def _retire(self) -> list[Row]:
+        done = [i for i, row in enumerate(self.rows) if row.done]
+        if not done:
+            return []
+        finished = [self.rows[i] for i in done]
+        keep = [i for i, row in enumerate(self.rows) if not row.done]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.state = self.pending = None
+            return finished
+        idx = torch.tensor(keep, dtype=torch.long)
+        self.cache.select_rows(idx)
+        self.state.select_rows(idx)
+        self.pending = self.pending.index_select(0, idx)
+        return finished
+
+    def _slide_full_rows(self) -> None:
+        full = (self.cache.lengths >= self.max_len).nonzero().flatten().tolist()
+        for b in full:
+            # The pending token is fed by the next step as usual, so the window ends before it.
+            context = window(self.rows[b].tokens[:-1], self.max_len)
+            _, fresh = self.model.prefill([context], len(context))
+            self.cache.replace_row(b, fresh)
+            self.rows[b].windows += 1
+
+
+@dataclass
+class Generation:
+    request: GenerationRequest
+    tokens: list[int]  # genre token, primer, then the new tokens
+    new_tokens: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    windows: int = 0
+
+
+def tokens_done_and_expected(rows: Sequence[Row]) -> tuple[int, int]:
+    """Tokens written so far and the expected total; a piece asked for in seconds is projected
+    from its pace so far."""
+    done = expected = 0
+    for row in rows:
+        n = len(row.new_tokens)
+        done += n
+        if row.done:
+            expected += n
+        elif row.request.max_new_tokens is None and row.progress > 0:
+            expected += max(n, min(row.request.token_budget, round(n / row.progress)))
+        else:
+            expected += row.request.token_budget
+    return done, expected
+
+
+def generate(
+    model: MusicTransformer,
+    requests: Sequence[GenerationRequest],
+    progress: ProgressCallback | None = None,
+) -> list[Generation]:
+    """Compose every request in one batch; results in request order."""
+    decoder = BatchDecoder(model)
+    rows = decoder.add(list(requests))
+    while decoder.rows:
+        decoder.step()
+        if progress is not None:
+            progress(*tokens_done_and_expected(rows))
+    return [Generation(row.request, row.tokens, row.new_tokens, row.seconds, row.windows) for row in rows]
