@@ -1,0 +1,91 @@
+"""Batched generation: seeds, lengths, continuous batching, the sliding window, primers, progress."""
+
+from __future__ import annotations
+
+import pytest
+
+from generator import BatchDecoder, GenerationRequest, GeneratorError, SamplingParams, UnknownGenreError, generate
+from generator import vocab as V
+from generator.tokenizer import duration_seconds
+from conftest import tiny_model
+
+
+def req(genre="ambient", seed=1, **kw) -> GenerationRequest:
+    kw.setdefault("max_new_tokens", 120)
+    return GenerationRequest(genre, seed=seed, **kw)
+
+
+def test_same_seed_same_piece_and_different_seed_different_piece(model):
+    a, b = generate(model, [req(seed=7)]), generate(model, [req(seed=7)])
+    c = generate(model, [req(seed=8)])
+    assert a[0].tokens == b[0].tokens
+    assert a[0].tokens != c[0].tokens
+
+
+def test_a_seed_reproduces_a_piece_whatever_shares_the_batch(model):
+    alone = generate(model, [req(seed=5, sampling=SamplingParams(temperature=1.2))])[0].tokens
+    batched = generate(model, [req("jazz", seed=1), req(seed=5, sampling=SamplingParams(temperature=1.2)),
+                               req("pop", seed=9, max_new_tokens=40)])
+    assert batched[1].tokens == alone
+
+
+def test_pieces_start_with_the_genre_token_and_have_the_asked_length(model):
+    out = generate(model, [req("classical", max_new_tokens=50), req("pop", max_new_tokens=80)])
+    assert [g.tokens[0] for g in out] == [390, 393]
+    assert [len(g.new_tokens) for g in out] == [50, 80]
+    assert all(0 <= t < V.END for g in out for t in g.new_tokens)
+
+
+def test_length_in_seconds_stops_once_that_much_music_is_written(model):
+    (g,) = generate(model, [GenerationRequest("jazz", max_seconds=12.0, seed=3)])
+    assert 12.0 <= duration_seconds(g.new_tokens) < 13.0
+    assert g.seconds == pytest.approx(duration_seconds(g.new_tokens))
+
+
+def test_rows_joining_a_running_batch_compose_what_they_would_alone(model):
+    late = req("pop", seed=11, max_new_tokens=90, primer=(256 + 20, 60, 300, 188))
+    decoder = BatchDecoder(model)
+    early = decoder.add([req(seed=4, max_new_tokens=150)])
+    for _ in range(30):
+        decoder.step()
+    joined = decoder.add([late])
+    finished = []
+    while decoder.rows:
+        finished += decoder.step()
+    assert set(finished) == {early[0], joined[0]}
+    assert joined[0].tokens == generate(model, [late])[0].tokens
+    assert early[0].tokens == generate(model, [req(seed=4, max_new_tokens=150)])[0].tokens
+
+
+def test_pieces_longer_than_the_context_slide_the_window():
+    small = tiny_model(max_len=64)
+    (g,) = generate(small, [req(max_new_tokens=300)])
+    assert len(g.new_tokens) == 300
+    assert g.windows >= 4
+
+
+def test_primed_generation_continues_the_primer(model):
+    primer = (256 + 20, 60, 320, 188, 256 + 18, 64, 320, 192)
+    (g,) = generate(model, [req("jazz", primer=primer, max_new_tokens=30)])
+    assert g.tokens[: 1 + len(primer)] == [391, *primer]
+    assert len(g.new_tokens) == 30
+
+
+def test_progress_reports_tokens_done_up_to_the_total(model):
+    seen = []
+    generate(model, [req(max_new_tokens=40), req(max_new_tokens=25)], progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (65, 65)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_bad_requests_raise_generator_errors():
+    with pytest.raises(UnknownGenreError, match="unknown genre 'metal'"):
+        GenerationRequest("metal", max_new_tokens=10)
+    with pytest.raises(GeneratorError, match="max_new_tokens or max_seconds"):
+        GenerationRequest("jazz")
+    with pytest.raises(GeneratorError, match="max_seconds must be more than 0"):
+        GenerationRequest("jazz", max_seconds=-5)
+    with pytest.raises(GeneratorError, match="seed must be a whole number"):
+        GenerationRequest("jazz", max_new_tokens=5, seed=-1)
+    with pytest.raises(GeneratorError, match="primer tokens must be events"):
+        GenerationRequest("jazz", max_new_tokens=5, primer=(392,))

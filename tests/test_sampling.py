@@ -1,0 +1,116 @@
+"""Sampling steps: ranges, top-k, top-p with the at_least_k floor, the repetition penalty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generator import SamplingError, SamplingParams
+from generator import vocab as V
+from generator.sampling import RowState, draw, next_token_probs, restore_and_penalise
+
+
+def state(*params: SamplingParams, piano_range: bool = False) -> RowState:
+    return RowState.build(list(params), [piano_range] * len(params))
+
+
+def sample_many(logits: torch.Tensor, st: RowState, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    probs, order = next_token_probs(logits, st)
+    return torch.stack([draw(probs, order, torch.rand(len(logits), generator=g)) for _ in range(n)])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", 0, "temperature must be more than 0 and at most 10"),
+        ("temperature", -1.0, "temperature must be more than 0"),
+        ("temperature", float("nan"), "temperature must be"),
+        ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
+        ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+        ("top_k", -3, "top_k must be a whole number from 0 \\(off\\) to 394"),
+        ("top_k", 2.5, "top_k must be a whole number"),
+        ("at_least_k", -1, "at_least_k must be a whole number from 1 to 394"),
+        ("rp_penalty", 2.0, "rp_penalty must be from 0 \\(off\\) to 1"),
+        ("rp_restore_speed", -0.1, "rp_restore_speed must be from 0 to 100"),
+        ("topp_temperature", 0.0, "topp_temperature must be more than 0"),
+    ],
+)
+def test_out_of_range_values_raise_one_error_naming_the_range(field, value, message):
+    with pytest.raises(SamplingError, match=message):
+        SamplingParams(**{field: value})
+
+
+def test_top_k_never_returns_a_token_outside_the_k_best():
+    logits = torch.randn(4, V.VOCAB_SIZE, generator=torch.Generator().manual_seed(3))
+    st = state(*[SamplingParams(top_k=k, top_p=1.0, temperature=3.0, rp_penalty=0) for k in (1, 5, 17, 40)])
+    drawn = sample_many(logits, st, 500)
+    for row, k in enumerate((1, 5, 17, 40)):
+        best = set(logits[row].topk(k).indices.tolist())
+        seen = set(drawn[:, row].tolist())
+        assert seen <= best
+        assert len(seen) > min(k, 3) - 1  # and it really samples among them
+
+
+def test_at_least_k_keeps_k_candidates_even_under_a_tiny_top_p():
+    logits = torch.zeros(1, V.VOCAB_SIZE)
+    logits[0, :10] = torch.tensor([20.0, 5, 4.9, 4.8, 4.7, 4.6, 4.5, 4.4, 4.3, 4.2])
+    narrow = state(SamplingParams(top_p=0.01, at_least_k=1, top_k=0, rp_penalty=0))
+    floored = state(SamplingParams(top_p=0.01, at_least_k=6, top_k=0, rp_penalty=0, temperature=10.0))
+    assert (next_token_probs(logits, narrow)[0] > 0).sum() == 1
+    assert (next_token_probs(logits, floored)[0] > 0).sum() >= 6
+    assert set(sample_many(logits, floored, 400).flatten().tolist()) == set(range(6))
+
+
+def test_at_least_k_also_widens_a_smaller_top_k():
+    logits = torch.randn(1, V.VOCAB_SIZE)
+    st = state(SamplingParams(top_k=2, at_least_k=5, top_p=1.0, rp_penalty=0))
+    assert (next_token_probs(logits, st)[0] > 0).sum() == 5
+
+
+def test_each_row_uses_its_own_temperature():
+    logits = torch.linspace(300, 0, V.VOCAB_SIZE).repeat(2, 1)
+    st = state(SamplingParams(temperature=0.01, top_k=0, top_p=1.0, rp_penalty=0),
+               SamplingParams(temperature=5.0, top_k=0, top_p=1.0, rp_penalty=0))
+    drawn = sample_many(logits, st, 200)
+    assert set(drawn[:, 0].tolist()) == {0}
+    assert len(set(drawn[:, 1].tolist())) > 20
+
+
+def test_whitelist_keeps_generated_pitches_in_piano_range_and_never_pad_or_genre():
+    logits = torch.zeros(1, V.VOCAB_SIZE)
+    logits[0, [5, 128 + 5, 100, V.PAD, V.GENRE, V.END]] = 50.0  # the model loves forbidden tokens
+    st = state(SamplingParams(top_k=0, top_p=1.0, rp_penalty=0), piano_range=True)
+    drawn = set(sample_many(logits, st, 300).flatten().tolist())
+    lo, hi = V.PIANO_RANGE
+    assert all((lo <= t <= hi) or (128 + lo <= t <= 128 + hi) or V.VELOCITY <= t < V.END for t in drawn)
+
+
+def test_penalty_lowers_a_just_played_pitch_and_time_restores_it():
+    params = SamplingParams(rp_penalty=0.3, rp_restore_speed=1.0, top_k=0, top_p=1.0)
+    st = state(params)
+    logits = torch.zeros(1, V.VOCAB_SIZE)
+    before = dict(zip(*[x[0].tolist() for x in reversed(next_token_probs(logits, st))]))
+    st.pitch_weight = restore_and_penalise(st.pitch_weight, torch.tensor([60]), st.rp_penalty, st.rp_restore_speed)
+    after = dict(zip(*[x[0].tolist() for x in reversed(next_token_probs(logits, st))]))
+    assert after[60] == pytest.approx(before[60] * 0.7, rel=1e-4)
+    assert after[61] == pytest.approx(before[61], rel=1e-6)
+    assert st.pitch_weight[0, 60] == pytest.approx(0.7)
+    assert st.pitch_weight[0, 61] == 1.0
+    # half a second of music restores half a unit at speed 1.0
+    st.pitch_weight = restore_and_penalise(st.pitch_weight, torch.tensor([V.TIME_SHIFT + 49]), st.rp_penalty,
+                                           st.rp_restore_speed)
+    assert st.pitch_weight[0, 60] == 1.0
+
+
+def test_penalty_falls_back_when_every_candidate_is_penalised_to_zero():
+    logits = torch.full((1, V.VOCAB_SIZE), -10.0)
+    logits[0, 60], logits[0, 62] = 10.0, 5.0  # the nucleus is just pitch 60
+    st = state(SamplingParams(rp_penalty=1.0, top_k=3, top_p=0.5))
+    st.pitch_weight = restore_and_penalise(st.pitch_weight, torch.tensor([60]), st.rp_penalty, st.rp_restore_speed)
+    drawn = set(sample_many(logits, st, 100).flatten().tolist())
+    assert 60 not in drawn and drawn  # the rest of the top-k takes over
+    st.pitch_weight[:] = 0.0  # every note penalised away, and the top-k holds only notes
+    st2 = state(SamplingParams(rp_penalty=1.0, top_k=2, top_p=0.5))
+    st2.pitch_weight[:] = 0.0
+    assert set(sample_many(logits, st2, 50).flatten().tolist()) == {60}  # nucleus without the penalty
