@@ -1,27 +1,46 @@
-"""Music generation: event tokenizer, Music Transformer, KV-cached batched sampling.
+"""Music generation: event tokenizer, Music Transformer, KV-cached batched sampling, rendering.
 
-Knows nothing of chats or databases.
+Knows nothing of chats or databases. Names are imported lazily so that torch-free parts
+(`generator.vocab`, `generator.params`, `generator.render`) stay torch-free for their importers.
 """
 
-from .checkpoint import load_model, save_checkpoint
-from .decoding import BatchDecoder, Generation, GenerationRequest, generate
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import CheckpointError, GeneratorError, PrimerError, SamplingError, UnknownGenreError
-from .model import ModelConfig, MusicTransformer
-from .sampling import SamplingParams
+from .params import GenerationRequest, SamplingParams, preset_sampling
+
+_LAZY = {
+    "BatchDecoder": "decoding",
+    "Generation": "decoding",
+    "generate": "decoding",
+    "ModelConfig": "model",
+    "MusicTransformer": "model",
+    "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
 
 __all__ = [
-    "BatchDecoder",
     "CheckpointError",
-    "Generation",
     "GenerationRequest",
     "GeneratorError",
-    "ModelConfig",
-    "MusicTransformer",
     "PrimerError",
     "SamplingError",
     "SamplingParams",
     "UnknownGenreError",
-    "generate",
-    "load_model",
-    "save_checkpoint",
+    "preset_sampling",
+    *_LAZY,
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import load_model, save_checkpoint
+    from .decoding import BatchDecoder, Generation, generate
+    from .model import ModelConfig, MusicTransformer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'generator' has no attribute {name!r}")

@@ -7,63 +7,15 @@ seed and random stream, so a seed reproduces a piece whatever else shares the ba
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from . import vocab as V
-from .errors import GeneratorError
 from .model import KVCache, MusicTransformer
-from .sampling import RowState, SamplingParams, draw, next_token_probs, restore_and_penalise
-
-# Without a token budget a piece asked for in seconds could, in principle, never advance time;
-# no real piano texture needs more than this many events per second of music.
-MAX_TOKENS_PER_SECOND = 100
-MAX_NEW_TOKENS = 100_000
-MAX_SECONDS = 3600.0
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """What to compose. Give a length in new tokens, in seconds of music, or both (first wins)."""
-
-    genre: str
-    sampling: SamplingParams = SamplingParams()
-    max_new_tokens: int | None = None
-    max_seconds: float | None = None
-    seed: int | None = None
-    primer: tuple[int, ...] = ()  # event tokens to continue (no genre token)
-    piano_range: bool = True
-
-    def __post_init__(self) -> None:
-        V.canonical_genre(self.genre)  # raises UnknownGenreError with the valid names
-        if self.max_new_tokens is None and self.max_seconds is None:
-            raise GeneratorError("say how long the piece should be: max_new_tokens or max_seconds")
-        if self.max_new_tokens is not None and not (
-            isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS
-        ):
-            raise GeneratorError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, "
-                                 f"got {self.max_new_tokens!r}")
-        if self.max_seconds is not None and not (
-            isinstance(self.max_seconds, (int, float)) and 0 < self.max_seconds <= MAX_SECONDS
-        ):
-            raise GeneratorError(f"max_seconds must be more than 0 and at most {MAX_SECONDS:g}, "
-                                 f"got {self.max_seconds!r}")
-        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
-            raise GeneratorError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
-        bad = [t for t in self.primer if not 0 <= t < V.END]
-        if bad:
-            raise GeneratorError(f"primer tokens must be events 0–{V.END - 1}, got {bad[0]}")
-
-    @property
-    def token_budget(self) -> int:
-        budget = MAX_NEW_TOKENS if self.max_new_tokens is None else self.max_new_tokens
-        if self.max_seconds is not None:
-            budget = min(budget, max(64, math.ceil(self.max_seconds * MAX_TOKENS_PER_SECOND)))
-        return budget
-
+from .params import GenerationRequest
+from .sampling import RowState, draw, next_token_probs, restore_and_penalise
 
 @dataclass(eq=False)
 class Row:

@@ -13,52 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from . import vocab as V
-from .errors import SamplingError
-
-MAX_TEMPERATURE = 10.0
-MAX_RESTORE_SPEED = 100.0
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """One request's sampling values; invalid values raise SamplingError naming the range."""
-
-    temperature: float = 1.0
-    top_k: int = 40  # 0 turns top-k off
-    top_p: float = 0.99
-    topp_temperature: float = 1.0
-    at_least_k: int = 1  # never sample from fewer than this many tokens
-    rp_penalty: float = 0.05  # 0 turns the repetition penalty off
-    rp_restore_speed: float = 0.7  # penalty restored per second of music
-
-    def __post_init__(self) -> None:
-        def check(ok: bool, name: str, valid: str, example: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise SamplingError(f"{name} must be {valid}, got {value!r} (for example {name}={example})")
-
-        check(_real(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE,
-              "temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
-        check(_whole(self.top_k) and 0 <= self.top_k <= V.VOCAB_SIZE,
-              "top_k", f"a whole number from 0 (off) to {V.VOCAB_SIZE}", "40")
-        check(_real(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", "0.95")
-        check(_real(self.topp_temperature) and 0 < self.topp_temperature <= MAX_TEMPERATURE,
-              "topp_temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
-        check(_whole(self.at_least_k) and 1 <= self.at_least_k <= V.VOCAB_SIZE,
-              "at_least_k", f"a whole number from 1 to {V.VOCAB_SIZE}", "1")
-        check(_real(self.rp_penalty) and 0 <= self.rp_penalty <= 1,
-              "rp_penalty", "from 0 (off) to 1", "0.05")
-        check(_real(self.rp_restore_speed) and 0 <= self.rp_restore_speed <= MAX_RESTORE_SPEED,
-              "rp_restore_speed", f"from 0 to {MAX_RESTORE_SPEED:g}", "0.7")
-
-
-def _real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
-
-
-def _whole(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
+from .params import SamplingParams
 
 def allowed_tokens(piano_range: bool = True) -> torch.Tensor:
     """(V,) bool: what a generated piece may contain. Never pad, end or genre tokens: the piece

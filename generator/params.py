@@ -1,0 +1,119 @@
+"""What a caller asks the generator for, validated, with no torch import (the bots use these)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import vocab as V
+from .errors import GeneratorError, SamplingError
+
+MAX_TEMPERATURE = 10.0
+MAX_RESTORE_SPEED = 100.0
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One request's sampling values; invalid values raise SamplingError naming the range."""
+
+    temperature: float = 1.0
+    top_k: int = 40  # 0 turns top-k off
+    top_p: float = 0.99
+    topp_temperature: float = 1.0
+    at_least_k: int = 1  # never sample from fewer than this many tokens
+    rp_penalty: float = 0.05  # 0 turns the repetition penalty off
+    rp_restore_speed: float = 0.7  # penalty restored per second of music
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, valid: str, example: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise SamplingError(f"{name} must be {valid}, got {value!r} (for example {name}={example})")
+
+        check(_real(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE,
+              "temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
+        check(_whole(self.top_k) and 0 <= self.top_k <= V.VOCAB_SIZE,
+              "top_k", f"a whole number from 0 (off) to {V.VOCAB_SIZE}", "40")
+        check(_real(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", "0.95")
+        check(_real(self.topp_temperature) and 0 < self.topp_temperature <= MAX_TEMPERATURE,
+              "topp_temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
+        check(_whole(self.at_least_k) and 1 <= self.at_least_k <= V.VOCAB_SIZE,
+              "at_least_k", f"a whole number from 1 to {V.VOCAB_SIZE}", "1")
+        check(_real(self.rp_penalty) and 0 <= self.rp_penalty <= 1,
+              "rp_penalty", "from 0 (off) to 1", "0.05")
+        check(_real(self.rp_restore_speed) and 0 <= self.rp_restore_speed <= MAX_RESTORE_SPEED,
+              "rp_restore_speed", f"from 0 to {MAX_RESTORE_SPEED:g}", "0.7")
+
+
+def _real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _whole(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+
+# Without a token budget a piece asked for in seconds could, in principle, never advance time;
+# no real piano texture needs more than this many events per second of music.
+MAX_TOKENS_PER_SECOND = 100
+MAX_NEW_TOKENS = 100_000
+MAX_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to compose. Give a length in new tokens, in seconds of music, or both (first wins)."""
+
+    genre: str
+    sampling: SamplingParams = SamplingParams()
+    max_new_tokens: int | None = None
+    max_seconds: float | None = None
+    seed: int | None = None
+    primer: tuple[int, ...] = ()  # event tokens to continue (no genre token)
+    piano_range: bool = True
+
+    def __post_init__(self) -> None:
+        V.canonical_genre(self.genre)  # raises UnknownGenreError with the valid names
+        if self.max_new_tokens is None and self.max_seconds is None:
+            raise GeneratorError("say how long the piece should be: max_new_tokens or max_seconds")
+        if self.max_new_tokens is not None and not (
+            isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS
+        ):
+            raise GeneratorError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, "
+                                 f"got {self.max_new_tokens!r}")
+        if self.max_seconds is not None and not (
+            isinstance(self.max_seconds, (int, float)) and 0 < self.max_seconds <= MAX_SECONDS
+        ):
+            raise GeneratorError(f"max_seconds must be more than 0 and at most {MAX_SECONDS:g}, "
+                                 f"got {self.max_seconds!r}")
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            raise GeneratorError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
+        bad = [t for t in self.primer if not 0 <= t < V.END]
+        if bad:
+            raise GeneratorError(f"primer tokens must be events 0–{V.END - 1}, got {bad[0]}")
+
+    @property
+    def token_budget(self) -> int:
+        budget = MAX_NEW_TOKENS if self.max_new_tokens is None else self.max_new_tokens
+        if self.max_seconds is not None:
+            budget = min(budget, max(64, math.ceil(self.max_seconds * MAX_TOKENS_PER_SECOND)))
+        return budget
+
+
+
+
+# Per-genre defaults, tuned as the reference tunes them; a user's own values override these.
+GENRE_PRESETS: dict[str, SamplingParams] = {
+    "classic": SamplingParams(temperature=1.1),
+    "jazz": SamplingParams(temperature=0.95),
+    "calm": SamplingParams(temperature=0.9),
+    "pop": SamplingParams(temperature=1.0),
+}
+
+
+def preset_sampling(genre: str, **overrides: float | int | None) -> SamplingParams:
+    """The genre's preset with every value the user gave (not None) replacing the preset's."""
+    from dataclasses import replace
+
+    return replace(GENRE_PRESETS[V.canonical_genre(genre)], **{k: v for k, v in overrides.items() if v is not None})

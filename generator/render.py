@@ -1,0 +1,174 @@
+"""MIDI → MP3 through FluidSynth and ffmpeg, and a piano-roll PNG for chat previews.
+
+FluidSynth renders a WAV with a General MIDI soundfont; numpy trims the trailing silence, fades
+out and normalises loudness (EBU R128, pyloudnorm) with a peak ceiling; ffmpeg encodes MP3 with
+ID3 tags. No torch here: render workers and tests need none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from .errors import GeneratorError
+
+SAMPLE_RATE = 44100
+DEBIAN_SOUNDFONTS = (
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    Path("/usr/share/sounds/sf2/default-GM.sf2"),
+)
+INSTALL_HINT = "install it with: sudo apt-get install fluidsynth fluid-soundfont-gm ffmpeg (or run make setup)"
+
+
+class RenderError(GeneratorError):
+    """Rendering could not run: the message says what to install or fix."""
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    sample_rate: int = SAMPLE_RATE
+    bitrate: str = "192k"
+    target_lufs: float = -16.0
+    peak_dbfs: float = -1.0  # ceiling after normalising, headroom for the MP3 encoder
+    silence_dbfs: float = -60.0  # quieter than this at the end counts as silence
+    fade_seconds: float = 1.5
+    tail_seconds: float = 0.5  # room for the last note's release before the fade ends
+
+
+@dataclass(frozen=True)
+class Tags:
+    title: str
+    genre: str
+    comment: str = ""
+    artist: str = "Melomania"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def find_soundfont(path: str | os.PathLike[str] | None = None) -> Path:
+    """The soundfont to use: the one given, else Debian's FluidR3 General MIDI font."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RenderError(f"soundfont not found: {p} (set MELOMANIA_SOUNDFONT to an .sf2 file, or unset it "
+                              f"to use Debian's fluid-soundfont-gm)")
+        return p
+    for p in DEBIAN_SOUNDFONTS:
+        if p.is_file():
+            return p
+    raise RenderError(f"no General MIDI soundfont found; {INSTALL_HINT}, or set MELOMANIA_SOUNDFONT")
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RenderError(f"{name} is not installed; {INSTALL_HINT}")
+    return found
+
+
+def render_wav(midi_path: Path, wav_path: Path, soundfont: Path, sample_rate: int = SAMPLE_RATE) -> None:
+    cmd = [_tool("fluidsynth"), "-ni", "-q", "-g", "0.6", "-r", str(sample_rate), "-F", str(wav_path),
+           str(soundfont), str(midi_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not wav_path.exists():
+        raise RenderError(f"FluidSynth failed: {(done.stderr or done.stdout).strip()[:300]}")
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 in [-1, 1], and the sample rate."""
+    with wave.open(str(path), "rb") as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+    if width != 2:
+        raise RenderError(f"unexpected {8 * width}-bit WAV from FluidSynth")
+    audio = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).astype(np.float32) / 32768.0
+    return audio, rate
+
+
+def trim_and_fade(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSettings()) -> np.ndarray:
+    """Cut the trailing silence (keeping a short tail), then fade the end out."""
+    level = np.abs(audio).max(axis=1) if len(audio) else np.zeros(0)
+    loud = np.nonzero(level > 10 ** (settings.silence_dbfs / 20))[0]
+    end = 0 if len(loud) == 0 else min(len(audio), loud[-1] + 1 + int(settings.tail_seconds * rate))
+    audio = audio[:end].copy()
+    fade = min(len(audio), int(settings.fade_seconds * rate))
+    if fade:
+        audio[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)[:, None] ** 2
+    return audio
+
+
+def normalise(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSettings()) -> np.ndarray:
+    """EBU R128 integrated loudness to the target, never above the peak ceiling."""
+    if not len(audio) or not np.any(audio):
+        return audio
+    gain = 1.0
+    if len(audio) > int(0.4 * rate):  # R128 gating needs at least one 400 ms block
+        import pyloudnorm
+
+        loudness = pyloudnorm.Meter(rate).integrated_loudness(audio)
+        if np.isfinite(loudness):
+            gain = 10 ** ((settings.target_lufs - loudness) / 20)
+    peak = float(np.abs(audio).max()) * gain
+    ceiling = 10 ** (settings.peak_dbfs / 20)
+    if peak > ceiling:
+        gain *= ceiling / peak
+    return (audio * gain).astype(np.float32)
+
+
+def encode_mp3(audio: np.ndarray, rate: int, mp3_path: Path, tags: Tags,
+               settings: AudioSettings = AudioSettings()) -> None:
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    if pcm.ndim == 1 or pcm.shape[1] == 1:
+        pcm = np.repeat(pcm.reshape(-1, 1), 2, axis=1)
+    meta = {"title": tags.title, "artist": tags.artist, "genre": tags.genre, "comment": tags.comment, **tags.extra}
+    cmd = [_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "s16le", "-ar", str(rate),
+           "-ac", "2", "-i", "-", "-ar", str(settings.sample_rate), "-ac", "2", "-codec:a", "libmp3lame",
+           "-b:a", settings.bitrate, "-id3v2_version", "3", "-f", "mp3"]
+    for k, v in meta.items():
+        if v:
+            cmd += ["-metadata", f"{k}={v}"]
+    cmd.append(str(mp3_path))
+    done = subprocess.run(cmd, input=pcm.tobytes(), capture_output=True)
+    if done.returncode != 0:
+        raise RenderError(f"ffmpeg failed: {done.stderr.decode(errors='replace').strip()[:300]}")
+
+
+@dataclass(frozen=True)
+class RenderTimings:
+    audio_seconds: float
+    synth_seconds: float
+    encode_seconds: float
+
+
+def render_mp3(midi: pretty_midi.PrettyMIDI, mp3_path: str | os.PathLike[str], tags: Tags,
+               soundfont: str | os.PathLike[str] | None = None, program: int | None = None,
+               settings: AudioSettings = AudioSettings()) -> RenderTimings:
+    """Render `midi` to an MP3 at `mp3_path` (written atomically). Returns how long each part took."""
+    import time
+
+    sf = find_soundfont(soundfont)
+    mp3_path = Path(mp3_path)
+    if program is not None:
+        for inst in midi.instruments:
+            if not inst.is_drum:
+                inst.program = program
+    with tempfile.TemporaryDirectory(prefix="melomania-render-") as tmp:
+        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
+        midi.write(str(mid))
+        t0 = time.perf_counter()
+        render_wav(mid, wav, sf, settings.sample_rate)
+        audio, rate = read_wav(wav)
+        t1 = time.perf_counter()
+        audio = normalise(trim_and_fade(audio, rate, settings), rate, settings)
+        part = mp3_path.with_name(f".{mp3_path.name}.part")
+        encode_mp3(audio, rate, part, tags, settings)
+        os.replace(part, mp3_path)
+        t2 = time.perf_counter()
+    return RenderTimings(len(audio) / rate, t1 - t0, t2 - t1)

@@ -1,0 +1,106 @@
+"""From a request to the files a user gets: compose (regenerating degenerate pieces), then write
+the MIDI, the piano roll and the MP3. The same path serves the CLI and the job workers."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import vocab as V
+from .params import GenerationRequest, SamplingParams
+from .pianoroll import write_piano_roll
+from .postprocess import is_degenerate, postprocess
+from .render import RenderTimings, Tags, render_mp3
+from .tokenizer import decode_notes, notes_to_midi
+
+MAX_TRIES = 3
+RESEED = 1_000_003  # a regenerated piece gets seed + RESEED·attempt, recorded in its recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything needed to compose the same piece again."""
+
+    model: str
+    checkpoint_sha256: str
+    genre: str
+    seed: int
+    sampling: SamplingParams
+    max_seconds: float | None = None
+    max_new_tokens: int | None = None
+    primer: str | None = None
+    instrument: str = "piano"
+
+    @classmethod
+    def of(cls, request: GenerationRequest, model: str, checkpoint_sha256: str, instrument: str = "piano",
+           primer: str | None = None) -> "Recipe":
+        assert request.seed is not None, "a recipe needs the seed that was used"
+        return cls(model, checkpoint_sha256, V.canonical_genre(request.genre), request.seed, request.sampling,
+                   request.max_seconds, request.max_new_tokens, primer, instrument)
+
+    def summary(self) -> str:
+        s = self.sampling
+        length = f"seconds={self.max_seconds:g}" if self.max_seconds else f"tokens={self.max_new_tokens}"
+        parts = [f"model={self.model}", f"sha256={self.checkpoint_sha256[:12]}", f"genre={display_genre(self.genre)}",
+                 f"seed={self.seed}", length, f"temperature={s.temperature:g}", f"top_k={s.top_k}",
+                 f"top_p={s.top_p:g}", f"at_least_k={s.at_least_k}", f"rp_penalty={s.rp_penalty:g}",
+                 f"rp_restore_speed={s.rp_restore_speed:g}", f"instrument={self.instrument}"]
+        if self.primer:
+            parts.append(f"primer={self.primer}")
+        return " ".join(parts)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def display_genre(genre: str) -> str:
+    return V.DISPLAY_NAMES.get(V.canonical_genre(genre), V.canonical_genre(genre))
+
+
+def track_title(genre: str, number: int) -> str:
+    return f"{display_genre(genre).capitalize()} #{number}"
+
+
+def compose(model, requests: Sequence[GenerationRequest], progress: Callable[[int, int], None] | None = None,
+            tries: int = MAX_TRIES):
+    """Generate every request; a piece that comes out degenerate (one key hammered) is composed
+    again with a new seed, up to `tries` times, before anyone hears it."""
+    from .decoding import generate
+
+    results = list(generate(model, requests, progress))
+    for attempt in range(1, tries):
+        bad = [i for i, g in enumerate(results) if is_degenerate(g.new_tokens)]
+        if not bad:
+            break
+        redo = [replace(results[i].request, seed=(results[i].request.seed or 0) + RESEED * attempt) for i in bad]
+        for i, g in zip(bad, generate(model, redo)):
+            results[i] = g
+    return results
+
+
+@dataclass(frozen=True)
+class TrackFiles:
+    mp3: Path
+    midi: Path
+    png: Path
+    seconds: float
+    notes: int
+    timings: RenderTimings
+
+
+def write_track(tokens: Sequence[int], stem: str | os.PathLike[str], tags: Tags, program: int = 0,
+                soundfont: str | os.PathLike[str] | None = None) -> TrackFiles:
+    """Clean the piece up as the reference does, then write stem.mid, stem.png and stem.mp3."""
+    stem = Path(stem)
+    notes = decode_notes(postprocess(list(tokens)))
+    midi = notes_to_midi(notes, program=program)
+    mid, png, mp3 = stem.with_suffix(".mid"), stem.with_suffix(".png"), stem.with_suffix(".mp3")
+    t0 = time.perf_counter()
+    midi.write(str(mid))
+    write_piano_roll(notes, png)
+    _ = time.perf_counter() - t0
+    timings = render_mp3(midi, mp3, tags, soundfont=soundfont, program=program)
+    return TrackFiles(mp3, mid, png, timings.audio_seconds, len(notes), timings)
