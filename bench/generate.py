@@ -20,10 +20,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generator import GenerationRequest, ModelConfig, MusicTransformer, SamplingParams, load_model  # noqa: E402
-from generator import vocab  # noqa: E402
-from generator.decoding import BatchDecoder  # noqa: E402
-from generator.sampling import RowState, draw, next_token_probs, restore_and_penalise  # noqa: E402
+from generator import (
+    GenerationRequest,
+    ModelConfig,
+    MusicTransformer,
+    SamplingParams,
+    load_model,
+    vocab,
+)
+from generator.decoding import BatchDecoder
+from generator.sampling import RowState, draw, next_token_probs, restore_and_penalise
 
 
 def peak_rss_mib() -> float:
@@ -75,17 +81,28 @@ def main() -> None:
     if args.checkpoint:
         model = load_model(args.checkpoint)
     else:
-        model = MusicTransformer(ModelConfig(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads,
-                                             d_ff=args.ff)).eval()
+        model = MusicTransformer(
+            ModelConfig(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_ff=args.ff)
+        ).eval()
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     primer = tuple(torch.randint(0, vocab.END, (args.prompt,)).tolist())
     # Top-k 40 with the penalty on, as the bot composes; each row its own seed.
-    requests = [GenerationRequest(vocab.GENRES[b % 4], SamplingParams(temperature=1.0 + 0.05 * (b % 3)),
-                                  max_new_tokens=args.tokens, seed=b, primer=primer) for b in range(args.batch)]
-    print(f"model: {cfg.n_layers} layers, d={cfg.d_model}, {cfg.n_heads} heads, ff={cfg.d_ff}, "
-          f"{params / 1e6:.1f}M parameters; batch {args.batch}, prompt {1 + args.prompt}, "
-          f"{args.tokens} new tokens; {torch.get_num_threads()} threads")
+    requests = [
+        GenerationRequest(
+            vocab.GENRES[b % 4],
+            SamplingParams(temperature=1.0 + 0.05 * (b % 3)),
+            max_new_tokens=args.tokens,
+            seed=b,
+            primer=primer,
+        )
+        for b in range(args.batch)
+    ]
+    print(
+        f"model: {cfg.n_layers} layers, d={cfg.d_model}, {cfg.n_heads} heads, ff={cfg.d_ff}, "
+        f"{params / 1e6:.1f}M parameters; batch {args.batch}, prompt {1 + args.prompt}, "
+        f"{args.tokens} new tokens; {torch.get_num_threads()} threads"
+    )
     rss_start = peak_rss_mib()
 
     cached(model, [GenerationRequest("calm", max_new_tokens=8, seed=0)])  # warm-up
@@ -94,8 +111,10 @@ def main() -> None:
     t_cached = time.perf_counter() - t0
     cached_tps = args.batch * args.tokens / t_cached
     rss_cached = peak_rss_mib()
-    print(f"cached: {t_cached:.2f} s, {cached_tps:.1f} tokens/s total, "
-          f"{cached_tps / args.batch:.1f} per row; peak RSS {rss_cached:.0f} MiB")
+    print(
+        f"cached: {t_cached:.2f} s, {cached_tps:.1f} tokens/s total, "
+        f"{cached_tps / args.batch:.1f} per row; peak RSS {rss_cached:.0f} MiB"
+    )
 
     if args.skip_naive:
         print(f"naive_tokens_per_s=nan cached_tokens_per_s={cached_tps:.2f} speedup=nan peak_rss_mib={rss_cached:.0f}")
@@ -106,11 +125,15 @@ def main() -> None:
     naive_tps = args.batch * args.tokens / t_naive
     rss_naive = peak_rss_mib()
     same = sum(a == b for a, b in zip(fast, slow))
-    print(f"naive:  {t_naive:.2f} s, {naive_tps:.2f} tokens/s total; peak RSS {rss_naive:.0f} MiB "
-          f"(started at {rss_start:.0f})")
+    print(
+        f"naive:  {t_naive:.2f} s, {naive_tps:.2f} tokens/s total; peak RSS {rss_naive:.0f} MiB "
+        f"(started at {rss_start:.0f})"
+    )
     print(f"identical pieces from both paths: {same}/{args.batch}")
-    print(f"naive_tokens_per_s={naive_tps:.2f} cached_tokens_per_s={cached_tps:.2f} "
-          f"speedup={naive_tps and cached_tps / naive_tps:.1f} peak_rss_mib={max(rss_cached, rss_naive):.0f}")
+    print(
+        f"naive_tokens_per_s={naive_tps:.2f} cached_tokens_per_s={cached_tps:.2f} "
+        f"speedup={naive_tps and cached_tps / naive_tps:.1f} peak_rss_mib={max(rss_cached, rss_naive):.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import load_model, save_checkpoint
-    from .decoding import BatchDecoder, Generation, generate
-    from .model import ModelConfig, MusicTransformer
+    from .checkpoint import load_model, save_checkpoint  # noqa: F401
+    from .decoding import BatchDecoder, Generation, generate  # noqa: F401
+    from .model import ModelConfig, MusicTransformer  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -33,8 +33,14 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
     if head_dim == 0 or d_model % head_dim:
         raise CheckpointError(f"relative table width {head_dim} does not divide the model width {d_model}")
     n_layers = 1 + max(int(m.group(1)) for k in state_dict if (m := _LAYER_KEY.match(k)))
-    return ModelConfig(vocab_size=vocab_size, n_layers=n_layers, d_model=d_model,
-                       n_heads=d_model // head_dim, d_ff=d_ff, max_len=max_len)
+    return ModelConfig(
+        vocab_size=vocab_size,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=d_model // head_dim,
+        d_ff=d_ff,
+        max_len=max_len,
+    )
 
 
 def check_state_dict(model: MusicTransformer, state_dict: dict[str, torch.Tensor]) -> None:
@@ -43,8 +49,9 @@ def check_state_dict(model: MusicTransformer, state_dict: dict[str, torch.Tensor
     got = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     problems = [f"missing {k} {s}" for k, s in expected.items() if k not in got]
     problems += [f"unexpected {k}" for k in got if k not in expected]
-    problems += [f"{k} has shape {got[k]}, the model needs {s}"
-                 for k, s in expected.items() if k in got and got[k] != s]
+    problems += [
+        f"{k} has shape {got[k]}, the model needs {s}" for k, s in expected.items() if k in got and got[k] != s
+    ]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CheckpointError(f"checkpoint does not fit the model: {shown}")
@@ -59,8 +66,9 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> MusicTransformer:
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> MusicTransformer:
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
 
     The returned model is in eval mode and carries `genres` (names in token order) and
@@ -80,8 +88,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     else:
         raise CheckpointError(f"{path} holds no state_dict")
     if config.vocab_size != vocab.VOCAB_SIZE:
-        raise CheckpointError(f"checkpoint vocabulary has {config.vocab_size} tokens, "
-                              f"the event vocabulary needs {vocab.VOCAB_SIZE}")
+        raise CheckpointError(
+            f"checkpoint vocabulary has {config.vocab_size} tokens, the event vocabulary needs {vocab.VOCAB_SIZE}"
+        )
     model = MusicTransformer(config)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)

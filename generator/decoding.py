@@ -7,8 +7,8 @@ seed and random stream, so a seed reproduces a piece whatever else shares the ba
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -16,6 +16,7 @@ from . import vocab as V
 from .model import KVCache, MusicTransformer
 from .params import GenerationRequest
 from .sampling import RowState, draw, next_token_probs, restore_and_penalise
+
 
 @dataclass(eq=False)
 class Row:
@@ -83,10 +84,13 @@ class BatchDecoder:
             g = torch.Generator()
             g.manual_seed(r.seed if r.seed is not None else torch.seed())
             new_rows.append(Row(r, prompt, len(prompt), g))
-        prompts = [row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len)
-                   for row in new_rows]
-        capacity = min(self.max_len, max(len(p) for p in prompts) + min(
-            max(r.token_budget for r in requests), self.initial_capacity))
+        prompts = [
+            row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len) for row in new_rows
+        ]
+        capacity = min(
+            self.max_len,
+            max(len(p) for p in prompts) + min(max(r.token_budget for r in requests), self.initial_capacity),
+        )
         logits, cache = self.model.prefill(prompts, capacity)
         state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests])
         first = self._sample(logits, state, new_rows)
@@ -103,8 +107,7 @@ class BatchDecoder:
         probs, order = next_token_probs(logits, state)
         uniforms = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
         tokens = draw(probs, order, uniforms)
-        state.pitch_weight = restore_and_penalise(state.pitch_weight, tokens, state.rp_penalty,
-                                                  state.rp_restore_speed)
+        state.pitch_weight = restore_and_penalise(state.pitch_weight, tokens, state.rp_penalty, state.rp_restore_speed)
         for row, tok in zip(rows, tokens.tolist()):
             row.tokens.append(tok)
             if V.is_time_shift(tok):

@@ -76,7 +76,7 @@ class KVCache:
                 store[i] = t.index_select(0, rows)
         self.lengths = self.lengths.index_select(0, rows)
 
-    def extend(self, other: "KVCache") -> None:
+    def extend(self, other: KVCache) -> None:
         """Append the rows of `other` after ours (rows joining a running batch)."""
         self.reserve(other.capacity)
         other.reserve(self.capacity)
@@ -85,7 +85,7 @@ class KVCache:
                 mine[i] = torch.cat([mine[i], theirs[i]], dim=0)
         self.lengths = torch.cat([self.lengths, other.lengths])
 
-    def replace_row(self, row: int, other: "KVCache") -> None:
+    def replace_row(self, row: int, other: KVCache) -> None:
         """Overwrite row `row` with the single row held by `other` (a re-encoded window)."""
         n = int(other.lengths[0])
         for mine, theirs in ((self.k, other.k), (self.v, other.v)):
@@ -123,7 +123,7 @@ class RelativeSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3C)
         q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,D)
         return q * self.head_dim**-0.5, k, v
@@ -143,7 +143,7 @@ class RelativeSelfAttention(nn.Module):
         att = F.dropout(scores.softmax(-1), self.dropout, self.training)
         return self._merge(att @ v), k, v
 
-    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: "StepPlan"):
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: StepPlan):
         """One new token per row, attending to the cache. x is (B, 1, C)."""
         q, k, v = self._qkv(x)  # (B, H, 1, D)
         if plan.uniform is not None:
@@ -176,7 +176,7 @@ class StepPlan:
     mask: torch.Tensor | None = None  # (B, 1, 1, T) True where a key is past the row's end
 
     @classmethod
-    def for_lengths(cls, lengths: torch.Tensor, n_heads: int) -> "StepPlan":
+    def for_lengths(cls, lengths: torch.Tensor, n_heads: int) -> StepPlan:
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo == hi:
             return cls(width=hi + 1, uniform=hi)
@@ -255,8 +255,8 @@ class MusicTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids → (B, T, V) logits. With an empty `cache`, also fill it (prefill);
         rows padded on the right are fine: causal attention never looks at the padding."""
-        B, T = tokens.shape
-        if T > self.config.max_len:
+        T = tokens.shape[1]
+        if self.config.max_len < T:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.config.max_len})")
         x = self.dropout(self.embedding(tokens) + self.positional_encoding.pe[:T, 0])
         for i, layer in enumerate(self.encoder.layers):

@@ -30,19 +30,38 @@ class SamplingParams:
                 value = getattr(self, name)
                 raise SamplingError(f"{name} must be {valid}, got {value!r} (for example {name}={example})")
 
-        check(_real(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE,
-              "temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
-        check(_whole(self.top_k) and 0 <= self.top_k <= V.VOCAB_SIZE,
-              "top_k", f"a whole number from 0 (off) to {V.VOCAB_SIZE}", "40")
+        check(
+            _real(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE,
+            "temperature",
+            f"more than 0 and at most {MAX_TEMPERATURE:g}",
+            "1.0",
+        )
+        check(
+            _whole(self.top_k) and 0 <= self.top_k <= V.VOCAB_SIZE,
+            "top_k",
+            f"a whole number from 0 (off) to {V.VOCAB_SIZE}",
+            "40",
+        )
         check(_real(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", "0.95")
-        check(_real(self.topp_temperature) and 0 < self.topp_temperature <= MAX_TEMPERATURE,
-              "topp_temperature", f"more than 0 and at most {MAX_TEMPERATURE:g}", "1.0")
-        check(_whole(self.at_least_k) and 1 <= self.at_least_k <= V.VOCAB_SIZE,
-              "at_least_k", f"a whole number from 1 to {V.VOCAB_SIZE}", "1")
-        check(_real(self.rp_penalty) and 0 <= self.rp_penalty <= 1,
-              "rp_penalty", "from 0 (off) to 1", "0.05")
-        check(_real(self.rp_restore_speed) and 0 <= self.rp_restore_speed <= MAX_RESTORE_SPEED,
-              "rp_restore_speed", f"from 0 to {MAX_RESTORE_SPEED:g}", "0.7")
+        check(
+            _real(self.topp_temperature) and 0 < self.topp_temperature <= MAX_TEMPERATURE,
+            "topp_temperature",
+            f"more than 0 and at most {MAX_TEMPERATURE:g}",
+            "1.0",
+        )
+        check(
+            _whole(self.at_least_k) and 1 <= self.at_least_k <= V.VOCAB_SIZE,
+            "at_least_k",
+            f"a whole number from 1 to {V.VOCAB_SIZE}",
+            "1",
+        )
+        check(_real(self.rp_penalty) and 0 <= self.rp_penalty <= 1, "rp_penalty", "from 0 (off) to 1", "0.05")
+        check(
+            _real(self.rp_restore_speed) and 0 <= self.rp_restore_speed <= MAX_RESTORE_SPEED,
+            "rp_restore_speed",
+            f"from 0 to {MAX_RESTORE_SPEED:g}",
+            "0.7",
+        )
 
 
 def _real(x: object) -> bool:
@@ -51,7 +70,6 @@ def _real(x: object) -> bool:
 
 def _whole(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
 
 
 # Without a token budget a piece asked for in seconds could, in principle, never advance time;
@@ -80,13 +98,15 @@ class GenerationRequest:
         if self.max_new_tokens is not None and not (
             isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS
         ):
-            raise GeneratorError(f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, "
-                                 f"got {self.max_new_tokens!r}")
+            raise GeneratorError(
+                f"max_new_tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, got {self.max_new_tokens!r}"
+            )
         if self.max_seconds is not None and not (
             isinstance(self.max_seconds, (int, float)) and 0 < self.max_seconds <= MAX_SECONDS
         ):
-            raise GeneratorError(f"max_seconds must be more than 0 and at most {MAX_SECONDS:g}, "
-                                 f"got {self.max_seconds!r}")
+            raise GeneratorError(
+                f"max_seconds must be more than 0 and at most {MAX_SECONDS:g}, got {self.max_seconds!r}"
+            )
         if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
             raise GeneratorError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
         bad = [t for t in self.primer if not 0 <= t < V.END]
@@ -99,8 +119,6 @@ class GenerationRequest:
         if self.max_seconds is not None:
             budget = min(budget, max(64, math.ceil(self.max_seconds * MAX_TOKENS_PER_SECOND)))
         return budget
-
-
 
 
 # Per-genre defaults, tuned as the reference tunes them; a user's own values override these.

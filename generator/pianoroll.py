@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -28,13 +28,15 @@ def piano_roll(notes: Sequence[Note], width: int = 960, height: int = 320) -> Im
     hi = max(max(n.pitch for n in notes) + 2, V.PIANO_RANGE[1] - 15)
     end = max(n.end for n in notes)
     row = height / (hi - lo + 1)
-    x = lambda tick: tick * (width - 1) / end  # noqa: E731
-    y = lambda pitch: (hi - pitch) * row  # noqa: E731
+    x = lambda tick: tick * (width - 1) / end
+    y = lambda pitch: (hi - pitch) * row
     for c in range(lo - lo % 12 + 12, hi + 1, 12):  # a faint line at every C
         draw.line([(0, y(c) + row), (width, y(c) + row)], fill=OCTAVE_LINE)
     for n in sorted(notes, key=lambda n: n.velocity):
-        draw.rectangle([x(n.start), y(n.pitch), max(x(n.end) - 1, x(n.start) + 1), y(n.pitch) + max(row - 1, 1)],
-                       fill=_blend(min(max((n.velocity - 30) / 70, 0.0), 1.0)))
+        draw.rectangle(
+            [x(n.start), y(n.pitch), max(x(n.end) - 1, x(n.start) + 1), y(n.pitch) + max(row - 1, 1)],
+            fill=_blend(min(max((n.velocity - 30) / 70, 0.0), 1.0)),
+        )
     return img
 
 

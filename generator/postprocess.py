@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 from . import vocab as V
 from .tokenizer import Note, decode_notes
@@ -52,7 +53,7 @@ def repetition_share(notes: Sequence[Note]) -> float:
         by_pitch.setdefault(n.pitch, []).append(n)
     pairs = glued = 0
     for run in by_pitch.values():
-        for a, b in zip(run, run[1:]):
+        for a, b in pairwise(run):
             pairs += 1
             glued += b.start - a.end < 1  # within one 10 ms tick
     return glued / pairs if pairs else 0.0

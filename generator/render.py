@@ -57,8 +57,10 @@ def find_soundfont(path: str | os.PathLike[str] | None = None) -> Path:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise RenderError(f"soundfont not found: {p} (set MELOMANIA_SOUNDFONT to an .sf2 file, or unset it "
-                              f"to use Debian's fluid-soundfont-gm)")
+            raise RenderError(
+                f"soundfont not found: {p} (set MELOMANIA_SOUNDFONT to an .sf2 file, or unset it "
+                f"to use Debian's fluid-soundfont-gm)"
+            )
         return p
     for p in DEBIAN_SOUNDFONTS:
         if p.is_file():
@@ -74,8 +76,19 @@ def _tool(name: str) -> str:
 
 
 def render_wav(midi_path: Path, wav_path: Path, soundfont: Path, sample_rate: int = SAMPLE_RATE) -> None:
-    cmd = [_tool("fluidsynth"), "-ni", "-q", "-g", "0.6", "-r", str(sample_rate), "-F", str(wav_path),
-           str(soundfont), str(midi_path)]
+    cmd = [
+        _tool("fluidsynth"),
+        "-ni",
+        "-q",
+        "-g",
+        "0.6",
+        "-r",
+        str(sample_rate),
+        "-F",
+        str(wav_path),
+        str(soundfont),
+        str(midi_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not wav_path.exists():
         raise RenderError(f"FluidSynth failed: {(done.stderr or done.stdout).strip()[:300]}")
@@ -122,15 +135,40 @@ def normalise(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSetti
     return (audio * gain).astype(np.float32)
 
 
-def encode_mp3(audio: np.ndarray, rate: int, mp3_path: Path, tags: Tags,
-               settings: AudioSettings = AudioSettings()) -> None:
+def encode_mp3(
+    audio: np.ndarray, rate: int, mp3_path: Path, tags: Tags, settings: AudioSettings = AudioSettings()
+) -> None:
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
     if pcm.ndim == 1 or pcm.shape[1] == 1:
         pcm = np.repeat(pcm.reshape(-1, 1), 2, axis=1)
     meta = {"title": tags.title, "artist": tags.artist, "genre": tags.genre, "comment": tags.comment, **tags.extra}
-    cmd = [_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "s16le", "-ar", str(rate),
-           "-ac", "2", "-i", "-", "-ar", str(settings.sample_rate), "-ac", "2", "-codec:a", "libmp3lame",
-           "-b:a", settings.bitrate, "-id3v2_version", "3", "-f", "mp3"]
+    cmd = [
+        _tool("ffmpeg"),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "s16le",
+        "-ar",
+        str(rate),
+        "-ac",
+        "2",
+        "-i",
+        "-",
+        "-ar",
+        str(settings.sample_rate),
+        "-ac",
+        "2",
+        "-codec:a",
+        "libmp3lame",
+        "-b:a",
+        settings.bitrate,
+        "-id3v2_version",
+        "3",
+        "-f",
+        "mp3",
+    ]
     for k, v in meta.items():
         if v:
             cmd += ["-metadata", f"{k}={v}"]
@@ -147,9 +185,14 @@ class RenderTimings:
     encode_seconds: float
 
 
-def render_mp3(midi: pretty_midi.PrettyMIDI, mp3_path: str | os.PathLike[str], tags: Tags,
-               soundfont: str | os.PathLike[str] | None = None, program: int | None = None,
-               settings: AudioSettings = AudioSettings()) -> RenderTimings:
+def render_mp3(
+    midi: pretty_midi.PrettyMIDI,
+    mp3_path: str | os.PathLike[str],
+    tags: Tags,
+    soundfont: str | os.PathLike[str] | None = None,
+    program: int | None = None,
+    settings: AudioSettings = AudioSettings(),
+) -> RenderTimings:
     """Render `midi` to an MP3 at `mp3_path` (written atomically). Returns how long each part took."""
     import time
 

@@ -15,6 +15,7 @@ import torch
 from . import vocab as V
 from .params import SamplingParams
 
+
 def allowed_tokens(piano_range: bool = True) -> torch.Tensor:
     """(V,) bool: what a generated piece may contain. Never pad, end or genre tokens: the piece
     runs to the length asked for. With piano_range, notes stay within the piano's keys."""
@@ -41,7 +42,7 @@ class RowState:
     pitch_weight: torch.Tensor  # (B, 128) in [0, 1]: the repetition penalty's memory
 
     @classmethod
-    def build(cls, params: list[SamplingParams], piano_range: list[bool]) -> "RowState":
+    def build(cls, params: list[SamplingParams], piano_range: list[bool]) -> RowState:
         def col(name: str, dtype=torch.float32) -> torch.Tensor:
             return torch.tensor([getattr(p, name) for p in params], dtype=dtype)
 
@@ -64,12 +65,13 @@ class RowState:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name).index_select(0, rows))
 
-    def extend(self, other: "RowState") -> None:
+    def extend(self, other: RowState) -> None:
         for f in fields(self):
             setattr(self, f.name, torch.cat([getattr(self, f.name), getattr(other, f.name)]))
 
 
 # --- the steps, each a pure function of sorted logits and per-row values -----------------------
+
 
 def top_k_mask(sorted_logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """True for ranks below each row's k."""
@@ -100,12 +102,13 @@ def penalise(probs: torch.Tensor, order: torch.Tensor, pitch_weight: torch.Tenso
     return probs * torch.where(is_on, weight, torch.ones_like(weight))
 
 
-def restore_and_penalise(pitch_weight: torch.Tensor, tokens: torch.Tensor, penalty: torch.Tensor,
-                         restore_speed: torch.Tensor) -> torch.Tensor:
+def restore_and_penalise(
+    pitch_weight: torch.Tensor, tokens: torch.Tensor, penalty: torch.Tensor, restore_speed: torch.Tensor
+) -> torch.Tensor:
     """After `tokens` (B,): a time shift restores every pitch at restore_speed per second of music;
     a note-on lowers its own pitch by penalty. Weights stay in [0, 1]."""
     shift = V.is_time_shift_tensor(tokens)
-    seconds = torch.where(shift, (tokens - V.TIME_SHIFT + 1) * V.TICK_SECONDS, torch.zeros_like(tokens, dtype=torch.float32))
+    seconds = torch.where(shift, (tokens - V.TIME_SHIFT + 1) * V.TICK_SECONDS, 0.0)
     weight = pitch_weight + (seconds * restore_speed)[:, None]
     on = tokens < V.N_PITCHES
     rows = on.nonzero().squeeze(-1)
@@ -129,8 +132,9 @@ def next_token_probs(logits: torch.Tensor, state: RowState) -> tuple[torch.Tenso
         # the top-k (still penalised), then the nucleus without the penalty.
         dead = penalised.sum(-1) == 0
         if bool(dead.any()):
-            wider = penalise(tempered_probs(sorted_logits, in_top_k & ~nucleus, state.temperature),
-                             order, state.pitch_weight)
+            wider = penalise(
+                tempered_probs(sorted_logits, in_top_k & ~nucleus, state.temperature), order, state.pitch_weight
+            )
             penalised = torch.where(dead[:, None], wider, penalised)
             dead = penalised.sum(-1) == 0
             penalised = torch.where(dead[:, None], probs, penalised)

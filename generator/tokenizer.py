@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from pathlib import Path
+from typing import Literal
 
 import pretty_midi
 
@@ -152,7 +154,7 @@ def duration_seconds(tokens: Iterable[int]) -> float:
 def load_midi(source: str | os.PathLike[str] | bytes) -> pretty_midi.PrettyMIDI:
     """Read a MIDI file (path or bytes), raising PrimerError for anything that isn't one."""
     try:
-        data = source if isinstance(source, bytes) else open(source, "rb").read()
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
     except OSError as exc:
         raise PrimerError(f"cannot read MIDI file {os.fspath(source)!r}: {exc.strerror}") from None
     if not data.startswith(b"MThd"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import vocab as V
 from .params import GenerationRequest, SamplingParams
@@ -35,19 +35,44 @@ class Recipe:
     instrument: str = "piano"
 
     @classmethod
-    def of(cls, request: GenerationRequest, model: str, checkpoint_sha256: str, instrument: str = "piano",
-           primer: str | None = None) -> "Recipe":
+    def of(
+        cls,
+        request: GenerationRequest,
+        model: str,
+        checkpoint_sha256: str,
+        instrument: str = "piano",
+        primer: str | None = None,
+    ) -> Recipe:
         assert request.seed is not None, "a recipe needs the seed that was used"
-        return cls(model, checkpoint_sha256, V.canonical_genre(request.genre), request.seed, request.sampling,
-                   request.max_seconds, request.max_new_tokens, primer, instrument)
+        return cls(
+            model,
+            checkpoint_sha256,
+            V.canonical_genre(request.genre),
+            request.seed,
+            request.sampling,
+            request.max_seconds,
+            request.max_new_tokens,
+            primer,
+            instrument,
+        )
 
     def summary(self) -> str:
         s = self.sampling
         length = f"seconds={self.max_seconds:g}" if self.max_seconds else f"tokens={self.max_new_tokens}"
-        parts = [f"model={self.model}", f"sha256={self.checkpoint_sha256[:12]}", f"genre={display_genre(self.genre)}",
-                 f"seed={self.seed}", length, f"temperature={s.temperature:g}", f"top_k={s.top_k}",
-                 f"top_p={s.top_p:g}", f"at_least_k={s.at_least_k}", f"rp_penalty={s.rp_penalty:g}",
-                 f"rp_restore_speed={s.rp_restore_speed:g}", f"instrument={self.instrument}"]
+        parts = [
+            f"model={self.model}",
+            f"sha256={self.checkpoint_sha256[:12]}",
+            f"genre={display_genre(self.genre)}",
+            f"seed={self.seed}",
+            length,
+            f"temperature={s.temperature:g}",
+            f"top_k={s.top_k}",
+            f"top_p={s.top_p:g}",
+            f"at_least_k={s.at_least_k}",
+            f"rp_penalty={s.rp_penalty:g}",
+            f"rp_restore_speed={s.rp_restore_speed:g}",
+            f"instrument={self.instrument}",
+        ]
         if self.primer:
             parts.append(f"primer={self.primer}")
         return " ".join(parts)
@@ -64,8 +89,12 @@ def track_title(genre: str, number: int) -> str:
     return f"{display_genre(genre).capitalize()} #{number}"
 
 
-def compose(model, requests: Sequence[GenerationRequest], progress: Callable[[int, int], None] | None = None,
-            tries: int = MAX_TRIES):
+def compose(
+    model,
+    requests: Sequence[GenerationRequest],
+    progress: Callable[[int, int], None] | None = None,
+    tries: int = MAX_TRIES,
+):
     """Generate every request; a piece that comes out degenerate (one key hammered) is composed
     again with a new seed, up to `tries` times, before anyone hears it."""
     from .decoding import generate
@@ -91,8 +120,13 @@ class TrackFiles:
     timings: RenderTimings
 
 
-def write_track(tokens: Sequence[int], stem: str | os.PathLike[str], tags: Tags, program: int = 0,
-                soundfont: str | os.PathLike[str] | None = None) -> TrackFiles:
+def write_track(
+    tokens: Sequence[int],
+    stem: str | os.PathLike[str],
+    tags: Tags,
+    program: int = 0,
+    soundfont: str | os.PathLike[str] | None = None,
+) -> TrackFiles:
     """Clean the piece up as the reference does, then write stem.mid, stem.png and stem.mp3."""
     stem = Path(stem)
     notes = decode_notes(postprocess(list(tokens)))

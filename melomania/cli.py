@@ -6,14 +6,14 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from generator import GeneratorError, GenerationRequest, preset_sampling
+from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.instruments import INSTRUMENTS, instrument_program
 from generator.params import GENRE_PRESETS
@@ -21,8 +21,12 @@ from generator.render import RenderError, Tags, find_soundfont
 
 from .settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compose piano music with a Music Transformer.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compose piano music with a Music Transformer.",
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -51,8 +55,10 @@ def writable_dir(path: Path) -> Path:
 def load_configured_model(settings: Settings, checkpoint: Path | None):
     path = checkpoint or settings.checkpoint_path()
     if path is None:
-        fail("no model checkpoint is configured and none is shipped yet; set MELOMANIA_CHECKPOINT to a "
-             "checkpoint file (the published music-composer state_dict loads unchanged) or pass --checkpoint")
+        fail(
+            "no model checkpoint is configured and none is shipped yet; set MELOMANIA_CHECKPOINT to a "
+            "checkpoint file (the published music-composer state_dict loads unchanged) or pass --checkpoint"
+        )
     import torch
 
     from generator import load_model
@@ -65,26 +71,27 @@ def load_configured_model(settings: Settings, checkpoint: Path | None):
 @app.command()
 def compose(
     genre: Annotated[str, typer.Argument(help="classic, jazz, ambient (calm) or pop")],
-    seconds: Annotated[Optional[float], typer.Option(help="length in seconds of music [default: 30]")] = None,
-    tokens: Annotated[Optional[int], typer.Option(help="length in new events instead of seconds")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="randomness; genre preset by default")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="sample among the k likeliest events (0: off)")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="nucleus mass in (0, 1]")] = None,
-    at_least_k: Annotated[Optional[int], typer.Option(help="never sample from fewer than k events")] = None,
-    rp_penalty: Annotated[Optional[float], typer.Option(help="repetition penalty per repeated note (0: off)")] = None,
-    rp_restore_speed: Annotated[Optional[float], typer.Option(help="penalty restored per second")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="same seed, same piece")] = None,
+    seconds: Annotated[float | None, typer.Option(help="length in seconds of music [default: 30]")] = None,
+    tokens: Annotated[int | None, typer.Option(help="length in new events instead of seconds")] = None,
+    temperature: Annotated[float | None, typer.Option(help="randomness; genre preset by default")] = None,
+    top_k: Annotated[int | None, typer.Option(help="sample among the k likeliest events (0: off)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="nucleus mass in (0, 1]")] = None,
+    at_least_k: Annotated[int | None, typer.Option(help="never sample from fewer than k events")] = None,
+    rp_penalty: Annotated[float | None, typer.Option(help="repetition penalty per repeated note (0: off)")] = None,
+    rp_restore_speed: Annotated[float | None, typer.Option(help="penalty restored per second")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same piece")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
-    primer: Annotated[Optional[Path], typer.Option(help="a MIDI file to continue")] = None,
-    primer_seconds: Annotated[Optional[float], typer.Option(help="use only this many seconds of the primer")] = None,
+    primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
+    primer_seconds: Annotated[float | None, typer.Option(help="use only this many seconds of the primer")] = None,
     primer_from: Annotated[str, typer.Option(help="take the primer's seconds from its 'start' or 'end'")] = "end",
     count: Annotated[int, typer.Option(help=f"how many tracks (1–{MAX_COUNT}), composed together")] = 1,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for the MP3, MIDI and PNG")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="model weights [env: MELOMANIA_CHECKPOINT]")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the MP3, MIDI and PNG")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="model weights [env: MELOMANIA_CHECKPOINT]")] = None,
 ) -> None:
     """Compose tracks and write MP3, MIDI and a piano-roll PNG for each."""
     from generator.tokenizer import primer_tokens
-    from generator.track import Recipe, compose as compose_pieces, track_title, write_track
+    from generator.track import Recipe, track_title, write_track
+    from generator.track import compose as compose_pieces
 
     settings = Settings()
     try:
@@ -102,39 +109,70 @@ def compose(
         if primer_from not in ("start", "end"):
             fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
         program = instrument_program(instrument)
-        sampling = preset_sampling(genre, temperature=temperature, top_k=top_k, top_p=top_p, at_least_k=at_least_k,
-                                   rp_penalty=rp_penalty, rp_restore_speed=rp_restore_speed)
+        sampling = preset_sampling(
+            genre,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            at_least_k=at_least_k,
+            rp_penalty=rp_penalty,
+            rp_restore_speed=rp_restore_speed,
+        )
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
         soundfont = find_soundfont(settings.soundfont)
         folder = writable_dir(out_dir or settings.out_dir)
         first_seed = seed if seed is not None else secrets.randbelow(2**31)
-        requests = [GenerationRequest(genre, sampling, max_new_tokens=tokens, max_seconds=seconds,
-                                      seed=first_seed + i, primer=primed) for i in range(count)]
+        requests = [
+            GenerationRequest(
+                genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
+            )
+            for i in range(count)
+        ]
         ckpt_path, model = load_configured_model(settings, checkpoint)
 
         t0 = time.perf_counter()
-        with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task(f"composing {count} × {V.DISPLAY_NAMES.get(genre, genre)}", total=None)
-            pieces = compose_pieces(model, requests,
-                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+            pieces = compose_pieces(
+                model, requests, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
         t_generate = time.perf_counter() - t0
 
         for piece in pieces:
             r = piece.request
-            recipe = Recipe.of(r, model=ckpt_path.name, checkpoint_sha256=model.checkpoint_sha256,
-                               instrument=instrument, primer=primer.name if primer else None)
+            recipe = Recipe.of(
+                r,
+                model=ckpt_path.name,
+                checkpoint_sha256=model.checkpoint_sha256,
+                instrument=instrument,
+                primer=primer.name if primer else None,
+            )
             title = track_title(genre, r.seed)
             stem = folder / f"{V.DISPLAY_NAMES.get(genre, genre)}-{r.seed}"
             with err.status(f"rendering {title}"):
-                files = write_track(piece.tokens, stem, Tags(title, V.DISPLAY_NAMES.get(genre, genre),
-                                                              recipe.summary()), program, soundfont)
+                files = write_track(
+                    piece.tokens,
+                    stem,
+                    Tags(title, V.DISPLAY_NAMES.get(genre, genre), recipe.summary()),
+                    program,
+                    soundfont,
+                )
             out.print(f"[bold green]♪ {title}[/]  {files.seconds:.1f} s, {files.notes} notes")
             out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)
             out.print(f"  recipe: {recipe.summary()}", highlight=False)
-            out.print(f"  time: generate {t_generate:.1f} s (all {count}), synthesize "
-                      f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
-                      highlight=False)
+            out.print(
+                f"  time: generate {t_generate:.1f} s (all {count}), synthesize "
+                f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
+                highlight=False,
+            )
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
 
@@ -143,7 +181,7 @@ def compose(
 def render(
     midi_file: Annotated[Path, typer.Argument(help="a .mid file")],
     instrument: Annotated[str, typer.Option(help="General MIDI instrument by name")] = "piano",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for the MP3 and PNG")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the MP3 and PNG")] = None,
 ) -> None:
     """Render a MIDI file to MP3 (and a piano-roll PNG) with the configured soundfont."""
     from generator.tokenizer import encode_midi, load_midi
@@ -158,10 +196,13 @@ def render(
         soundfont = find_soundfont(settings.soundfont)
         folder = writable_dir(out_dir or settings.out_dir)
         with err.status(f"rendering {midi_file.name}"):
-            files = write_track(tokens, folder / midi_file.stem, Tags(midi_file.stem, "", "rendered by melomania"),
-                                program, soundfont)
-        out.print(f"[bold green]♪ {midi_file.name}[/]  {files.seconds:.1f} s\n  mp3  {files.mp3}\n  png  {files.png}",
-                  highlight=False)
+            files = write_track(
+                tokens, folder / midi_file.stem, Tags(midi_file.stem, "", "rendered by melomania"), program, soundfont
+            )
+        out.print(
+            f"[bold green]♪ {midi_file.name}[/]  {files.seconds:.1f} s\n  mp3  {files.mp3}\n  png  {files.png}",
+            highlight=False,
+        )
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
 
@@ -174,8 +215,13 @@ def genres() -> None:
     for g in V.GENRES:
         p = GENRE_PRESETS[g]
         name = V.DISPLAY_NAMES.get(g, g)
-        table.add_row(name, ", ".join([a for a in aliases[g] + [g] if a != name]), f"{p.temperature:g}",
-                      str(p.top_k), f"{p.top_p:g}")
+        table.add_row(
+            name,
+            ", ".join([a for a in aliases[g] + [g] if a != name]),
+            f"{p.temperature:g}",
+            str(p.top_k),
+            f"{p.top_p:g}",
+        )
     out.print(table)
 
 

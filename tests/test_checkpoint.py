@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from generator import CheckpointError, GeneratorError, ModelConfig, load_model, save_checkpoint
-from conftest import tiny_model
 
 
 def published_layout(n_layers=12, d=1024, ff=2048, head_dim=64, vocab=394, max_len=2048) -> dict[str, tuple]:
@@ -89,7 +89,7 @@ def test_missing_tensor_is_named(tmp_path):
     weights = random_state_dict(published_layout(n_layers=2, d=64, ff=128, head_dim=16, max_len=128))
     del weights["transformer.encoder.norm.bias"]
     torch.save(weights, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="missing transformer.encoder.norm.bias"):
+    with pytest.raises(CheckpointError, match=r"missing transformer\.encoder\.norm\.bias"):
         load_model(tmp_path / "bad.pt")
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_model
 
 from generator import BatchDecoder, GenerationRequest, GeneratorError, SamplingParams, UnknownGenreError, generate
 from generator import vocab as V
 from generator.tokenizer import duration_seconds
-from conftest import tiny_model
 
 
 def req(genre="ambient", seed=1, **kw) -> GenerationRequest:
@@ -24,8 +24,14 @@ def test_same_seed_same_piece_and_different_seed_different_piece(model):
 
 def test_a_seed_reproduces_a_piece_whatever_shares_the_batch(model):
     alone = generate(model, [req(seed=5, sampling=SamplingParams(temperature=1.2))])[0].tokens
-    batched = generate(model, [req("jazz", seed=1), req(seed=5, sampling=SamplingParams(temperature=1.2)),
-                               req("pop", seed=9, max_new_tokens=40)])
+    batched = generate(
+        model,
+        [
+            req("jazz", seed=1),
+            req(seed=5, sampling=SamplingParams(temperature=1.2)),
+            req("pop", seed=9, max_new_tokens=40),
+        ],
+    )
     assert batched[1].tokens == alone
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from conftest import tiny_model
 
 from generator.model import skew
-from conftest import tiny_model
 
 
 def test_skew_gives_each_query_its_own_relative_distances():
@@ -38,8 +38,9 @@ def _cached_logits(model, sequences, prompt_lengths):
 def _assert_cache_matches_full_run(batch: int, prompt_lengths: list[int], total: int):
     model = tiny_model(max_len=1024)
     g = torch.Generator().manual_seed(1)
-    sequences = [[390 + b % 4] + torch.randint(0, 388, (total - 1 - 7 * b,), generator=g).tolist()
-                 for b in range(batch)]
+    sequences = [
+        [390 + b % 4] + torch.randint(0, 388, (total - 1 - 7 * b,), generator=g).tolist() for b in range(batch)
+    ]
     with torch.inference_mode():
         cached = _cached_logits(model, sequences, prompt_lengths)
         worst = 0.0

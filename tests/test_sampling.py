@@ -70,8 +70,10 @@ def test_at_least_k_also_widens_a_smaller_top_k():
 
 def test_each_row_uses_its_own_temperature():
     logits = torch.linspace(300, 0, V.VOCAB_SIZE).repeat(2, 1)
-    st = state(SamplingParams(temperature=0.01, top_k=0, top_p=1.0, rp_penalty=0),
-               SamplingParams(temperature=5.0, top_k=0, top_p=1.0, rp_penalty=0))
+    st = state(
+        SamplingParams(temperature=0.01, top_k=0, top_p=1.0, rp_penalty=0),
+        SamplingParams(temperature=5.0, top_k=0, top_p=1.0, rp_penalty=0),
+    )
     drawn = sample_many(logits, st, 200)
     assert set(drawn[:, 0].tolist()) == {0}
     assert len(set(drawn[:, 1].tolist())) > 20
@@ -98,8 +100,9 @@ def test_penalty_lowers_a_just_played_pitch_and_time_restores_it():
     assert st.pitch_weight[0, 60] == pytest.approx(0.7)
     assert st.pitch_weight[0, 61] == 1.0
     # half a second of music restores half a unit at speed 1.0
-    st.pitch_weight = restore_and_penalise(st.pitch_weight, torch.tensor([V.TIME_SHIFT + 49]), st.rp_penalty,
-                                           st.rp_restore_speed)
+    st.pitch_weight = restore_and_penalise(
+        st.pitch_weight, torch.tensor([V.TIME_SHIFT + 49]), st.rp_penalty, st.rp_restore_speed
+    )
     assert st.pitch_weight[0, 60] == 1.0
 
 

@@ -44,7 +44,7 @@ def pieces(draw):
 
 
 def same_bins(a: list[Note], b: list[Note]) -> bool:
-    key = lambda n: (n.start, n.end, n.pitch, V.velocity_to_bin(n.velocity))  # noqa: E731
+    key = lambda n: (n.start, n.end, n.pitch, V.velocity_to_bin(n.velocity))
     return sorted(map(key, a)) == sorted(map(key, b))
 
 
@@ -74,7 +74,8 @@ def test_any_token_sequence_decodes_and_re_encodes_to_the_same_notes(tokens):
 
 
 def test_vocabulary_layout_is_the_published_one():
-    assert (V.NOTE_ON, V.NOTE_OFF, V.VELOCITY, V.TIME_SHIFT, V.END, V.PAD, V.VOCAB_SIZE) == (0, 128, 256, 288, 388, 389, 394)
+    layout = (V.NOTE_ON, V.NOTE_OFF, V.VELOCITY, V.TIME_SHIFT, V.END, V.PAD, V.VOCAB_SIZE)
+    assert layout == (0, 128, 256, 288, 388, 389, 394)
     assert [V.genre_token(g) for g in ("classic", "jazz", "calm", "pop")] == [390, 391, 392, 393]
     assert V.genre_token("Ambient") == V.genre_token("calm")
     assert V.genre_token("classical") == 390
@@ -158,8 +159,9 @@ def test_primer_from_file_is_trimmed(tmp_path):
 def test_encoding_agrees_with_the_reference_encoded_samples(genre):
     """The reference encoder's chunks decode to the same notes as ours, up to its rounding drift."""
     ref = np.load(sorted(glob.glob(str(CORPUS / f"_encoded/music-composer-samples/{genre}_*_0.npy")))[0]).tolist()
-    ours = encode_midi(pretty_midi.PrettyMIDI(str(CORPUS / f"{genre}/music-composer-samples/{genre}_0.mid")),
-                       piano_range=True)
+    ours = encode_midi(
+        pretty_midi.PrettyMIDI(str(CORPUS / f"{genre}/music-composer-samples/{genre}_0.mid")), piano_range=True
+    )
     theirs = sorted(decode_notes(ref), key=lambda n: (n.start, n.pitch))
     horizon = theirs[-1].start - 50  # the chunk cuts notes at its end
     theirs = [n for n in theirs if n.start < horizon]
