@@ -232,6 +232,110 @@ def instruments() -> None:
         out.print(f"{name:<16} General MIDI program {program + 1}", highlight=False)
 
 
+data_app = typer.Typer(help="Training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("build")
+def data_build(
+    corpus: Annotated[Path, typer.Option(help="the MIDI corpus, one folder per genre")] = Path("../shared/corpus"),
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the shards")] = Path("data/dataset"),
+    permissive_only: Annotated[bool, typer.Option(help="only MIT-licensed sources (no NC, no SA)")] = False,
+    val_fraction: Annotated[float, typer.Option(help="share of each genre's pieces held out")] = 0.05,
+    jazz_leadsheets: Annotated[bool, typer.Option(help="realise jazz lead sheets into piano as jazz data")] = True,
+    jazz_versions: Annotated[int, typer.Option(help="realisations per lead sheet")] = 2,
+    seed: int = 0,
+) -> None:
+    """Encode the corpus into token shards split by piece, with a JSON summary."""
+    from generator.dataset import BuildConfig, build
+
+    if not corpus.is_dir():
+        fail(f"corpus folder not found: {corpus} (pass --corpus DIR)")
+    if not 0 < val_fraction < 0.5:
+        fail(f"--val-fraction must be between 0 and 0.5, got {val_fraction:g}")
+    cfg = BuildConfig(
+        corpus=corpus,
+        out=writable_dir(out_dir),
+        val_fraction=val_fraction,
+        seed=seed,
+        permissive_only=permissive_only,
+        jazz_leadsheets=jazz_leadsheets,
+        jazz_versions=jazz_versions,
+    )
+    with Progress(
+        TextColumn("[bold]encoding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("encode", total=None)
+        summary = build(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table("genre", "train pieces", "train tokens", "train hours", "val pieces", "val tokens")
+    for g, splits in summary.genres.items():
+        t, v = splits["train"], splits["val"]
+        table.add_row(
+            g, str(t["pieces"]), f"{t['tokens']:,}", f"{t['hours']:.1f}", str(v["pieces"]), f"{v['tokens']:,}"
+        )
+    out.print(table)
+    for why, n in sorted(summary.skipped.items()):
+        out.print(f"skipped {n}: {why}", highlight=False)
+    out.print(f"wrote {cfg.out}/summary.json", highlight=False)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="TOML file of training settings")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in its out folder exactly where it stopped")] = False,
+    max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="total optimizer steps")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="run folder for checkpoints and log.csv")] = None,
+) -> None:
+    """Train the Music Transformer on the shards (resumable; checkpoints every few minutes)."""
+    from generator.train import TrainConfig, Trainer
+
+    try:
+        cfg = TrainConfig.from_toml(
+            config or "", max_minutes=max_minutes, max_steps=max_steps, out=str(out_dir) if out_dir else None
+        )
+    except (OSError, ValueError) as exc:
+        fail(f"cannot use training config {config}: {exc}")
+    if not Path(cfg.data, "summary.json").is_file():
+        fail(f"no dataset in {cfg.data}; build one with: melomania data build --out {cfg.data}")
+    trainer = Trainer(cfg, resume=resume)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    out.print(f"training {params / 1e6:.1f}M parameters from step {trainer.step} → {cfg.out}", highlight=False)
+    with Progress(
+        TextColumn("[bold]step {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("train", total=cfg.max_steps, completed=trainer.step, loss=float("nan"), tps=0.0)
+        trainer.run(on_step=lambda t, loss, tps: bar.update(task, completed=t.step, loss=loss, tps=tps))
+    out.print(
+        f"stopped at step {trainer.step}, best mean validation NLL {trainer.best_val:.3f}; checkpoints in {cfg.out}",
+        highlight=False,
+    )
+
+
+@app.command("export-model")
+def export_model(
+    src: Annotated[Path, typer.Argument(help="a training checkpoint (runs/…/best.pt)")],
+    dst: Annotated[Path, typer.Argument(help="where to write the shippable checkpoint")],
+    fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size)")] = True,
+) -> None:
+    """Strip optimizer state from a training checkpoint, for shipping."""
+    from generator.train import export
+
+    if not src.is_file():
+        fail(f"checkpoint not found: {src}")
+    path = export(src, dst, fp16=fp16)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+
+
 def main() -> None:
     try:
         app()

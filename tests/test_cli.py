@@ -1,0 +1,150 @@
+"""The melomania command: a real compose to MP3/MIDI/PNG, and every bad input as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import tiny_model
+from typer.testing import CliRunner
+
+from generator import save_checkpoint
+from melomania.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(tiny_model(max_len=256), path)
+    return path
+
+
+@pytest.fixture
+def env(checkpoint, monkeypatch, tmp_path):
+    monkeypatch.setenv("MELOMANIA_CHECKPOINT", str(checkpoint))
+    monkeypatch.delenv("MELOMANIA_SOUNDFONT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, *fragments: str):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_compose_writes_mp3_midi_and_png_and_prints_the_recipe(env):
+    result = run(
+        "compose",
+        "Ambient",
+        "--seconds",
+        "4",
+        "--seed",
+        "42",
+        "--count",
+        "2",
+        "--out",
+        "tracks",
+        "--instrument",
+        "electric piano",
+        "--temperature",
+        "0.8",
+    )
+    assert result.exit_code == 0, result.output
+    for seed in (42, 43):
+        for ext in ("mp3", "mid", "png"):
+            assert (env / "tracks" / f"ambient-{seed}.{ext}").is_file()
+    assert (
+        "seed=42" in result.output
+        and "temperature=0.8" in result.output
+        and "instrument=electric piano" in result.output
+    )
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(env / "tracks" / "ambient-42.mp3")],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["format"]["tags"]["title"] == "Ambient #42"
+    assert "genre=ambient" in info["format"]["tags"]["comment"]
+
+
+def test_same_seed_writes_the_same_midi(env):
+    for out in ("a", "b"):
+        assert run("compose", "jazz", "--tokens", "60", "--seed", "7", "--out", out).exit_code == 0
+    assert (env / "a" / "jazz-7.mid").read_bytes() == (env / "b" / "jazz-7.mid").read_bytes()
+
+
+def test_primer_is_continued(env):
+    from generator.tokenizer import Note, notes_to_midi
+
+    notes_to_midi([Note(i * 30, i * 30 + 25, 60 + i % 5, 70) for i in range(20)]).write(str(env / "primer.mid"))
+    result = run("compose", "pop", "--tokens", "40", "--primer", "primer.mid", "--primer-seconds", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "primer=primer.mid" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("compose", "polka"), ("unknown genre 'polka'", "classic, jazz, ambient, pop")),
+        (("compose", "jazz", "--seconds", "0"), ("--seconds must be from 1 to 600",)),
+        (("compose", "jazz", "--seconds", "100000"), ("--seconds must be from 1 to 600",)),
+        (("compose", "jazz", "--tokens", "-5"), ("--tokens must be from 1",)),
+        (("compose", "jazz", "--temperature", "0"), ("temperature must be more than 0",)),
+        (("compose", "jazz", "--top-p", "1.5"), ("top_p must be in (0, 1]",)),
+        (("compose", "jazz", "--top-k", "-1"), ("top_k must be a whole number from 0",)),
+        (("compose", "jazz", "--primer", "missing.mid"), ("cannot read MIDI file",)),
+        (("compose", "jazz", "--instrument", "kazoo"), ("unknown instrument 'kazoo'",)),
+        (("compose", "jazz", "--count", "99"), ("--count must be from 1 to 16",)),
+    ],
+)
+def test_bad_input_is_one_line_with_the_fix(env, args, fragments):
+    assert_one_line_error(run(*args), *fragments)
+
+
+def test_corrupt_primer(env):
+    (env / "bad.mid").write_bytes(b"MThd\x00\x00\x00\x06junk")
+    assert_one_line_error(run("compose", "jazz", "--primer", "bad.mid"), "damaged")
+    (env / "song.mp3").write_bytes(b"ID3\x03\x00")
+    assert_one_line_error(run("compose", "jazz", "--primer", "song.mp3"), "not a MIDI file")
+
+
+def test_unwritable_out(env):
+    (env / "afile").write_text("x")
+    assert_one_line_error(run("compose", "jazz", "--out", "afile/sub"), "cannot write to --out", "choose another")
+
+
+def test_missing_soundfont(env, monkeypatch):
+    monkeypatch.setenv("MELOMANIA_SOUNDFONT", "/nowhere/GM.sf2")
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "soundfont not found", "MELOMANIA_SOUNDFONT")
+
+
+def test_missing_or_broken_checkpoint(env, monkeypatch):
+    monkeypatch.setenv("MELOMANIA_CHECKPOINT", str(env / "nope.pt"))
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "checkpoint not found")
+    (env / "junk.pt").write_bytes(b"junk")
+    monkeypatch.setenv("MELOMANIA_CHECKPOINT", str(env / "junk.pt"))
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "cannot read checkpoint")
+
+
+def test_render_command_and_genres(env):
+    from generator.tokenizer import Note, notes_to_midi
+
+    notes_to_midi([Note(i * 30, i * 30 + 25, 60 + i % 5, 70) for i in range(12)]).write(str(env / "song.mid"))
+    result = run("render", "song.mid", "--instrument", "vibraphone", "--out", "rendered")
+    assert result.exit_code == 0, result.output
+    assert (env / "rendered" / "song.mp3").is_file() and (env / "rendered" / "song.png").is_file()
+    listing = run("genres")
+    assert listing.exit_code == 0 and "ambient" in listing.output and "0.9" in listing.output

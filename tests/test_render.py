@@ -1,0 +1,118 @@
+"""Rendering through the real FluidSynth, soundfont and ffmpeg; the piano-roll preview."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generator.instruments import instrument_program
+from generator.pianoroll import write_piano_roll
+from generator.render import RenderError, Tags, find_soundfont, render_mp3
+from generator.tokenizer import Note, notes_to_midi
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def probe(path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def decode(path) -> np.ndarray:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "2", "-ar", "44100", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
+
+
+def melody(seconds: float = 6.0) -> list[Note]:
+    step = 25  # 250 ms per note
+    return [Note(i * step, i * step + step - 3, 60 + (0, 4, 7, 12, 7, 4)[i % 6], 70) for i in range(int(seconds * 4))]
+
+
+def test_mp3_is_44k_stereo_192k_tagged_and_as_long_as_the_music(tmp_path):
+    mp3 = tmp_path / "t.mp3"
+    timings = render_mp3(notes_to_midi(melody(6.0)), mp3, Tags("Ambient #42", "ambient", "seed=42 temperature=0.9"))
+    info = probe(mp3)
+    stream, fmt = info["streams"][0], info["format"]
+    assert stream["codec_name"] == "mp3" and int(stream["sample_rate"]) == 44100 and stream["channels"] == 2
+    assert 170_000 <= int(fmt["bit_rate"]) <= 200_000
+    tags = {k.lower(): v for k, v in fmt["tags"].items()}
+    assert tags["title"] == "Ambient #42" and tags["artist"] == "Melomania" and tags["genre"] == "ambient"
+    assert "seed=42" in tags["comment"]
+    # the music is 6 s; the release tail is kept short and trailing silence cut
+    assert 6.0 <= float(fmt["duration"]) <= 7.5
+    assert timings.audio_seconds == pytest.approx(float(fmt["duration"]), abs=0.2)
+
+
+def test_trailing_silence_is_trimmed_and_the_end_fades_out(tmp_path):
+    midi = notes_to_midi([Note(0, 100, 60, 90)])
+    midi.instruments[0].notes.append(__import__("pretty_midi").Note(1, 30, 9.0, 9.01))  # inaudible, far later
+    mp3 = tmp_path / "t.mp3"
+    render_mp3(midi, mp3, Tags("t", "pop"))
+    audio = decode(mp3)
+    assert len(audio) / 44100 < 4.0
+    tail = np.abs(audio[-2000:]).max()
+    assert tail < 0.01
+
+
+def test_loudness_is_normalised_near_minus_16_lufs(tmp_path):
+    import pyloudnorm
+
+    quiet = notes_to_midi([Note(n.start, n.end, n.pitch, 25) for n in melody(8.0)])
+    loud = notes_to_midi([Note(n.start, n.end, n.pitch, 120) for n in melody(8.0)])
+    levels = []
+    for name, midi in (("quiet", quiet), ("loud", loud)):
+        render_mp3(midi, tmp_path / f"{name}.mp3", Tags(name, "pop"))
+        audio = decode(tmp_path / f"{name}.mp3")
+        levels.append(pyloudnorm.Meter(44100).integrated_loudness(audio))
+        assert np.abs(audio).max() <= 10 ** (-0.5 / 20)  # peak ceiling, with encoder slack
+    assert abs(levels[0] - levels[1]) < 2.0
+    assert all(-19.0 < lv < -14.0 for lv in levels)
+
+
+def test_instrument_choice_changes_the_sound(tmp_path):
+    midi = notes_to_midi(melody(3.0))
+    render_mp3(midi, tmp_path / "piano.mp3", Tags("p", "pop"), program=instrument_program("piano"))
+    render_mp3(
+        notes_to_midi(melody(3.0)), tmp_path / "organ.mp3", Tags("o", "pop"), program=instrument_program("organ")
+    )
+    a, b = decode(tmp_path / "piano.mp3"), decode(tmp_path / "organ.mp3")
+    n = min(len(a), len(b))
+    assert np.abs(a[:n] - b[:n]).mean() > 0.01
+
+
+def test_unknown_instrument_lists_the_choices():
+    with pytest.raises(ValueError, match="choose one of: piano, bright piano, electric piano"):
+        instrument_program("kazoo")
+    assert instrument_program("Electric-Piano") == 4
+
+
+def test_missing_soundfont_and_missing_fluidsynth_say_how_to_install(tmp_path, monkeypatch):
+    with pytest.raises(RenderError, match="soundfont not found: .*MELOMANIA_SOUNDFONT"):
+        find_soundfont(tmp_path / "none.sf2")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth on the PATH
+    with pytest.raises(RenderError, match="fluidsynth is not installed; install it with: sudo apt-get install"):
+        render_mp3(notes_to_midi(melody(1.0)), tmp_path / "x.mp3", Tags("x", "pop"))
+    assert not (tmp_path / "x.mp3").exists()
+
+
+def test_piano_roll_is_a_small_png_showing_the_notes(tmp_path):
+    path = tmp_path / "roll.png"
+    write_piano_roll(melody(10.0), path)
+    img = Image.open(path)
+    assert img.format == "PNG" and img.size == (960, 320)
+    assert path.stat().st_size < 60_000
+    pixels = np.asarray(img.convert("RGB")).astype(int)
+    assert (pixels.sum(axis=2) > 300).sum() > 1000  # bright note bars on the dark background
