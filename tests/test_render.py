@@ -100,7 +100,7 @@ def test_unknown_instrument_lists_the_choices():
 
 
 def test_missing_soundfont_and_missing_fluidsynth_say_how_to_install(tmp_path, monkeypatch):
-    with pytest.raises(RenderError, match="soundfont not found: .*MELOMANIA_SOUNDFONT"):
+    with pytest.raises(RenderError, match=r"soundfont not found: .*MELOMANIA_SOUNDFONT"):
         find_soundfont(tmp_path / "none.sf2")
     monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth on the PATH
     with pytest.raises(RenderError, match="fluidsynth is not installed; install it with: sudo apt-get install"):
