@@ -2,10 +2,20 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+APT_PACKAGES := fluidsynth fluid-soundfont-gm ffmpeg
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test bench clean
+.PHONY: setup system-deps demo test lint bench clean
 
-setup: $(VENV)/.installed
+setup: system-deps $(VENV)/.installed
+
+# Skipped when everything is already there, so `make setup` is quick the second time.
+system-deps:
+	@if command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
+	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then :; else \
+	  echo "installing $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +25,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+demo: setup
+	$(BIN)/melomania compose ambient --seconds 30 --seed 42 --out out
+
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Naive full re-run versus KV-cached decoding, the published 103M shape with random weights.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Naive full re-run vs KV-cached decoding (published 103M shape, random weights); rendering speed.
 bench: setup
 	$(BIN)/python bench/generate.py --tokens 512 --batch 1
 	$(BIN)/python bench/generate.py --tokens 512 --batch 16 --skip-naive
+	$(BIN)/python bench/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
