@@ -44,8 +44,10 @@ def main() -> None:
         t0 = time.perf_counter()
         timings = render_mp3(midi, tmpdir / "ref.mp3", Tags("bench", "pop"))
         wall = time.perf_counter() - t0
-        print(f"render: {timings.audio_seconds:.1f} s of audio in {wall:.2f} s "
-              f"(synthesize {timings.synth_seconds:.2f} s, normalise+encode {timings.encode_seconds:.2f} s)")
+        print(
+            f"render: {timings.audio_seconds:.1f} s of audio in {wall:.2f} s "
+            f"(synthesize {timings.synth_seconds:.2f} s, normalise+encode {timings.encode_seconds:.2f} s)"
+        )
 
         # 2. end to end, as `melomania compose ambient --seconds N`
         from melomania.settings import Settings
@@ -62,11 +64,13 @@ def main() -> None:
             t2 = time.perf_counter()
             files = write_track(piece.tokens, tmpdir / "ambient-42", Tags("Ambient #42", "ambient"))
             t_write = time.perf_counter() - t2
-            print(f"compose ambient --seconds {args.seconds:g}: generate {t_gen:.2f} s "
-                  f"({len(piece.new_tokens)} tokens, {len(piece.new_tokens) / t_gen:.0f} tokens/s), "
-                  f"synthesize {files.timings.synth_seconds:.2f} s, encode {files.timings.encode_seconds:.2f} s, "
-                  f"midi+png {t_write - files.timings.synth_seconds - files.timings.encode_seconds:.2f} s; "
-                  f"total {t_gen + t_write:.2f} s for {files.seconds:.1f} s of audio")
+            print(
+                f"compose ambient --seconds {args.seconds:g}: generate {t_gen:.2f} s "
+                f"({len(piece.new_tokens)} tokens, {len(piece.new_tokens) / t_gen:.0f} tokens/s), "
+                f"synthesize {files.timings.synth_seconds:.2f} s, encode {files.timings.encode_seconds:.2f} s, "
+                f"midi+png {t_write - files.timings.synth_seconds - files.timings.encode_seconds:.2f} s; "
+                f"total {t_gen + t_write:.2f} s for {files.seconds:.1f} s of audio"
+            )
     print(f"audio_s={timings.audio_seconds:.1f} wall_s={wall:.2f} realtime={timings.audio_seconds / wall:.1f}")
 
 

@@ -95,3 +95,32 @@ def test_bad_requests_raise_generator_errors():
         GenerationRequest("jazz", max_new_tokens=5, seed=-1)
     with pytest.raises(GeneratorError, match="primer tokens must be events"):
         GenerationRequest("jazz", max_new_tokens=5, primer=(392,))
+
+
+def test_sliding_window_with_the_cache_equals_recomputing_each_window():
+    """The cached path, sliding past the context, writes exactly what a full re-run of each
+    window (genre token + most recent half) would."""
+    import torch
+
+    from generator.decoding import window
+    from generator.sampling import RowState, draw, next_token_probs, restore_and_penalise
+
+    small = tiny_model(max_len=48)
+    request = req(max_new_tokens=160, seed=3)
+    (cached,) = generate(small, [request])
+
+    tokens = [V.genre_token(request.genre)]
+    context = list(tokens)
+    state = RowState.build([request.sampling], [True])
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        for _ in range(160):
+            if len(context) > small.config.max_len:
+                context = [*window(context[:-1], small.config.max_len), context[-1]]
+            probs, order = next_token_probs(small(torch.tensor([context]))[:, -1], state)
+            nxt = draw(probs, order, torch.rand(1, generator=g))
+            state.pitch_weight = restore_and_penalise(state.pitch_weight, nxt, state.rp_penalty, state.rp_restore_speed)
+            tokens.append(int(nxt))
+            context.append(int(nxt))
+    assert cached.windows >= 3
+    assert cached.tokens == tokens

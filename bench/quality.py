@@ -1,0 +1,157 @@
+"""How good is a checkpoint, per genre: degenerate share, density, polyphony, genre control.
+
+    python bench/quality.py [--checkpoint PATH] [--pieces 8] [--tokens 1024] [--data data/dataset]
+
+For each genre, compose N pieces at the genre preset and report: the share of degenerate pieces
+(glued same-pitch notes > 90 %, silent, or fewer than 20 notes), notes per second, polyphony
+(notes sounding at an onset, averaged), and the distance between the pieces' key-normalised
+pitch-class histogram and each genre's validation pieces. Genre control works when a genre's
+pieces are closer to its own validation set than to any other's; the distances between the
+validation sets themselves are printed as the floor. Validation NLL per genre comes from the
+dataset's held-out pieces. A piano-roll grid per genre goes to out/quality/<genre>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from generator import GenerationRequest, load_model, preset_sampling
+from generator import vocab as V
+from generator.decoding import generate
+from generator.pianoroll import piano_roll
+from generator.postprocess import postprocess, repetition_share
+from generator.tokenizer import Note, decode_notes
+
+
+def pitch_class_profile(notes: list[Note]) -> np.ndarray:
+    """Duration-weighted pitch-class histogram rotated so its strongest class comes first, so
+    pieces in different keys compare by the shape of their harmony, not by their key."""
+    h = np.zeros(12)
+    for n in notes:
+        h[n.pitch % 12] += n.end - n.start
+    if h.sum() == 0:
+        return h
+    h /= h.sum()
+    return np.roll(h, -int(h.argmax()))
+
+
+def mean_profile(pieces: list[list[Note]]) -> np.ndarray:
+    profiles = [pitch_class_profile(p) for p in pieces if p]
+    return np.mean(profiles, axis=0) if profiles else np.zeros(12)
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).sum() / 2)  # total variation, in [0, 1]
+
+
+def polyphony(notes: list[Note]) -> float:
+    if not notes:
+        return 0.0
+    starts = np.array([n.start for n in notes])
+    ends = np.array([n.end for n in notes])
+    return float(np.mean([((starts <= s) & (ends > s)).sum() for s in starts]))
+
+
+def is_bad(notes: list[Note]) -> bool:
+    return len(notes) < 20 or repetition_share(notes) > 0.9
+
+
+def validation_pieces(data: Path, genre: str, limit: int = 64) -> list[list[Note]]:
+    from generator.dataset import Shard
+
+    shard = Shard.load(data, genre, "val")
+    return [decode_notes(shard.piece(i).tolist()) for i in range(min(shard.n_pieces, limit))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--pieces", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--data", default="data/dataset")
+    ap.add_argument("--out", default="out/quality")
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+
+    from melomania.settings import Settings
+
+    ckpt = args.checkpoint or Settings().checkpoint_path()
+    model = load_model(ckpt)
+    data = Path(args.data)
+    have_data = (data / "summary.json").is_file()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    requests = [
+        GenerationRequest(g, preset_sampling(g), max_new_tokens=args.tokens, seed=args.seed + i)
+        for g in V.GENRES
+        for i in range(args.pieces)
+    ]
+    pieces = generate(model, requests)
+    by_genre: dict[str, list[list[Note]]] = {g: [] for g in V.GENRES}
+    for r, p in zip(requests, pieces):
+        by_genre[r.genre].append(decode_notes(postprocess(p.new_tokens)))
+
+    val = {g: validation_pieces(data, g) for g in V.GENRES} if have_data else {}
+    val_profiles = {g: mean_profile(v) for g, v in val.items()}
+    nll = {}
+    if have_data:
+        from generator.dataset import Shard
+        from generator.train import TrainConfig, validation_nll, validation_set
+
+        cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32)
+        nll = validation_nll(model.float(), validation_set({g: Shard.load(data, g, "val") for g in V.GENRES}, cfg))
+
+    rows = {}
+    header = f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'polyphony':>9} {'nll':>6}  " + " ".join(
+        f"{'d→' + V.DISPLAY_NAMES.get(h, h):>10}" for h in val
+    )
+    print(f"checkpoint {ckpt}: {args.pieces} pieces × {args.tokens} tokens per genre")
+    print(header)
+    for g in V.GENRES:
+        notes = by_genre[g]
+        seconds = [max((n.end for n in p), default=0) / 100 for p in notes]
+        bad = sum(is_bad(p) for p in notes) / len(notes)
+        nps = sum(len(p) for p in notes) / max(sum(seconds), 1e-9)
+        poly = float(np.mean([polyphony(p) for p in notes]))
+        dists = {h: distance(mean_profile(notes), val_profiles[h]) for h in val}
+        own_closest = bool(dists) and min(dists, key=dists.get) == g
+        rows[g] = {
+            "degenerate_share": bad,
+            "notes_per_s": nps,
+            "polyphony": poly,
+            "val_nll": nll.get(g),
+            "distance_to_val": dists,
+            "closest_to_own_genre": own_closest,
+        }
+        print(
+            f"{V.DISPLAY_NAMES.get(g, g):<8} {bad:>10.0%} {nps:>8.1f} {poly:>9.2f} "
+            f"{nll.get(g, float('nan')):>6.3f}  "
+            + " ".join(f"{dists[h]:>10.3f}" for h in val)
+            + ("  ✓ own genre closest" if own_closest else "  ✗")
+        )
+        tiles = [piano_roll(p, 480, 160) for p in notes[:8]]
+        grid = Image.new("RGB", (960, 160 * ((len(tiles) + 1) // 2)))
+        for i, tile in enumerate(tiles):
+            grid.paste(tile, ((i % 2) * 480, (i // 2) * 160))
+        grid.save(out / f"{V.DISPLAY_NAMES.get(g, g)}.png", optimize=True)
+    if val:
+        print("floor — distances between the validation sets themselves:")
+        for g in val:
+            print(
+                f"  {V.DISPLAY_NAMES.get(g, g):<8} "
+                + " ".join(f"{distance(val_profiles[g], val_profiles[h]):>10.3f}" for h in val)
+            )
+    print(f"piano-roll grids in {out}/")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
