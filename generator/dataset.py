@@ -148,7 +148,9 @@ def build(config: BuildConfig, progress=None) -> Summary:
 
 def _licence(source: str) -> str:
     if source.startswith("jazz-leadsheets"):
-        return "realised by our code from chord charts; see jazz-leadsheets/README.md"
+        from . import jazz
+
+        return {"parkr": jazz.PARKR_LICENCE, "wjd": jazz.WJD_LICENCE}.get(source.split("/")[-1], "see README")
     return LICENCES.get(source, "unknown")
 
 
@@ -162,19 +164,28 @@ def _realised_jazz(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple
     root = config.corpus / "jazz-leadsheets"
     if not root.is_dir():
         return
-    try:
-        from . import jazz
-    except ImportError:
-        return
-    for piece_id, midi, note in jazz.realise_corpus(
-        root, versions=config.jazz_versions, limit=config.jazz_limit, seed=config.seed
+    from . import jazz
+
+    # parkR's chord charts are the safest material; the Weimar solos are transcriptions of
+    # copyrighted recordings, so a permissive-only build leaves them out.
+    sources = ("parkr",) if config.permissive_only else jazz.SOURCES
+    reasons: Counter[str] = Counter()
+    for piece_id, midi, _note in jazz.realise_corpus(
+        root,
+        versions=config.jazz_versions,
+        limit=config.jazz_limit,
+        seed=config.seed,
+        sources=sources,
+        skipped=reasons,
     ):
         tokens = encode_notes(notes_of(midi, piano_range=True))
         if len(tokens) < MIN_TOKENS:
-            skipped["jazz: realised lead sheet too short"] += 1
+            reasons["realised lead sheet too short"] += 1
             continue
-        sheet = piece_id.split("#")[0]  # all versions of one sheet are one piece for the split
-        yield Item("jazz", sheet, "jazz-leadsheets/" + note.split(";")[0][:40]), tokens
+        sheet = piece_id.rsplit("/v", 1)[0]  # every version of one sheet is one piece for the split
+        yield Item("jazz", sheet, "jazz-leadsheets/" + piece_id.split("/")[0]), tokens
+    for why, n in reasons.items():
+        skipped[f"jazz lead sheets: {why}"] += n
 
 
 def write_shard(stem: Path, part: list[tuple[Item, list[int]]]) -> None:

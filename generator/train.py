@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
 import time
 import tomllib
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -283,7 +285,8 @@ class Trainer:
         started = time.monotonic()
         session_start_elapsed = self.elapsed
         last_ckpt = started
-        with open(log_path, "a", newline="") as fh:
+        stop = _StopFlag()
+        with stop.on_signals(), open(log_path, "a", newline="") as fh:
             log = csv.writer(fh)
             if new_log:
                 log.writerow(
@@ -320,10 +323,30 @@ class Trainer:
                     if now - last_ckpt >= self.cfg.checkpoint_minutes * 60:
                         self.save()
                         last_ckpt = now
-                    if self.cfg.max_minutes is not None and (now - started) >= self.cfg.max_minutes * 60:
+                    if stop.requested or (
+                        self.cfg.max_minutes is not None and (now - started) >= self.cfg.max_minutes * 60
+                    ):
                         break
             finally:
                 self.save()
+
+
+class _StopFlag:
+    """SIGTERM or SIGINT finish the current step, then the run checkpoints and returns."""
+
+    requested = False
+
+    @contextmanager
+    def on_signals(self):
+        def handler(signum, frame):
+            self.requested = True
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
 
 def export(src: str | Path, dst: str | Path, fp16: bool = True, **meta) -> Path:

@@ -116,3 +116,19 @@ def test_run_writes_log_and_checkpoints_that_load_and_export(dataset, tmp_path):
     model = load_model(shipped)
     assert model.config.max_len == 64 and model.Wout.weight.dtype == torch.float32
     assert shipped.stat().st_size < (tmp_path / "run" / "best.pt").stat().st_size
+
+
+def test_sigterm_finishes_the_step_then_checkpoints(dataset, tmp_path):
+    import os
+    import signal
+
+    cfg = tiny_config(dataset, tmp_path / "run", max_steps=50)
+    trainer = Trainer(cfg)
+
+    def stop_at_three(t, loss, tps):
+        if t.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer.run(on_step=stop_at_three)
+    assert trainer.step == 3
+    assert Trainer(cfg, resume=True).step == 3
