@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := fluidsynth fluid-soundfont-gm ffmpeg
+APT_PACKAGES := fluidsynth fluid-soundfont-gm ffmpeg postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test lint bench clean
@@ -12,7 +12,7 @@ setup: system-deps $(VENV)/.installed
 # Skipped when everything is already there, so `make setup` is quick the second time.
 system-deps:
 	@if command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
-	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then :; else \
+	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 	  echo "installing $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi

@@ -336,6 +336,28 @@ def export_model(
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[str | None, typer.Option(help="database URL [env: MELOMANIA_DATABASE_URL]")] = None,
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Create or migrate the database schema (Alembic)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.migrate import upgrade
+
+    target = url or Settings().database_url
+    try:
+        upgrade(target, revision)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot upgrade the database: {str(exc).splitlines()[0]}")
+    out.print(f"database at revision {revision}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -6,6 +6,8 @@
 | MELOMANIA_SOUNDFONT     | /usr/share/sounds/sf2/FluidR3_GM.sf2      | General MIDI soundfont (.sf2)      |
 | MELOMANIA_OUT_DIR       | out                                       | where the CLI writes tracks        |
 | MELOMANIA_THREADS       | torch's default (all cores)               | CPU threads for the model          |
+| MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
+| MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Settings(BaseSettings):
     soundfont: Path | None = None
     out_dir: Path = Path("out")
     threads: int | None = None
+    database_url: str = "sqlite+aiosqlite:///data/melomania.db"
+    data_dir: Path = Path("data")
 
     def checkpoint_path(self) -> Path | None:
         """The configured checkpoint, else the shipped default model, else None."""

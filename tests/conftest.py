@@ -5,6 +5,8 @@ import torch
 
 from generator import ModelConfig, MusicTransformer
 
+pytest_plugins = ["storage_fixtures"]
+
 
 def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)

@@ -148,3 +148,12 @@ def test_render_command_and_genres(env):
     assert (env / "rendered" / "song.mp3").is_file() and (env / "rendered" / "song.png").is_file()
     listing = run("genres")
     assert listing.exit_code == 0 and "ambient" in listing.output and "0.9" in listing.output
+
+
+def test_db_upgrade_creates_the_schema_and_reports_an_unreachable_server(env):
+    result = run("db", "upgrade", "--url", f"sqlite+aiosqlite:///{env / 'db' / 'm.db'}")
+    assert result.exit_code == 0, result.output
+    assert (env / "db" / "m.db").is_file()
+    assert_one_line_error(
+        run("db", "upgrade", "--url", "postgresql+asyncpg://nobody@127.0.0.1:1/x"), "cannot upgrade the database"
+    )

@@ -1,0 +1,104 @@
+"""Jobs: one row per compose request, moved through its states by guarded transitions.
+
+queued → running → done | failed;  queued | running → cancelled;  running | failed → queued (retry).
+Each move is one conditional UPDATE, so two workers can never both start, or both finish, a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .db import insert_ignoring_duplicates
+from .errors import InvalidTransition, NotFound
+from .models import Job, JobState, User, utcnow
+
+ALLOWED_FROM: dict[JobState, tuple[JobState, ...]] = {
+    JobState.running: (JobState.queued,),
+    JobState.done: (JobState.running,),
+    JobState.failed: (JobState.queued, JobState.running),
+    JobState.cancelled: (JobState.queued, JobState.running),
+    JobState.queued: (JobState.running, JobState.failed),  # retry after a crash or a failure
+}
+FINISHED = (JobState.done, JobState.failed, JobState.cancelled)
+
+
+async def create_job(
+    session: AsyncSession, user: User, request: dict[str, Any], idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """(job, created). A redelivered chat update (same idempotency key) returns the first job."""
+    if idempotency_key is None:
+        job = Job(user_id=user.id, request=request)
+        session.add(job)
+        await session.flush()
+        return job, True
+    result = await session.execute(
+        insert_ignoring_duplicates(session, Job, ["idempotency_key"]).values(
+            user_id=user.id, request=request, idempotency_key=idempotency_key
+        )
+    )
+    job = (await session.execute(select(Job).where(Job.idempotency_key == idempotency_key))).scalar_one()
+    return job, result.rowcount == 1
+
+
+async def transition(session: AsyncSession, job_id: int, to: JobState, **values: Any) -> Job:
+    """Move a job to `to` if its current state allows it; else InvalidTransition (nothing changes)."""
+    now = utcnow()
+    extra: dict[str, Any] = {"updated_at": now, **values}
+    if to is JobState.running:
+        extra |= {"started_at": now, "attempts": Job.attempts + 1, "progress": 0.0, "error": None}
+    elif to in FINISHED:
+        extra |= {"finished_at": now}
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(ALLOWED_FROM[to]))
+        .values(state=to, **extra)
+        .execution_options(synchronize_session=False)
+    )
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise NotFound(f"there is no job #{job_id}")
+    if result.rowcount != 1:
+        raise InvalidTransition(f"job #{job_id} is {job.state.value}; it cannot become {to.value}")
+    return job
+
+
+async def start_job(session: AsyncSession, job_id: int) -> Job:
+    return await transition(session, job_id, JobState.running)
+
+
+async def finish_job(session: AsyncSession, job_id: int, track_id: int) -> Job:
+    return await transition(session, job_id, JobState.done, track_id=track_id, progress=1.0)
+
+
+async def fail_job(session: AsyncSession, job_id: int, error: str) -> Job:
+    return await transition(session, job_id, JobState.failed, error=error[:2000])
+
+
+async def cancel_job(session: AsyncSession, job_id: int, user: User) -> Job:
+    job = await session.get(Job, job_id)
+    if job is None or job.user_id != user.id:
+        raise NotFound(f"you have no job #{job_id}")
+    return await transition(session, job_id, JobState.cancelled)
+
+
+async def requeue_job(session: AsyncSession, job_id: int) -> Job:
+    return await transition(session, job_id, JobState.queued)
+
+
+async def set_progress(session: AsyncSession, job_id: int, progress: float) -> None:
+    """Progress only moves forward, and only while the job runs."""
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, Job.progress < progress)
+        .values(progress=min(max(progress, 0.0), 1.0), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unfinished_jobs(session: AsyncSession) -> list[Job]:
+    """Jobs a crash may have left queued or running, oldest first (for recovery on start-up)."""
+    q = select(Job).where(Job.state.in_((JobState.queued, JobState.running))).order_by(Job.id)
+    return list((await session.execute(q)).scalars())
