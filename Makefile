@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := fluidsynth fluid-soundfont-gm ffmpeg postgresql
+APT_PACKAGES := python3-venv fluidsynth fluid-soundfont-gm ffmpeg postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test lint bench clean
@@ -12,7 +12,8 @@ setup: system-deps $(VENV)/.installed
 # Skipped when everything is already there, so `make setup` is quick the second time.
 system-deps:
 	@if command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
-	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then :; else \
 	  echo "installing $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
@@ -20,7 +21,8 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and pinned: the CPU wheel, never the multi-GB CUDA build
+	# torch first and pinned to 2.13.0: on this project's machines pip finds the CPU wheel in
+	# /opt/wheels (pip.conf find-links); elsewhere add --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -62,8 +63,14 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it holds pickled objects, not tensors "
+            f"(save model.state_dict(), not the model)"
+        ) from None
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__} {first}".strip()) from None
 
 
 def load_model(
@@ -77,6 +84,8 @@ def load_model(
     path = Path(path)
     blob = _read(path)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        if not isinstance(blob.get("model"), dict) or not isinstance(blob.get("config"), dict):
+            raise CheckpointError(f"{path} is a damaged melomania checkpoint (no model or config)")
         state_dict = blob["model"]
         known = {f.name for f in fields(ModelConfig)}
         config = ModelConfig(**{k: v for k, v in blob["config"].items() if k in known})

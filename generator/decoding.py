@@ -7,8 +7,9 @@ seed and random stream, so a seed reproduces a piece whatever else shares the ba
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -28,6 +29,8 @@ class Row:
     generator: torch.Generator
     seconds: float = 0.0
     windows: int = 0  # how many times the context slid
+    cancelled: bool = False  # set by the caller; the row leaves the batch at the next step
+    tag: object = None  # the caller's handle (a job id, say)
 
     @property
     def new_tokens(self) -> list[int]:
@@ -35,6 +38,8 @@ class Row:
 
     @property
     def done(self) -> bool:
+        if self.cancelled:
+            return True
         r = self.request
         n = len(self.tokens) - self.prompt_length
         if n >= r.token_budget:
@@ -74,16 +79,18 @@ class BatchDecoder:
         self.initial_capacity = initial_capacity
 
     @torch.inference_mode()
-    def add(self, requests: Sequence[GenerationRequest]) -> list[Row]:
+    def add(self, requests: Sequence[GenerationRequest], tags: Sequence[object] | None = None) -> list[Row]:
         """Encode the new requests' prompts and sample their first tokens; they join the batch."""
         if not requests:
             return []
         new_rows = []
-        for r in requests:
+        # A request without a seed gets one now, recorded in its row, so every piece can be reproduced.
+        requests = [r if r.seed is not None else replace(r, seed=secrets.randbits(62)) for r in requests]
+        for i, r in enumerate(requests):
             prompt = [V.genre_token(r.genre), *r.primer]
             g = torch.Generator()
-            g.manual_seed(r.seed if r.seed is not None else torch.seed())
-            new_rows.append(Row(r, prompt, len(prompt), g))
+            g.manual_seed(r.seed)
+            new_rows.append(Row(r, prompt, len(prompt), g, tag=None if tags is None else tags[i]))
         prompts = [
             row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len) for row in new_rows
         ]

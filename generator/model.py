@@ -37,7 +37,8 @@ class KVCache:
 
     Row b holds its keys left-aligned in positions 0 … lengths[b]-1. Storage is (B, H, capacity, D)
     per layer so that the live part of each (row, head) is one contiguous block the attention
-    matmuls read in place.
+    matmuls read in place. It starts zeroed: a shorter row's slots past its end get zero attention
+    weight, and zero times stale memory that happens to hold NaN would still be NaN.
     """
 
     def __init__(self, config: ModelConfig, batch: int, capacity: int, device=None, dtype=None):
@@ -45,8 +46,8 @@ class KVCache:
             raise ValueError(f"cache capacity must be in 1..{config.max_len}, got {capacity}")
         shape = (batch, config.n_heads, capacity, config.head_dim)
         self.config = config
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
 
     @property
@@ -65,7 +66,7 @@ class KVCache:
         used = int(self.lengths.max()) if self.batch else 0
         for store in (self.k, self.v):
             for i, old in enumerate(store):
-                new = old.new_empty(old.shape[:2] + (capacity,) + old.shape[3:])
+                new = old.new_zeros(old.shape[:2] + (capacity,) + old.shape[3:])
                 new[:, :, :used] = old[:, :, :used]
                 store[i] = new
 

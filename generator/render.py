@@ -91,7 +91,7 @@ def render_wav(midi_path: Path, wav_path: Path, soundfont: Path, sample_rate: in
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not wav_path.exists():
-        raise RenderError(f"FluidSynth failed: {(done.stderr or done.stdout).strip()[:300]}")
+        raise RenderError(f"FluidSynth failed: {' '.join((done.stderr or done.stdout).split())[:300]}")
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -177,7 +177,7 @@ def encode_mp3(
     cmd.append(str(mp3_path))
     done = subprocess.run(cmd, input=pcm.tobytes(), capture_output=True)
     if done.returncode != 0:
-        raise RenderError(f"ffmpeg failed: {done.stderr.decode(errors='replace').strip()[:300]}")
+        raise RenderError(f"ffmpeg failed: {' '.join(done.stderr.decode(errors='replace').split())[:300]}")
 
 
 @dataclass(frozen=True)

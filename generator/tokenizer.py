@@ -185,8 +185,9 @@ def trim_notes(notes: Sequence[Note], seconds: float, side: Literal["start", "en
     for n in notes:
         start, end = max(n.start, lo), min(n.end, hi)
         if end > start:
-            kept.append(Note(start - lo, end - lo, n.pitch, n.velocity))
-    return sorted(kept)
+            kept.append(Note(start, end, n.pitch, n.velocity))
+    first = min((n.start for n in kept), default=0)  # a primer starts at its first note, as encode does
+    return sorted(Note(n.start - first, n.end - first, n.pitch, n.velocity) for n in kept)
 
 
 def primer_tokens(

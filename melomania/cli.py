@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -17,7 +20,7 @@ from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.instruments import INSTRUMENTS, instrument_program
 from generator.params import GENRE_PRESETS
-from generator.render import RenderError, Tags, find_soundfont
+from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont
 
 from .settings import Settings
 
@@ -37,8 +40,24 @@ MAX_COUNT = 16
 
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit code 2, no traceback."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        fail(f"setting MELOMANIA_{str(problem['loc'][0]).upper()} is invalid: {problem['msg']}")
+
+
+def check_render_tools(settings: Settings):
+    """Everything rendering needs, checked before minutes of composing rather than after."""
+    for tool in ("fluidsynth", "ffmpeg"):
+        if shutil.which(tool) is None:
+            fail(f"{tool} is not installed; {INSTALL_HINT}")
+    return find_soundfont(settings.soundfont)
 
 
 def writable_dir(path: Path) -> Path:
@@ -93,7 +112,7 @@ def compose(
     from generator.track import Recipe, track_title, write_track
     from generator.track import compose as compose_pieces
 
-    settings = Settings()
+    settings = load_settings()
     try:
         genre = V.canonical_genre(genre)
         if seconds is not None and tokens is not None:
@@ -119,7 +138,7 @@ def compose(
             rp_restore_speed=rp_restore_speed,
         )
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
-        soundfont = find_soundfont(settings.soundfont)
+        soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
         first_seed = seed if seed is not None else secrets.randbelow(2**31)
         requests = [
@@ -175,36 +194,50 @@ def compose(
             )
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the track: {exc.strerror or exc}; free some space or choose another --out")
 
 
 @app.command()
 def render(
     midi_file: Annotated[Path, typer.Argument(help="a .mid file")],
-    instrument: Annotated[str, typer.Option(help="General MIDI instrument by name")] = "piano",
+    instrument: Annotated[str | None, typer.Option(help="play every part on this instrument instead")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the MP3 and PNG")] = None,
 ) -> None:
-    """Render a MIDI file to MP3 (and a piano-roll PNG) with the configured soundfont."""
-    from generator.tokenizer import encode_midi, load_midi
-    from generator.track import write_track
+    """Render a MIDI file to MP3 (and a piano-roll PNG) with the configured soundfont, as it is:
+    every instrument, drum and pause kept; only the instrument choice, if given, is applied."""
+    from generator.pianoroll import write_piano_roll
+    from generator.render import render_mp3
+    from generator.tokenizer import load_midi, notes_of
 
-    settings = Settings()
+    settings = load_settings()
     try:
-        program = instrument_program(instrument)
-        tokens = encode_midi(load_midi(midi_file))
-        if not tokens:
+        program = instrument_program(instrument) if instrument else None
+        midi = load_midi(midi_file)
+        notes = notes_of(midi)
+        if not notes:
             fail(f"{midi_file} has no notes to render")
-        soundfont = find_soundfont(settings.soundfont)
+        soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
+        stem = folder / midi_file.stem
         with err.status(f"rendering {midi_file.name}"):
-            files = write_track(
-                tokens, folder / midi_file.stem, Tags(midi_file.stem, "", "rendered by melomania"), program, soundfont
+            timings = render_mp3(
+                midi,
+                stem.with_suffix(".mp3"),
+                Tags(midi_file.stem, "", "rendered by melomania"),
+                soundfont=soundfont,
+                program=program,
             )
+            write_piano_roll(notes, stem.with_suffix(".png"))
         out.print(
-            f"[bold green]♪ {midi_file.name}[/]  {files.seconds:.1f} s\n  mp3  {files.mp3}\n  png  {files.png}",
+            f"[bold green]♪ {escape(midi_file.name)}[/]  {timings.audio_seconds:.1f} s\n"
+            f"  mp3  {stem.with_suffix('.mp3')}\n  png  {stem.with_suffix('.png')}",
             highlight=False,
         )
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the track: {exc.strerror or exc}; free some space or choose another --out")
 
 
 @app.command()
@@ -350,7 +383,7 @@ def db_upgrade(
 
     from storage.migrate import upgrade
 
-    target = url or Settings().database_url
+    target = url or load_settings().database_url
     try:
         upgrade(target, revision)
     except (SQLAlchemyError, OSError) as exc:

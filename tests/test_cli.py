@@ -157,3 +157,24 @@ def test_db_upgrade_creates_the_schema_and_reports_an_unreachable_server(env):
     assert_one_line_error(
         run("db", "upgrade", "--url", "postgresql+asyncpg://nobody@127.0.0.1:1/x"), "cannot upgrade the database"
     )
+
+
+def test_user_input_is_never_read_as_markup(env):
+    assert_one_line_error(run("compose", "[/]"), "unknown genre '[/]'")
+    assert_one_line_error(run("compose", "[red]polka"), "unknown genre '[red]polka'")
+
+
+def test_invalid_settings_and_pickled_models_are_one_line(env, monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("MELOMANIA_THREADS", "abc")
+    assert_one_line_error(run("compose", "jazz"), "MELOMANIA_THREADS is invalid")
+    monkeypatch.delenv("MELOMANIA_THREADS")
+    torch.save(tiny_model(max_len=32), tmp_path / "whole-model.pt")
+    monkeypatch.setenv("MELOMANIA_CHECKPOINT", str(tmp_path / "whole-model.pt"))
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "save model.state_dict()")
+
+
+def test_missing_fluidsynth_is_found_before_composing(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "fluidsynth is not installed", "apt-get install")

@@ -66,3 +66,16 @@ def test_forward_returns_logits_for_every_position():
     model = tiny_model(max_len=64)
     logits = model(torch.randint(0, 394, (2, 30)))
     assert logits.shape == (2, 30, 394)
+
+
+def test_stale_memory_in_the_cache_never_reaches_the_logits():
+    """Rows of different lengths leave unwritten slots; freed NaN memory must not leak into them."""
+    model = tiny_model(max_len=128)
+    for _ in range(3):  # hand the allocator NaN-filled blocks of the cache's size to reuse
+        junk = torch.full((2, 4, 64, 16), float("nan"))
+        del junk
+    with torch.inference_mode():
+        logits, cache = model.prefill([[390, 60, 300, 188], [391]], capacity=64)
+        for _ in range(5):
+            logits = model.step(torch.tensor([62, 64]), cache)
+            assert torch.isfinite(logits).all()

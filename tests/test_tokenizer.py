@@ -170,3 +170,22 @@ def test_encoding_agrees_with_the_reference_encoded_samples(genre):
     assert [(n.pitch, n.velocity) for n in mine] == [(n.pitch, n.velocity) for n in theirs]
     # the reference truncates some shifts by a tick (float rounding), so its clock drifts a little
     assert all(abs(a.start - b.start) <= 2 + 0.02 * b.start for a, b in zip(mine, theirs))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(1, 200), st.integers(40, 44), st.integers(1, 127)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_overlapping_notes_of_one_pitch_become_clean_notes_that_round_trip(raw):
+    midi = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes += [pretty_midi.Note(v, p, s / 100, (s + d) / 100) for s, d, p, v in raw]
+    midi.instruments.append(inst)
+    notes = notes_of(midi)
+    for a in notes:  # never two of one pitch sounding at once
+        assert not [b for b in notes if b is not a and b.pitch == a.pitch and b.start < a.end and a.start < b.end]
+    assert same_bins(decode_notes(encode_notes(notes)), notes)

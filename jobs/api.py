@@ -1,0 +1,85 @@
+"""The job API the bots use, whatever runs the jobs: a request, progress events, refusals.
+
+Torch-free on purpose: the chat front ends import this, never the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Protocol
+
+from generator.params import GenerationRequest, preset_sampling
+
+EventKind = Literal["queued", "running", "rendering", "done", "failed", "cancelled"]
+TERMINAL: tuple[EventKind, ...] = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class ComposeRequest:
+    """A user's request: who asks, what genre, their overrides of the genre preset, the length."""
+
+    platform: str
+    user_id: str
+    genre: str
+    display_name: str = ""
+    seconds: float | None = 30.0
+    tokens: int | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, top_k, … overriding the preset
+    seed: int | None = None
+    instrument: str = "piano"
+    primer: tuple[int, ...] = ()
+    primer_ref: str | None = None
+    parent_track_id: int | None = None
+    lineage: str | None = None  # reroll, hotter, cooler, continue
+    idempotency_key: str | None = None  # e.g. "telegram:update:123456" so a redelivery composes once
+
+    def generation_request(self, seed: int) -> GenerationRequest:
+        """Validated generator request; raises generator.GeneratorError with a user-facing message."""
+        seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
+        return GenerationRequest(
+            self.genre,
+            preset_sampling(self.genre, **self.sampling),
+            max_new_tokens=tokens,
+            max_seconds=seconds,
+            seed=seed,
+            primer=tuple(self.primer),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["primer"] = list(self.primer)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ComposeRequest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["primer"] = tuple(values.get("primer", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: int
+    kind: EventKind
+    position: int | None = None  # place in the queue, when queued
+    done: int = 0  # tokens written, when running
+    total: int = 0
+    eta_s: float | None = None
+    track_id: int | None = None  # when done
+    reason: str | None = None  # when failed or cancelled: words for the user
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in TERMINAL
+
+
+class Refused(Exception):
+    """The job was not accepted (busy, quota); the message is for the user."""
+
+
+class JobBackend(Protocol):
+    async def submit(self, request: ComposeRequest) -> int: ...
+    async def cancel(self, job_id: int, platform: str, user_id: str) -> bool: ...
+    def events(self, job_id: int) -> AsyncIterator[JobEvent]: ...

@@ -1,0 +1,403 @@
+"""The default job backend: one generation thread running continuous batching over the KV cache,
+a small render pool beside it, and every state change written through `storage` first.
+
+The chat event loop never blocks: requests that arrive while a batch runs join it at the next
+step, each row with its own sampling values, genre, length and seed; finished rows leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from generator import GeneratorError
+from generator.params import GenerationRequest
+from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound
+from storage.ingest import save_track
+from storage.jobs import (
+    cancel_job,
+    create_job,
+    fail_job,
+    finish_job,
+    requeue_job,
+    set_progress,
+    start_job,
+    unfinished_jobs,
+)
+from storage.tracks import NewTrack
+from storage.users import get_or_create_user
+
+from .api import ComposeRequest, JobEvent, Refused
+
+log = logging.getLogger(__name__)
+RESEED = 1_000_003
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    max_batch: int = 16  # rows composed together in one forward pass
+    queue_cap: int = 200  # accepted and unfinished jobs, all users together
+    per_user: int = 3  # accepted and unfinished jobs per user
+    job_timeout_s: float = 900.0
+    max_tries: int = 3  # compositions per job before a degenerate piece is accepted
+    max_attempts: int = 3  # starts per job across crashes and restarts
+    render_workers: int = 2
+    progress_interval_s: float = 0.25
+
+
+class _Channel:
+    """Events of one job, in order, to any number of listeners."""
+
+    def __init__(self) -> None:
+        self.last: JobEvent | None = None
+        self.listeners: list[asyncio.Queue[JobEvent]] = []
+
+
+class InProcessRunner:
+    def __init__(
+        self,
+        db: Database,
+        store: ArtifactStore,
+        load_model: Callable[[], Any],
+        settings: RunnerSettings = RunnerSettings(),
+        soundfont: str | None = None,
+    ):
+        self.db, self.store, self.settings, self.soundfont = db, store, settings, soundfont
+        self._load_model = load_model
+        self._incoming: queue.SimpleQueue[tuple[int, GenerationRequest] | None] = queue.SimpleQueue()
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+        self._active: dict[int, ComposeRequest] = {}  # accepted and not finished
+        self._waiting: list[int] = []  # accepted, not yet in the batch, in order
+        self._tries: dict[int, int] = {}
+        self._channels: dict[int, _Channel] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._last_db_progress: dict[int, float] = {}
+        self._render_pool = ThreadPoolExecutor(settings.render_workers, thread_name_prefix="render")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.model: Any = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.model = await asyncio.to_thread(self._load_model)
+        self.model_id = getattr(self.model, "name", "model")
+        self._thread = threading.Thread(target=self._generation_loop, name="generation", daemon=True)
+        self._thread.start()
+        await self._recover()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._incoming.put(None)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+        for task in list(self._tasks):
+            task.cancel()
+        self._render_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _recover(self) -> None:
+        """Jobs a crash left queued are resumed; running ones start again, unless they already
+        failed to finish too many times, in which case the user is told."""
+        for job in await self.db.run(unfinished_jobs):
+            request = ComposeRequest.from_json(job.request)
+            if job.state is JobState.running:
+                if job.attempts >= self.settings.max_attempts:
+                    await self.db.run(lambda s, j=job.id: fail_job(s, j, "the composer restarted while working on it"))
+                    self._emit(
+                        JobEvent(
+                            job.id, "failed", reason="the composer restarted while working on this; please ask again"
+                        )
+                    )
+                    continue
+                await self.db.run(lambda s, j=job.id: requeue_job(s, j))
+            self._accept(job.id, request)
+
+    # --- the API -------------------------------------------------------------------------------
+
+    async def submit(self, request: ComposeRequest) -> int:
+        """Accept a request (idempotent by its key) and return its job id; or Refused."""
+        request.generation_request(seed=0)  # GeneratorError for bad values, before anything is stored
+        with self._lock:
+            if len(self._active) >= self.settings.queue_cap:
+                raise Refused("I'm busy composing for lots of people right now; try again in a minute")
+            mine = sum(
+                1 for r in self._active.values() if (r.platform, r.user_id) == (request.platform, request.user_id)
+            )
+        if mine >= self.settings.per_user:
+            raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
+        if request.seed is None:
+            request = replace(request, seed=secrets.randbelow(2**31))
+
+        async def record(s):
+            user = await get_or_create_user(s, request.platform, request.user_id, request.display_name or None)
+            if user.banned:
+                raise Refused("composing is switched off for this account")
+            return await create_job(s, user, request.to_json(), request.idempotency_key)
+
+        job, created = await self.db.run(record)
+        if created:
+            self._accept(job.id, request)
+        return job.id
+
+    async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
+        """Cancel the user's own queued or running job; False if it had already finished."""
+
+        async def go(s):
+            user = await get_or_create_user(s, platform, user_id)
+            return await cancel_job(s, job_id, user)
+
+        try:
+            await self.db.run(go)
+        except InvalidTransition:
+            return False
+        with self._lock:
+            self._cancelled.add(job_id)
+        self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
+        return True
+
+    async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """This job's events from now until it ends (the latest state first)."""
+        channel = self._channels.get(job_id)
+        if channel is None:
+            yield await self._stored_event(job_id)
+            return
+        q: asyncio.Queue[JobEvent] = asyncio.Queue()
+        channel.listeners.append(q)
+        if channel.last is not None:
+            q.put_nowait(channel.last)
+        try:
+            while True:
+                event = await q.get()
+                yield event
+                if event.terminal:
+                    return
+        finally:
+            if q in channel.listeners:
+                channel.listeners.remove(q)
+
+    async def _stored_event(self, job_id: int) -> JobEvent:
+        from storage import Job
+
+        job = await self.db.run(lambda s: s.get(Job, job_id))
+        if job is None:
+            raise NotFound(f"there is no job #{job_id}")
+        kind = {"queued": "queued", "running": "running"}.get(job.state.value, job.state.value)
+        return JobEvent(job_id, kind, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _emit(self, event: JobEvent) -> None:
+        channel = self._channels.setdefault(event.job_id, _Channel())
+        if channel.last is not None and channel.last.terminal:
+            return  # nothing follows an ending
+        channel.last = event
+        for q in channel.listeners:
+            q.put_nowait(event)
+
+    def _finish(self, job_id: int, event: JobEvent) -> None:
+        self._emit(event)
+        with self._lock:
+            self._active.pop(job_id, None)
+            if job_id in self._waiting:
+                self._waiting.remove(job_id)
+        self._tries.pop(job_id, None)
+        self._last_db_progress.pop(job_id, None)
+        # listeners already hold the final event; later ones read the stored state
+        channel = self._channels.pop(job_id, None)
+        if channel is not None:
+            for q in channel.listeners:
+                q.put_nowait(channel.last) if q.empty() and channel.last is not event else None
+
+    def _accept(self, job_id: int, request: ComposeRequest) -> None:
+        with self._lock:
+            self._active[job_id] = request
+            self._waiting.append(job_id)
+            position = len(self._waiting)
+        self._channels.setdefault(job_id, _Channel())
+        self._emit(JobEvent(job_id, "queued", position=position))
+        self._incoming.put((job_id, request.generation_request(request.seed)))
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _from_thread(self, fn: Callable, *args: Any) -> None:
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    # --- the generation thread -----------------------------------------------------------------
+
+    def _generation_loop(self) -> None:
+        from generator.decoding import BatchDecoder, tokens_done_and_expected
+
+        decoder = BatchDecoder(self.model)
+        started: dict[int, float] = {}
+        reported: dict[int, float] = {}
+        while not self._stopping.is_set():
+            admitted: list[tuple[int, GenerationRequest]] = []
+            while len(decoder.rows) + len(admitted) < self.settings.max_batch:
+                try:
+                    idle = not decoder.rows and not admitted
+                    item = self._incoming.get(timeout=0.2) if idle else self._incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    return
+                with self._lock:
+                    if item[0] in self._cancelled:
+                        continue
+                admitted.append(item)
+            if admitted:
+                try:
+                    decoder.add([r for _, r in admitted], tags=[j for j, _ in admitted])
+                except Exception as exc:  # a request the model cannot take must not stop the loop
+                    log.exception("could not start jobs %s", [j for j, _ in admitted])
+                    for job_id, _ in admitted:
+                        self._from_thread(self._spawn, self._failed(job_id, f"could not start: {exc}"))
+                    admitted = []
+                for job_id, _ in admitted:
+                    started[job_id] = time.monotonic()
+                    self._from_thread(self._spawn, self._running(job_id))
+            if not decoder.rows:
+                continue
+            now = time.monotonic()
+            for row in decoder.rows:
+                with self._lock:
+                    cancelled = row.tag in self._cancelled
+                if cancelled:
+                    row.cancelled = True
+                elif now - started.get(row.tag, now) > self.settings.job_timeout_s:
+                    row.cancelled = True
+                    self._from_thread(self._spawn, self._failed(row.tag, "it took too long; try a shorter piece"))
+            for row in decoder.step():
+                started.pop(row.tag, None)
+                reported.pop(row.tag, None)
+                if not row.cancelled:
+                    self._from_thread(self._spawn, self._generated(row.tag, list(row.tokens), row.request))
+            now = time.monotonic()
+            for row in decoder.rows:
+                if now - reported.get(row.tag, 0.0) >= self.settings.progress_interval_s:
+                    reported[row.tag] = now
+                    done, total = tokens_done_and_expected([row])
+                    elapsed = now - started.get(row.tag, now)
+                    eta = elapsed * (total - done) / done if done else None
+                    self._from_thread(self._progress, row.tag, done, total, eta)
+
+    # --- callbacks on the event loop -----------------------------------------------------------
+
+    async def _running(self, job_id: int) -> None:
+        with self._lock:
+            if job_id in self._waiting:
+                self._waiting.remove(job_id)
+        with contextlib.suppress(InvalidTransition):  # a regeneration of a running job, or a cancel that won
+            await self.db.run(lambda s: start_job(s, job_id))
+        self._emit(JobEvent(job_id, "running"))
+
+    def _progress(self, job_id: int, done: int, total: int, eta: float | None) -> None:
+        if job_id not in self._active:
+            return
+        self._emit(JobEvent(job_id, "running", done=done, total=total, eta_s=eta))
+        now = time.monotonic()
+        if now - self._last_db_progress.get(job_id, 0.0) >= 1.0:
+            self._last_db_progress[job_id] = now
+            self._spawn(self.db.run(lambda s: set_progress(s, job_id, done / max(total, 1))))
+
+    async def _failed(self, job_id: int, reason: str) -> None:
+        try:
+            await self.db.run(lambda s: fail_job(s, job_id, reason))
+        except InvalidTransition:
+            return
+        self._finish(job_id, JobEvent(job_id, "failed", reason=reason))
+
+    async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
+        from generator.postprocess import is_degenerate
+
+        if job_id not in self._active:
+            return
+        tries = self._tries.get(job_id, 1)
+        if is_degenerate(tokens[1:]) and tries < self.settings.max_tries:
+            self._tries[job_id] = tries + 1
+            self._incoming.put((job_id, replace(request, seed=(request.seed or 0) + RESEED * tries)))
+            return
+        self._emit(JobEvent(job_id, "rendering"))
+        compose = self._active[job_id]
+        try:
+            track_id = await self._render_and_store(job_id, compose, tokens, request)
+            await self.db.run(lambda s: finish_job(s, job_id, track_id))
+        except InvalidTransition:
+            return  # cancelled while rendering
+        except Exception as exc:
+            log.exception("job %s failed while rendering", job_id)
+            await self._failed(job_id, f"rendering failed ({exc.__class__.__name__}); please try again")
+            return
+        self._finish(job_id, JobEvent(job_id, "done", track_id=track_id))
+
+    async def _render_and_store(
+        self, job_id: int, compose: ComposeRequest, tokens: list[int], request: GenerationRequest
+    ) -> int:
+        from generator.instruments import instrument_program
+        from generator.render import Tags
+        from generator.track import Recipe, track_title, write_track
+
+        model = self.model
+        recipe = Recipe.of(
+            request,
+            getattr(model, "name", "model"),
+            getattr(model, "checkpoint_sha256", ""),
+            instrument=compose.instrument,
+            primer=compose.primer_ref,
+        )
+        title = track_title(request.genre, job_id)
+
+        def render() -> tuple[Any, bytes, bytes, bytes]:
+            with tempfile.TemporaryDirectory(prefix="melomania-job-") as tmp:
+                files = write_track(
+                    tokens,
+                    Path(tmp) / "track",
+                    Tags(title, recipe.genre, recipe.summary()),
+                    instrument_program(compose.instrument),
+                    self.soundfont,
+                )
+                return files, files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes()
+
+        files, mp3, midi, png = await self._loop.run_in_executor(self._render_pool, render)
+        new = NewTrack(
+            genre=recipe.genre,
+            model_id=recipe.model,
+            checkpoint_sha256=recipe.checkpoint_sha256,
+            seed=recipe.seed,
+            sampling=_sampling_dict(request),
+            tokens=tokens,
+            max_seconds=request.max_seconds,
+            max_new_tokens=request.max_new_tokens,
+            primer_ref=compose.primer_ref,
+            instrument=compose.instrument,
+            parent_id=compose.parent_track_id,
+            lineage=compose.lineage,
+            duration_s=files.seconds,
+            note_count=files.notes,
+        )
+        track = await save_track(self.db, self.store, compose.platform, compose.user_id, new, mp3, midi, png)
+        return track.id
+
+
+def _sampling_dict(request: GenerationRequest) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(request.sampling)
+
+
+__all__ = ["GeneratorError", "InProcessRunner", "RunnerSettings"]
