@@ -78,8 +78,8 @@ def load_model(
 ) -> MusicTransformer:
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
 
-    The returned model is in eval mode and carries `genres` (names in token order) and
-    `checkpoint_sha256` for recipes.
+    The returned model is in eval mode and carries `genres` (names in token order), `name` (the
+    file's stem) and `checkpoint_sha256` for recipes.
     """
     path = Path(path)
     blob = _read(path)
@@ -104,6 +104,7 @@ def load_model(
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     model.genres = genres
+    model.name = path.stem
     model.checkpoint_sha256 = _sha256(path)
     return model.to(device=device, dtype=dtype).eval()
 

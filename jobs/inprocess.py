@@ -80,14 +80,18 @@ class InProcessRunner:
         self._lock = threading.Lock()
         self._active: dict[int, ComposeRequest] = {}  # accepted and not finished
         self._waiting: list[int] = []  # accepted, not yet in the batch, in order
+        self._reserved = 0  # submissions past the caps check, not yet accepted
+        self._reserved_by: dict[tuple[str, str], int] = {}
         self._tries: dict[int, int] = {}
         self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._starts: dict[int, asyncio.Task] = {}
         self._last_db_progress: dict[int, float] = {}
         self._render_pool = ThreadPoolExecutor(settings.render_workers, thread_name_prefix="render")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.model: Any = None
+        self.decoder: Any = None  # the generation thread's BatchDecoder, for inspection
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -130,14 +134,26 @@ class InProcessRunner:
     async def submit(self, request: ComposeRequest) -> int:
         """Accept a request (idempotent by its key) and return its job id; or Refused."""
         request.generation_request(seed=0)  # GeneratorError for bad values, before anything is stored
-        with self._lock:
-            if len(self._active) >= self.settings.queue_cap:
+        who = (request.platform, request.user_id)
+        with self._lock:  # a slot is taken before the first await, so a burst cannot overshoot the caps
+            if len(self._active) + self._reserved >= self.settings.queue_cap:
                 raise Refused("I'm busy composing for lots of people right now; try again in a minute")
-            mine = sum(
-                1 for r in self._active.values() if (r.platform, r.user_id) == (request.platform, request.user_id)
-            )
-        if mine >= self.settings.per_user:
-            raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
+            mine = sum(1 for r in self._active.values() if (r.platform, r.user_id) == who)
+            mine += self._reserved_by.get(who, 0)
+            if mine >= self.settings.per_user:
+                raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
+            self._reserved += 1
+            self._reserved_by[who] = self._reserved_by.get(who, 0) + 1
+        try:
+            return await self._submit(request)
+        finally:
+            with self._lock:
+                self._reserved -= 1
+                self._reserved_by[who] -= 1
+                if not self._reserved_by[who]:
+                    del self._reserved_by[who]
+
+    async def _submit(self, request: ComposeRequest) -> int:
         if request.seed is None:
             request = replace(request, seed=secrets.randbelow(2**31))
 
@@ -243,7 +259,7 @@ class InProcessRunner:
     def _generation_loop(self) -> None:
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
-        decoder = BatchDecoder(self.model)
+        self.decoder = decoder = BatchDecoder(self.model)
         started: dict[int, float] = {}
         reported: dict[int, float] = {}
         while not self._stopping.is_set():
@@ -270,7 +286,7 @@ class InProcessRunner:
                     admitted = []
                 for job_id, _ in admitted:
                     started[job_id] = time.monotonic()
-                    self._from_thread(self._spawn, self._running(job_id))
+                    self._from_thread(self._running, job_id)
             if not decoder.rows:
                 continue
             now = time.monotonic()
@@ -298,13 +314,23 @@ class InProcessRunner:
 
     # --- callbacks on the event loop -----------------------------------------------------------
 
-    async def _running(self, job_id: int) -> None:
+    def _running(self, job_id: int) -> None:
+        # Emitted here, in the order the thread reported it, before any progress; stored after.
         with self._lock:
             if job_id in self._waiting:
                 self._waiting.remove(job_id)
+        self._emit(JobEvent(job_id, "running"))
+        self._starts[job_id] = self._loop.create_task(self._store_running(job_id))
+
+    async def _stored_start(self, job_id: int) -> None:
+        """Wait for the job's 'running' write, so its ending is never written before its start."""
+        task = self._starts.pop(job_id, None)
+        if task is not None:
+            await task
+
+    async def _store_running(self, job_id: int) -> None:
         with contextlib.suppress(InvalidTransition):  # a regeneration of a running job, or a cancel that won
             await self.db.run(lambda s: start_job(s, job_id))
-        self._emit(JobEvent(job_id, "running"))
 
     def _progress(self, job_id: int, done: int, total: int, eta: float | None) -> None:
         if job_id not in self._active:
@@ -316,6 +342,7 @@ class InProcessRunner:
             self._spawn(self.db.run(lambda s: set_progress(s, job_id, done / max(total, 1))))
 
     async def _failed(self, job_id: int, reason: str) -> None:
+        await self._stored_start(job_id)
         try:
             await self.db.run(lambda s: fail_job(s, job_id, reason))
         except InvalidTransition:
@@ -327,6 +354,7 @@ class InProcessRunner:
 
         if job_id not in self._active:
             return
+        await self._stored_start(job_id)
         tries = self._tries.get(job_id, 1)
         if is_degenerate(tokens[1:]) and tries < self.settings.max_tries:
             self._tries[job_id] = tries + 1

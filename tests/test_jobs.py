@@ -1,0 +1,199 @@
+"""The in-process job runner: events, batching, cancel, restart recovery, idempotency, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import tiny_model
+from sqlalchemy import func, select
+
+from generator import GeneratorError
+from jobs import ComposeRequest, Refused
+from jobs.inprocess import InProcessRunner, RunnerSettings
+from storage import Database, Job, JobState, LocalArtifactStore, Track
+from storage.jobs import create_job, start_job
+from storage.users import get_or_create_user
+
+
+def model():
+    m = tiny_model(max_len=256)
+    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
+    return m
+
+
+@pytest.fixture
+async def env(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    yield db, store
+    await db.dispose()
+
+
+async def started_runner(db, store, **settings) -> InProcessRunner:
+    runner = InProcessRunner(db, store, model, RunnerSettings(**settings))
+    await runner.start()
+    return runner
+
+
+def req(user="u1", tokens=40, **kw) -> ComposeRequest:
+    return ComposeRequest("telegram", user, kw.pop("genre", "ambient"), tokens=tokens, seed=kw.pop("seed", 1), **kw)
+
+
+async def collect(runner, job_id, timeout=60.0):
+    events = []
+
+    async def go():
+        async for e in runner.events(job_id):
+            events.append(e)
+
+    await asyncio.wait_for(go(), timeout)
+    return events
+
+
+async def count(db, model_, *where) -> int:
+    return await db.run(lambda s: s.scalar(select(func.count()).select_from(model_).where(*where)))
+
+
+async def test_events_arrive_in_order_and_end_with_a_stored_track(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(req(tokens=120))
+        events = await collect(runner, job_id)
+    finally:
+        await runner.stop()
+    kinds = [e.kind for e in events]
+    assert kinds[0] in ("queued", "running") and kinds[-2:] == ["rendering", "done"]
+    order = {"queued": 0, "running": 1, "rendering": 2, "done": 3}
+    assert [order[k] for k in kinds] == sorted(order[k] for k in kinds)
+    dones = [e.done for e in events if e.kind == "running"]
+    assert dones == sorted(dones)
+    track = await db.run(lambda s: s.get(Track, events[-1].track_id))
+    assert track.seed == 1 and store.exists(track.mp3_key) and store.exists(track.png_key)
+    job = await db.run(lambda s: s.get(Job, job_id))
+    assert job.state is JobState.done and job.track_id == track.id and job.attempts == 1
+
+
+async def test_requests_arriving_during_a_batch_join_it(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        first = await runner.submit(req("a", tokens=600, seed=1))
+        await asyncio.sleep(0.3)
+        others = [await runner.submit(req(f"u{i}", tokens=60, seed=i)) for i in range(3)]
+        seen_batch = 0
+        for _ in range(100):
+            seen_batch = max(seen_batch, len(runner.decoder.rows))
+            await asyncio.sleep(0.02)
+        results = await asyncio.gather(*(collect(runner, j) for j in [first, *others]))
+    finally:
+        await runner.stop()
+    assert seen_batch >= 2
+    assert all(r[-1].kind == "done" for r in results)
+
+
+async def test_cancel_stops_a_running_job_within_a_second(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(req(tokens=20000, seconds=None))
+        async for e in runner.events(job_id):
+            if e.kind == "running" and e.done > 0:
+                break
+        t0 = time.monotonic()
+        assert await runner.cancel(job_id, "telegram", "u1")
+        while any(r.tag == job_id for r in runner.decoder.rows):
+            assert time.monotonic() - t0 < 1.0
+            await asyncio.sleep(0.01)
+        assert not await runner.cancel(job_id, "telegram", "u1")  # already over
+        assert [e.kind async for e in runner.events(job_id)] == ["cancelled"]
+    finally:
+        await runner.stop()
+    assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.cancelled
+    assert await count(db, Track) == 0
+
+
+async def test_someone_else_cannot_cancel_my_job(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(req(tokens=20000, seconds=None))
+        with pytest.raises(Exception, match="you have no job"):
+            await runner.cancel(job_id, "telegram", "intruder")
+        assert await runner.cancel(job_id, "telegram", "u1")
+    finally:
+        await runner.stop()
+
+
+async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
+    db, store = env
+
+    async def leftovers(s):
+        user = await get_or_create_user(s, "telegram", "u1")
+        queued, _ = await create_job(s, user, req(tokens=30, seed=5).to_json())
+        running, _ = await create_job(s, user, req(tokens=30, seed=6).to_json())
+        await start_job(s, running.id)  # the process died while composing this one
+        hopeless, _ = await create_job(s, user, req(tokens=30, seed=7).to_json())
+        await start_job(s, hopeless.id)
+        hopeless.attempts = 3  # it has already brought the composer down three times
+        return queued.id, running.id, hopeless.id
+
+    queued, running, hopeless = await db.run(leftovers)
+    runner = await started_runner(db, store, max_attempts=3)
+    try:
+        results = await asyncio.gather(collect(runner, queued), collect(runner, running))
+    finally:
+        await runner.stop()
+    assert [r[-1].kind for r in results] == ["done", "done"]
+    assert (await db.run(lambda s: s.get(Job, running))).attempts == 2
+    given_up = await db.run(lambda s: s.get(Job, hopeless))
+    assert given_up.state is JobState.failed and "restarted" in given_up.error
+    assert await count(db, Track) == 2
+
+
+async def test_a_redelivered_update_composes_once(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        a = await runner.submit(req(idempotency_key="telegram:update:42"))
+        b = await runner.submit(req(idempotency_key="telegram:update:42"))
+        assert a == b
+        await collect(runner, a)
+    finally:
+        await runner.stop()
+    assert await count(db, Job) == 1 and await count(db, Track) == 1
+
+
+async def test_bad_values_are_refused_before_anything_is_stored(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        with pytest.raises(GeneratorError, match="temperature must be more than 0"):
+            await runner.submit(req(sampling={"temperature": 0}))
+        with pytest.raises(GeneratorError, match="unknown genre"):
+            await runner.submit(req(genre="polka"))
+    finally:
+        await runner.stop()
+    assert await count(db, Job) == 0
+
+
+async def test_a_burst_of_500_gets_jobs_or_clear_refusals_and_loses_none(env):
+    db, store = env
+    runner = await started_runner(db, store, queue_cap=40, per_user=2)
+    try:
+        outcomes = await asyncio.gather(*(runner.submit(req(f"user{i % 300}", tokens=6, seed=i))
+                                          for i in range(500)), return_exceptions=True)
+        accepted = [o for o in outcomes if isinstance(o, int)]
+        refused = [o for o in outcomes if isinstance(o, Refused)]
+        assert len(accepted) + len(refused) == 500
+        assert 0 < len(accepted) <= 40
+        assert all("try again in a minute" in str(r) or "on the way" in str(r) for r in refused)
+        assert len(runner._active) <= 40  # memory stays bounded by the cap
+        results = await asyncio.gather(*(collect(runner, j, timeout=120) for j in accepted))
+    finally:
+        await runner.stop()
+    assert all(r[-1].kind == "done" for r in results)
+    assert await count(db, Job) == len(accepted) == await count(db, Track)
