@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := python3-venv fluidsynth fluid-soundfont-gm ffmpeg postgresql
+APT_PACKAGES := python3-venv fluidsynth fluid-soundfont-gm ffmpeg postgresql redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test lint bench clean
@@ -13,7 +13,7 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@if command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
 	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	    && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then :; else \
+	    && command -v redis-server >/dev/null && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then :; else \
 	  echo "installing $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi

@@ -95,13 +95,16 @@ class InProcessRunner:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, recover: bool = True) -> None:
+        """Load the model, start the generation thread and, unless a queue (Redis) redelivers
+        unfinished jobs itself, resume the ones a previous run left behind."""
         self._loop = asyncio.get_running_loop()
         self.model = await asyncio.to_thread(self._load_model)
         self.model_id = getattr(self.model, "name", "model")
         self._thread = threading.Thread(target=self._generation_loop, name="generation", daemon=True)
         self._thread.start()
-        await self._recover()
+        if recover:
+            await self._recover()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -183,6 +186,26 @@ class InProcessRunner:
             self._cancelled.add(job_id)
         self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
         return True
+
+    async def adopt(self, job_id: int, request: ComposeRequest) -> AsyncIterator[JobEvent]:
+        """Compose a job stored elsewhere (a Redis worker's) and yield its events to the end."""
+        if request.seed is None:
+            request = replace(request, seed=secrets.randbelow(2**31))
+        self._channels.setdefault(job_id, _Channel())
+        events = self.events(job_id)
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0)  # subscribed before the first event can be emitted
+        self._accept(job_id, request)
+        yield await first
+        async for event in events:
+            yield event
+
+    def mark_cancelled(self, job_id: int) -> None:
+        """Stop composing a job another process cancelled; its row leaves the batch at the next step."""
+        with self._lock:
+            self._cancelled.add(job_id)
+        if job_id in self._active:
+            self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """This job's events from now until it ends (the latest state first)."""

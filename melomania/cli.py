@@ -391,6 +391,20 @@ def db_upgrade(
     out.print(f"database at revision {revision}", highlight=False)
 
 
+@app.command()
+def worker() -> None:
+    """Run a generator worker: pull compose jobs from Redis (MELOMANIA_REDIS_URL), batch, render, store."""
+    import logging
+
+    from arq.worker import run_worker
+
+    from jobs.worker import WorkerSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_settings()
+    run_worker(WorkerSettings)
+
+
 def main() -> None:
     try:
         app()

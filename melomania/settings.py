@@ -8,6 +8,7 @@
 | MELOMANIA_THREADS       | torch's default (all cores)               | CPU threads for the model          |
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
+| MELOMANIA_REDIS_URL     | (none: jobs run in-process)               | Redis for `melomania worker`s      |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Settings(BaseSettings):
     threads: int | None = None
     database_url: str = "sqlite+aiosqlite:///data/melomania.db"
     data_dir: Path = Path("data")
+    redis_url: str | None = None
 
     def checkpoint_path(self) -> Path | None:
         """The configured checkpoint, else the shipped default model, else None."""

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,4 +60,31 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(
             [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Yield a redis:// URL for a private redis-server on loopback, without persistence."""
+    if url := os.environ.get("MELOMANIA_TEST_REDIS_URL"):
+        yield url
+        return
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed: run `make test` (it installs Debian's redis-server), "
+                           "or set MELOMANIA_TEST_REDIS_URL")
+    port = free_port()
+    root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""Load on the job API: N simulated users submitting M compose jobs each, through the in-process
+runner (generation batched across users, rendering beside it, rows and files stored).
+
+    python bench/load.py [--users 8] [--jobs 1] [--seconds 30] [--checkpoint PATH]
+
+Reports one user's track alone, then everyone at once: throughput, p50/p95 time to result and
+the batching gain. Last line: users=… single_s=… concurrent_s=… ratio=… (concurrent / single).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from generator import load_model
+from jobs import ComposeRequest
+from jobs.inprocess import InProcessRunner, RunnerSettings
+from storage import Database, LocalArtifactStore
+
+
+async def run_jobs(runner: InProcessRunner, requests: list[ComposeRequest]) -> list[float]:
+    """Submit all at once; seconds from submission to the 'done' event, per job."""
+    t0 = time.perf_counter()
+
+    async def one(r: ComposeRequest) -> float:
+        job_id = await runner.submit(r)
+        async for event in runner.events(job_id):
+            if event.terminal:
+                if event.kind != "done":
+                    raise RuntimeError(f"job {job_id} ended {event.kind}: {event.reason}")
+                break
+        return time.perf_counter() - t0
+
+    return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1, help="jobs per user")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--checkpoint")
+    args = ap.parse_args()
+
+    from melomania.settings import Settings
+
+    ckpt = args.checkpoint or Settings().checkpoint_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'load.db'}")
+        await db.create_all()
+        n = args.users * args.jobs
+        runner = InProcessRunner(
+            db,
+            LocalArtifactStore(Path(tmp) / "artifacts"),
+            lambda: load_model(ckpt),
+            RunnerSettings(max_batch=max(16, n), queue_cap=max(200, n), per_user=args.jobs),
+        )
+        await runner.start()
+        genres = ["calm", "jazz", "pop", "classic"]
+        try:
+            await run_jobs(runner, [ComposeRequest("cli", "warmup", "calm", seconds=2, seed=0)])
+            (single,) = await run_jobs(runner, [ComposeRequest("cli", "solo", "calm", seconds=args.seconds, seed=1)])
+            requests = [
+                ComposeRequest("cli", f"user{u}", genres[u % 4], seconds=args.seconds, seed=100 + u * 10 + j)
+                for u in range(args.users)
+                for j in range(args.jobs)
+            ]
+            t0 = time.perf_counter()
+            latencies = await run_jobs(runner, requests)
+            concurrent = time.perf_counter() - t0
+        finally:
+            await runner.stop()
+            await db.dispose()
+    lat = sorted(latencies)
+    p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+    print(f"checkpoint {ckpt}: {args.seconds:g}-second tracks")
+    print(f"one track alone: {single:.1f} s")
+    print(
+        f"{n} tracks from {args.users} users at once: {concurrent:.1f} s, {n / concurrent * 60:.1f} tracks/min, "
+        f"p50 {statistics.median(lat):.1f} s, p95 {p95:.1f} s to result"
+    )
+    print(f"batching gain: {n * single / concurrent:.1f}x the throughput of one at a time")
+    print(f"users={args.users} single_s={single:.2f} concurrent_s={concurrent:.2f} ratio={concurrent / single:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

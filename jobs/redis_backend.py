@@ -1,0 +1,108 @@
+"""The job backend for scale-out: bots store the job, enqueue it on Redis (arq), and follow its
+progress over pub/sub; `melomania worker` processes elsewhere do the composing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy import func, select
+
+from storage import Database, InvalidTransition, Job, JobState
+from storage.jobs import cancel_job, create_job, unfinished_jobs
+from storage.users import get_or_create_user
+
+from .api import ComposeRequest, JobEvent, Refused
+from .inprocess import RunnerSettings
+from .worker import CANCEL_CHANNEL, job_channel
+
+UNFINISHED = (JobState.queued, JobState.running)
+
+
+def arq_job_id(job_id: int) -> str:
+    return f"compose:{job_id}"  # one arq job per stored job, however often it is enqueued
+
+
+class RedisBackend:
+    def __init__(self, db: Database, redis_url: str, settings: RunnerSettings | None = None):
+        self.db, self.redis_url, self.settings = db, redis_url, settings or RunnerSettings()
+        self.redis: ArqRedis | None = None
+
+    async def start(self) -> None:
+        self.redis = await create_pool(RedisSettings.from_dsn(self.redis_url))
+        # jobs stored but never enqueued (the bot died in between) are enqueued now; arq ignores
+        # the ones it already holds, by their job id
+        for job in await self.db.run(unfinished_jobs):
+            await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+
+    async def stop(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def submit(self, request: ComposeRequest) -> int:
+        request.generation_request(seed=0)  # GeneratorError for bad values, before anything is stored
+
+        async def record(s):
+            # the caps hold across every bot process: they are counted in the database
+            total = await s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(UNFINISHED)))
+            if total >= self.settings.queue_cap:
+                raise Refused("I'm busy composing for lots of people right now; try again in a minute")
+            user = await get_or_create_user(s, request.platform, request.user_id, request.display_name or None)
+            if user.banned:
+                raise Refused("composing is switched off for this account")
+            mine = await s.scalar(
+                select(func.count()).select_from(Job).where(Job.user_id == user.id, Job.state.in_(UNFINISHED))
+            )
+            redelivered = request.idempotency_key and await s.scalar(
+                select(Job.id).where(Job.idempotency_key == request.idempotency_key)
+            )
+            if mine >= self.settings.per_user and not redelivered:
+                raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
+            return await create_job(s, user, request.to_json(), request.idempotency_key)
+
+        job, _created = await self.db.run(record)
+        await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+        return job.id
+
+    async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
+        async def go(s):
+            user = await get_or_create_user(s, platform, user_id)
+            return await cancel_job(s, job_id, user)
+
+        try:
+            await self.db.run(go)
+        except InvalidTransition:
+            return False
+        await self.redis.publish(CANCEL_CHANNEL, str(job_id))
+        await self.redis.publish(
+            job_channel(job_id), json.dumps({"job_id": job_id, "kind": "cancelled", "reason": "cancelled"})
+        )
+        return True
+
+    async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """Progress from whichever worker holds the job; the stored state first."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(job_channel(job_id))  # before reading the state, so nothing falls between
+        try:
+            job = await self.db.run(lambda s: s.get(Job, job_id))
+            if job is None:
+                return
+            if job.state in (JobState.done, JobState.failed, JobState.cancelled):
+                yield JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+                return
+            yield JobEvent(job_id, job.state.value, done=0)  # type: ignore[arg-type]
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                event = JobEvent(**json.loads(message["data"]))
+                yield event
+                if event.terminal:
+                    return
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+
+__all__ = ["RedisBackend"]

@@ -1,0 +1,130 @@
+"""`melomania worker`: an arq worker that pulls compose jobs from Redis, batches the ones it holds
+through the same generation loop as the in-process runner, and publishes progress over pub/sub.
+
+A worker killed mid-job stops refreshing the job's in-progress key; once that lapses (a few
+heartbeats), another worker picks the job up again. Guarded job transitions in storage make sure
+only one of them can finish it, so the user gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
+from arq.worker import func
+
+from storage import Database, Job, JobState, LocalArtifactStore
+from storage.jobs import requeue_job
+
+from .api import ComposeRequest, JobEvent
+from .inprocess import InProcessRunner, RunnerSettings
+
+log = logging.getLogger(__name__)
+CANCEL_CHANNEL = "melomania:cancel"
+HEARTBEAT_S = float(os.environ.get("MELOMANIA_WORKER_HEARTBEAT_S", "5"))
+JOB_TIMEOUT_S = 900
+
+
+def job_channel(job_id: int) -> str:
+    return f"melomania:job:{job_id}"
+
+
+def event_json(event: JobEvent) -> str:
+    return json.dumps(asdict(event))
+
+
+async def publish(redis, event: JobEvent) -> None:
+    await redis.publish(job_channel(event.job_id), event_json(event))
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    from generator import load_model
+    from melomania.settings import Settings
+
+    settings = Settings()
+    ckpt = settings.checkpoint_path()
+    if ckpt is None:
+        raise RuntimeError("no model checkpoint configured (MELOMANIA_CHECKPOINT)")
+    db = Database(settings.database_url)
+    runner = InProcessRunner(
+        db,
+        LocalArtifactStore(settings.data_dir / "artifacts"),
+        lambda: load_model(ckpt),
+        RunnerSettings(max_batch=16, queue_cap=10_000, per_user=10_000),
+        soundfont=str(settings.soundfont) if settings.soundfont else None,
+    )
+    await runner.start(recover=False)  # Redis redelivers unfinished jobs itself
+    ctx.update(db=db, runner=runner, cancel_listener=asyncio.create_task(_listen_for_cancels(ctx["redis"], runner)))
+    log.info("worker ready with %s", ckpt)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if task := ctx.get("cancel_listener"):
+        task.cancel()
+    if runner := ctx.get("runner"):
+        await runner.stop()
+    if db := ctx.get("db"):
+        await db.dispose()
+
+
+async def _listen_for_cancels(redis, runner: InProcessRunner) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CANCEL_CHANNEL)
+    async for message in pubsub.listen():
+        if message.get("type") == "message":
+            runner.mark_cancelled(int(message["data"]))
+
+
+async def _heartbeat(redis, arq_job_id: str) -> None:
+    # Keep our claim short and fresh, so a dead worker's job is retried within a few heartbeats.
+    while True:
+        await redis.pexpire(in_progress_key_prefix + arq_job_id, int(HEARTBEAT_S * 3 * 1000))
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+async def compose(ctx: dict[str, Any], job_id: int) -> str:
+    db: Database = ctx["db"]
+    runner: InProcessRunner = ctx["runner"]
+    redis = ctx["redis"]
+    job = await db.run(lambda s: s.get(Job, job_id))
+    if job is None:
+        return "unknown job"
+    if job.state is JobState.done:  # finished by a worker that died before telling anyone
+        await publish(redis, JobEvent(job_id, "done", track_id=job.track_id))
+        return "done"
+    if job.state in (JobState.failed, JobState.cancelled):
+        return job.state.value
+    if job.state is JobState.running:  # a retry: the last worker died while composing it
+        await db.run(lambda s: requeue_job(s, job_id))
+    beat = asyncio.create_task(_heartbeat(redis, ctx["job_id"]))
+    try:
+        async for event in runner.adopt(job_id, ComposeRequest.from_json(job.request)):
+            await publish(redis, event)
+            if event.terminal:
+                return event.kind
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+    return "ended"
+
+
+def redis_settings() -> RedisSettings:
+    return RedisSettings.from_dsn(os.environ.get("MELOMANIA_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+class WorkerSettings:
+    functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=5)]  # noqa: RUF012
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings()
+    max_jobs = 16  # jobs held at once, composed together in one batch
+    job_timeout = JOB_TIMEOUT_S
+    keep_result = 60

@@ -1,0 +1,144 @@
+"""Scale-out over a real redis-server: bots enqueue, `melomania worker` processes compose."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from generator import save_checkpoint
+from jobs import ComposeRequest
+from jobs.redis_backend import RedisBackend
+from servers import redis_server
+from storage import Database, Job, JobState, Track
+
+from conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def setup(tmp_path, redis_url):
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(tiny_model(max_len=256), ckpt)
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    db = Database(db_url)
+    await db.create_all()
+    env = {**os.environ, "MELOMANIA_CHECKPOINT": str(ckpt), "MELOMANIA_DATABASE_URL": db_url,
+           "MELOMANIA_DATA_DIR": str(tmp_path / "data"), "MELOMANIA_REDIS_URL": redis_url,
+           "MELOMANIA_WORKER_HEARTBEAT_S": "0.5", "MELOMANIA_THREADS": "1"}
+    import redis.asyncio as aioredis
+
+    flush = aioredis.from_url(redis_url)
+    await flush.flushall()
+    await flush.aclose()
+    backend = RedisBackend(db, redis_url)
+    await backend.start()
+    workers: list[subprocess.Popen] = []
+
+    def start_worker() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "melomania.cli", "worker"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"worker{len(workers)}.log", "w"))
+        workers.append(proc)
+        return proc
+
+    yield db, backend, start_worker
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    await backend.stop()
+    await db.dispose()
+
+
+def req(user="u1", tokens=60, **kw) -> ComposeRequest:
+    return ComposeRequest("discord", user, kw.pop("genre", "jazz"), tokens=tokens, seed=kw.pop("seed", 3), **kw)
+
+
+async def collect(backend, job_id, timeout=90.0):
+    events = []
+
+    async def go():
+        async for e in backend.events(job_id):
+            events.append(e)
+
+    await asyncio.wait_for(go(), timeout)
+    return events
+
+
+async def count(db, model, *where) -> int:
+    return await db.run(lambda s: s.scalar(select(func.count()).select_from(model).where(*where)))
+
+
+async def test_a_worker_composes_and_progress_arrives_in_order(setup):
+    db, backend, start_worker = setup
+    start_worker()
+    job_id = await backend.submit(req(tokens=150))
+    events = await collect(backend, job_id)
+    kinds = [e.kind for e in events]
+    assert kinds[-2:] == ["rendering", "done"]
+    order = {"queued": 0, "running": 1, "rendering": 2, "done": 3}
+    assert [order[k] for k in kinds] == sorted(order[k] for k in kinds)
+    dones = [e.done for e in events if e.kind == "running"]
+    assert dones == sorted(dones)
+    job = await db.run(lambda s: s.get(Job, job_id))
+    assert job.state is JobState.done and job.track_id == events[-1].track_id
+
+
+async def test_killing_a_worker_mid_job_still_yields_exactly_one_result(setup):
+    db, backend, start_worker = setup
+    first = start_worker()
+    job_id = await backend.submit(req(tokens=4000, seed=9))
+    listener = asyncio.create_task(collect(backend, job_id, timeout=120))
+    while (await db.run(lambda s: s.get(Job, job_id))).state is not JobState.running:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    first.kill()  # SIGKILL: no clean-up at all
+    start_worker()
+    events = await listener
+    assert [e.kind for e in events].count("done") == 1
+    job = await db.run(lambda s: s.get(Job, job_id))
+    assert job.state is JobState.done and job.attempts == 2
+    assert await count(db, Track) == 1
+
+
+async def test_jobs_queued_while_no_worker_runs_are_composed_when_one_starts(setup):
+    db, backend, start_worker = setup
+    jobs = [await backend.submit(req(f"user{i}", tokens=40, seed=i)) for i in range(3)]
+    await asyncio.sleep(0.5)
+    for j in jobs:
+        assert (await db.run(lambda s, j=j: s.get(Job, j))).state is JobState.queued
+    start_worker()
+    results = await asyncio.gather(*(collect(backend, j) for j in jobs))
+    assert [r[-1].kind for r in results] == ["done"] * 3
+
+
+async def test_cancel_reaches_the_worker_and_it_stops(setup):
+    db, backend, start_worker = setup
+    start_worker()
+    job_id = await backend.submit(req(tokens=20000, seed=4))
+    while (await db.run(lambda s: s.get(Job, job_id))).progress <= 0:
+        await asyncio.sleep(0.1)
+    assert await backend.cancel(job_id, "discord", "u1")
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)
+    before = (await db.run(lambda s: s.get(Job, job_id))).progress
+    await asyncio.sleep(2.0)
+    after = await db.run(lambda s: s.get(Job, job_id))
+    assert after.state is JobState.cancelled and after.progress == before  # nothing written since
+    assert time.monotonic() - t0 < 5
+    assert [e.kind async for e in backend.events(job_id)] == ["cancelled"]
+    assert await count(db, Track) == 0
