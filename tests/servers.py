@@ -71,12 +71,17 @@ def redis_server() -> Iterator[str]:
         return
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: run `make test` (it installs Debian's redis-server), "
-                           "or set MELOMANIA_TEST_REDIS_URL")
+        raise RuntimeError(
+            "redis-server is not installed: run `make test` (it installs Debian's redis-server), "
+            "or set MELOMANIA_TEST_REDIS_URL"
+        )
     port = free_port()
     root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as s:

@@ -184,8 +184,9 @@ async def test_a_burst_of_500_gets_jobs_or_clear_refusals_and_loses_none(env):
     db, store = env
     runner = await started_runner(db, store, queue_cap=40, per_user=2)
     try:
-        outcomes = await asyncio.gather(*(runner.submit(req(f"user{i % 300}", tokens=6, seed=i))
-                                          for i in range(500)), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(runner.submit(req(f"user{i % 300}", tokens=6, seed=i)) for i in range(500)), return_exceptions=True
+        )
         accepted = [o for o in outcomes if isinstance(o, int)]
         refused = [o for o in outcomes if isinstance(o, Refused)]
         assert len(accepted) + len(refused) == 500

@@ -10,15 +10,14 @@ import sys
 import time
 
 import pytest
+from conftest import tiny_model
+from servers import redis_server
 from sqlalchemy import func, select
 
 from generator import save_checkpoint
 from jobs import ComposeRequest
 from jobs.redis_backend import RedisBackend
-from servers import redis_server
 from storage import Database, Job, JobState, Track
-
-from conftest import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +33,15 @@ async def setup(tmp_path, redis_url):
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
     db = Database(db_url)
     await db.create_all()
-    env = {**os.environ, "MELOMANIA_CHECKPOINT": str(ckpt), "MELOMANIA_DATABASE_URL": db_url,
-           "MELOMANIA_DATA_DIR": str(tmp_path / "data"), "MELOMANIA_REDIS_URL": redis_url,
-           "MELOMANIA_WORKER_HEARTBEAT_S": "0.5", "MELOMANIA_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MELOMANIA_CHECKPOINT": str(ckpt),
+        "MELOMANIA_DATABASE_URL": db_url,
+        "MELOMANIA_DATA_DIR": str(tmp_path / "data"),
+        "MELOMANIA_REDIS_URL": redis_url,
+        "MELOMANIA_WORKER_HEARTBEAT_S": "0.5",
+        "MELOMANIA_THREADS": "1",
+    }
     import redis.asyncio as aioredis
 
     flush = aioredis.from_url(redis_url)
@@ -47,8 +52,11 @@ async def setup(tmp_path, redis_url):
     workers: list[subprocess.Popen] = []
 
     def start_worker() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "melomania.cli", "worker"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"worker{len(workers)}.log", "w"))
+        log = tmp_path / f"worker{len(workers)}.log"
+        with open(log, "w") as fh:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "melomania.cli", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=fh
+            )
         workers.append(proc)
         return proc
 
