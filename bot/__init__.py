@@ -1,0 +1,1 @@
+"""Chat front ends and the command grammar they share. Never imports torch."""

@@ -1,0 +1,256 @@
+"""The chat command grammar, shared by every platform: text in, a typed request out.
+
+    /compose jazz temp=0.9 len=60 seed=7      keys and aliases
+    /compose jazz 0.9 60s                     positional shorthand: a temperature, a length
+    /history 2   /continue 42   /share 42 @mychannel   /settings genre=ambient temp=1.0
+
+`parse` is a pure function: it returns a request or raises UsageError, whose message names the
+valid range and gives an example. It never raises anything else, whatever the input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from generator.instruments import ALIASES as INSTRUMENT_ALIASES
+from generator.instruments import INSTRUMENTS
+from generator.vocab import DISPLAY_NAMES, GENRE_ALIASES, GENRES
+
+MAX_TEXT = 1000  # longer messages are not commands anyone typed
+NAME = re.compile(r"^/?([a-z_]+)(?:@\w+)?$")  # /compose or /compose@melomania_bot
+
+
+class UsageError(ValueError):
+    """The user typed something we cannot do; the message says what to type instead."""
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    whole: bool = False
+    example: str = ""
+
+    @property
+    def bounds(self) -> str:
+        fmt = (lambda x: str(int(x))) if self.whole else (lambda x: f"{x:g}")
+        return f"from {fmt(self.low)} to {fmt(self.high)}"
+
+    def check(self, name: str, raw: str) -> float | int:
+        try:
+            value: float | int = int(raw) if self.whole else float(raw)
+        except ValueError:
+            kind = "a whole number" if self.whole else "a number"
+            raise UsageError(
+                f"{name} must be {kind} {self.bounds}, not {raw[:20]!r} (for example {name}={self.example})"
+            ) from None
+        if not (self.low <= value <= self.high) or value != value:
+            raise UsageError(f"{name} must be {self.bounds}, not {raw[:20]} (for example {name}={self.example})")
+        return value
+
+
+# Friendly ranges for chat; the generator accepts wider ones.
+RANGES: dict[str, Range] = {
+    "temperature": Range(0.1, 2.0, example="0.9"),
+    "seconds": Range(5, 180, example="60"),
+    "seed": Range(0, 2**31 - 1, whole=True, example="42"),
+    "top_k": Range(0, 200, whole=True, example="40"),
+    "top_p": Range(0.05, 1.0, example="0.95"),
+    "at_least_k": Range(1, 50, whole=True, example="3"),
+    "rp_penalty": Range(0.0, 1.0, example="0.05"),
+    "rp_restore_speed": Range(0.0, 10.0, example="0.7"),
+}
+KEYS: dict[str, str] = {
+    "temperature": "temperature",
+    "temp": "temperature",
+    "t": "temperature",
+    "seconds": "seconds",
+    "len": "seconds",
+    "length": "seconds",
+    "sec": "seconds",
+    "seed": "seed",
+    "top_k": "top_k",
+    "topk": "top_k",
+    "top_p": "top_p",
+    "topp": "top_p",
+    "k": "at_least_k",
+    "at_least_k": "at_least_k",
+    "rp": "rp_penalty",
+    "rp_penalty": "rp_penalty",
+    "rps": "rp_restore_speed",
+    "rp_restore_speed": "rp_restore_speed",
+    "instrument": "instrument",
+    "inst": "instrument",
+    "genre": "genre",
+}
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed")
+SETTINGS_KEYS = ("genre", "temperature", "instrument", "seconds")
+GENRE_NAMES = ", ".join(DISPLAY_NAMES.get(g, g) for g in GENRES)
+
+
+@dataclass(frozen=True)
+class Compose:
+    genre: str | None = None  # None: the user's default
+    seconds: float | None = None
+    seed: int | None = None
+    instrument: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    command: str  # history, favorites
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class TrackCommand:
+    command: str  # continue
+    track_id: int | None = None  # None: reply-to a MIDI file
+
+
+@dataclass(frozen=True)
+class ShareCommand:
+    track_id: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class SettingsCommand:
+    values: dict[str, Any] = field(default_factory=dict)  # empty: show the settings
+
+
+@dataclass(frozen=True)
+class Simple:
+    command: str  # start, help, genres, cancel, forgetme
+
+
+Request = Compose | Page | TrackCommand | ShareCommand | SettingsCommand | Simple
+SIMPLE = ("start", "help", "genres", "cancel", "forgetme")
+COMMANDS = ("compose", "history", "favorites", "continue", "share", "settings", *SIMPLE)
+ALIASES = {"favourites": "favorites", "favs": "favorites", "c": "compose", "forget_me": "forgetme"}
+
+
+def genre_of(word: str) -> str:
+    key = word.strip().lower()
+    key = GENRE_ALIASES.get(key, key)
+    if key not in GENRES:
+        raise UsageError(
+            f"I don't know the genre {word[:30]!r}; choose one of: {GENRE_NAMES} (for example /compose ambient)"
+        )
+    return key
+
+
+def instrument_of(word: str) -> str:
+    key = " ".join(word.strip().lower().replace("_", " ").replace("-", " ").split())
+    key = INSTRUMENT_ALIASES.get(key, key)
+    if key not in INSTRUMENTS:
+        raise UsageError(f"I don't know the instrument {word[:30]!r}; choose one of: {', '.join(INSTRUMENTS)}")
+    return key
+
+
+def seconds_of(raw: str) -> float:
+    """'60', '60s', '1m', '1m30s', '1:30' → seconds, within the chat range."""
+    text = raw.strip().lower()
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text) or re.fullmatch(r"(\d+):(\d{1,2})", text)
+    if m and any(m.groups()) and ":" not in text:
+        total = float(m.group(1) or 0) * 60 + float(m.group(2) or 0)
+    elif m and ":" in text:
+        total = int(m.group(1)) * 60 + int(m.group(2))
+    else:
+        return float(RANGES["seconds"].check("len", raw))
+    return float(RANGES["seconds"].check("len", f"{total:g}"))
+
+
+def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for word in words:
+        key, _, raw = word.partition("=")
+        name = KEYS.get(key.lower())
+        if name is None or (allowed is not None and name not in allowed):
+            keys = ", ".join(sorted({k for k, v in KEYS.items() if allowed is None or v in allowed}))
+            raise UsageError(f"I don't know the option {key[:20]!r}; use one of: {keys}")
+        if not raw:
+            raise UsageError(f"{key} needs a value, like {key}={RANGES[name].example if name in RANGES else 'jazz'}")
+        if name == "genre":
+            values[name] = genre_of(raw)
+        elif name == "instrument":
+            values[name] = instrument_of(raw.replace("+", " "))
+        elif name == "seconds":
+            values[name] = seconds_of(raw)
+        else:
+            values[name] = RANGES[name].check(key, raw)
+    return values
+
+
+def _compose(args: list[str]) -> Compose:
+    genre = None
+    if args and "=" not in args[0] and not re.fullmatch(r"[\d.:ms]+", args[0].lower()):
+        genre, args = genre_of(args[0]), args[1:]
+    positional = [a for a in args if "=" not in a]
+    values = _key_values([a for a in args if "=" in a])
+    for word in positional:  # shorthand: a temperature (has a dot, under 3) and a length (60s, 1m, 90)
+        if re.fullmatch(r"\d*\.\d+", word) and "temperature" not in values:
+            values["temperature"] = RANGES["temperature"].check("temp", word)
+        elif re.fullmatch(r"[\d.:ms]+", word.lower()) and "seconds" not in values:
+            values["seconds"] = seconds_of(word)
+        else:
+            raise UsageError(f"I can't read {word[:30]!r}; try /compose jazz 0.9 60s or /compose jazz temp=0.9 len=60")
+    if "genre" in values:
+        genre = values.pop("genre")
+    return Compose(
+        genre=genre,
+        seconds=values.pop("seconds", None),
+        seed=values.pop("seed", None),
+        instrument=values.pop("instrument", None),
+        sampling={k: values[k] for k in SAMPLING_KEYS if k in values},
+    )
+
+
+def _track_id(raw: str, command: str) -> int:
+    m = re.fullmatch(r"#?(\d{1,12})", raw)
+    if not m:
+        raise UsageError(f"{raw[:30]!r} is not a track number; for example /{command} 42")
+    return int(m.group(1))
+
+
+def parse(text: str) -> Request:
+    """A chat message → a request, or UsageError with what to type instead."""
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("send a command, like /compose ambient (or /help)")
+    if len(text) > MAX_TEXT:
+        raise UsageError(f"that message is too long for a command ({len(text)} characters; at most {MAX_TEXT})")
+    words = text.split()
+    m = NAME.match(words[0].lower())
+    name = ALIASES.get(m.group(1), m.group(1)) if m else None
+    if name not in COMMANDS:
+        raise UsageError(f"I don't know {words[0][:30]!r}; try /compose ambient, /genres or /help")
+    args = words[1:]
+    if name == "compose":
+        return _compose(args)
+    if name in ("history", "favorites"):
+        if len(args) > 1:
+            raise UsageError(f"/{name} takes a page number, like /{name} 2")
+        page = RANGES_PAGE.check("page", args[0]) if args else 1
+        return Page(name, int(page))
+    if name == "continue":
+        if len(args) > 1:
+            raise UsageError("/continue takes a track number, like /continue 42 (or reply to a MIDI file)")
+        return TrackCommand("continue", _track_id(args[0], "continue") if args else None)
+    if name == "share":
+        if len(args) != 2:
+            raise UsageError("/share needs a track and a channel, like /share 42 @mychannel")
+        track_id, channel = _track_id(args[0], "share"), args[1]
+        if not re.fullmatch(r"@\w{3,64}|-?\d{1,20}|<#\d{1,20}>", channel):
+            raise UsageError(f"{channel[:30]!r} is not a channel; use @channelname or the chat id")
+        return ShareCommand(track_id, channel)
+    if name == "settings":
+        return SettingsCommand(_key_values(args, SETTINGS_KEYS))
+    if args:
+        raise UsageError(f"/{name} takes nothing after it")
+    return Simple(name)
+
+
+RANGES_PAGE = Range(1, 1000, whole=True, example="2")

@@ -1,0 +1,166 @@
+"""The shared command grammar: every key and alias, range edges, and no input that crashes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.grammar import (
+    KEYS,
+    RANGES,
+    Compose,
+    Page,
+    SettingsCommand,
+    ShareCommand,
+    Simple,
+    TrackCommand,
+    UsageError,
+    parse,
+)
+
+
+def test_compose_with_keys_and_every_alias():
+    full = parse(
+        "/compose@melomania_bot ambient temp=1.1 len=1m30s seed=7 topk=30 topp=0.9 k=3 rp=0.1 rps=1 inst=vibes"
+    )
+    assert full == Compose(
+        genre="calm",
+        seconds=90.0,
+        seed=7,
+        instrument="vibraphone",
+        sampling={
+            "temperature": 1.1,
+            "top_k": 30,
+            "top_p": 0.9,
+            "at_least_k": 3,
+            "rp_penalty": 0.1,
+            "rp_restore_speed": 1.0,
+        },
+    )
+    for alias, name in KEYS.items():
+        if name in ("genre", "instrument"):
+            continue
+        value = {"seconds": "60", "seed": "5"}.get(name, RANGES[name].example)
+        got = parse(f"/compose jazz {alias}={value}")
+        assert getattr(got, name, None) == RANGES[name].check(alias, value) or got.sampling[name] == RANGES[name].check(
+            alias, value
+        )
+
+
+def test_positional_shorthand_and_genre_aliases():
+    assert parse("/compose jazz 0.9 60s") == Compose(genre="jazz", seconds=60.0, sampling={"temperature": 0.9})
+    assert parse("/compose Classical 2m") == Compose(genre="classic", seconds=120.0)
+    assert parse("/compose AMBIENT 1:30") == Compose(genre="calm", seconds=90.0)
+    assert parse("/compose") == Compose()
+    assert parse("/compose genre=pop") == Compose(genre="pop")
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_range_edges_are_inclusive_and_one_step_outside_is_refused(name):
+    r = RANGES[name]
+    key = next(k for k, v in KEYS.items() if v == name)
+    for ok in (r.low, r.high):
+        parse(f"/compose jazz {key}={int(ok) if r.whole else ok}")
+    step = 1 if r.whole else 0.01
+    for bad in (r.low - step, r.high + step):
+        with pytest.raises(UsageError, match=rf"must be {r.bounds}.*for example"):
+            parse(f"/compose jazz {key}={int(bad) if r.whole else round(bad, 4)}")
+
+
+def test_other_commands():
+    assert parse("/history") == Page("history", 1)
+    assert parse("/favourites 3") == Page("favorites", 3)
+    assert parse("/continue #42") == TrackCommand("continue", 42)
+    assert parse("/continue") == TrackCommand("continue", None)
+    assert parse("/share 42 @mychannel") == ShareCommand(42, "@mychannel")
+    assert parse("/share 7 -1001234567") == ShareCommand(7, "-1001234567")
+    assert parse("/settings genre=ambient temp=1.0 inst=strings len=45") == SettingsCommand(
+        {"genre": "calm", "temperature": 1.0, "instrument": "strings", "seconds": 45.0}
+    )
+    assert parse("/settings") == SettingsCommand({})
+    for name in ("start", "help", "genres", "cancel", "forgetme"):
+        assert parse(f"/{name}") == Simple(name)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("/compose polka", "choose one of: classic, jazz, ambient, pop"),
+        ("/compose jazz temp=abc", "temp must be a number from 0.1 to 2"),
+        ("/compose jazz len=999999", "len must be from 5 to 180"),
+        ("/compose jazz seed=1.5", "seed must be a whole number"),
+        ("/compose jazz foo=1", "I don't know the option 'foo'"),
+        ("/compose jazz temp=", "temp needs a value"),
+        ("/compose jazz inst=kazoo", "I don't know the instrument 'kazoo'"),
+        ("/compose jazz banana", "I can't read 'banana'"),
+        ("/share 42", "/share needs a track and a channel"),
+        ("/share abc @x", "is not a track number"),
+        ("/continue 4 2", "/continue takes a track number"),
+        ("/history 0", "page must be from 1 to 1000"),
+        ("/settings seed=4", "I don't know the option 'seed'"),
+        ("/help me", "takes nothing after it"),
+        ("hello", "try /compose ambient"),
+        ("", "send a command"),
+        ("/compose " + "x" * 4000, "too long for a command"),
+    ],
+)
+def test_bad_input_gets_a_message_naming_what_to_type(text, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(text)
+
+
+words = st.one_of(
+    st.sampled_from(
+        [
+            "/compose",
+            "/history",
+            "/share",
+            "/continue",
+            "/settings",
+            "/help",
+            "jazz",
+            "ambient",
+            "pop",
+            "polka",
+            "temp=",
+            "temp=0.9",
+            "len=60",
+            "60s",
+            "1m",
+            "0.9",
+            "#42",
+            "@chan",
+            "k=3",
+            "seed=",
+            "=",
+            "==",
+            "rp=1e9",
+            "topk=-1",
+            "inst=vibes",
+            "nan",
+            "inf",
+            "1:99",
+            "\u00a0",
+            "🔥",
+        ]
+    ),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=10_000, deadline=None)
+@given(st.lists(words, max_size=8).map(" ".join))
+def test_no_input_crashes_the_parser(text):
+    try:
+        parse(text)
+    except UsageError as exc:
+        assert str(exc)
+
+
+def test_the_grammar_does_not_import_torch():
+    code = "import sys, bot.grammar; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
