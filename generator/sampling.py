@@ -4,6 +4,16 @@ The pipeline follows the reference: a whitelist, top-k, top-p measured at its ow
 an at_least_k floor, the temperature, then the dynamic repetition penalty on note-on
 probabilities with two fallbacks. Every step works on logits sorted best-first, so one sort per
 step serves all of them and "the k best" means exactly ranks 0 … k-1.
+
+Where we differ from the reference, on purpose:
+- top-p keeps the smallest set whose mass reaches p (the token that crosses p is in), the usual
+  nucleus definition; the reference drops that token, which with a peaked distribution can leave
+  only the at_least_k floor.
+- at_least_k also widens a smaller top_k: "never sample from fewer than k tokens" wins.
+- the first fallback (the rest of the top-k when the penalty zeroes the nucleus) is penalised too,
+  so it cannot hand back the very notes the penalty just removed.
+- a time shift restores the penalty by its real length, (k+1)·10 ms; padding, end and genre
+  tokens restore nothing.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ class Recipe:
             f"temperature={s.temperature:g}",
             f"top_k={s.top_k}",
             f"top_p={s.top_p:g}",
+            f"topp_temperature={s.topp_temperature:g}",
             f"at_least_k={s.at_least_k}",
             f"rp_penalty={s.rp_penalty:g}",
             f"rp_restore_speed={s.rp_restore_speed:g}",
