@@ -1,0 +1,34 @@
+"""Replies shared by the chat front ends: captions, buttons that survive restarts, progress."""
+
+from bot.replies import caption, child_temperature, parse_button, progress_line, track_buttons
+
+
+def test_caption_names_genre_number_length_and_recipe():
+    text = caption(42, "calm", 31.4, 7, {"temperature": 0.9, "top_k": 40}, "piano", parent_id=41, lineage="hotter")
+    assert text.splitlines() == ["Ambient #42 · 0:31 · piano", "seed 7 · temp 0.9 · top-k 40", "hotter of #41"]
+
+
+def test_buttons_carry_their_action_and_track_and_parse_back():
+    rows = track_buttons(42)
+    labels = [b.label for row in rows for b in row]
+    assert labels == ["🔁 Reroll", "🔥 Hotter", "❄️ Cooler", "⭐ Favourite", "➕ Continue", "📤 Share"]
+    for row in rows:
+        for b in row:
+            press = parse_button(b.data)
+            assert press is not None and press.track_id == 42 and len(b.data.encode()) <= 64  # Telegram's limit
+    assert track_buttons(42, favourite=True)[1][0].data == "unfav:42"
+    for forged in ("", "rm:42", "reroll:-1", "reroll:42;drop", "hotter:" + "9" * 20):
+        assert parse_button(forged) is None
+
+
+def test_hotter_and_cooler_step_by_a_tenth_within_range():
+    assert child_temperature("hotter", 0.9) == 1.0
+    assert child_temperature("cooler", 0.9) == 0.8
+    assert child_temperature("reroll", 0.9) == 0.9
+    assert child_temperature("hotter", 2.0) == 2.0 and child_temperature("cooler", 0.1) == 0.1
+
+
+def test_progress_lines():
+    assert progress_line("queued", position=3) == "⏳ In the queue (#3)…"
+    assert progress_line("running", 50, 200, 12.4) == "🎼 Composing ▓▓░░░░░░░░ 25% · ~12 s left"
+    assert progress_line("rendering") == "🎹 Recording…"
