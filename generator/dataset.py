@@ -135,8 +135,8 @@ def build(config: BuildConfig, progress=None) -> Summary:
                 "hours": round(seconds / 3600, 2),
             }
         for i, t in mine:
-            src = summary.sources.setdefault(
-                i.source, {"genre": genre, "licence": _licence(i.source), "files": 0, "tokens": 0}
+            src = summary.sources.setdefault(  # one folder name can appear under several genres
+                f"{genre}/{i.source}", {"genre": genre, "licence": _licence(i.source), "files": 0, "tokens": 0}
             )
             src["files"] = int(src["files"]) + 1
             src["tokens"] = int(src["tokens"]) + len(t)
