@@ -405,6 +405,86 @@ def worker() -> None:
     run_worker(WorkerSettings)
 
 
+run_app = typer.Typer(help="Run a chat bot.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("telegram")
+def run_telegram() -> None:
+    """Run the Telegram bot (long polling) with MELOMANIA_TELEGRAM_TOKEN; tracks are composed in this process."""
+    import asyncio
+    import logging
+    import os
+    import re
+
+    token = os.environ.get("MELOMANIA_TELEGRAM_TOKEN", "").strip()
+    if not token:
+        fail("MELOMANIA_TELEGRAM_TOKEN is not set; create a bot with @BotFather and export its token")
+    if not re.fullmatch(r"\d+:[\w-]+", token):
+        fail("MELOMANIA_TELEGRAM_TOKEN is not a bot token (it looks like 123456:ABC-def… from @BotFather)")
+
+    from sqlalchemy.exc import SQLAlchemyError
+    from telegram import Bot
+    from telegram.error import InvalidToken, NetworkError
+
+    from bot.telegram import build_application
+    from jobs.inprocess import InProcessRunner
+    from storage import Database, LocalArtifactStore
+    from storage.migrate import upgrade
+
+    settings = load_settings()
+    try:
+        soundfont = check_render_tools(settings)
+        upgrade(settings.database_url)
+        _, model = load_configured_model(settings, None)
+    except (GeneratorError, RenderError) as exc:
+        fail(str(exc))
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+
+    async def check_token() -> None:
+        async with Bot(token) as bot:  # getMe: is the token good and Telegram reachable?
+            await bot.get_me()
+
+    try:
+        asyncio.run(check_token())
+    except InvalidToken:  # its message repeats the token: never print it
+        fail("Telegram rejected MELOMANIA_TELEGRAM_TOKEN; check it with @BotFather")
+    except NetworkError as exc:
+        fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
+
+    class Redacted(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).replace(token, "<token>")
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+    db = Database(settings.database_url)
+    store = LocalArtifactStore(settings.data_dir / "artifacts")
+    runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
+    application = build_application(token, runner, db, store)
+    announce_commands = application.post_init
+
+    async def post_init(application) -> None:
+        await runner.start()
+        if announce_commands is not None:
+            await announce_commands(application)
+
+    async def post_shutdown(application) -> None:
+        await runner.stop()
+        await db.dispose()
+
+    application.post_init, application.post_shutdown = post_init, post_shutdown
+    try:
+        application.run_polling(bootstrap_retries=3)
+    except InvalidToken:
+        fail("Telegram rejected MELOMANIA_TELEGRAM_TOKEN; check it with @BotFather")
+    except NetworkError as exc:
+        fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
+
+
 def main() -> None:
     try:
         app()

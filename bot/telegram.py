@@ -1,0 +1,609 @@
+"""The Telegram front end (python-telegram-bot v22): one handler per intent, each short.
+
+Handlers only translate: a Telegram update becomes text for `bot.grammar.parse` or a button press
+for `bot.replies.parse_button`; a request goes to the job backend; the core's captions, progress
+lines and buttons become Telegram messages and inline keyboards. Composing happens in the job
+backend; following a job (editing the progress message, sending the track) runs as a background
+task, so a handler returns at once.
+
+    app = build_application(token, runner, db, store)
+    app.run_polling()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from sqlalchemy import select
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.grammar import (
+    GENRE_NAMES,
+    Compose,
+    Page,
+    SettingsCommand,
+    ShareCommand,
+    TrackCommand,
+    UsageError,
+    parse,
+)
+from bot.replies import Button, caption, child_temperature, display_genre, parse_button, progress_line, track_buttons
+from generator import GeneratorError
+from generator.vocab import END
+from jobs.api import ComposeRequest, JobBackend, Refused
+from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
+from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.privacy import forget_user
+from storage.shares import record_share
+from storage.tracks import cache_file_id, get_track, history, unpack_tokens
+from storage.users import get_or_create_user, set_defaults
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PLATFORM = "telegram"
+PERFORMER = "Melomania"
+EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
+FOLLOW_TIMEOUT_S = 1200.0  # a job the backend never finishes stops being followed
+DEFAULT_SECONDS = 30.0
+PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
+PAGE_SIZE = 10
+RETRIES = 4
+NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
+
+COMMANDS = {
+    "compose": "compose a track: /compose jazz 0.9 60s",
+    "genres": "the genres you can ask for",
+    "history": "your tracks, newest first: /history 2",
+    "favorites": "your favourite tracks",
+    "continue": "continue a track: /continue 42",
+    "share": "post a track into a channel: /share 42 @channel",
+    "settings": "your defaults: /settings genre=jazz temp=0.9",
+    "cancel": "stop the track being composed",
+    "forgetme": "delete everything I keep about you",
+    "help": "how to talk to me",
+}
+HELP = (
+    "🎹 I compose piano music.\n\n"
+    "/compose ambient — a track (genres: {genres})\n"
+    "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
+    "/compose jazz 0.9 60s — the same, shorter\n"
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share.\n\n"
+    "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
+    "/settings genre=jazz temp=0.9 len=60 instrument=strings — your defaults\n"
+    "/cancel — stop the current track · /forgetme — delete your data"
+)
+
+
+@dataclass(frozen=True)
+class Core:
+    """What every handler shares: the job backend, the database and the artifact store."""
+
+    backend: JobBackend
+    db: Database
+    store: ArtifactStore
+
+
+def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
+    return context.application.bot_data["core"]
+
+
+# --- the platform-neutral part: a request from a command and the user's defaults ----------------
+
+
+def compose_request(cmd: Compose, user: User, user_id: str, display_name: str, key: str) -> ComposeRequest:
+    """A /compose command with the user's stored defaults filled in where they typed nothing."""
+    genre = cmd.genre or user.default_genre
+    if genre is None:
+        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+    sampling = dict(cmd.sampling)
+    if "temperature" not in sampling and user.default_temperature is not None:
+        sampling["temperature"] = user.default_temperature
+    return ComposeRequest(
+        platform=PLATFORM,
+        user_id=user_id,
+        genre=genre,
+        display_name=display_name,
+        seconds=cmd.seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=sampling,
+        seed=cmd.seed,
+        instrument=cmd.instrument or user.default_instrument or "piano",
+        idempotency_key=key,
+    )
+
+
+def child_request(track: Track, action: str, user_id: str, display_name: str, key: str) -> ComposeRequest:
+    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature."""
+    sampling = dict(track.sampling)
+    sampling["temperature"] = child_temperature(action, float(sampling.get("temperature", 1.0)))
+    return ComposeRequest(
+        platform=PLATFORM,
+        user_id=user_id,
+        genre=track.genre,
+        display_name=display_name,
+        seconds=track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None,
+        tokens=track.max_new_tokens if track.max_seconds is None else None,
+        sampling=sampling,
+        seed=None if action == "reroll" else track.seed,
+        instrument=track.instrument,
+        parent_track_id=track.id,
+        lineage=action,
+        idempotency_key=key,
+    )
+
+
+def continue_request(track: Track, user: User, user_id: str, display_name: str, key: str) -> ComposeRequest:
+    """➕: a new piece in the track's genre, primed with its last few hundred events."""
+    events = [t for t in unpack_tokens(track.tokens)[1:] if t < END]  # after the genre token
+    return ComposeRequest(
+        platform=PLATFORM,
+        user_id=user_id,
+        genre=track.genre,
+        display_name=display_name,
+        seconds=track.max_seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=dict(track.sampling),
+        instrument=track.instrument,
+        primer=tuple(events[-PRIMER_TOKENS:]),
+        primer_ref=f"track:{track.id}",
+        parent_track_id=track.id,
+        lineage="continue",
+        idempotency_key=key,
+    )
+
+
+def track_line(track: Track) -> str:
+    m, s = divmod(round(track.duration_s), 60)
+    temp = track.sampling.get("temperature", 1.0)
+    return f"#{track.id} {display_genre(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
+
+
+# --- translating to Telegram -------------------------------------------------------------------
+
+
+def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows])
+
+
+def who(update: Update) -> tuple[str, str]:
+    """The sender's id and name (handlers only see new messages and button presses, which have one)."""
+    user = update.effective_user
+    return str(user.id), user.full_name
+
+
+def here(update: Update) -> tuple[str, str]:
+    return (PLATFORM, str(update.effective_chat.id))
+
+
+async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
+    """A Bot API call, retried on flood waits (429 retry_after) and network errors, with backoff."""
+    delay = 1.0
+    for _ in range(RETRIES):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            with warnings.catch_warnings():  # an int until PTB 23, a timedelta after: both are handled
+                warnings.simplefilter("ignore", PTBDeprecationWarning)
+                wait = exc.retry_after
+            await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else float(wait))
+        except BadRequest:
+            raise
+        except NetworkError as exc:
+            log.warning("Telegram network error, retrying in %g s: %s", delay, exc.__class__.__name__)
+            await asyncio.sleep(delay)
+            delay *= 2
+    return await call()
+
+
+async def say(update: Update, text: str) -> None:
+    await with_retries(lambda: update.effective_message.reply_text(text))
+
+
+async def known_user(core: Core, update: Update) -> User:
+    uid, name = who(update)
+    return await core.db.run(lambda s: get_or_create_user(s, PLATFORM, uid, name))
+
+
+async def job_exists(core: Core, key: str) -> bool:
+    return await core.db.run(lambda s: s.scalar(select(Job.id).where(Job.idempotency_key == key))) is not None
+
+
+async def send_track(
+    context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, track: Track, favourite: bool = False
+) -> Message:
+    """The track as an audio message with its caption and buttons; reuses Telegram's file_id
+    when it was uploaded before, and remembers it after the first upload."""
+    core = core_of(context)
+    file_id = (track.file_ids or {}).get(PLATFORM)
+    title = f"{display_genre(track.genre).capitalize()} #{track.id}"
+    if file_id is None:
+        if track.mp3_key is None:
+            raise NotFound(f"the audio of track #{track.id} has expired; /compose a new one")
+        data = await asyncio.to_thread(core.store.get, track.mp3_key)
+        audio: str | InputFile = InputFile(data, filename=f"{title.replace(' #', '-')}.mp3")
+    else:
+        audio = file_id
+    text = caption(
+        track.id,
+        track.genre,
+        track.duration_s,
+        track.seed,
+        track.sampling,
+        track.instrument,
+        parent_id=track.parent_id,
+        lineage=track.lineage,
+    )
+    sent = await with_retries(
+        lambda: context.bot.send_audio(
+            chat_id,
+            audio=audio,
+            title=title,
+            performer=PERFORMER,
+            duration=round(track.duration_s),
+            caption=text,
+            reply_markup=keyboard(track_buttons(track.id, favourite)),
+        )
+    )
+    if file_id is None and sent.audio is not None:
+        await core.db.run(lambda s: cache_file_id(s, track.id, PLATFORM, sent.audio.file_id))
+    return sent
+
+
+async def start_job(
+    context: ContextTypes.DEFAULT_TYPE, update: Update, chat_id: int, request: ComposeRequest
+) -> str | None:
+    """Submit, post the progress message and follow the job in the background; or the refusal."""
+    core = core_of(context)
+    try:
+        job_id = await core.backend.submit(request)
+    except (Refused, GeneratorError) as exc:
+        return str(exc)
+    progress = await with_retries(lambda: context.bot.send_message(chat_id, progress_line("queued")))
+    context.application.create_task(follow_job(context, chat_id, progress, job_id), update=update)
+    return None
+
+
+async def follow_job(context: ContextTypes.DEFAULT_TYPE, chat_id: int, progress: Message, job_id: int) -> None:
+    """Edit the progress message as the job advances (throttled; the final state always), then
+    send the track."""
+    core = core_of(context)
+    shown, last_edit = progress.text, 0.0
+    final = None
+    async with asyncio.timeout(FOLLOW_TIMEOUT_S):
+        async for event in core.backend.events(job_id):
+            text = progress_line(event.kind, event.done, event.total, event.eta_s, event.position)
+            if event.kind in ("failed", "cancelled") and event.reason and event.reason != "cancelled":
+                text = f"{text}: {event.reason}"
+            now = time.monotonic()
+            if text != shown and (event.terminal or now - last_edit >= EDIT_INTERVAL_S):
+                with contextlib.suppress(BadRequest):  # "message is not modified", or deleted by the user
+                    await with_retries(
+                        lambda t=text: context.bot.edit_message_text(t, chat_id=chat_id, message_id=progress.message_id)
+                    )
+                shown, last_edit = text, now
+            if event.terminal:
+                final = event
+    if final is not None and final.kind == "done" and final.track_id is not None:
+        track = await core.db.run(lambda s: s.get(Track, final.track_id))
+        await send_track(context, chat_id, track)
+
+
+# --- handlers, one per intent ------------------------------------------------------------------
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await known_user(core_of(context), update)
+    await say(update, "Hello! " + HELP.format(genres=GENRE_NAMES))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await say(update, HELP.format(genres=GENRE_NAMES))
+
+
+async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await say(update, f"Genres: {GENRE_NAMES}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
+
+
+async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    key = f"{PLATFORM}:{update.update_id}"
+    if await job_exists(core, key):
+        return  # a redelivered update: the first delivery is composing it
+    uid, name = who(update)
+    try:
+        cmd = parse(update.effective_message.text or "")
+        if not isinstance(cmd, Compose):
+            raise UsageError("try /compose ambient")
+        user = await known_user(core, update)
+        request = compose_request(cmd, user, uid, name, key)
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    refusal = await start_job(context, update, update.effective_chat.id, request)
+    if refusal:
+        await say(update, f"🙅 {refusal}")
+
+
+async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    key = f"{PLATFORM}:{update.update_id}"
+    if await job_exists(core, key):
+        return
+    uid, name = who(update)
+    try:
+        cmd = parse(update.effective_message.text or "")
+        if not isinstance(cmd, TrackCommand) or cmd.track_id is None:
+            raise UsageError("/continue takes a track number, like /continue 42")
+        user = await known_user(core, update)
+        track = await core.db.run(lambda s: get_track(s, cmd.track_id, user, here(update)))
+    except (UsageError, NotFound, Forbidden) as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    refusal = await start_job(context, update, update.effective_chat.id, continue_request(track, user, uid, name, key))
+    if refusal:
+        await say(update, f"🙅 {refusal}")
+
+
+async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await list_tracks(update, context, "history")
+
+
+async def favorites_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await list_tracks(update, context, "favorites")
+
+
+async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str) -> None:
+    core = core_of(context)
+    try:
+        cmd = parse(update.effective_message.text or "")
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    page_no = cmd.page if isinstance(cmd, Page) else 1
+    user = await known_user(core, update)
+    fetch = history if kind == "history" else list_favorites
+
+    async def page(s):
+        before = None
+        for _ in range(page_no - 1):  # keyset pages: walk to the one asked for
+            earlier = await fetch(s, user, PAGE_SIZE, before)
+            if earlier.next_before is None:
+                return None
+            before = earlier.next_before
+        return await fetch(s, user, PAGE_SIZE, before)
+
+    result = await core.db.run(page)
+    title = "Your tracks" if kind == "history" else "Your favourites"
+    if result is None or not result.items:
+        if page_no > 1:
+            await say(update, f"There is no page {page_no}; try /{kind}")
+        elif kind == "history":
+            await say(update, "No tracks yet: try /compose ambient")
+        else:
+            await say(update, "No favourites yet: press ⭐ under a track")
+        return
+    lines = [f"{title} (page {page_no}):", *map(track_line, result.items)]
+    if result.next_before is not None:
+        lines.append(f"More: /{kind} {page_no + 1}")
+    lines.append("Send /continue <number> or /share <number> @channel.")
+    await say(update, "\n".join(lines))
+
+
+async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    try:
+        cmd = parse(update.effective_message.text or "")
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    values = cmd.values if isinstance(cmd, SettingsCommand) else {}
+    uid, name = who(update)
+
+    async def apply(s):
+        user = await get_or_create_user(s, PLATFORM, uid, name)
+        if values:
+            seconds = values.get("seconds")
+            await set_defaults(s, user, **({**values, "seconds": round(seconds)} if seconds else values))
+        return user
+
+    user = await core.db.run(apply)
+    genre = display_genre(user.default_genre) if user.default_genre else "none (say it each time)"
+    temp = f"{user.default_temperature:g}" if user.default_temperature is not None else "the genre's preset"
+    head = "✅ Saved. Your defaults:" if values else "Your defaults:"
+    await say(
+        update,
+        f"{head}\ngenre: {genre}\ntemperature: {temp}\nlength: {user.default_seconds or round(DEFAULT_SECONDS)} s\n"
+        f"instrument: {user.default_instrument or 'piano'}\nChange with /settings genre=jazz temp=0.9 len=60",
+    )
+
+
+async def unfinished_job_ids(core: Core, uid: str) -> list[int]:
+    async def find(s):
+        user = await get_or_create_user(s, PLATFORM, uid)
+        q = select(Job.id).where(Job.user_id == user.id, Job.state.in_((JobState.queued, JobState.running)))
+        return list((await s.execute(q.order_by(Job.id.desc()))).scalars())
+
+    return await core.db.run(find)
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    uid, _ = who(update)
+    for job_id in await unfinished_job_ids(core, uid):
+        if await core.backend.cancel(job_id, PLATFORM, uid):
+            await say(update, "✖️ Cancelled your track.")
+            return
+    await say(update, "Nothing to cancel: you have no track being composed.")
+
+
+async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    uid, _ = who(update)
+    for job_id in await unfinished_job_ids(core, uid):
+        await core.backend.cancel(job_id, PLATFORM, uid)
+    gone = await forget_user(core.db, core.store, PLATFORM, uid)
+    await say(update, f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.")
+
+
+async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context)
+    uid, _ = who(update)
+    try:
+        cmd = parse(update.effective_message.text or "")
+        if not isinstance(cmd, ShareCommand):
+            raise UsageError("/share needs a track and a channel, like /share 42 @mychannel")
+        user = await known_user(core, update)
+        track = await core.db.run(lambda s: get_track(s, cmd.track_id, user, here(update)))
+    except (UsageError, NotFound, Forbidden) as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    target: int | str = int(cmd.channel) if cmd.channel.lstrip("-").isdigit() else cmd.channel
+    try:
+        member = await with_retries(lambda: context.bot.get_chat_member(target, int(uid)))
+    except TelegramError:
+        await say(update, f"🙅 I can't see {cmd.channel}; add me to it first, then share again.")
+        return
+    if member.status not in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER):
+        await say(update, f"🙅 You need to be a member of {cmd.channel} to share into it.")
+        return
+    try:
+        sent = await send_track(context, target, track)
+    except (TelegramError, NotFound) as exc:
+        await say(update, f"🙅 I couldn't post into {cmd.channel}: {exc}")
+        return
+    await core.db.run(
+        lambda s: record_share(s, user, track.id, (PLATFORM, str(sent.chat.id)), sent.message_id, here(update))
+    )
+    await say(update, f"📤 Shared #{track.id} into {cmd.channel}.")
+
+
+async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🔁 🔥 ❄️ ⭐ ➕ 📤 under a track."""
+    core = core_of(context)
+    query = update.callback_query
+    press = parse_button(query.data or "")
+    if press is None:
+        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        return
+    key = f"{PLATFORM}:{update.update_id}"
+    if await job_exists(core, key):
+        await query.answer()
+        return
+    uid, name = who(update)
+    user = await known_user(core, update)
+    try:
+        track = await core.db.run(lambda s: get_track(s, press.track_id, user, here(update)))
+    except (NotFound, Forbidden) as exc:
+        await query.answer(f"🤔 {exc}", show_alert=True)
+        return
+    if press.action == "share":
+        await query.answer(f"To share it, send /share {track.id} @yourchannel", show_alert=True)
+        return
+    if press.action in ("fav", "unfav"):
+        await toggle_favourite(update, context, user, track, press.action == "fav")
+        return
+    if press.action == "continue":
+        request = continue_request(track, user, uid, name, key)
+    else:
+        request = child_request(track, press.action, uid, name, key)
+    refusal = await start_job(context, update, update.effective_chat.id, request)
+    if refusal:
+        await query.answer(f"🙅 {refusal}", show_alert=True)
+    else:
+        await query.answer({"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}.get(press.action, "🎼 Composing…"))
+
+
+async def toggle_favourite(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, user: User, track: Track, favourite: bool
+) -> None:
+    core = core_of(context)
+    query = update.callback_query
+
+    async def toggle(s):
+        if favourite:
+            await add_favorite(s, user, track.id, here(update))
+        else:
+            await remove_favorite(s, user, track.id)
+        return await is_favorite(s, user, track.id)
+
+    now = await core.db.run(toggle)
+    await query.answer("⭐ Added to your favourites" if now else "Removed from your favourites")
+    if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_reply_markup(keyboard(track_buttons(track.id, now)))
+
+
+async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Anything else typed to the bot: the grammar says what to type instead."""
+    try:
+        parse(update.effective_message.text or "")
+        message = "try /compose ambient, /genres or /help"
+    except UsageError as exc:
+        message = str(exc)
+    await say(update, f"🤔 {message}")
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """One place for every unexpected error: log it (never the token) and tell the user, if any."""
+    token = context.bot.token
+    detail = str(context.error).replace(token, "<token>")
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("update %s failed: %s: %s", update_id, context.error.__class__.__name__, detail)
+    if isinstance(update, Update) and update.effective_message is not None:
+        with contextlib.suppress(TelegramError):
+            await update.effective_message.reply_text("⚠️ Something went wrong on my side; please try again.")
+
+
+async def register_commands(application: Application) -> None:
+    await application.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS.items()])
+
+
+def build_application(
+    token: str,
+    backend: JobBackend,
+    db: Database,
+    store: ArtifactStore,
+    base_url: str | None = None,
+    base_file_url: str | None = None,
+) -> Application:
+    """The bot: every handler registered, commands announced on start-up."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry URLs with the token
+    builder = Application.builder().token(token).post_init(register_commands)
+    if base_url:
+        builder = builder.base_url(base_url)
+    if base_file_url:
+        builder = builder.base_file_url(base_file_url)
+    application = builder.build()
+    application.bot_data["core"] = Core(backend, db, store)
+    for name, handler in (
+        ("start", start),
+        ("help", help_command),
+        ("genres", genres),
+        ("compose", compose),
+        ("continue", continue_command),
+        ("history", history_command),
+        (("favorites", "favourites", "favs"), favorites_command),
+        ("settings", settings),
+        ("cancel", cancel),
+        (("forgetme", "forget_me"), forget_me),
+        ("share", share),
+    ):
+        application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
+    application.add_handler(CallbackQueryHandler(button))
+    application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, unknown))
+    application.add_error_handler(on_error)
+    return application
+
+
+__all__ = ["Core", "build_application", "child_request", "compose_request", "continue_request"]

@@ -1,0 +1,276 @@
+"""A loopback stub of the Telegram Bot API, for end-to-end tests of the real python-telegram-bot.
+
+    stub = BotApiStub().start()
+    Application.builder().token(TOKEN).base_url(stub.base_url).base_file_url(stub.file_url).build()
+    stub.queue_update({"update_id": 1, "message": stub.message("/compose ambient")})
+    call = await stub.wait_for("sendAudio")
+
+It runs a stdlib HTTP server in a thread, answers every method with the Bot API's JSON shapes
+(`{"ok": true, "result": …}`) and records each call (method, parameters, uploaded files).
+getUpdates serves queued updates in order, long-polling briefly when there are none; it serves
+whatever was queued, so a test can redeliver an update by queueing it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+BOT_ID = 777000
+BOT_USERNAME = "melomania_bot"
+MAX_POLL_S = 0.5  # however long the bot asks to long-poll, the stub answers within this
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, str]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def json(self, name: str) -> Any:
+        """A parameter the client sent JSON-encoded (reply_markup, chat_id as a number, …)."""
+        return json.loads(self.params[name])
+
+    @property
+    def chat_id(self) -> str:
+        return self.params.get("chat_id", "")
+
+    @property
+    def buttons(self) -> list[str]:
+        """The callback data of every inline button, row by row."""
+        markup = self.json("reply_markup") if "reply_markup" in self.params else {}
+        return [b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row]
+
+
+class BotApiStub:
+    def __init__(self, member_status: str = "member"):
+        self.calls: list[Call] = []
+        self.member_status = member_status  # what getChatMember answers
+        self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
+        self._updates: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._message_ids = itertools.count(1000)
+        self._file_ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> BotApiStub:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                stub._handle(self)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="bot-api-stub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/bot"
+
+    @property
+    def file_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/file/bot"
+
+    # --- what tests use ------------------------------------------------------------------------
+
+    def queue_update(self, update: dict[str, Any]) -> None:
+        with self._cond:
+            self._updates.append(update)
+            self._cond.notify_all()
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._cond:
+            return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 30.0, **where: str) -> list[Call]:
+        """Wait until `count` calls of `method` (whose parameters include `where`) were made."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.calls_to(method) if all(c.params.get(k) == v for k, v in where.items())]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = [(c.method, c.params.get("text", "")[:60]) for c in self.calls if c.method != "getUpdates"]
+                raise AssertionError(f"no {count} × {method} {where} within {timeout} s; calls: {seen}")
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def user(user_id: int = 1, name: str = "Ada") -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": name}
+
+    @staticmethod
+    def chat(chat_id: int = 1, kind: str = "private") -> dict[str, Any]:
+        return {"id": chat_id, "type": kind} | ({"first_name": "Ada"} if kind == "private" else {"title": "A group"})
+
+    def message(self, text: str, user_id: int = 1, chat_id: int | None = None, kind: str = "private") -> dict:
+        """A user's text message as Telegram delivers it (commands get their bot_command entity)."""
+        msg: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": self.chat(chat_id if chat_id is not None else user_id, kind),
+            "from": self.user(user_id),
+            "text": text,
+        }
+        if text.startswith("/"):
+            msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return msg
+
+    def callback(self, data: str, user_id: int = 1, message: dict | None = None) -> dict[str, Any]:
+        """A press of an inline button under a message the bot sent."""
+        return {
+            "id": str(next(self._message_ids)),
+            "from": self.user(user_id),
+            "chat_instance": "ci",
+            "data": data,
+            "message": message or self._bot_message(user_id, {"text": "a track"}),
+        }
+
+    # --- the server side -----------------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        parts = request.path.strip("/").split("/")
+        method = parts[-1] if parts else ""
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else b""
+        params, files = _decode(request.headers.get("Content-Type", ""), body)
+        if method != "getUpdates":
+            with self._cond:
+                self.calls.append(Call(method, params, files))
+        try:
+            if self.flood.get(method):
+                self.flood[method] -= 1
+                payload = {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1},
+                }
+                status = 429
+            else:
+                payload = {"ok": True, "result": self._answer(method, params, files)}
+                status = 200
+        except LookupError as exc:
+            payload = {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
+            status = 400
+        data = json.dumps(payload).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def _answer(self, method: str, params: dict[str, str], files: dict[str, bytes]) -> Any:
+        if method == "getMe":
+            return {
+                "id": BOT_ID,
+                "is_bot": True,
+                "first_name": "Melomania",
+                "username": BOT_USERNAME,
+                "can_join_groups": True,
+                "can_read_all_group_messages": False,
+                "supports_inline_queries": False,
+            }
+        if method in ("deleteWebhook", "setMyCommands", "answerCallbackQuery"):
+            return True
+        if method == "getUpdates":
+            return self._serve_updates(float(params.get("timeout", 0) or 0))
+        if method == "sendMessage":
+            return self._bot_message(params["chat_id"], {"text": params.get("text", "")})
+        if method == "editMessageText":
+            msg = self._bot_message(params.get("chat_id", "0"), {"text": params.get("text", "")})
+            msg["message_id"] = int(params.get("message_id", msg["message_id"]))
+            msg["edit_date"] = int(time.time())
+            return msg
+        if method == "editMessageReplyMarkup":
+            msg = self._bot_message(params.get("chat_id", "0"), {"text": "a track"})
+            msg["message_id"] = int(params.get("message_id", msg["message_id"]))
+            if "reply_markup" in params:
+                msg["reply_markup"] = json.loads(params["reply_markup"])
+            return msg
+        if method == "sendAudio":
+            return self._bot_message(params["chat_id"], {"audio": self._audio(params, files), "caption": ""})
+        if method == "getChatMember":
+            return {"status": self.member_status, "user": self.user(int(params["user_id"]))}
+        raise LookupError(f"method {method} is not in the stub")
+
+    def _serve_updates(self, timeout: float) -> list[dict[str, Any]]:
+        with self._cond:
+            if not self._updates:
+                self._cond.wait(min(timeout, MAX_POLL_S))
+            served, self._updates = self._updates, []
+            return served
+
+    def _audio(self, params: dict[str, str], files: dict[str, bytes]) -> dict[str, Any]:
+        uploaded = files.get("audio")
+        file_id = params.get("audio") if uploaded is None else f"AUDIO{next(self._file_ids)}"
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"U{file_id}",
+            "duration": int(params.get("duration", 0) or 0),
+            "performer": params.get("performer"),
+            "title": params.get("title"),
+            "mime_type": "audio/mpeg",
+            "file_size": len(uploaded or b""),
+        }
+
+    def _bot_message(self, chat_id: str | int, content: dict[str, Any]) -> dict[str, Any]:
+        chat = str(chat_id)
+        numeric = int(chat) if chat.lstrip("-").isdigit() else -1000000000000 - (hash(chat) % 10**9)
+        kind = "private" if numeric > 0 else ("channel" if chat.startswith("@") else "supergroup")
+        chat_obj: dict[str, Any] = {"id": numeric, "type": kind}
+        if kind != "private":
+            chat_obj["title"] = chat
+        return {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat_obj,
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Melomania", "username": BOT_USERNAME},
+            **content,
+        }
+
+
+def _decode(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Form, multipart or JSON parameters → (text parameters, uploaded files)."""
+    if content_type.startswith("multipart/form-data"):
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
+        params: dict[str, str] = {}
+        files: dict[str, bytes] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if part.get_filename() is not None:
+                files[name] = payload
+            else:
+                params[name] = payload.decode()
+        return params, files
+    if content_type.startswith("application/json"):
+        data = json.loads(body or b"{}")
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}, {}
+    return dict(parse_qsl(body.decode(), keep_blank_values=True)), {}
