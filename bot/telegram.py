@@ -29,6 +29,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, track_line
 from bot.grammar import (
     GENRE_NAMES,
     Compose,
@@ -39,15 +40,14 @@ from bot.grammar import (
     UsageError,
     parse,
 )
-from bot.replies import Button, caption, child_temperature, display_genre, parse_button, progress_line, track_buttons
+from bot.replies import Button, caption, display_genre, parse_button, progress_line, track_buttons
 from generator import GeneratorError
-from generator.vocab import END
 from jobs.api import ComposeRequest, JobBackend, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
 from storage.privacy import forget_user
 from storage.shares import record_share
-from storage.tracks import cache_file_id, get_track, history, unpack_tokens
+from storage.tracks import cache_file_id, get_track, history
 from storage.users import get_or_create_user, set_defaults
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,6 @@ PLATFORM = "telegram"
 PERFORMER = "Melomania"
 EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
 FOLLOW_TIMEOUT_S = 1200.0  # a job the backend never finishes stops being followed
-DEFAULT_SECONDS = 30.0
-PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
 PAGE_SIZE = 10
 RETRIES = 4
 NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
@@ -98,75 +96,6 @@ class Core:
 
 def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
     return context.application.bot_data["core"]
-
-
-# --- the platform-neutral part: a request from a command and the user's defaults ----------------
-
-
-def compose_request(cmd: Compose, user: User, user_id: str, display_name: str, key: str) -> ComposeRequest:
-    """A /compose command with the user's stored defaults filled in where they typed nothing."""
-    genre = cmd.genre or user.default_genre
-    if genre is None:
-        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
-    sampling = dict(cmd.sampling)
-    if "temperature" not in sampling and user.default_temperature is not None:
-        sampling["temperature"] = user.default_temperature
-    return ComposeRequest(
-        platform=PLATFORM,
-        user_id=user_id,
-        genre=genre,
-        display_name=display_name,
-        seconds=cmd.seconds or user.default_seconds or DEFAULT_SECONDS,
-        sampling=sampling,
-        seed=cmd.seed,
-        instrument=cmd.instrument or user.default_instrument or "piano",
-        idempotency_key=key,
-    )
-
-
-def child_request(track: Track, action: str, user_id: str, display_name: str, key: str) -> ComposeRequest:
-    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature."""
-    sampling = dict(track.sampling)
-    sampling["temperature"] = child_temperature(action, float(sampling.get("temperature", 1.0)))
-    return ComposeRequest(
-        platform=PLATFORM,
-        user_id=user_id,
-        genre=track.genre,
-        display_name=display_name,
-        seconds=track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None,
-        tokens=track.max_new_tokens if track.max_seconds is None else None,
-        sampling=sampling,
-        seed=None if action == "reroll" else track.seed,
-        instrument=track.instrument,
-        parent_track_id=track.id,
-        lineage=action,
-        idempotency_key=key,
-    )
-
-
-def continue_request(track: Track, user: User, user_id: str, display_name: str, key: str) -> ComposeRequest:
-    """➕: a new piece in the track's genre, primed with its last few hundred events."""
-    events = [t for t in unpack_tokens(track.tokens)[1:] if t < END]  # after the genre token
-    return ComposeRequest(
-        platform=PLATFORM,
-        user_id=user_id,
-        genre=track.genre,
-        display_name=display_name,
-        seconds=track.max_seconds or user.default_seconds or DEFAULT_SECONDS,
-        sampling=dict(track.sampling),
-        instrument=track.instrument,
-        primer=tuple(events[-PRIMER_TOKENS:]),
-        primer_ref=f"track:{track.id}",
-        parent_track_id=track.id,
-        lineage="continue",
-        idempotency_key=key,
-    )
-
-
-def track_line(track: Track) -> str:
-    m, s = divmod(round(track.duration_s), 60)
-    temp = track.sampling.get("temperature", 1.0)
-    return f"#{track.id} {display_genre(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
 
 
 # --- translating to Telegram -------------------------------------------------------------------
@@ -326,7 +255,7 @@ async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not isinstance(cmd, Compose):
             raise UsageError("try /compose ambient")
         user = await known_user(core, update)
-        request = compose_request(cmd, user, uid, name, key)
+        request = compose_request(PLATFORM, cmd, user, uid, name, key)
     except UsageError as exc:
         await say(update, f"🤔 {exc}")
         return
@@ -350,7 +279,9 @@ async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     except (UsageError, NotFound, Forbidden) as exc:
         await say(update, f"🤔 {exc}")
         return
-    refusal = await start_job(context, update, update.effective_chat.id, continue_request(track, user, uid, name, key))
+    refusal = await start_job(
+        context, update, update.effective_chat.id, continue_request(PLATFORM, track, user, uid, name, key)
+    )
     if refusal:
         await say(update, f"🙅 {refusal}")
 
@@ -514,9 +445,9 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await toggle_favourite(update, context, user, track, press.action == "fav")
         return
     if press.action == "continue":
-        request = continue_request(track, user, uid, name, key)
+        request = continue_request(PLATFORM, track, user, uid, name, key)
     else:
-        request = child_request(track, press.action, uid, name, key)
+        request = child_request(PLATFORM, track, press.action, uid, name, key)
     refusal = await start_job(context, update, update.effective_chat.id, request)
     if refusal:
         await query.answer(f"🙅 {refusal}", show_alert=True)

@@ -1,0 +1,86 @@
+"""The platform-neutral part of every chat front end: requests built from commands, buttons and
+a user's stored defaults, and one-line track listings. Telegram and Discord only translate."""
+
+from __future__ import annotations
+
+from bot.grammar import GENRE_NAMES, Compose, UsageError
+from bot.replies import child_temperature, display_genre
+from generator.vocab import END
+from jobs.api import ComposeRequest
+from storage import Track, User
+from storage.tracks import unpack_tokens
+
+DEFAULT_SECONDS = 30.0
+PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
+
+
+def compose_request(
+    platform: str, cmd: Compose, user: User, user_id: str, display_name: str, key: str
+) -> ComposeRequest:
+    """A /compose command with the user's stored defaults filled in where they typed nothing."""
+    genre = cmd.genre or user.default_genre
+    if genre is None:
+        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+    sampling = dict(cmd.sampling)
+    if "temperature" not in sampling and user.default_temperature is not None:
+        sampling["temperature"] = user.default_temperature
+    return ComposeRequest(
+        platform=platform,
+        user_id=user_id,
+        genre=genre,
+        display_name=display_name,
+        seconds=cmd.seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=sampling,
+        seed=cmd.seed,
+        instrument=cmd.instrument or user.default_instrument or "piano",
+        idempotency_key=key,
+    )
+
+
+def child_request(
+    platform: str, track: Track, action: str, user_id: str, display_name: str, key: str
+) -> ComposeRequest:
+    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature."""
+    sampling = dict(track.sampling)
+    sampling["temperature"] = child_temperature(action, float(sampling.get("temperature", 1.0)))
+    return ComposeRequest(
+        platform=platform,
+        user_id=user_id,
+        genre=track.genre,
+        display_name=display_name,
+        seconds=track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None,
+        tokens=track.max_new_tokens if track.max_seconds is None else None,
+        sampling=sampling,
+        seed=None if action == "reroll" else track.seed,
+        instrument=track.instrument,
+        parent_track_id=track.id,
+        lineage=action,
+        idempotency_key=key,
+    )
+
+
+def continue_request(
+    platform: str, track: Track, user: User, user_id: str, display_name: str, key: str
+) -> ComposeRequest:
+    """➕: a new piece in the track's genre, primed with its last few hundred events."""
+    events = [t for t in unpack_tokens(track.tokens)[1:] if t < END]  # after the genre token
+    return ComposeRequest(
+        platform=platform,
+        user_id=user_id,
+        genre=track.genre,
+        display_name=display_name,
+        seconds=track.max_seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=dict(track.sampling),
+        instrument=track.instrument,
+        primer=tuple(events[-PRIMER_TOKENS:]),
+        primer_ref=f"track:{track.id}",
+        parent_track_id=track.id,
+        lineage="continue",
+        idempotency_key=key,
+    )
+
+
+def track_line(track: Track) -> str:
+    m, s = divmod(round(track.duration_s), 60)
+    temp = track.sampling.get("temperature", 1.0)
+    return f"#{track.id} {display_genre(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
