@@ -239,14 +239,17 @@ class InProcessRunner:
     # --- events --------------------------------------------------------------------------------
 
     def _emit(self, event: JobEvent) -> None:
-        channel = self._channels.setdefault(event.job_id, _Channel())
-        if channel.last is not None and channel.last.terminal:
+        # Only jobs this runner holds have a channel; a late event for a finished job must not
+        # open a new one, or a listener arriving after it would wait forever.
+        channel = self._channels.get(event.job_id)
+        if channel is None or (channel.last is not None and channel.last.terminal):
             return  # nothing follows an ending
         channel.last = event
         for q in channel.listeners:
             q.put_nowait(event)
 
     def _finish(self, job_id: int, event: JobEvent) -> None:
+        """The job's last event; its listeners already hold it, later ones read the stored state."""
         self._emit(event)
         with self._lock:
             self._active.pop(job_id, None)
@@ -254,11 +257,7 @@ class InProcessRunner:
                 self._waiting.remove(job_id)
         self._tries.pop(job_id, None)
         self._last_db_progress.pop(job_id, None)
-        # listeners already hold the final event; later ones read the stored state
-        channel = self._channels.pop(job_id, None)
-        if channel is not None:
-            for q in channel.listeners:
-                q.put_nowait(channel.last) if q.empty() and channel.last is not event else None
+        self._channels.pop(job_id, None)
 
     def _accept(self, job_id: int, request: ComposeRequest) -> None:
         with self._lock:
@@ -321,7 +320,15 @@ class InProcessRunner:
                 elif now - started.get(row.tag, now) > self.settings.job_timeout_s:
                     row.cancelled = True
                     self._from_thread(self._spawn, self._failed(row.tag, "it took too long; try a shorter piece"))
-            for row in decoder.step():
+            try:
+                finished = decoder.step()
+            except Exception as exc:  # never let one bad step stop every user's music
+                log.exception("generation step failed; failing the rows in the batch")
+                for row in decoder.rows:
+                    self._from_thread(self._spawn, self._failed(row.tag, f"the composer hit an error ({exc})"))
+                decoder = self.decoder = BatchDecoder(self.model)
+                continue
+            for row in finished:
                 started.pop(row.tag, None)
                 reported.pop(row.tag, None)
                 if not row.cancelled:
@@ -339,6 +346,8 @@ class InProcessRunner:
 
     def _running(self, job_id: int) -> None:
         # Emitted here, in the order the thread reported it, before any progress; stored after.
+        if job_id not in self._active:
+            return
         with self._lock:
             if job_id in self._waiting:
                 self._waiting.remove(job_id)

@@ -485,6 +485,67 @@ def run_telegram() -> None:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
 
 
+@run_app.command("discord")
+def run_discord(
+    test_guild: Annotated[
+        int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync commands to this guild only")
+    ] = None,
+) -> None:
+    """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process."""
+    import asyncio
+    import logging
+    import os
+
+    token = os.environ.get("MELOMANIA_DISCORD_TOKEN", "").strip()
+    if not token:
+        fail("MELOMANIA_DISCORD_TOKEN is not set; create a bot in the Discord developer portal and export its token")
+
+    import discord
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.discord_bot import build_client
+    from jobs.inprocess import InProcessRunner
+    from storage import Database, LocalArtifactStore
+    from storage.migrate import upgrade
+
+    settings = load_settings()
+    try:
+        soundfont = check_render_tools(settings)
+        upgrade(settings.database_url)
+        _, model = load_configured_model(settings, None)
+    except (GeneratorError, RenderError) as exc:
+        fail(str(exc))
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+
+    class Redacted(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).replace(token, "<token>")
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+    async def serve() -> None:
+        db = Database(settings.database_url)
+        store = LocalArtifactStore(settings.data_dir / "artifacts")
+        runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
+        await runner.start()
+        try:
+            async with build_client(runner, db, store, test_guild_id=test_guild) as client:
+                await client.start(token)
+        finally:
+            await runner.stop()
+            await db.dispose()
+
+    try:
+        asyncio.run(serve())
+    except discord.LoginFailure:
+        fail("Discord rejected MELOMANIA_DISCORD_TOKEN; check it in the developer portal")
+    except (discord.GatewayNotFound, discord.ConnectionClosed, OSError) as exc:
+        fail(f"cannot reach Discord ({exc.__class__.__name__}); check the network and try again")
+
+
 def main() -> None:
     try:
         app()

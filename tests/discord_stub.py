@@ -1,0 +1,334 @@
+"""A loopback stub of the Discord REST API, for end-to-end tests of the real discord.py client.
+
+    stub = DiscordApiStub().start()
+    discord.http.Route.BASE = stub.base_url          # every REST call (and webhook) goes here
+    await client.login(TOKEN)                         # GET /users/@me, /oauth2/applications/@me; syncs the tree
+    client._connection.parse_interaction_create(stub.command("compose", genre="calm"))
+    [track] = await stub.wait_for("followup", files=True)
+
+No gateway: interactions are dispatched as the gateway would deliver INTERACTION_CREATE. The
+stub answers with Discord's JSON shapes and records each call (a name, the route, the JSON or
+multipart payload, uploaded files); `forbidden_channels` answer 403 Missing Permissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import itertools
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+APP_ID = 900000000000000001
+BOT_ID = APP_ID
+GUILD_ID = 910000000000000001
+CHANNEL_ID = 920000000000000001
+OPTION_TYPES = {str: 3, int: 4, bool: 5, float: 10}
+ROUTES = [  # (name, method, path pattern)
+    ("me", "GET", r"/users/@me"),
+    ("application", "GET", r"/oauth2/applications/@me"),
+    ("sync", "PUT", r"/applications/\d+(?:/guilds/\d+)?/commands"),
+    ("callback", "POST", r"/interactions/(?P<id>\d+)/(?P<token>[^/]+)/callback"),
+    ("edit_original", "PATCH", r"/webhooks/\d+/(?P<token>[^/]+)/messages/@original"),
+    ("delete_original", "DELETE", r"/webhooks/\d+/(?P<token>[^/]+)/messages/@original"),
+    ("followup", "POST", r"/webhooks/\d+/(?P<token>[^/]+)"),
+    ("channel_message", "POST", r"/channels/(?P<channel>\d+)/messages"),
+]
+
+
+@dataclass
+class Call:
+    name: str
+    path: str
+    payload: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)  # filename → bytes
+    match: dict[str, str] = field(default_factory=dict)
+    response: dict[str, Any] | None = None
+
+    @property
+    def content(self) -> str:
+        return self.payload.get("content") or ""
+
+    @property
+    def ephemeral(self) -> bool:
+        data = self.payload.get("data") or self.payload
+        return bool(int(data.get("flags") or 0) & 64)
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [c["custom_id"] for row in self.payload.get("components", []) for c in row.get("components", [])]
+
+
+class DiscordApiStub:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.forbidden_channels: set[int] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(930000000000000001)
+        self._server: ThreadingHTTPServer | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> DiscordApiStub:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                stub._handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="discord-api-stub", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
+
+    # --- what tests use ------------------------------------------------------------------------
+
+    def calls_to(self, name: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.name == name]
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 30.0, files: bool = False) -> list[Call]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.calls_to(name) if c.files or not files]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = [(c.name, c.content[:60]) for c in self.calls]
+                raise AssertionError(f"no {count} × {name} within {timeout} s; calls: {seen}")
+            await asyncio.sleep(0.05)
+
+    def replies(self) -> list[str]:
+        """What users were told in text: immediate answers and follow-ups, in order."""
+        with self._lock:
+            calls = list(self.calls)
+        texts = []
+        for c in calls:
+            if c.name == "callback" and c.payload.get("type") == 4:
+                texts.append(c.payload["data"].get("content") or "")
+            elif c.name == "followup" and c.content:
+                texts.append(c.content)
+        return texts
+
+    async def wait_for_replies(self, count: int, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.replies()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} replies within {timeout} s: {self.replies()}")
+            await asyncio.sleep(0.05)
+        return self.replies()
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    @staticmethod
+    def user(user_id: int = 1, name: str = "ada") -> dict[str, Any]:
+        return {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name.title(), "avatar": None}
+
+    def interaction(self, kind: int, data: dict[str, Any], user_id: int = 1, dm: bool = False, **extra) -> dict:
+        """An INTERACTION_CREATE payload, in a guild text channel or in a DM."""
+        iid = self.next_id()
+        payload: dict[str, Any] = {
+            "id": str(iid),
+            "application_id": str(APP_ID),
+            "type": kind,
+            "token": f"token-{iid}",
+            "version": 1,
+            "locale": "en-US",
+            "app_permissions": str((1 << 51) - 1),
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "entitlements": [],
+            "data": data,
+            **extra,
+        }
+        if dm:
+            payload |= {
+                "channel_id": str(user_id + 1000),
+                "channel": {"id": str(user_id + 1000), "type": 1, "recipients": [self.user(user_id)]},
+                "user": self.user(user_id),
+                "context": 1,
+                "authorizing_integration_owners": {"1": str(user_id)},
+            }
+        else:
+            payload |= {
+                "guild_id": str(GUILD_ID),
+                "guild_locale": "en-US",
+                "channel_id": str(CHANNEL_ID),
+                "channel": self.channel(CHANNEL_ID),
+                "member": {
+                    "user": self.user(user_id),
+                    "roles": [],
+                    "joined_at": "2024-01-01T00:00:00+00:00",
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "permissions": str((1 << 51) - 1),
+                },
+                "context": 0,
+                "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            }
+        return payload
+
+    @staticmethod
+    def channel(channel_id: int, name: str = "music", permissions: int | None = None) -> dict[str, Any]:
+        data = {
+            "id": str(channel_id),
+            "type": 0,
+            "name": name,
+            "guild_id": str(GUILD_ID),
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        }
+        return data if permissions is None else data | {"permissions": str(permissions)}
+
+    def command(self, name: str, user_id: int = 1, dm: bool = False, channels: list[dict] | None = None, **options):
+        """A slash command as Discord delivers it: typed options, resolved channels."""
+        opts = []
+        for key, value in options.items():
+            kind = 7 if isinstance(value, dict) else OPTION_TYPES[type(value)]
+            opts.append({"name": key, "type": kind, "value": value["id"] if kind == 7 else value})
+        data: dict[str, Any] = {"id": str(self.next_id()), "name": name, "type": 1, "options": opts}
+        if channels:
+            data["resolved"] = {"channels": {c["id"]: c for c in channels}}
+        return self.interaction(2, data, user_id, dm)
+
+    def press(self, custom_id: str, message: dict[str, Any], user_id: int = 1, dm: bool = False) -> dict:
+        """A button press under a message the bot posted (its payload, components included)."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        return self.interaction(3, data, user_id, dm, message=message)
+
+    # --- the server side -----------------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path.split("?")[0].removeprefix("/api/v10")
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else b""
+        payload, files = _decode(request.headers.get("Content-Type", ""), body)
+        for name, method, pattern in ROUTES:
+            m = re.fullmatch(pattern, path)
+            if m and method == request.command:
+                call = Call(name, path, payload, files, m.groupdict())
+                break
+        else:
+            call = Call(f"unknown {request.command}", path, payload, files)
+        status, answer = self._answer(call)
+        call.response = answer if isinstance(answer, dict) else None
+        with self._lock:
+            self.calls.append(call)
+        data = b"" if answer is None else json.dumps(answer).encode()
+        request.send_response(status)
+        if data:
+            request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def _answer(self, call: Call) -> tuple[int, Any]:
+        if call.name == "me":
+            return 200, self.user(BOT_ID, "melomania") | {"bot": True}
+        if call.name == "application":
+            return 200, {
+                "id": str(APP_ID),
+                "name": "Melomania",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": self.user(2, "owner"),
+                "verify_key": "0" * 64,
+                "flags": 0,
+            }
+        if call.name == "sync":
+            commands = call.payload if isinstance(call.payload, list) else call.payload.get("_list", [])
+            return 200, [
+                {"type": 1, "version": "1", **c, "id": str(self.next_id()), "application_id": str(APP_ID)}
+                for c in commands
+            ]
+        if call.name == "callback":
+            kind = call.payload.get("type")
+            flags = int((call.payload.get("data") or {}).get("flags") or 0)
+            return 200, {
+                "interaction": {
+                    "id": call.match["id"],
+                    "type": 2,
+                    "response_message_id": str(self.next_id()),
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": bool(flags & 64),
+                },
+                "resource": {"type": kind},
+            }
+        if call.name in ("edit_original", "followup"):
+            return 200, self._message(CHANNEL_ID, call.payload)
+        if call.name == "delete_original":
+            return 204, None
+        if call.name == "channel_message":
+            channel = int(call.match["channel"])
+            if channel in self.forbidden_channels:
+                return 403, {"message": "Missing Permissions", "code": 50013}
+            return 200, self._message(channel, call.payload)
+        return 404, {"message": f"{call.path} is not in the stub", "code": 0}
+
+    def _message(self, channel_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": str(self.next_id()),
+            "channel_id": str(channel_id),
+            "type": 0,
+            "content": payload.get("content") or "",
+            "author": self.user(BOT_ID, "melomania") | {"bot": True},
+            "attachments": [],
+            "embeds": payload.get("embeds") or [],
+            "components": payload.get("components") or [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": "2024-01-01T00:00:00+00:00",
+            "edited_timestamp": None,
+            "flags": int(payload.get("flags") or 0),
+            "application_id": str(APP_ID),
+            "webhook_id": str(APP_ID),
+        }
+
+
+def _decode(content_type: str, body: bytes) -> tuple[Any, dict[str, bytes]]:
+    """JSON or multipart (payload_json plus files[n]) → (payload, filename → bytes)."""
+    if content_type.startswith("multipart/form-data"):
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
+        payload: Any = {}
+        files: dict[str, bytes] = {}
+        for part in message.iter_parts():
+            data = part.get_payload(decode=True) or b""
+            if part.get_filename() is not None:
+                files[part.get_filename()] = data
+            elif part.get_param("name", header="content-disposition") == "payload_json":
+                payload = json.loads(data)
+        return payload, files
+    if body:
+        data = json.loads(body)
+        return (data if isinstance(data, dict) else {"_list": data}), {}
+    return {}, {}

@@ -1,0 +1,255 @@
+"""The Discord bot end to end: the real discord.py client, command tree and view dispatch, its REST
+calls going to a loopback stub, interactions delivered as the gateway would; a tiny random model
+composes through the in-process runner into SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from dataclasses import dataclass
+
+import discord
+import pytest
+from conftest import tiny_model
+from discord_stub import CHANNEL_ID, DiscordApiStub
+from sqlalchemy import func, select
+
+from bot.discord_bot import MelomaniaClient, build_client
+from generator import vocab as V
+from jobs.inprocess import InProcessRunner, RunnerSettings
+from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track
+from storage.tracks import NewTrack, record_track
+from storage.users import get_or_create_user
+
+TOKEN = "not-a-real-discord-token"
+TEST_GUILD = 910000000000000001
+OTHER_CHANNEL = 920000000000000077
+
+
+def model():
+    m = tiny_model(max_len=256)
+    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
+    return m
+
+
+@dataclass
+class Env:
+    stub: DiscordApiStub
+    db: Database
+    store: LocalArtifactStore
+    runner: InProcessRunner
+    client: MelomaniaClient
+
+    def dispatch(self, payload: dict) -> dict:
+        self.client._connection.parse_interaction_create(payload)
+        return payload
+
+    async def restart(self) -> None:
+        """A fresh client on the same database, as after a deploy: no views kept in memory."""
+        await self.client.close()
+        self.client = await logged_in(self)
+
+    async def count(self, table, *where) -> int:
+        return await self.db.run(lambda s: s.scalar(select(func.count()).select_from(table).where(*where)))
+
+    async def track(self, track_id: int) -> Track:
+        return await self.db.run(lambda s: s.get(Track, track_id))
+
+
+async def logged_in(env: Env) -> MelomaniaClient:
+    client = build_client(env.runner, env.db, env.store, test_guild_id=TEST_GUILD)
+    await client.login(TOKEN)  # the stub's /users/@me and /oauth2/applications/@me; setup_hook syncs the tree
+    return client
+
+
+@pytest.fixture
+async def env(tmp_path, monkeypatch):
+    stub = DiscordApiStub().start()
+    monkeypatch.setattr(discord.http.Route, "BASE", stub.base_url)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    runner = InProcessRunner(db, store, model, RunnerSettings(progress_interval_s=0.05))
+    await runner.start()
+    env = Env(stub, db, store, runner, None)  # type: ignore[arg-type]
+    env.client = await logged_in(env)
+    try:
+        yield env
+    finally:
+        await env.client.close()
+        await runner.stop()
+        await db.dispose()
+        stub.stop()
+
+
+async def stored_track(env: Env, owner: str = "1") -> int:
+    """A private track as if composed earlier, without composing."""
+    mp3 = env.store.put(b"ID3 not really an mp3", "mp3")
+    events = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60] * 20
+
+    async def make(s):
+        user = await get_or_create_user(s, "discord", owner)
+        new = NewTrack(
+            genre="calm",
+            model_id="tiny",
+            checkpoint_sha256="0" * 64,
+            seed=7,
+            sampling={"temperature": 0.9},
+            tokens=[V.genre_token("calm"), *events],
+            max_seconds=5.0,
+            duration_s=4.0,
+            mp3_key=mp3,
+        )
+        return (await record_track(s, user, new)).id
+
+    return await env.db.run(make)
+
+
+def track_id_of(post) -> int:
+    return int(post.custom_ids[0].split(":")[1])
+
+
+async def compose_one(env: Env, **options) -> tuple[dict, object]:
+    """/compose in the test channel; the posted track's call."""
+    before = len(env.stub.calls_to("followup"))
+    env.dispatch(env.stub.command("compose", **options))
+    posts = await env.stub.wait_for("followup", count=before + 1, timeout=60)
+    return posts[-1].response, posts[-1]
+
+
+async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env, tmp_path):
+    interaction = env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
+    [post] = await env.stub.wait_for("followup", timeout=60)
+    [callback] = env.stub.calls_to("callback")
+    assert callback.match["id"] == interaction["id"] and callback.payload["type"] == 5  # deferred, thinking
+    edits = env.stub.calls_to("edit_original")
+    assert edits and edits[-1].content == "✅ Done" and all(e.match["token"] == interaction["token"] for e in edits)
+    assert any(e.content.startswith(("⏳", "🎼")) for e in edits)
+
+    mp3s = [name for name in post.files if name.endswith(".mp3")]
+    assert len(mp3s) == 1 and {n.rsplit(".", 1)[1] for n in post.files} <= {"mp3", "mid", "png"}
+    path = tmp_path / "sent.mp3"
+    path.write_bytes(post.files[mp3s[0]])
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=format_name,duration", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fmt = json.loads(probe.stdout)["format"]
+    assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
+
+    track_id = track_id_of(post)
+    assert post.custom_ids == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
+    assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
+    assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
+    await asyncio.sleep(0.3)
+    assert len(env.stub.calls_to("followup")) == 1 and await env.count(Job) == 1
+    [sync] = env.stub.calls_to("sync")
+    assert f"/guilds/{TEST_GUILD}/" in sync.path
+    compose = next(c for c in sync.payload["_list"] if c["name"] == "compose")
+    options = {o["name"]: o for o in compose["options"]}
+    assert [c["value"] for c in options["genre"]["choices"]] == ["classic", "jazz", "calm", "pop"]
+    assert options["temperature"]["min_value"] == 0.1 and options["seconds"]["max_value"] == 180
+    assert options["instrument"]["autocomplete"] is True
+
+
+async def test_hotter_and_cooler_buttons_compose_children_for_whoever_pressed(env):
+    message, post = await compose_one(env, genre="calm", seconds=5, temperature=0.8)
+    parent_id = track_id_of(post)
+    env.dispatch(env.stub.press(f"hotter:{parent_id}", message, user_id=2))  # someone else in the channel
+    env.dispatch(env.stub.press(f"cooler:{parent_id}", message, user_id=1))
+    posts = await env.stub.wait_for("followup", count=3, timeout=60)
+    children = [await env.track(track_id_of(p)) for p in posts[1:]]
+    by_lineage = {c.lineage: c for c in children}
+    assert set(by_lineage) == {"hotter", "cooler"}
+    parent = await env.track(parent_id)
+    for lineage, temperature in (("hotter", 0.9), ("cooler", 0.7)):
+        child = by_lineage[lineage]
+        assert child.parent_id == parent_id and child.genre == parent.genre == "calm"
+        assert child.sampling["temperature"] == pytest.approx(temperature)
+    assert by_lineage["hotter"].owner_id != parent.owner_id == by_lineage["cooler"].owner_id
+
+
+async def test_favourite_button_records_a_favourite(env):
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=3))  # a listener in the channel
+    callbacks = await env.stub.wait_for("callback", count=2)
+    assert callbacks[-1].ephemeral and "favourites" in callbacks[-1].payload["data"]["content"]
+    assert await env.count(Favorite, Favorite.track_id == track_id) == 1
+
+
+async def test_a_button_pressed_after_a_restart_still_works(env):
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    await env.restart()
+    env.dispatch(env.stub.press(f"cooler:{track_id}", message))
+    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+    child = await env.track(track_id_of(posts[-1]))
+    assert child.parent_id == track_id and child.lineage == "cooler"
+
+
+async def test_share_records_a_row_and_needs_permission_to_post(env):
+    track_id = await stored_track(env)
+    env.stub.forbidden_channels.add(OTHER_CHANNEL + 1)
+    everything = (1 << 51) - 1
+    attempts = [
+        (OTHER_CHANNEL, everything, "Shared"),
+        (OTHER_CHANNEL + 1, everything, "not allowed to post"),  # the bot may not post there
+        (OTHER_CHANNEL + 2, 1 << 10, "can't post files"),  # the user may only view it
+    ]
+    for n, (channel_id, permissions, answer) in enumerate(attempts, 1):
+        channel = env.stub.channel(channel_id, "elsewhere", permissions)
+        env.dispatch(env.stub.command("share", track=track_id, channel=channel, channels=[channel]))
+        replies = await env.stub.wait_for_replies(n)
+        assert answer in replies[-1], replies
+    posted, refused = env.stub.calls_to("channel_message")
+    assert refused.path == f"/channels/{OTHER_CHANNEL + 1}/messages" and refused.response["code"] == 50013
+    assert posted.path == f"/channels/{OTHER_CHANNEL}/messages" and any(f.endswith(".mp3") for f in posted.files)
+    assert await env.count(Share, Share.track_id == track_id) == 1
+
+
+BAD_INPUT = [
+    ({"genre": "calm", "temperature": 5.0}, "temperature must be from 0.1 to 2"),  # forged: Discord checks this
+    ({"genre": "calm", "top_k": 9999}, "top_k must be from 0 to 200"),
+    ({"genre": "calm", "instrument": "kazoo"}, "don't know the instrument"),  # autocomplete is only a hint
+    ({"genre": "polka"}, "'polka' is not one of the choices"),  # discord.py checks choices itself
+    ({}, "which genre?"),
+]
+
+
+async def test_bad_input_gets_an_ephemeral_answer_and_composes_nothing(env):
+    for options, _ in BAD_INPUT:
+        env.dispatch(env.stub.command("compose", **options))
+    someone_elses = await stored_track(env, owner="2")
+    env.dispatch(env.stub.command("continue", track=someone_elses))
+    env.dispatch(env.stub.command("continue", track=999))
+    channel = env.stub.channel(5, "x", 0)
+    env.dispatch(env.stub.command("share", track=someone_elses, channel=channel, channels=[channel]))
+    callbacks = await env.stub.wait_for("callback", count=len(BAD_INPUT) + 3)
+    texts = [c.payload["data"]["content"] for c in callbacks]
+    assert all(c.payload["type"] == 4 and c.ephemeral for c in callbacks)
+    for _, answer in BAD_INPUT:
+        assert any(answer in t for t in texts), answer
+    assert sum("belongs to someone else" in t for t in texts) == 2 and any("no track #999" in t for t in texts)
+    await asyncio.sleep(0.2)
+    assert await env.count(Job) == 0 and not env.stub.calls_to("followup")
+
+
+async def test_commands_work_in_a_dm(env):
+    env.dispatch(env.stub.command("help", dm=True))
+    [callback] = await env.stub.wait_for("callback")
+    assert "/compose" in callback.payload["data"]["content"] and callback.ephemeral
+
+
+def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from melomania.cli import app
+
+    monkeypatch.delenv("MELOMANIA_DISCORD_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["run", "discord"])
+    assert result.exit_code == 2 and "MELOMANIA_DISCORD_TOKEN is not set" in result.output
+    assert len(result.output.strip().splitlines()) == 1
