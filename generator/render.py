@@ -125,7 +125,8 @@ def normalise(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSetti
     if len(audio) > int(0.4 * rate):  # R128 gating needs at least one 400 ms block
         import pyloudnorm
 
-        loudness = pyloudnorm.Meter(rate).integrated_loudness(audio)
+        # Measured at half the rate: piano has little energy above 11 kHz, and it halves the cost.
+        loudness = pyloudnorm.Meter(rate / 2).integrated_loudness(audio[::2])
         if np.isfinite(loudness):
             gain = 10 ** ((settings.target_lufs - loudness) / 20)
     peak = float(np.abs(audio).max()) * gain
@@ -164,8 +165,8 @@ def encode_mp3(
         "libmp3lame",
         "-b:a",
         settings.bitrate,
-        "-compression_level",  # LAME's "good" algorithm: inaudible at 192k, 1.5x faster than the default
-        "5",
+        "-compression_level",  # LAME's fast algorithm: inaudible at 192 kbit/s, twice as fast as the default
+        "7",
         "-id3v2_version",
         "3",
         "-f",

@@ -178,3 +178,22 @@ def test_invalid_settings_and_pickled_models_are_one_line(env, monkeypatch, tmp_
 def test_missing_fluidsynth_is_found_before_composing(env, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "fluidsynth is not installed", "apt-get install")
+
+
+@pytest.mark.skipif(
+    not __import__("melomania.settings").settings.SHIPPED_CHECKPOINT.is_file(),
+    reason="the default checkpoint is not shipped in this checkout",
+)
+def test_the_shipped_model_composes_a_track_as_long_as_asked(env, monkeypatch):
+    monkeypatch.delenv("MELOMANIA_CHECKPOINT")
+    result = run("compose", "ambient", "--seconds", "20", "--seed", "42", "--out", "demo")
+    assert result.exit_code == 0, result.output
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(env / "demo" / "ambient-42.mp3")],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert abs(float(info["format"]["duration"]) - 20) <= 0.2 * 20
+    assert "model=melomania-small" in result.output
