@@ -61,9 +61,30 @@ ProgressCallback = Callable[[int, int], None]
 
 def window(tokens: Sequence[int], max_len: int) -> list[int]:
     """The context to re-encode once a row fills the model's window: its genre token and the most
-    recent half (Jukebox-style windowed sampling), so length is bounded by time, not context."""
-    keep = max_len // 2 - 1
-    return [tokens[0], *tokens[-keep:]]
+    recent half (Jukebox-style windowed sampling), so length is bounded by time, not context.
+
+    Notes still held where the window is cut are restated first (velocity, note-on): without them
+    the model cannot know those keys are down, never releases them, and they drone to the end.
+    """
+    budget = max_len // 2 - 1
+    held = held_notes(tokens[1 : max(1, len(tokens) - budget)])[-(max_len // 8) :]  # the latest struck
+    restated = [t for pitch, vel_bin in held for t in (V.VELOCITY + vel_bin, V.NOTE_ON + pitch)]
+    keep = budget - len(restated)
+    return [tokens[0], *restated, *tokens[-keep:]]
+
+
+def held_notes(tokens: Sequence[int]) -> list[tuple[int, int]]:
+    """(pitch, velocity bin) of the notes sounding after `tokens`, in the order they were struck."""
+    velocity_bin = V.velocity_to_bin(V.DEFAULT_VELOCITY)
+    held: dict[int, int] = {}
+    for t in tokens:
+        if V.is_velocity(t):
+            velocity_bin = t - V.VELOCITY
+        elif V.is_note_on(t):
+            held.setdefault(t - V.NOTE_ON, velocity_bin)
+        elif V.is_note_off(t):
+            held.pop(t - V.NOTE_OFF, None)
+    return list(held.items())
 
 
 class BatchDecoder:

@@ -115,8 +115,8 @@ def test_sliding_window_with_the_cache_equals_recomputing_each_window():
     g = torch.Generator().manual_seed(3)
     with torch.inference_mode():
         for _ in range(160):
-            if len(context) > small.config.max_len:
-                context = [*window(context[:-1], small.config.max_len), context[-1]]
+            if len(context) > small.config.max_len:  # the window is cut from the whole history
+                context = [*window(tokens[:-1], small.config.max_len), tokens[-1]]
             probs, order = next_token_probs(small(torch.tensor([context]))[:, -1], state)
             nxt = draw(probs, order, torch.rand(1, generator=g))
             state.pitch_weight = restore_and_penalise(state.pitch_weight, nxt, state.rp_penalty, state.rp_restore_speed)
@@ -124,3 +124,12 @@ def test_sliding_window_with_the_cache_equals_recomputing_each_window():
             context.append(int(nxt))
     assert cached.windows >= 3
     assert cached.tokens == tokens
+
+
+def test_a_slid_window_restates_the_notes_still_held():
+    from generator.decoding import held_notes, window
+
+    history = [392, 256 + 20, 60, 256 + 10, 64, 300, 128 + 60, *([300] * 100)]  # 64 stays down
+    assert held_notes(history[1:]) == [(64, 10)]
+    context = window(history, 64)
+    assert context[:3] == [392, 256 + 10, 64] and len(context) == 64 // 2
