@@ -405,31 +405,10 @@ def worker() -> None:
     run_worker(WorkerSettings)
 
 
-run_app = typer.Typer(help="Run a chat bot.", no_args_is_help=True)
-app.add_typer(run_app, name="run")
-
-
-@run_app.command("telegram")
-def run_telegram() -> None:
-    """Run the Telegram bot (long polling) with MELOMANIA_TELEGRAM_TOKEN; tracks are composed in this process."""
-    import asyncio
-    import logging
-    import os
-    import re
-
-    token = os.environ.get("MELOMANIA_TELEGRAM_TOKEN", "").strip()
-    if not token:
-        fail("MELOMANIA_TELEGRAM_TOKEN is not set; create a bot with @BotFather and export its token")
-    if not re.fullmatch(r"\d+:[\w-]+", token):
-        fail("MELOMANIA_TELEGRAM_TOKEN is not a bot token (it looks like 123456:ABC-def… from @BotFather)")
-
+def prepare_bot_process():
+    """What every bot process needs before it connects: render tools, a migrated database, the model."""
     from sqlalchemy.exc import SQLAlchemyError
-    from telegram import Bot
-    from telegram.error import InvalidToken, NetworkError
 
-    from bot.telegram import build_application
-    from jobs.inprocess import InProcessRunner
-    from storage import Database, LocalArtifactStore
     from storage.migrate import upgrade
 
     settings = load_settings()
@@ -441,6 +420,47 @@ def run_telegram() -> None:
         fail(str(exc))
     except (SQLAlchemyError, OSError) as exc:
         fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    return settings, soundfont, model
+
+
+def log_without(secret: str) -> None:
+    """Log to stderr with `secret` (a bot token) replaced wherever a library prints it."""
+    import logging
+
+    class Redacted(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).replace(secret, "<token>")
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+run_app = typer.Typer(help="Run a chat bot.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("telegram")
+def run_telegram() -> None:
+    """Run the Telegram bot (long polling) with MELOMANIA_TELEGRAM_TOKEN; tracks are composed in this process."""
+    import asyncio
+    import os
+    import re
+
+    token = os.environ.get("MELOMANIA_TELEGRAM_TOKEN", "").strip()
+    if not token:
+        fail("MELOMANIA_TELEGRAM_TOKEN is not set; create a bot with @BotFather and export its token")
+    if not re.fullmatch(r"\d+:[\w-]+", token):
+        fail("MELOMANIA_TELEGRAM_TOKEN is not a bot token (it looks like 123456:ABC-def… from @BotFather)")
+
+    from telegram import Bot
+    from telegram.error import InvalidToken, NetworkError
+
+    from bot.telegram import build_application
+    from jobs.inprocess import InProcessRunner
+    from storage import Database, LocalArtifactStore
+
+    settings, soundfont, model = prepare_bot_process()
 
     async def check_token() -> None:
         async with Bot(token) as bot:  # getMe: is the token good and Telegram reachable?
@@ -453,13 +473,7 @@ def run_telegram() -> None:
     except NetworkError as exc:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
 
-    class Redacted(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return super().format(record).replace(token, "<token>")
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_without(token)
 
     db = Database(settings.database_url)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
@@ -493,7 +507,6 @@ def run_discord(
 ) -> None:
     """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process."""
     import asyncio
-    import logging
     import os
 
     token = os.environ.get("MELOMANIA_DISCORD_TOKEN", "").strip()
@@ -501,30 +514,14 @@ def run_discord(
         fail("MELOMANIA_DISCORD_TOKEN is not set; create a bot in the Discord developer portal and export its token")
 
     import discord
-    from sqlalchemy.exc import SQLAlchemyError
 
     from bot.discord_bot import build_client
     from jobs.inprocess import InProcessRunner
     from storage import Database, LocalArtifactStore
-    from storage.migrate import upgrade
 
-    settings = load_settings()
-    try:
-        soundfont = check_render_tools(settings)
-        upgrade(settings.database_url)
-        _, model = load_configured_model(settings, None)
-    except (GeneratorError, RenderError) as exc:
-        fail(str(exc))
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    settings, soundfont, model = prepare_bot_process()
 
-    class Redacted(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return super().format(record).replace(token, "<token>")
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_without(token)
 
     async def serve() -> None:
         db = Database(settings.database_url)
