@@ -88,6 +88,7 @@ class InProcessRunner:
         self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task] = set()
         self._starts: dict[int, asyncio.Task] = {}
+        self._closed = False
         self._last_db_progress: dict[int, float] = {}
         self._render_pool = ThreadPoolExecutor(settings.render_workers, thread_name_prefix="render")
         self._stopping = threading.Event()
@@ -109,12 +110,18 @@ class InProcessRunner:
             await self._recover()
 
     async def stop(self) -> None:
+        """Stop composing and wait for every task of ours to end, so none outlives the runner
+        (jobs left unfinished are resumed by the next start)."""
         self._stopping.set()
         self._incoming.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10)
-        for task in list(self._tasks):
+        await asyncio.sleep(0)  # run what the thread scheduled before it ended
+        self._closed = True
+        pending = [*self._tasks, *self._starts.values()]
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         self._render_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _recover(self) -> None:
@@ -271,6 +278,9 @@ class InProcessRunner:
         self._incoming.put((job_id, request.generation_request(request.seed)))
 
     def _spawn(self, coro) -> None:
+        if self._closed:
+            coro.close()
+            return
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -360,7 +370,8 @@ class InProcessRunner:
             if job_id in self._waiting:
                 self._waiting.remove(job_id)
         self._emit(JobEvent(job_id, "running"))
-        self._starts[job_id] = self._loop.create_task(self._store_running(job_id))
+        if not self._closed:
+            self._starts[job_id] = self._loop.create_task(self._store_running(job_id))
 
     async def _stored_start(self, job_id: int) -> None:
         """Wait for the job's 'running' write, so its ending is never written before its start."""
