@@ -7,8 +7,9 @@ from bot.grammar import GENRE_NAMES, Compose, UsageError
 from bot.replies import child_temperature, display_genre
 from generator.vocab import END
 from jobs.api import ComposeRequest
-from storage import Track, User
-from storage.tracks import unpack_tokens
+from storage import Database, Track, User
+from storage.favorites import list_favorites
+from storage.tracks import Page, history, unpack_tokens
 
 DEFAULT_SECONDS = 30.0
 PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
@@ -84,3 +85,20 @@ def track_line(track: Track) -> str:
     m, s = divmod(round(track.duration_s), 60)
     temp = track.sampling.get("temperature", 1.0)
     return f"#{track.id} {display_genre(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
+
+
+async def numbered_page(db: Database, user: User, kind: str, page_no: int, size: int) -> Page[Track] | None:
+    """Page `page_no` (from 1) of the user's history or favourites; None past the last page.
+    Pages are keyset pages underneath, so a numbered one is reached by walking from the first."""
+    fetch = history if kind == "history" else list_favorites
+
+    async def page(s):
+        before = None
+        for _ in range(page_no - 1):
+            earlier = await fetch(s, user, size, before)
+            if earlier.next_before is None:
+                return None
+            before = earlier.next_before
+        return await fetch(s, user, size, before)
+
+    return await db.run(page)

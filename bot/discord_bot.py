@@ -31,7 +31,7 @@ from discord import app_commands, ui
 from discord.app_commands import Choice, Range
 from sqlalchemy import select
 
-from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, track_line
+from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, numbered_page, track_line
 from bot.grammar import GENRE_NAMES, RANGES, SAMPLING_KEYS, Compose, UsageError, genre_of, instrument_of
 from bot.replies import (
     ACTIONS,
@@ -48,10 +48,9 @@ from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES
 from jobs.api import ComposeRequest, JobBackend, JobEvent, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
-from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.favorites import add_favorite, is_favorite, remove_favorite
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
-from storage.tracks import history
 from storage.users import get_or_create_user, set_defaults
 
 log = logging.getLogger(__name__)
@@ -376,18 +375,7 @@ async def continue_command(interaction: discord.Interaction, track: TrackId) -> 
 async def list_tracks(interaction: discord.Interaction, kind: str, page_no: int) -> None:
     core = core_of(interaction)
     user = await known_user(core, interaction)
-    fetch = history if kind == "history" else list_favorites
-
-    async def page(s):
-        before = None
-        for _ in range(page_no - 1):  # keyset pages: walk to the one asked for
-            earlier = await fetch(s, user, PAGE_SIZE, before)
-            if earlier.next_before is None:
-                return None
-            before = earlier.next_before
-        return await fetch(s, user, PAGE_SIZE, before)
-
-    result = await core.db.run(page)
+    result = await numbered_page(core.db, user, kind, page_no, PAGE_SIZE)
     if result is None or not result.items:
         if page_no > 1:
             await say(interaction, f"There is no page {page_no}; try `/{kind}`")

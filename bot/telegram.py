@@ -29,7 +29,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, track_line
+from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, numbered_page, track_line
 from bot.grammar import (
     GENRE_NAMES,
     Compose,
@@ -44,10 +44,10 @@ from bot.replies import Button, caption, display_genre, parse_button, progress_l
 from generator import GeneratorError
 from jobs.api import ComposeRequest, JobBackend, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
-from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.favorites import add_favorite, is_favorite, remove_favorite
 from storage.privacy import forget_user
 from storage.shares import record_share
-from storage.tracks import cache_file_id, get_track, history
+from storage.tracks import cache_file_id, get_track
 from storage.users import get_or_create_user, set_defaults
 
 log = logging.getLogger(__name__)
@@ -303,18 +303,7 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
         return
     page_no = cmd.page if isinstance(cmd, Page) else 1
     user = await known_user(core, update)
-    fetch = history if kind == "history" else list_favorites
-
-    async def page(s):
-        before = None
-        for _ in range(page_no - 1):  # keyset pages: walk to the one asked for
-            earlier = await fetch(s, user, PAGE_SIZE, before)
-            if earlier.next_before is None:
-                return None
-            before = earlier.next_before
-        return await fetch(s, user, PAGE_SIZE, before)
-
-    result = await core.db.run(page)
+    result = await numbered_page(core.db, user, kind, page_no, PAGE_SIZE)
     title = "Your tracks" if kind == "history" else "Your favourites"
     if result is None or not result.items:
         if page_no > 1:

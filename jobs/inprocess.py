@@ -27,7 +27,7 @@ from generator.params import GenerationRequest
 from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound
 from storage.ingest import save_track
 from storage.jobs import (
-    cancel_job,
+    cancel_users_job,
     create_job,
     fail_job,
     finish_job,
@@ -183,12 +183,8 @@ class InProcessRunner:
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
         """Cancel the user's own queued or running job; False if it had already finished."""
 
-        async def go(s):
-            user = await get_or_create_user(s, platform, user_id)
-            return await cancel_job(s, job_id, user)
-
         try:
-            await self.db.run(go)
+            await self.db.run(lambda s: cancel_users_job(s, job_id, platform, user_id))
         except InvalidTransition:
             return False
         with self._lock:

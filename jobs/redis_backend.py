@@ -11,7 +11,7 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import cancel_job, create_job, unfinished_jobs
+from storage.jobs import cancel_users_job, create_job, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, Refused
@@ -67,12 +67,8 @@ class RedisBackend:
         return job.id
 
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
-        async def go(s):
-            user = await get_or_create_user(s, platform, user_id)
-            return await cancel_job(s, job_id, user)
-
         try:
-            await self.db.run(go)
+            await self.db.run(lambda s: cancel_users_job(s, job_id, platform, user_id))
         except InvalidTransition:
             return False
         await self.redis.publish(CANCEL_CHANNEL, str(job_id))

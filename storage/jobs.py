@@ -84,6 +84,13 @@ async def cancel_job(session: AsyncSession, job_id: int, user: User) -> Job:
     return await transition(session, job_id, JobState.cancelled)
 
 
+async def cancel_users_job(session: AsyncSession, job_id: int, platform: str, platform_user_id: str) -> Job:
+    """Cancel a job for the chat identity that asked for it (NotFound if it is someone else's)."""
+    from .users import get_or_create_user
+
+    return await cancel_job(session, job_id, await get_or_create_user(session, platform, platform_user_id))
+
+
 async def requeue_job(session: AsyncSession, job_id: int) -> Job:
     return await transition(session, job_id, JobState.queued)
 
