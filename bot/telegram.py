@@ -148,6 +148,19 @@ async def job_exists(core: Core, key: str) -> bool:
     return await core.db.run(lambda s: s.scalar(select(Job.id).where(Job.idempotency_key == key))) is not None
 
 
+async def send_score(context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, track: Track) -> None:
+    """The piece's MIDI as a document and its piano roll as a photo, after the audio; quietly
+    skipped when retention has removed them (the audio is what matters)."""
+    core = core_of(context)
+    name = f"{display_genre(track.genre)}-{track.id}"
+    if track.midi_key:
+        midi = await asyncio.to_thread(core.store.get, track.midi_key)
+        await with_retries(lambda: context.bot.send_document(chat_id, InputFile(midi, filename=f"{name}.mid")))
+    if track.png_key:
+        png = await asyncio.to_thread(core.store.get, track.png_key)
+        await with_retries(lambda: context.bot.send_photo(chat_id, InputFile(png, filename=f"{name}.png")))
+
+
 async def send_track(
     context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, track: Track, favourite: bool = False
 ) -> Message:
@@ -226,6 +239,7 @@ async def follow_job(context: ContextTypes.DEFAULT_TYPE, chat_id: int, progress:
     if final is not None and final.kind == "done" and final.track_id is not None:
         track = await core.db.run(lambda s: s.get(Track, final.track_id))
         await send_track(context, chat_id, track)
+        await send_score(context, chat_id, track)
 
 
 # --- handlers, one per intent ------------------------------------------------------------------

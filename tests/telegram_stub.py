@@ -214,6 +214,34 @@ class BotApiStub:
             return msg
         if method == "sendAudio":
             return self._bot_message(params["chat_id"], {"audio": self._audio(params, files), "caption": ""})
+        if method == "sendDocument":
+            doc = files.get("document", b"")
+            return self._bot_message(
+                params["chat_id"],
+                {
+                    "document": {
+                        "file_id": f"DOC{next(self._file_ids)}",
+                        "file_unique_id": "UDOC",
+                        "file_size": len(doc),
+                    }
+                },
+            )
+        if method == "sendPhoto":
+            photo = files.get("photo", b"")
+            return self._bot_message(
+                params["chat_id"],
+                {
+                    "photo": [
+                        {
+                            "file_id": f"PHOTO{next(self._file_ids)}",
+                            "file_unique_id": "UPHOTO",
+                            "width": 960,
+                            "height": 320,
+                            "file_size": len(photo),
+                        }
+                    ]
+                },
+            )
         if method == "getChatMember":
             return {"status": self.member_status, "user": self.user(int(params["user_id"]))}
         raise LookupError(f"method {method} is not in the stub")

@@ -142,6 +142,9 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
     assert audio.buttons == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
+    [midi] = await env.stub.wait_for("sendDocument")
+    [roll] = await env.stub.wait_for("sendPhoto")
+    assert midi.files["document"].startswith(b"MThd") and roll.files["photo"].startswith(b"\x89PNG")
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
     commands = env.stub.calls_to("setMyCommands")[0].json("commands")
