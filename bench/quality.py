@@ -110,7 +110,7 @@ def main() -> None:
 
     rows = {}
     header = f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'polyphony':>9} {'nll':>6}  " + " ".join(
-        f"{'d→' + V.DISPLAY_NAMES.get(h, h):>10}" for h in val
+        f"{'d→' + V.display_name(h):>10}" for h in val
     )
     print(f"checkpoint {ckpt}: {args.pieces} pieces × {args.tokens} tokens per genre")
     print(header)
@@ -131,7 +131,7 @@ def main() -> None:
             "closest_to_own_genre": own_closest,
         }
         print(
-            f"{V.DISPLAY_NAMES.get(g, g):<8} {bad:>10.0%} {nps:>8.1f} {poly:>9.2f} "
+            f"{V.display_name(g):<8} {bad:>10.0%} {nps:>8.1f} {poly:>9.2f} "
             f"{nll.get(g, float('nan')):>6.3f}  "
             + " ".join(f"{dists[h]:>10.3f}" for h in val)
             + ("  ✓ own genre closest" if own_closest else "  ✗")
@@ -140,12 +140,12 @@ def main() -> None:
         grid = Image.new("RGB", (960, 160 * ((len(tiles) + 1) // 2)))
         for i, tile in enumerate(tiles):
             grid.paste(tile, ((i % 2) * 480, (i // 2) * 160))
-        grid.save(out / f"{V.DISPLAY_NAMES.get(g, g)}.png", optimize=True)
+        grid.save(out / f"{V.display_name(g)}.png", optimize=True)
     if val:
         print("floor — distances between the validation sets themselves:")
         for g in val:
             print(
-                f"  {V.DISPLAY_NAMES.get(g, g):<8} "
+                f"  {V.display_name(g):<8} "
                 + " ".join(f"{distance(val_profiles[g], val_profiles[h]):>10.3f}" for h in val)
             )
     print(f"piano-roll grids in {out}/")

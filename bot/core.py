@@ -4,8 +4,8 @@ a user's stored defaults, and one-line track listings. Telegram and Discord only
 from __future__ import annotations
 
 from bot.grammar import GENRE_NAMES, Compose, UsageError
-from bot.replies import child_temperature, display_genre
-from generator.vocab import END
+from bot.replies import child_temperature
+from generator.vocab import END, display_name
 from jobs.api import ComposeRequest
 from storage import Database, Track, User
 from storage.favorites import list_favorites
@@ -84,7 +84,7 @@ def continue_request(
 def track_line(track: Track) -> str:
     m, s = divmod(round(track.duration_s), 60)
     temp = track.sampling.get("temperature", 1.0)
-    return f"#{track.id} {display_genre(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
+    return f"#{track.id} {display_name(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
 
 
 async def numbered_page(db: Database, user: User, kind: str, page_no: int, size: int) -> Page[Track] | None:

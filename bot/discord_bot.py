@@ -38,14 +38,13 @@ from bot.replies import (
     BUTTON,
     ButtonPress,
     caption,
-    display_genre,
     parse_button,
     progress_line,
     track_buttons,
 )
 from generator import GeneratorError
 from generator.instruments import INSTRUMENTS
-from generator.vocab import GENRES
+from generator.vocab import GENRES, display_name
 from jobs.api import ComposeRequest, JobBackend, JobEvent, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, remove_favorite
@@ -68,7 +67,7 @@ POSTABLE_CHANNELS = (
     discord.ChannelType.private_thread,
     discord.ChannelType.news_thread,
 )
-GENRE_CHOICES = [Choice(name=display_genre(g), value=g) for g in GENRES]
+GENRE_CHOICES = [Choice(name=display_name(g), value=g) for g in GENRES]
 HELP = (
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
@@ -187,7 +186,7 @@ async def track_files(core: Core, track: Track, limit: int) -> list[discord.File
     """MP3, MIDI and piano roll, as many as fit the channel's attachment limit (the MP3 first)."""
     if track.mp3_key is None:
         raise NotFound(f"the audio of track #{track.id} has expired; /compose a new one")
-    stem = f"{display_genre(track.genre)}-{track.id}"
+    stem = f"{display_name(track.genre)}-{track.id}"
     files, room = [], limit
     for key, ext in ((track.mp3_key, "mp3"), (track.midi_key, "mid"), (track.png_key, "png")):
         if key is None:
@@ -467,7 +466,7 @@ async def settings(
         return user
 
     user = await core.db.run(apply)
-    shown_genre = display_genre(user.default_genre) if user.default_genre else "none (say it each time)"
+    shown_genre = display_name(user.default_genre) if user.default_genre else "none (say it each time)"
     temp = f"{user.default_temperature:g}" if user.default_temperature is not None else "the genre's preset"
     await say(
         interaction,

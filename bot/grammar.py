@@ -16,7 +16,7 @@ from typing import Any
 
 from generator.instruments import ALIASES as INSTRUMENT_ALIASES
 from generator.instruments import INSTRUMENTS
-from generator.vocab import DISPLAY_NAMES, GENRE_ALIASES, GENRES
+from generator.vocab import GENRE_ALIASES, GENRES, display_name
 
 MAX_TEXT = 1000  # longer messages are not commands anyone typed
 NAME = re.compile(r"^/?([a-z_]+)(?:@\w+)?$")  # /compose or /compose@melomania_bot
@@ -87,7 +87,7 @@ KEYS: dict[str, str] = {
 }
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed")
 SETTINGS_KEYS = ("genre", "temperature", "instrument", "seconds")
-GENRE_NAMES = ", ".join(DISPLAY_NAMES.get(g, g) for g in GENRES)
+GENRE_NAMES = ", ".join(display_name(g) for g in GENRES)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.vocab import DISPLAY_NAMES, GENRES
+from generator.vocab import display_name
 
 ACTIONS = {
     "reroll": "🔁 Reroll",
@@ -50,10 +50,6 @@ def parse_button(data: str) -> ButtonPress | None:
     return ButtonPress(m.group(1), int(m.group(2))) if m else None
 
 
-def display_genre(genre: str) -> str:
-    return DISPLAY_NAMES.get(genre, genre) if genre in GENRES else genre
-
-
 def caption(
     track_id: int,
     genre: str,
@@ -66,7 +62,7 @@ def caption(
 ) -> str:
     """'Ambient #42 · 0:31 · piano' then the recipe, short enough for any platform's caption."""
     m, s = divmod(round(seconds), 60)
-    lines = [f"{display_genre(genre).capitalize()} #{track_id} · {m}:{s:02d} · {instrument}"]
+    lines = [f"{display_name(genre).capitalize()} #{track_id} · {m}:{s:02d} · {instrument}"]
     recipe = [f"seed {seed}", f"temp {sampling.get('temperature', 1.0):g}"]
     for key, label in (("top_k", "top-k"), ("top_p", "top-p"), ("at_least_k", "k"), ("rp_penalty", "rp")):
         if key in sampling:

@@ -40,8 +40,9 @@ from bot.grammar import (
     UsageError,
     parse,
 )
-from bot.replies import Button, caption, display_genre, parse_button, progress_line, track_buttons
+from bot.replies import Button, caption, parse_button, progress_line, track_buttons
 from generator import GeneratorError
+from generator.vocab import display_name
 from jobs.api import ComposeRequest, JobBackend, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, remove_favorite
@@ -152,7 +153,7 @@ async def send_score(context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, tra
     """The piece's MIDI as a document and its piano roll as a photo, after the audio; quietly
     skipped when retention has removed them (the audio is what matters)."""
     core = core_of(context)
-    name = f"{display_genre(track.genre)}-{track.id}"
+    name = f"{display_name(track.genre)}-{track.id}"
     if track.midi_key:
         midi = await asyncio.to_thread(core.store.get, track.midi_key)
         await with_retries(lambda: context.bot.send_document(chat_id, InputFile(midi, filename=f"{name}.mid")))
@@ -168,7 +169,7 @@ async def send_track(
     when it was uploaded before, and remembers it after the first upload."""
     core = core_of(context)
     file_id = (track.file_ids or {}).get(PLATFORM)
-    title = f"{display_genre(track.genre).capitalize()} #{track.id}"
+    title = f"{display_name(track.genre).capitalize()} #{track.id}"
     if file_id is None:
         if track.mp3_key is None:
             raise NotFound(f"the audio of track #{track.id} has expired; /compose a new one")
@@ -352,7 +353,7 @@ async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return user
 
     user = await core.db.run(apply)
-    genre = display_genre(user.default_genre) if user.default_genre else "none (say it each time)"
+    genre = display_name(user.default_genre) if user.default_genre else "none (say it each time)"
     temp = f"{user.default_temperature:g}" if user.default_temperature is not None else "the genre's preset"
     head = "✅ Saved. Your defaults:" if values else "Your defaults:"
     await say(

@@ -62,7 +62,7 @@ class Recipe:
         parts = [
             f"model={self.model}",
             f"sha256={self.checkpoint_sha256[:12]}",
-            f"genre={display_genre(self.genre)}",
+            f"genre={V.display_name(self.genre)}",
             f"seed={self.seed}",
             length,
             f"temperature={s.temperature:g}",
@@ -82,12 +82,8 @@ class Recipe:
         return asdict(self)
 
 
-def display_genre(genre: str) -> str:
-    return V.DISPLAY_NAMES.get(V.canonical_genre(genre), V.canonical_genre(genre))
-
-
 def track_title(genre: str, number: int) -> str:
-    return f"{display_genre(genre).capitalize()} #{number}"
+    return f"{V.display_name(genre).capitalize()} #{number}"
 
 
 def compose(

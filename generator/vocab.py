@@ -40,9 +40,15 @@ def canonical_genre(name: str) -> str:
     key = name.strip().lower()
     key = GENRE_ALIASES.get(key, key)
     if key not in GENRES:
-        valid = ", ".join(DISPLAY_NAMES.get(g, g) for g in GENRES)
+        valid = ", ".join(display_name(g) for g in GENRES)
         raise UnknownGenreError(f"unknown genre {name!r}; choose one of: {valid}")
     return key
+
+
+def display_name(genre: str) -> str:
+    """The name people see: 'calm' is shown as 'ambient'. Never raises, for text output."""
+    key = GENRE_ALIASES.get(genre.strip().lower(), genre.strip().lower())
+    return DISPLAY_NAMES.get(key, key)
 
 
 def genre_token(name: str) -> int:

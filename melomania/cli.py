@@ -159,7 +159,7 @@ def compose(
             console=err,
             transient=True,
         ) as bar:
-            task = bar.add_task(f"composing {count} × {V.DISPLAY_NAMES.get(genre, genre)}", total=None)
+            task = bar.add_task(f"composing {count} × {V.display_name(genre)}", total=None)
             pieces = compose_pieces(
                 model, requests, progress=lambda done, total: bar.update(task, completed=done, total=total)
             )
@@ -175,12 +175,12 @@ def compose(
                 primer=primer.name if primer else None,
             )
             title = track_title(genre, r.seed)
-            stem = folder / f"{V.DISPLAY_NAMES.get(genre, genre)}-{r.seed}"
+            stem = folder / f"{V.display_name(genre)}-{r.seed}"
             with err.status(f"rendering {title}"):
                 files = write_track(
                     piece.tokens,
                     stem,
-                    Tags(title, V.DISPLAY_NAMES.get(genre, genre), recipe.summary()),
+                    Tags(title, V.display_name(genre), recipe.summary()),
                     program,
                     soundfont,
                 )
@@ -247,7 +247,7 @@ def genres() -> None:
     aliases = {canon: [a for a, c in V.GENRE_ALIASES.items() if c == canon] for canon in V.GENRES}
     for g in V.GENRES:
         p = GENRE_PRESETS[g]
-        name = V.DISPLAY_NAMES.get(g, g)
+        name = V.display_name(g)
         table.add_row(
             name,
             ", ".join([a for a in aliases[g] + [g] if a != name]),
