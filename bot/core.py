@@ -4,7 +4,7 @@ a user's stored defaults, and one-line track listings. Telegram and Discord only
 from __future__ import annotations
 
 from bot.grammar import GENRE_NAMES, Compose, UsageError
-from bot.replies import child_temperature
+from bot.replies import caption, child_temperature
 from generator.vocab import END, display_name
 from jobs.api import ComposeRequest
 from storage import Database, Track, User
@@ -102,3 +102,17 @@ async def numbered_page(db: Database, user: User, kind: str, page_no: int, size:
         return await fetch(s, user, size, before)
 
     return await db.run(page)
+
+
+def track_caption(track: Track) -> str:
+    """The caption of a stored track: genre, number, length, instrument, recipe, lineage."""
+    return caption(
+        track.id,
+        track.genre,
+        track.duration_s,
+        track.seed,
+        track.sampling,
+        track.instrument,
+        parent_id=track.parent_id,
+        lineage=track.lineage,
+    )

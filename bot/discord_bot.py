@@ -31,13 +31,20 @@ from discord import app_commands, ui
 from discord.app_commands import Choice, Range
 from sqlalchemy import select
 
-from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, numbered_page, track_line
+from bot.core import (
+    DEFAULT_SECONDS,
+    child_request,
+    compose_request,
+    continue_request,
+    numbered_page,
+    track_caption,
+    track_line,
+)
 from bot.grammar import GENRE_NAMES, RANGES, SAMPLING_KEYS, Compose, UsageError, genre_of, instrument_of
 from bot.replies import (
     ACTIONS,
     BUTTON,
     ButtonPress,
-    caption,
     parse_button,
     progress_line,
     track_buttons,
@@ -168,16 +175,7 @@ def track_view(track_id: int, favourite: bool = False) -> ui.View:
 
 
 def track_embed(track: Track) -> discord.Embed:
-    text = caption(
-        track.id,
-        track.genre,
-        track.duration_s,
-        track.seed,
-        track.sampling,
-        track.instrument,
-        parent_id=track.parent_id,
-        lineage=track.lineage,
-    )
+    text = track_caption(track)
     title, _, recipe = text.partition("\n")
     return discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
 

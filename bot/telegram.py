@@ -29,7 +29,15 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.core import DEFAULT_SECONDS, child_request, compose_request, continue_request, numbered_page, track_line
+from bot.core import (
+    DEFAULT_SECONDS,
+    child_request,
+    compose_request,
+    continue_request,
+    numbered_page,
+    track_caption,
+    track_line,
+)
 from bot.grammar import (
     GENRE_NAMES,
     Compose,
@@ -40,7 +48,7 @@ from bot.grammar import (
     UsageError,
     parse,
 )
-from bot.replies import Button, caption, parse_button, progress_line, track_buttons
+from bot.replies import Button, parse_button, progress_line, track_buttons
 from generator import GeneratorError
 from generator.vocab import display_name
 from jobs.api import ComposeRequest, JobBackend, Refused
@@ -177,16 +185,7 @@ async def send_track(
         audio: str | InputFile = InputFile(data, filename=f"{title.replace(' #', '-')}.mp3")
     else:
         audio = file_id
-    text = caption(
-        track.id,
-        track.genre,
-        track.duration_s,
-        track.seed,
-        track.sampling,
-        track.instrument,
-        parent_id=track.parent_id,
-        lineage=track.lineage,
-    )
+    text = track_caption(track)
     sent = await with_retries(
         lambda: context.bot.send_audio(
             chat_id,
