@@ -6,6 +6,7 @@ import secrets
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -42,6 +43,17 @@ def fail(message: str) -> NoReturn:
     """One line on stderr, exit code 2, no traceback."""
     err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors():
+    """What a user can cause while composing or rendering becomes one line and exit code 2."""
+    try:
+        yield
+    except (GeneratorError, RenderError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the track: {exc.strerror or exc}; free some space or choose another --out")
 
 
 def load_settings() -> Settings:
@@ -113,7 +125,7 @@ def compose(
     from generator.track import compose as compose_pieces
 
     settings = load_settings()
-    try:
+    with user_errors():
         genre = V.canonical_genre(genre)
         if seconds is not None and tokens is not None:
             fail("give --seconds or --tokens, not both")
@@ -192,10 +204,6 @@ def compose(
                 f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
                 highlight=False,
             )
-    except (GeneratorError, RenderError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write the track: {exc.strerror or exc}; free some space or choose another --out")
 
 
 @app.command()
@@ -211,7 +219,7 @@ def render(
     from generator.tokenizer import load_midi, notes_of
 
     settings = load_settings()
-    try:
+    with user_errors():
         program = instrument_program(instrument) if instrument else None
         midi = load_midi(midi_file)
         notes = notes_of(midi)
@@ -234,10 +242,6 @@ def render(
             f"  mp3  {stem.with_suffix('.mp3')}\n  png  {stem.with_suffix('.png')}",
             highlight=False,
         )
-    except (GeneratorError, RenderError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write the track: {exc.strerror or exc}; free some space or choose another --out")
 
 
 @app.command()
