@@ -8,8 +8,8 @@ from bot.replies import caption, child_temperature
 from generator.vocab import END, display_name
 from jobs.api import ComposeRequest
 from storage import Database, Track, User
-from storage.favorites import list_favorites
-from storage.tracks import Page, history, unpack_tokens
+from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.tracks import Channel, Page, history, unpack_tokens
 
 DEFAULT_SECONDS = 30.0
 PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
@@ -116,3 +116,16 @@ def track_caption(track: Track) -> str:
         parent_id=track.parent_id,
         lineage=track.lineage,
     )
+
+
+async def set_favourite(db: Database, user: User, track_id: int, favourite: bool, channel: Channel | None) -> bool:
+    """⭐ / ★: favourite or un-favourite a track the user can read here; returns the new state."""
+
+    async def toggle(s):
+        if favourite:
+            await add_favorite(s, user, track_id, channel)
+        else:
+            await remove_favorite(s, user, track_id)
+        return await is_favorite(s, user, track_id)
+
+    return await db.run(toggle)

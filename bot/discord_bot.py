@@ -37,6 +37,7 @@ from bot.core import (
     compose_request,
     continue_request,
     numbered_page,
+    set_favourite,
     track_caption,
     track_line,
 )
@@ -54,7 +55,6 @@ from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 from jobs.api import ComposeRequest, JobBackend, JobEvent, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
-from storage.favorites import add_favorite, is_favorite, remove_favorite
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
 from storage.users import get_or_create_user, set_defaults
@@ -280,14 +280,7 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
 async def toggle_favourite(interaction: discord.Interaction, user: User, track: Track, favourite: bool) -> None:
     core = core_of(interaction)
 
-    async def toggle(s):
-        if favourite:
-            await add_favorite(s, user, track.id, here(interaction))
-        else:
-            await remove_favorite(s, user, track.id)
-        return await is_favorite(s, user, track.id)
-
-    now = await core.db.run(toggle)
+    now = await set_favourite(core.db, user, track.id, favourite, here(interaction))
     if interaction.guild_id is None:  # in a DM the buttons are only the user's: show the state
         await interaction.response.edit_message(view=track_view(track.id, now))
         await interaction.followup.send("⭐ Added to your favourites" if now else "Removed from your favourites")

@@ -35,6 +35,7 @@ from bot.core import (
     compose_request,
     continue_request,
     numbered_page,
+    set_favourite,
     track_caption,
     track_line,
 )
@@ -53,7 +54,6 @@ from generator import GeneratorError
 from generator.vocab import display_name
 from jobs.api import ComposeRequest, JobBackend, Refused
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
-from storage.favorites import add_favorite, is_favorite, remove_favorite
 from storage.privacy import forget_user
 from storage.shares import record_share
 from storage.tracks import cache_file_id, get_track
@@ -464,14 +464,7 @@ async def toggle_favourite(
     core = core_of(context)
     query = update.callback_query
 
-    async def toggle(s):
-        if favourite:
-            await add_favorite(s, user, track.id, here(update))
-        else:
-            await remove_favorite(s, user, track.id)
-        return await is_favorite(s, user, track.id)
-
-    now = await core.db.run(toggle)
+    now = await set_favourite(core.db, user, track.id, favourite, here(update))
     await query.answer("⭐ Added to your favourites" if now else "Removed from your favourites")
     if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
         with contextlib.suppress(BadRequest):
