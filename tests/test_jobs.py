@@ -81,8 +81,10 @@ async def test_requests_arriving_during_a_batch_join_it(env):
     db, store = env
     runner = await started_runner(db, store)
     try:
-        first = await runner.submit(req("a", tokens=600, seed=1))
-        await asyncio.sleep(0.3)
+        first = await runner.submit(req("a", tokens=2000, seed=1))  # seconds of work on this CPU
+        async for e in runner.events(first):  # the others arrive once it is composing
+            if e.kind == "running" and e.done > 0:
+                break
         others = [await runner.submit(req(f"u{i}", tokens=60, seed=i)) for i in range(3)]
         seen_batch = 0
         for _ in range(100):
