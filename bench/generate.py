@@ -28,8 +28,8 @@ from generator import (
     load_model,
     vocab,
 )
-from generator.decoding import BatchDecoder
-from generator.sampling import RowState, draw, next_token_probs, restore_and_penalise
+from generator.decoding import BatchDecoder, keys_down
+from generator.sampling import RowState, draw, next_token_probs
 
 
 def peak_rss_mib() -> float:
@@ -49,14 +49,16 @@ def naive(model: MusicTransformer, requests: list[GenerationRequest]) -> list[li
     """The reference's loop: the whole sequence through the model for every new token."""
     n = requests[0].max_new_tokens
     tokens = torch.tensor([[vocab.genre_token(r.genre), *r.primer] for r in requests])
-    state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests])
+    state = RowState.build(
+        [r.sampling for r in requests], [r.piano_range for r in requests], keys_down(tokens.tolist())
+    )
     gens = [torch.Generator().manual_seed(r.seed) for r in requests]
     for _ in range(n):
         context = tokens[:, -model.config.max_len :]
         logits = model(context)[:, -1]
         probs, order = next_token_probs(logits, state)
         nxt = draw(probs, order, torch.cat([torch.rand(1, generator=g) for g in gens]))
-        state.pitch_weight = restore_and_penalise(state.pitch_weight, nxt, state.rp_penalty, state.rp_restore_speed)
+        state.advance(nxt)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
     return tokens.tolist()
 

@@ -16,7 +16,7 @@ import torch
 from . import vocab as V
 from .model import KVCache, MusicTransformer
 from .params import GenerationRequest
-from .sampling import RowState, draw, next_token_probs, restore_and_penalise
+from .sampling import RowState, draw, next_token_probs
 
 
 @dataclass(eq=False)
@@ -87,6 +87,15 @@ def held_notes(tokens: Sequence[int]) -> list[tuple[int, int]]:
     return list(held.items())
 
 
+def keys_down(prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(B, 128) bool: the keys each prompt leaves down."""
+    down = torch.zeros(len(prompts), V.N_PITCHES, dtype=torch.bool)
+    for b, prompt in enumerate(prompts):
+        for pitch, _ in held_notes(prompt):
+            down[b, pitch] = True
+    return down
+
+
 class BatchDecoder:
     """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty."""
 
@@ -120,7 +129,8 @@ class BatchDecoder:
             max(len(p) for p in prompts) + min(max(r.token_budget for r in requests), self.initial_capacity),
         )
         logits, cache = self.model.prefill(prompts, capacity)
-        state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests])
+        down = keys_down([row.tokens for row in new_rows])
+        state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests], down)
         first = self._sample(logits, state, new_rows)
         if self.cache is None:
             self.rows, self.cache, self.state, self.pending = new_rows, cache, state, first
@@ -135,7 +145,7 @@ class BatchDecoder:
         probs, order = next_token_probs(logits, state)
         uniforms = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
         tokens = draw(probs, order, uniforms)
-        state.pitch_weight = restore_and_penalise(state.pitch_weight, tokens, state.rp_penalty, state.rp_restore_speed)
+        state.advance(tokens)
         for row, tok in zip(rows, tokens.tolist()):
             row.tokens.append(tok)
             if V.is_time_shift(tok):

@@ -10,6 +10,7 @@ from .errors import GeneratorError, SamplingError
 
 MAX_TEMPERATURE = 10.0
 MAX_RESTORE_SPEED = 100.0
+MAX_HOLD_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class SamplingParams:
     at_least_k: int = 1  # never sample from fewer than this many tokens
     rp_penalty: float = 0.05  # 0 turns the repetition penalty off
     rp_restore_speed: float = 0.7  # penalty restored per second of music
+    max_hold: float = 6.0  # seconds a key may stay down before it is released; 0 turns this off
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, valid: str, example: str) -> None:
@@ -61,6 +63,12 @@ class SamplingParams:
             "rp_restore_speed",
             f"from 0 to {MAX_RESTORE_SPEED:g}",
             "0.7",
+        )
+        check(
+            _real(self.max_hold) and 0 <= self.max_hold <= MAX_HOLD_SECONDS,
+            "max_hold",
+            f"from 0 (off) to {MAX_HOLD_SECONDS:g} seconds",
+            "6",
         )
 
 

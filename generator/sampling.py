@@ -14,6 +14,13 @@ Where we differ from the reference, on purpose:
   so it cannot hand back the very notes the penalty just removed.
 - a time shift restores the penalty by its real length, (k+1)·10 ms; padding, end and genre
   tokens restore nothing.
+- releases go to keys that are down. A small model loses track of which keys it holds (ours put
+  a third of its note-off probability on keys that were up, measured on validation windows);
+  the decoder ignores such a release, the key stays down, and the piece thickens into a drone
+  (polyphony 11–14 where the data has 3–7). The probability of releasing *something* stays the
+  model's; only the choice of key is limited to the keys down. With it, polyphony matches the data.
+- a key held longer than `max_hold` seconds is released: the next token is its note-off, so a
+  stale key never sits in the context longer than anything in the training data did.
 """
 
 from __future__ import annotations
@@ -50,15 +57,25 @@ class RowState:
     rp_restore_speed: torch.Tensor  # (B,)
     allowed: torch.Tensor  # (B, V) bool
     pitch_weight: torch.Tensor  # (B, 128) in [0, 1]: the repetition penalty's memory
+    max_hold: torch.Tensor  # (B,) seconds; inf when off
+    clock: torch.Tensor  # (B,) seconds of music written
+    struck_at: torch.Tensor  # (B, 128) clock when each key went down; nan while it is up
 
     @classmethod
-    def build(cls, params: list[SamplingParams], piano_range: list[bool]) -> RowState:
+    def build(
+        cls, params: list[SamplingParams], piano_range: list[bool], keys_down: torch.Tensor | None = None
+    ) -> RowState:
+        """`keys_down`: (B, 128) bool, keys a row's primer leaves down; they count as struck now."""
+
         def col(name: str, dtype=torch.float32) -> torch.Tensor:
             return torch.tensor([getattr(p, name) for p in params], dtype=dtype)
 
         top_k = col("top_k", torch.long)
         top_k = torch.where(top_k == 0, V.VOCAB_SIZE, top_k)
         at_least_k = col("at_least_k", torch.long)
+        max_hold = col("max_hold")
+        if keys_down is None:
+            keys_down = torch.zeros(len(params), V.N_PITCHES, dtype=torch.bool)
         return cls(
             temperature=col("temperature"),
             top_k=torch.maximum(top_k, at_least_k),
@@ -69,7 +86,16 @@ class RowState:
             rp_restore_speed=col("rp_restore_speed"),
             allowed=torch.stack([allowed_tokens(p) for p in piano_range]),
             pitch_weight=torch.ones(len(params), V.N_PITCHES),
+            max_hold=torch.where(max_hold > 0, max_hold, torch.inf),
+            clock=torch.zeros(len(params)),
+            struck_at=torch.where(keys_down, 0.0, torch.nan),
         )
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Account for the tokens (B,) just drawn: the penalty's memory, the clock, the keys down."""
+        self.pitch_weight = restore_and_penalise(self.pitch_weight, tokens, self.rp_penalty, self.rp_restore_speed)
+        self.clock = self.clock + shift_seconds(tokens)
+        self.struck_at = press_and_release(self.struck_at, tokens, self.clock)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         for f in fields(self):
@@ -81,6 +107,51 @@ class RowState:
 
 
 # --- the steps, each a pure function of sorted logits and per-row values -----------------------
+
+
+def shift_seconds(tokens: torch.Tensor) -> torch.Tensor:
+    shift = V.is_time_shift_tensor(tokens)
+    return torch.where(shift, (tokens - V.TIME_SHIFT + 1) * V.TICK_SECONDS, 0.0)
+
+
+def press_and_release(struck_at: torch.Tensor, tokens: torch.Tensor, clock: torch.Tensor) -> torch.Tensor:
+    """Strike times after each row's token. A key struck again while down keeps its first strike
+    time, as the decoder hears it."""
+    out = struck_at.clone()
+    rows = torch.arange(len(tokens), device=tokens.device)
+    on = tokens < V.N_PITCHES
+    off = (tokens >= V.NOTE_OFF) & (tokens < V.NOTE_OFF + V.N_PITCHES)
+    r, pitch = rows[on], tokens[on]
+    out[r, pitch] = torch.where(out[r, pitch].isnan(), clock[r], out[r, pitch])
+    out[rows[off], tokens[off] - V.NOTE_OFF] = torch.nan
+    return out
+
+
+def release_overdue(logits: torch.Tensor, state: RowState) -> torch.Tensor:
+    """Rows holding a key longer than their max_hold get that key's note-off (the longest-held
+    first) as their only candidate."""
+    held_for = (state.clock[:, None] - state.struck_at).nan_to_num(-1.0)
+    overdue = held_for >= state.max_hold[:, None]
+    forced = overdue.any(-1)
+    if not bool(forced.any()):
+        return logits
+    key = held_for.masked_fill(~overdue, -1.0).argmax(-1)
+    only = torch.full_like(logits, float("-inf"))
+    only.scatter_(-1, (V.NOTE_OFF + key)[:, None], 0.0)
+    return torch.where(forced[:, None], only, logits)
+
+
+def release_only_keys_down(logits: torch.Tensor, state: RowState) -> torch.Tensor:
+    """Note-offs only for keys that are down, with the probability the model gave to releasing
+    keys that are up moved onto them in proportion, so its wish to release something stands."""
+    down = ~state.struck_at.isnan()
+    offs = logits[:, V.NOTE_OFF : V.NOTE_OFF + V.N_PITCHES]
+    log_off = offs.logsumexp(-1, keepdim=True)
+    log_down = offs.masked_fill(~down, float("-inf")).logsumexp(-1, keepdim=True)
+    boost = (log_off - log_down).nan_to_num(0.0, posinf=0.0)  # log(all releases / releases of keys down)
+    out = logits.clone()
+    out[:, V.NOTE_OFF : V.NOTE_OFF + V.N_PITCHES] = torch.where(down, offs + boost, float("-inf"))
+    return out
 
 
 def top_k_mask(sorted_logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -117,9 +188,7 @@ def restore_and_penalise(
 ) -> torch.Tensor:
     """After `tokens` (B,): a time shift restores every pitch at restore_speed per second of music;
     a note-on lowers its own pitch by penalty. Weights stay in [0, 1]."""
-    shift = V.is_time_shift_tensor(tokens)
-    seconds = torch.where(shift, (tokens - V.TIME_SHIFT + 1) * V.TICK_SECONDS, 0.0)
-    weight = pitch_weight + (seconds * restore_speed)[:, None]
+    weight = pitch_weight + (shift_seconds(tokens) * restore_speed)[:, None]
     on = tokens < V.N_PITCHES
     rows = on.nonzero().squeeze(-1)
     weight[rows, tokens[rows]] -= penalty[rows]
@@ -129,6 +198,7 @@ def restore_and_penalise(
 def next_token_probs(logits: torch.Tensor, state: RowState) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, V) logits → (probs over sorted candidates (B, V), token id of each sorted slot (B, V))."""
     logits = logits.float().masked_fill(~state.allowed, float("-inf"))
+    logits = release_overdue(release_only_keys_down(logits, state), state)
     sorted_logits, order = logits.sort(-1, descending=True)
     in_top_k = top_k_mask(sorted_logits, state.top_k)
     floor = at_least_k_mask(sorted_logits, state.at_least_k)

@@ -110,6 +110,7 @@ def compose(
     at_least_k: Annotated[int | None, typer.Option(help="never sample from fewer than k events")] = None,
     rp_penalty: Annotated[float | None, typer.Option(help="repetition penalty per repeated note (0: off)")] = None,
     rp_restore_speed: Annotated[float | None, typer.Option(help="penalty restored per second")] = None,
+    max_hold: Annotated[float | None, typer.Option(help="release a key held this many seconds (0: off)")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same piece")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
     primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
@@ -148,6 +149,7 @@ def compose(
             at_least_k=at_least_k,
             rp_penalty=rp_penalty,
             rp_restore_speed=rp_restore_speed,
+            max_hold=max_hold,
         )
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
         soundfont = check_render_tools(settings)

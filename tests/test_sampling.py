@@ -45,6 +45,7 @@ def test_top_k_never_returns_a_token_outside_the_k_best():
     logits = torch.randn(4, V.VOCAB_SIZE, generator=torch.Generator().manual_seed(3))
     st = state(*[SamplingParams(top_k=k, top_p=1.0, temperature=3.0, rp_penalty=0) for k in (1, 5, 17, 40)])
     drawn = sample_many(logits, st, 500)
+    logits[:, V.NOTE_OFF : V.VELOCITY] = float("-inf")  # no key is down, so there is none to release
     for row, k in enumerate((1, 5, 17, 40)):
         best = set(logits[row].topk(k).indices.tolist())
         seen = set(drawn[:, row].tolist())
@@ -117,3 +118,37 @@ def test_penalty_falls_back_when_every_candidate_is_penalised_to_zero():
     st2 = state(SamplingParams(rp_penalty=1.0, top_k=2, top_p=0.5))
     st2.pitch_weight[:] = 0.0
     assert set(sample_many(logits, st2, 50).flatten().tolist()) == {60}  # nucleus without the penalty
+
+
+def test_releases_go_to_keys_that_are_down_and_keep_the_models_release_probability():
+    st = state(SamplingParams(top_k=0, top_p=1.0, rp_penalty=0))
+    st.advance(torch.tensor([V.NOTE_ON + 60]))
+    logits = torch.zeros(1, V.VOCAB_SIZE)
+    raw = logits.masked_fill(~st.allowed, float("-inf")).softmax(-1)[0]
+    probs, order = next_token_probs(logits, st)
+    p = dict(zip(order[0].tolist(), probs[0].tolist()))
+    assert p[V.NOTE_OFF + 61] == 0
+    assert p[V.NOTE_OFF + 60] == pytest.approx(float(raw[V.NOTE_OFF : V.NOTE_OFF + 128].sum()), rel=1e-5)
+    assert p[V.NOTE_ON + 61] == pytest.approx(float(raw[V.NOTE_ON + 61]), rel=1e-5)
+    # with no key down there is nothing to release
+    empty = state(SamplingParams(top_k=0, top_p=1.0, rp_penalty=0))
+    probs, order = next_token_probs(logits, empty)
+    assert probs[0][(order[0] >= V.NOTE_OFF) & (order[0] < V.VELOCITY)].sum() == 0
+
+
+def test_a_key_held_past_max_hold_is_released_next():
+    st = state(SamplingParams(max_hold=1.0), SamplingParams(max_hold=0))  # the second row: off
+    st.advance(torch.tensor([V.NOTE_ON + 60, V.NOTE_ON + 60]))
+    st.advance(torch.tensor([V.NOTE_ON + 64, V.NOTE_ON + 64]))
+    st.advance(torch.tensor([V.TIME_SHIFT + 99, V.TIME_SHIFT + 99]))  # one second later
+    logits = torch.zeros(2, V.VOCAB_SIZE)
+    logits[:, V.NOTE_ON + 70] = 50.0  # the model would rather strike another key
+    drawn = sample_many(logits, st, 20)
+    assert set(drawn[:, 0].tolist()) == {V.NOTE_OFF + 60}  # the first struck goes first
+    assert set(drawn[:, 1].tolist()) == {V.NOTE_ON + 70}
+
+
+@pytest.mark.parametrize("value", [-1, 61, float("nan")])
+def test_max_hold_out_of_range_names_the_range(value):
+    with pytest.raises(SamplingError, match=r"max_hold must be from 0 \(off\) to 60 seconds"):
+        SamplingParams(max_hold=value)
