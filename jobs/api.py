@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
+from generator.errors import GeneratorError
 from generator.params import GenerationRequest, preset_sampling
+
+MAX_PRIMER_BYTES = 1_000_000  # a MIDI file a user attaches to continue from
+PRIMER_SECONDS = 20.0  # how much of its end the model hears
 
 EventKind = Literal["queued", "running", "rendering", "done", "failed", "cancelled"]
 TERMINAL: tuple[EventKind, ...] = ("done", "failed", "cancelled")
@@ -73,6 +77,19 @@ class JobEvent:
     @property
     def terminal(self) -> bool:
         return self.kind in TERMINAL
+
+
+def primer_from_midi(data: bytes, seconds: float = PRIMER_SECONDS) -> tuple[int, ...]:
+    """The last `seconds` of a user's MIDI file as a primer; bad files raise Refused with words
+    for the user. Torch-free (pretty_midi only), so the bots may call it before submitting."""
+    from generator.tokenizer import primer_tokens
+
+    if len(data) > MAX_PRIMER_BYTES:
+        raise Refused(f"that MIDI file is {len(data) / 1e6:.1f} MB; send one up to {MAX_PRIMER_BYTES // 1_000_000} MB")
+    try:
+        return tuple(primer_tokens(data, seconds, "end"))
+    except GeneratorError as exc:
+        raise Refused(str(exc)) from None
 
 
 class Refused(Exception):

@@ -1,0 +1,57 @@
+"""Per-user and per-chat command rate limits, the same for every front end.
+
+A sliding window per key: at most `limit` compose-type actions in `window_s` seconds. The job
+runner's quotas bound what is queued; these bound how fast one person or one busy group chat may
+ask, before anything is queued, with a polite answer saying when to try again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RateLimiter:
+    limit: int
+    window_s: float
+    clock: Callable[[], float] = time.monotonic
+    _hits: dict[str, deque[float]] = field(default_factory=dict, repr=False)
+
+    def retry_after(self, key: str) -> float | None:
+        """Record an action for `key` and return None, or, over the limit, the seconds until one
+        more is allowed (and record nothing)."""
+        now = self.clock()
+        hits = self._hits.setdefault(key, deque())
+        while hits and now - hits[0] >= self.window_s:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return self.window_s - (now - hits[0])
+        hits.append(now)
+        if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
+            self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] < self.window_s}
+        return None
+
+
+@dataclass
+class Limits:
+    """What one front end enforces: per user and per chat (a group chat shares one budget)."""
+
+    per_user: RateLimiter = field(default_factory=lambda: RateLimiter(6, 60.0))
+    per_chat: RateLimiter = field(default_factory=lambda: RateLimiter(20, 60.0))
+
+    def check(self, user_key: str, chat_key: str | None = None) -> str | None:
+        """None when allowed, else the message for the user."""
+        wait = self.per_user.retry_after(user_key)
+        if wait is not None:
+            rule = f"{self.per_user.limit} tracks per {self.per_user.window_s:g} s each"
+            return f"easy there — you can compose again in {max(1, round(wait))} s ({rule})"
+        if chat_key is not None:
+            wait = self.per_chat.retry_after(chat_key)
+            if wait is not None:
+                return (
+                    f"this chat is composing a lot — try again in {max(1, round(wait))} s (20 tracks a minute per chat)"
+                )
+        return None
