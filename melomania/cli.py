@@ -21,7 +21,7 @@ from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.instruments import INSTRUMENTS, instrument_program
 from generator.params import GENRE_PRESETS
-from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont
+from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
 
 from .settings import Settings
 
@@ -66,9 +66,9 @@ def load_settings() -> Settings:
 
 def check_render_tools(settings: Settings):
     """Everything rendering needs, checked before minutes of composing rather than after."""
-    for tool in ("fluidsynth", "ffmpeg"):
-        if shutil.which(tool) is None:
-            fail(f"{tool} is not installed; {INSTALL_HINT}")
+    if shutil.which("ffmpeg") is None:
+        fail(f"ffmpeg is not installed; {INSTALL_HINT}")
+    load_fluidsynth()
     return find_soundfont(settings.soundfont)
 
 

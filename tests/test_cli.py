@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import tiny_model
 from typer.testing import CliRunner
 
 from generator import save_checkpoint
+from generator.render import INSTALL_HINT
 from melomania.cli import app
 
 runner = CliRunner()
@@ -175,9 +177,28 @@ def test_invalid_settings_and_pickled_models_are_one_line(env, monkeypatch, tmp_
     assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "save model.state_dict()")
 
 
-def test_missing_fluidsynth_is_found_before_composing(env, monkeypatch, tmp_path):
+def test_missing_ffmpeg_is_found_before_composing(env, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "fluidsynth is not installed", "apt-get install")
+    assert_one_line_error(run("compose", "jazz", "--seconds", "2"), "ffmpeg is not installed", "apt-get install")
+
+
+def test_missing_fluidsynth_library_is_found_before_composing(env, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).parent
+    pythonpath = os.pathsep.join([str(tests / "no_fluidsynth"), str(tests.parent)])
+    done = subprocess.run(
+        [sys.executable, "-c", "from melomania.cli import app; app()", "compose", "jazz", "--seconds", "2"],
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: the FluidSynth library (libfluidsynth) is not installed; {INSTALL_HINT}"]
+    assert not list(tmp_path.rglob("*.mp3"))
 
 
 @pytest.mark.skipif(

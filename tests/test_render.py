@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from generator.render import RenderError, Tags, find_soundfont, render_mp3
 from generator.tokenizer import Note, notes_to_midi
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ROOT = str(Path(__file__).parents[1])
 
 
 def probe(path) -> dict:
@@ -99,13 +103,46 @@ def test_unknown_instrument_lists_the_choices():
     assert instrument_program("Electric-Piano") == 4
 
 
-def test_missing_soundfont_and_missing_fluidsynth_say_how_to_install(tmp_path, monkeypatch):
+def test_missing_soundfont_and_missing_ffmpeg_say_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(RenderError, match=r"soundfont not found: .*MELOMANIA_SOUNDFONT"):
         find_soundfont(tmp_path / "none.sf2")
-    monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth on the PATH
-    with pytest.raises(RenderError, match="fluidsynth is not installed; install it with: sudo apt-get install"):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on the PATH
+    with pytest.raises(RenderError, match="ffmpeg is not installed; install it with: sudo apt-get install"):
         render_mp3(notes_to_midi(melody(1.0)), tmp_path / "x.mp3", Tags("x", "pop"))
     assert not (tmp_path / "x.mp3").exists()
+
+
+def test_missing_fluidsynth_library_says_how_to_install(tmp_path):
+    code = (
+        "from generator.render import Tags, render_mp3\n"
+        "from generator.tokenizer import Note, notes_to_midi\n"
+        "render_mp3(notes_to_midi([Note(0, 50, 60, 80)]), 'x.mp3', Tags('x', 'pop'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "no_fluidsynth"), ROOT])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "the FluidSynth library (libfluidsynth) is not installed; install it with: sudo apt-get" in done.stderr
+    assert not (tmp_path / "x.mp3").exists()
+
+
+def test_one_synthesizer_renders_track_after_track_without_carrying_sound_over(tmp_path):
+    """The per-thread synthesizer is reused: a quiet track after a loud one starts clean, and
+    the same file sounds the same every time."""
+    from generator.render import find_soundfont, synthesizer
+
+    loud, quiet = tmp_path / "loud.mid", tmp_path / "quiet.mid"
+    notes_to_midi([Note(0, 300, p, 120) for p in (48, 55, 60, 64, 67)]).write(str(loud))
+    notes_to_midi([Note(100, 110, 60, 1)]).write(str(quiet))
+    synth = synthesizer(find_soundfont())
+    assert synth is synthesizer(find_soundfont())
+    first = synth.render(loud)
+    assert np.abs(first).max() > 0.05
+    assert 3.0 <= len(first) / synth.sample_rate < 10.0  # the chord, then its release rings out
+    after = synth.render(quiet)
+    assert np.abs(after[: synth.sample_rate // 2]).max() < 1e-3  # nothing of the chord before the note
+    again = synth.render(loud)  # the same sound again (not the same samples: the effects' LFOs run on)
+    assert abs(len(again) - len(first)) < synth.sample_rate // 10
+    assert np.sqrt((again**2).mean()) == pytest.approx(np.sqrt((first**2).mean()), rel=0.05)
 
 
 def test_piano_roll_is_a_small_png_showing_the_notes(tmp_path):
