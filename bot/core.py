@@ -81,6 +81,37 @@ def continue_request(
     )
 
 
+def midi_continue_request(
+    platform: str,
+    primer: tuple[int, ...],
+    primer_ref: str,
+    genre: str | None,
+    user: User,
+    user_id: str,
+    display_name: str,
+    key: str,
+) -> ComposeRequest:
+    """A continuation of a MIDI file the user sent (`primer`, from `jobs.api.primer_from_midi`):
+    the genre they named or their default, and their stored length, temperature and instrument."""
+    genre = genre or user.default_genre
+    if genre is None:
+        raise UsageError(f"which genre should it continue in? choose one of: {GENRE_NAMES}, or set a default genre")
+    sampling = {} if user.default_temperature is None else {"temperature": user.default_temperature}
+    return ComposeRequest(
+        platform=platform,
+        user_id=user_id,
+        genre=genre,
+        display_name=display_name,
+        seconds=user.default_seconds or DEFAULT_SECONDS,
+        sampling=sampling,
+        instrument=user.default_instrument or "piano",
+        primer=tuple(primer),
+        primer_ref=primer_ref,
+        lineage="continue",
+        idempotency_key=key,
+    )
+
+
 def track_line(track: Track) -> str:
     m, s = divmod(round(track.duration_s), 60)
     temp = track.sampling.get("temperature", 1.0)
