@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands, ui
 from discord.app_commands import Choice, Range
@@ -36,12 +37,14 @@ from bot.core import (
     child_request,
     compose_request,
     continue_request,
+    midi_continue_request,
     numbered_page,
     set_favourite,
     track_caption,
     track_line,
 )
 from bot.grammar import GENRE_NAMES, RANGES, SAMPLING_KEYS, Compose, UsageError, genre_of, instrument_of
+from bot.limits import Limits
 from bot.replies import (
     ACTIONS,
     BUTTON,
@@ -53,7 +56,7 @@ from bot.replies import (
 from generator import GeneratorError
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
-from jobs.api import ComposeRequest, JobBackend, JobEvent, Refused
+from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, JobEvent, Refused, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
@@ -81,7 +84,8 @@ HELP = (
     "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share — anyone in the "
     "channel may reroll a posted track; the new one is theirs.\n\n"
-    "`/history` · `/favorites` · `/continue track:42` · `/share track:42 channel:#music`\n"
+    "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
+    "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
     "`/settings` — your defaults · `/cancel` — stop your current track"
 )
 
@@ -202,10 +206,17 @@ async def track_files(core: Core, track: Track, limit: int) -> list[discord.File
 
 
 async def start_job(interaction: discord.Interaction, request: ComposeRequest) -> None:
-    """Submit (a refusal is an ephemeral answer), defer, and follow the job in the background."""
+    """Check the user's and the channel's rate limits, submit (a refusal is an ephemeral answer),
+    defer, and follow the job in the background. Every action that composes comes through here."""
     core = core_of(interaction)
     if await job_exists(core, request.idempotency_key or ""):
-        return  # the same interaction twice: the first is composing it
+        return  # the same interaction twice: the first is composing it, and it counts once
+    limits: Limits = interaction.client.limits  # type: ignore[attr-defined]
+    channel = f"{PLATFORM}-channel:{interaction.channel_id}" if interaction.channel_id else None
+    refusal = limits.check(f"{PLATFORM}:{interaction.user.id}", channel)
+    if refusal is not None:
+        await say(interaction, f"⏳ {refusal}")
+        return
     try:
         job_id = await core.backend.submit(request)
     except (Refused, GeneratorError) as exc:
@@ -348,18 +359,72 @@ async def compose(
     await start_job(interaction, request)
 
 
-@app_commands.command(name="continue", description="Continue one of your tracks (or one posted here)")
-@app_commands.describe(track="the track number, as in #42")
-async def continue_command(interaction: discord.Interaction, track: TrackId) -> None:
+@app_commands.command(name="continue", description="Continue a track, or a MIDI file you attach")
+@app_commands.describe(
+    track="the track number, as in #42",
+    midi=f"or a MIDI file of yours to continue (up to {MAX_PRIMER_BYTES // 1_000_000} MB)",
+    genre="for a MIDI file: the style (or your /settings default)",
+)
+@app_commands.choices(genre=GENRE_CHOICES)
+async def continue_command(
+    interaction: discord.Interaction,
+    track: TrackId | None = None,
+    midi: discord.Attachment | None = None,
+    genre: Choice[str] | None = None,
+) -> None:
     core = core_of(interaction)
     uid, name = who(interaction)
+    key = f"{PLATFORM}:{interaction.id}"
+    if track is not None and midi is not None:
+        await say(interaction, "🤔 give `track:` or `midi:`, not both")
+        return
+    if track is None and midi is None:
+        await say(interaction, "🤔 give `track:` (a track number, as in #42) or attach a MIDI file as `midi:`")
+        return
+    if track is not None and genre is not None:
+        await say(interaction, "🤔 a track continues in its own genre; `genre:` is for an attached MIDI file")
+        return
     user = await known_user(core, interaction)
+    if midi is not None:
+        try:
+            primer = await attached_primer(midi)
+            request = midi_continue_request(
+                PLATFORM,
+                primer,
+                f"discord-attachment:{midi.id}",
+                genre_of(genre.value) if genre else None,
+                user,
+                uid,
+                name,
+                key,
+            )
+        except Refused as exc:
+            await say(interaction, f"🙅 {exc}")
+            return
+        except UsageError as exc:
+            await say(interaction, f"🤔 {exc}")
+            return
+        await start_job(interaction, request)
+        return
     try:
         found = await readable_track(core, interaction, user, track)
     except (NotFound, Forbidden) as exc:
         await say(interaction, f"🤔 {exc}")
         return
-    await start_job(interaction, continue_request(PLATFORM, found, user, uid, name, f"{PLATFORM}:{interaction.id}"))
+    await start_job(interaction, continue_request(PLATFORM, found, user, uid, name, key))
+
+
+async def attached_primer(midi: discord.Attachment) -> tuple[int, ...]:
+    """An attached MIDI file as a primer. Its declared size is checked first, so an oversized file
+    is never downloaded; parsing runs in a thread, off the event loop."""
+    limit_mb = MAX_PRIMER_BYTES // 1_000_000
+    if midi.size > MAX_PRIMER_BYTES:
+        raise Refused(f"that file is {midi.size / 1e6:.1f} MB; attach a MIDI file up to {limit_mb} MB")
+    try:
+        data = await midi.read()
+    except (discord.HTTPException, aiohttp.ClientError, OSError):  # expired, deleted, or the CDN unreachable
+        raise Refused("I couldn't download that file; attach it again") from None
+    return await asyncio.to_thread(primer_from_midi, data)
 
 
 async def list_tracks(interaction: discord.Interaction, kind: str, page_no: int) -> None:
@@ -498,9 +563,12 @@ class MelomaniaClient(discord.Client):
     """A gateway client with the command tree and the track buttons; it needs no privileged intents
     (only `guilds`, which discord.py's interaction state relies on)."""
 
-    def __init__(self, core: Core, test_guild_id: int | None = None, **options: Any) -> None:
+    def __init__(
+        self, core: Core, test_guild_id: int | None = None, limits: Limits | None = None, **options: Any
+    ) -> None:
         super().__init__(intents=discord.Intents(guilds=True), **options)
         self.core = core
+        self.limits = limits or Limits()  # in memory: a restart forgives everyone, which is fine
         self.test_guild = discord.Object(test_guild_id) if test_guild_id else None
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self.on_app_command_error
@@ -549,10 +617,15 @@ class MelomaniaClient(discord.Client):
 
 
 def build_client(
-    backend: JobBackend, db: Database, store: ArtifactStore, test_guild_id: int | None = None
+    backend: JobBackend,
+    db: Database,
+    store: ArtifactStore,
+    test_guild_id: int | None = None,
+    limits: Limits | None = None,
 ) -> MelomaniaClient:
-    """The bot: slash commands (synced at start, to `test_guild_id` when given) and track buttons."""
-    return MelomaniaClient(Core(backend, db, store), test_guild_id)
+    """The bot: slash commands (synced at start, to `test_guild_id` when given) and track buttons;
+    `limits` bounds how fast each user and channel may compose (the defaults of `Limits` if None)."""
+    return MelomaniaClient(Core(backend, db, store), test_guild_id, limits)
 
 
 __all__ = ["Core", "MelomaniaClient", "TrackButton", "build_client", "track_view"]

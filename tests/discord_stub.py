@@ -6,9 +6,17 @@
     client._connection.parse_interaction_create(stub.command("compose", genre="calm"))
     [track] = await stub.wait_for("followup", files=True)
 
-No gateway: interactions are dispatched as the gateway would deliver INTERACTION_CREATE. The
-stub answers with Discord's JSON shapes and records each call (a name, the route, the JSON or
-multipart payload, uploaded files); `forbidden_channels` answer 403 Missing Permissions.
+Interactions are either handed to the client's parser as the gateway would deliver
+INTERACTION_CREATE (in-process tests), or sent over a loopback gateway websocket (HELLO, IDENTIFY →
+READY, heartbeats ACKed) to a client in another process:
+
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(stub.gateway_url)
+    await stub.wait_for("identify"); stub.deliver(stub.command("help"))
+
+The stub answers with Discord's JSON shapes and records each call (a name, the route, the JSON or
+multipart payload, uploaded files); `forbidden_channels` answer 403 Missing Permissions, `flood`
+answers a route's first calls 429 as Discord's rate limiter does, and `attachment()` files are
+served at their URL as the CDN serves a user's upload.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aiohttp import WSMsgType, web
+
 APP_ID = 900000000000000001
 BOT_ID = APP_ID
 GUILD_ID = 910000000000000001
@@ -39,6 +49,7 @@ ROUTES = [  # (name, method, path pattern)
     ("delete_original", "DELETE", r"/webhooks/\d+/(?P<token>[^/]+)/messages/@original"),
     ("followup", "POST", r"/webhooks/\d+/(?P<token>[^/]+)"),
     ("channel_message", "POST", r"/channels/(?P<channel>\d+)/messages"),
+    ("attachment", "GET", r"/attachments/\d+/(?P<id>\d+)/[^/]+"),  # the CDN, not the API
 ]
 
 
@@ -69,9 +80,12 @@ class DiscordApiStub:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.forbidden_channels: set[int] = set()
+        self.flood: dict[str, int] = {}  # route name → how many calls to answer 429 first
+        self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
         self._lock = threading.Lock()
         self._ids = itertools.count(930000000000000001)
         self._server: ThreadingHTTPServer | None = None
+        self._gateway = _Gateway(self)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -90,18 +104,37 @@ class DiscordApiStub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="discord-api-stub", daemon=True).start()
+        self._gateway.start()
         return self
 
     def stop(self) -> None:
+        self._gateway.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
 
     @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
+        return f"{self.root_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self._gateway.port}/"
+
+    def deliver(self, payload: dict[str, Any], event: str = "INTERACTION_CREATE") -> dict[str, Any]:
+        """Send a dispatch to every identified gateway session (a client in any process)."""
+        self._gateway.dispatch(event, payload)
+        return payload
 
     # --- what tests use ------------------------------------------------------------------------
+
+    def record(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
 
     def calls_to(self, name: str) -> list[Call]:
         with self._lock:
@@ -203,15 +236,39 @@ class DiscordApiStub:
         }
         return data if permissions is None else data | {"permissions": str(permissions)}
 
+    def attachment(
+        self, data: bytes, filename: str = "song.mid", size: int | None = None, served: bool = True
+    ) -> dict[str, Any]:
+        """A user's upload as Discord resolves it; its bytes are served at its URL (404 when not
+        `served`, as for an expired link). `size` is what Discord declares (the real size unless given)."""
+        aid = str(self.next_id())
+        if served:
+            self._uploads[aid] = data
+        url = f"{self.root_url}/attachments/{CHANNEL_ID}/{aid}/{filename}"
+        return {
+            "id": aid,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+            "content_type": "audio/midi" if filename.endswith((".mid", ".midi")) else "application/octet-stream",
+        }
+
     def command(self, name: str, user_id: int = 1, dm: bool = False, channels: list[dict] | None = None, **options):
-        """A slash command as Discord delivers it: typed options, resolved channels."""
+        """A slash command as Discord delivers it: typed options, resolved channels and attachments
+        (a dict option is a channel, or an attachment when it has a filename)."""
         opts = []
+        resolved: dict[str, dict[str, Any]] = {"channels": {c["id"]: c for c in channels or ()}}
         for key, value in options.items():
-            kind = 7 if isinstance(value, dict) else OPTION_TYPES[type(value)]
-            opts.append({"name": key, "type": kind, "value": value["id"] if kind == 7 else value})
+            if isinstance(value, dict):
+                kind, group = (11, "attachments") if "filename" in value else (7, "channels")
+                resolved.setdefault(group, {})[value["id"]] = value
+                opts.append({"name": key, "type": kind, "value": value["id"]})
+            else:
+                opts.append({"name": key, "type": OPTION_TYPES[type(value)], "value": value})
         data: dict[str, Any] = {"id": str(self.next_id()), "name": name, "type": 1, "options": opts}
-        if channels:
-            data["resolved"] = {"channels": {c["id"]: c for c in channels}}
+        if any(resolved.values()):
+            data["resolved"] = {group: items for group, items in resolved.items() if items}
         return self.interaction(2, data, user_id, dm)
 
     def press(self, custom_id: str, message: dict[str, Any], user_id: int = 1, dm: bool = False) -> dict:
@@ -235,17 +292,27 @@ class DiscordApiStub:
             call = Call(f"unknown {request.command}", path, payload, files)
         status, answer = self._answer(call)
         call.response = answer if isinstance(answer, dict) else None
-        with self._lock:
-            self.calls.append(call)
-        data = b"" if answer is None else json.dumps(answer).encode()
+        self.record(call)
+        data = answer if isinstance(answer, bytes) else b"" if answer is None else json.dumps(answer).encode()
         request.send_response(status)
         if data:
-            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Type", "application/octet-stream" if answer is data else "application/json")
+        if status == 429:
+            request.send_header("Via", "1.1 google")  # discord.py reads a 429 without it as a Cloudflare ban
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
         request.wfile.write(data)
 
     def _answer(self, call: Call) -> tuple[int, Any]:
+        with self._lock:
+            flooded = self.flood.get(call.name, 0) > 0
+            if flooded:
+                self.flood[call.name] -= 1
+        if flooded:
+            return 429, {"message": "You are being rate limited.", "retry_after": 0.3, "global": False, "code": 0}
+        if call.name == "attachment":
+            upload = self._uploads.get(call.match["id"])
+            return (200, upload) if upload is not None else (404, {"message": "Unknown attachment", "code": 0})
         if call.name == "me":
             return 200, self.user(BOT_ID, "melomania") | {"bot": True}
         if call.name == "application":
@@ -332,3 +399,73 @@ def _decode(content_type: str, body: bytes) -> tuple[Any, dict[str, bytes]]:
         data = json.loads(body)
         return (data if isinstance(data, dict) else {"_list": data}), {}
     return {}, {}
+
+
+class _Gateway:
+    """A loopback gateway websocket (aiohttp, in its own thread and loop): HELLO, IDENTIFY → READY,
+    heartbeats ACKed, and dispatches the test sends. Each IDENTIFY and each closed session is
+    recorded as a call ("identify", "gateway_closed" with the close code)."""
+
+    def __init__(self, stub: DiscordApiStub) -> None:
+        self.stub = stub
+        self.loop = asyncio.new_event_loop()
+        self.sessions: list[web.WebSocketResponse] = []
+        self.seq = itertools.count(1)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self.loop.run_forever, name="discord-gateway-stub", daemon=True).start()
+        self.port = asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        async def send() -> int:
+            for ws in list(self.sessions):
+                await ws.send_json({"op": 0, "t": event, "s": next(self.seq), "d": data})
+            return len(self.sessions)
+
+        if not asyncio.run_coroutine_threadsafe(send(), self.loop).result(10):
+            raise AssertionError(f"no client is connected to the gateway to receive {event}")
+
+    async def _serve(self) -> int:
+        app = web.Application()
+        app.router.add_get("/", self._session)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return self._runner.addresses[0][1]
+
+    async def _session(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(message.data)
+            if frame.get("op") == 1:  # heartbeat
+                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif frame.get("op") == 2:  # identify
+                self.stub.record(Call("identify", "/gateway", frame["d"]))
+                self.sessions.append(ws)
+                await ws.send_json({"op": 0, "t": "READY", "s": next(self.seq), "d": self._ready()})
+        if ws in self.sessions:
+            self.sessions.remove(ws)
+        self.stub.record(Call("gateway_closed", "/gateway", {"code": ws.close_code}))
+        return ws
+
+    def _ready(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": self.stub.user(BOT_ID, "melomania") | {"bot": True},
+            "guilds": [],
+            "session_id": f"session-{self.stub.next_id()}",
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/",
+            "application": {"id": str(APP_ID), "flags": 0},
+        }

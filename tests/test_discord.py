@@ -5,6 +5,7 @@ composes through the in-process runner into SQLite."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 from dataclasses import dataclass
@@ -16,10 +17,13 @@ from discord_stub import CHANNEL_ID, DiscordApiStub
 from sqlalchemy import func, select
 
 from bot.discord_bot import MelomaniaClient, build_client
+from bot.limits import Limits, RateLimiter
 from generator import vocab as V
+from generator.tokenizer import Note, notes_to_midi
+from jobs.api import primer_from_midi
 from jobs.inprocess import InProcessRunner, RunnerSettings
 from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track
-from storage.tracks import NewTrack, record_track
+from storage.tracks import NewTrack, record_track, unpack_tokens
 from storage.users import get_or_create_user
 
 TOKEN = "not-a-real-discord-token"
@@ -242,6 +246,107 @@ async def test_commands_work_in_a_dm(env):
     env.dispatch(env.stub.command("help", dm=True))
     [callback] = await env.stub.wait_for("callback")
     assert "/compose" in callback.payload["data"]["content"] and callback.ephemeral
+
+
+def midi_file(notes: int = 24) -> bytes:
+    """A small standard MIDI file: a rising and falling line."""
+    out = io.BytesIO()
+    notes_to_midi([Note(i * 25, i * 25 + 20, 60 + (i % 7), 80) for i in range(notes)]).write(out)
+    return out.getvalue()
+
+
+async def test_continue_composes_from_an_attached_midi_file_in_the_named_or_default_genre(env):
+    env.dispatch(env.stub.command("settings", genre="pop", seconds=5))
+    await env.stub.wait_for("callback")
+    data = midi_file()
+    named, default = env.stub.attachment(data, "mine.mid"), env.stub.attachment(data, "again.mid")
+    env.dispatch(env.stub.command("continue", midi=named, genre="jazz"))
+    await env.stub.wait_for("followup", count=1, timeout=60)
+    env.dispatch(env.stub.command("continue", midi=default))
+    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+
+    primer = list(primer_from_midi(data))
+    for post, attachment, genre in zip(posts, (named, default), ("jazz", "pop")):
+        assert any(name.endswith(".mp3") for name in post.files)
+        track = await env.track(track_id_of(post))
+        assert (track.genre, track.lineage, track.parent_id) == (genre, "continue", None)
+        assert track.primer_ref == f"discord-attachment:{attachment['id']}" and track.max_seconds == 5
+        assert unpack_tokens(track.tokens)[1 : 1 + len(primer)] == primer  # composed on from the file's notes
+        job = await env.db.run(lambda s, t=track.id: s.scalar(select(Job).where(Job.track_id == t)))
+        assert job.request["primer"] == primer
+    served = [c.match["id"] for c in env.stub.calls_to("attachment")]
+    assert sorted(served) == sorted([named["id"], default["id"]])  # each read once, through its URL
+    [sync] = env.stub.calls_to("sync")
+    command = next(c for c in sync.payload["_list"] if c["name"] == "continue")
+    options = {o["name"]: o for o in command["options"]}
+    assert options["midi"]["type"] == 11 and not any(o.get("required") for o in command["options"])
+
+
+async def test_continue_refuses_bad_or_missing_input_privately_before_composing(env):
+    data = midi_file()
+    track_id = await stored_track(env)
+    oversized = env.stub.attachment(data, "huge.mid", size=5_000_000)
+    expired = env.stub.attachment(data, "gone.mid", served=False)
+    cases = [
+        ({}, "give `track:` (a track number, as in #42) or attach a MIDI file as `midi:`"),
+        ({"track": track_id, "midi": env.stub.attachment(data)}, "give `track:` or `midi:`, not both"),
+        ({"track": track_id, "genre": "jazz"}, "`genre:` is for an attached MIDI file"),
+        ({"midi": oversized, "genre": "jazz"}, "that file is 5.0 MB; attach a MIDI file up to 1 MB"),
+        ({"midi": env.stub.attachment(b"ID3 an mp3", "song.mp3"), "genre": "jazz"}, "not a MIDI file"),
+        ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "damaged"),
+        ({"midi": expired, "genre": "jazz"}, "couldn't download that file; attach it again"),
+        ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
+    ]
+    for options, _ in cases:
+        env.dispatch(env.stub.command("continue", **options))
+    callbacks = await env.stub.wait_for("callback", count=len(cases))
+    assert all(c.payload["type"] == 4 and c.ephemeral for c in callbacks)
+    texts = [c.payload["data"]["content"] for c in callbacks]
+    for _, answer in cases:
+        assert sum(answer in t for t in texts) == 1, (answer, texts)
+    assert oversized["id"] not in [c.match["id"] for c in env.stub.calls_to("attachment")]  # never downloaded
+    await asyncio.sleep(0.2)
+    assert await env.count(Job) == 0 and not env.stub.calls_to("followup")
+
+
+async def test_rate_limits_answer_privately_for_every_composing_action_and_compose_nothing(env):
+    env.client.limits = Limits(RateLimiter(1, 60.0), RateLimiter(2, 60.0))  # 1 per user, 2 per channel
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    refused_for_ada = [
+        env.stub.command("compose", genre="jazz", seconds=5),
+        env.stub.command("compose", genre="jazz", seconds=5, dm=True),  # the user's budget follows them
+        env.stub.command("continue", track=track_id),
+        env.stub.command("continue", midi=env.stub.attachment(midi_file()), genre="pop"),
+        *(env.stub.press(f"{action}:{track_id}", message) for action in ("reroll", "hotter", "cooler", "continue")),
+    ]
+    for payload in refused_for_ada:
+        env.dispatch(payload)
+    replies = await env.stub.wait_for_replies(len(refused_for_ada))
+    assert len(replies) == len(refused_for_ada)
+    assert all(r.startswith("⏳ easy there — you can compose again in ") for r in replies), replies
+    assert all("(1 tracks per 60 s each)" in r for r in replies)
+
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=2))  # the channel's second
+    await env.stub.wait_for("followup", count=2, timeout=60)
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=3))  # the channel's third
+    replies = await env.stub.wait_for_replies(len(refused_for_ada) + 1)
+    assert replies[-1].startswith("⏳ this chat is composing a lot — try again in ")
+    callbacks = env.stub.calls_to("callback")
+    refusals = [c for c in callbacks if c.payload["type"] == 4]
+    assert len(refusals) == len(refused_for_ada) + 1 and all(c.ephemeral for c in refusals)
+    await asyncio.sleep(0.3)
+    assert await env.count(Job) == 2 and len(env.stub.calls_to("followup")) == 2
+
+
+async def test_a_rate_limited_follow_up_is_retried_by_discord_py_and_posted_once(env):
+    env.stub.flood["followup"] = 1  # Discord answers the first post of the track 429
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
+    calls = await env.stub.wait_for("followup", count=2, timeout=60)
+    assert calls[0].response["retry_after"] > 0 and not calls[0].response.get("id")
+    assert any(name.endswith(".mp3") for name in calls[1].files) and calls[1].response["id"]
+    await asyncio.sleep(0.5)
+    assert len(env.stub.calls_to("followup")) == 2 and await env.count(Job) == 1
 
 
 def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch):
