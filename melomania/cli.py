@@ -535,7 +535,7 @@ def run_discord(
         runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
         await runner.start()
         try:
-            async with build_client(runner, db, store, test_guild_id=test_guild) as client:
+            async with build_client(runner, db, store, test_guild_id=test_guild, limits=settings.limits()) as client:
                 await client.start(token)
         finally:
             await runner.stop()
@@ -547,6 +547,56 @@ def run_discord(
         fail("Discord rejected MELOMANIA_DISCORD_TOKEN; check it in the developer portal")
     except (discord.GatewayNotFound, discord.ConnectionClosed, OSError) as exc:
         fail(f"cannot reach Discord ({exc.__class__.__name__}); check the network and try again")
+
+
+def bot_token(var: str, shape: str, looks_like: str, get_one: str) -> str:
+    """A bot token from the environment, checked for its shape before anything connects; the
+    error names the variable, never the value."""
+    import os
+    import re
+
+    token = os.environ.get(var, "").strip()
+    if not token:
+        fail(f"{var} is not set; {get_one}")
+    if not re.fullmatch(shape, token):
+        fail(f"{var} is not a bot token (it looks like {looks_like})")
+    return token
+
+
+@run_app.command("all")
+def run_all(
+    test_guild: Annotated[
+        int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync Discord commands to this guild only")
+    ] = None,
+) -> None:
+    """Run the Telegram bot (long polling) and the Discord bot in one process with
+    MELOMANIA_TELEGRAM_TOKEN and MELOMANIA_DISCORD_TOKEN: one model and one in-process runner
+    compose for both. Ctrl-C or SIGTERM stops both bots, then the runner."""
+    import asyncio
+
+    telegram_token = bot_token(
+        "MELOMANIA_TELEGRAM_TOKEN",
+        r"\d+:[\w-]+",
+        "123456:ABC-def… from @BotFather",
+        "create a bot with @BotFather and export its token (run all needs both bots' tokens)",
+    )
+    discord_token = bot_token(
+        "MELOMANIA_DISCORD_TOKEN",
+        r"[\w-]+\.[\w-]+\.[\w-]+",
+        "three dot-separated parts, from the Bot page of the Discord developer portal",
+        "create a bot in the Discord developer portal and export its token (run all needs both bots' tokens)",
+    )
+    if load_settings().telegram_webhook_url:
+        fail("run all polls Telegram; unset MELOMANIA_TELEGRAM_WEBHOOK_URL, or run the bots apart (run telegram)")
+
+    from .run_all import StartError, serve_both
+
+    settings, soundfont, model = prepare_bot_process()
+    log_without(telegram_token, discord_token)
+    try:
+        asyncio.run(serve_both(settings, soundfont, model, telegram_token, discord_token, test_guild))
+    except StartError as exc:
+        fail(str(exc))
 
 
 def main() -> None:

@@ -81,6 +81,8 @@ class DiscordApiStub:
         self.calls: list[Call] = []
         self.forbidden_channels: set[int] = set()
         self.flood: dict[str, int] = {}  # route name → how many calls to answer 429 first
+        self.reject_token = False  # answer logging in 401, as for a revoked token
+        self.close_on_identify: int | None = None  # a gateway close code to answer IDENTIFY with
         self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
         self._lock = threading.Lock()
         self._ids = itertools.count(930000000000000001)
@@ -313,6 +315,8 @@ class DiscordApiStub:
         if call.name == "attachment":
             upload = self._uploads.get(call.match["id"])
             return (200, upload) if upload is not None else (404, {"message": "Unknown attachment", "code": 0})
+        if call.name == "me" and self.reject_token:
+            return 401, {"message": "401: Unauthorized", "code": 0}
         if call.name == "me":
             return 200, self.user(BOT_ID, "melomania") | {"bot": True}
         if call.name == "application":
@@ -453,6 +457,9 @@ class _Gateway:
                 await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
             elif frame.get("op") == 2:  # identify
                 self.stub.record(Call("identify", "/gateway", frame["d"]))
+                if self.stub.close_on_identify is not None:
+                    await ws.close(code=self.stub.close_on_identify, message=b"closed by the stub")
+                    break
                 self.sessions.append(ws)
                 await ws.send_json({"op": 0, "t": "READY", "s": next(self.seq), "d": self._ready()})
         if ws in self.sessions:
