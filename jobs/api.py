@@ -37,6 +37,9 @@ class ComposeRequest:
     parent_track_id: int | None = None
     lineage: str | None = None  # reroll, hotter, cooler, continue
     idempotency_key: str | None = None  # e.g. "telegram:update:123456" so a redelivery composes once
+    # Where the front end shows the result (e.g. {"chat_id": 1, "message_id": 2}); opaque to the
+    # backends, stored with the request so a bot restarted mid-job can still deliver it.
+    reply_to: dict[str, Any] | None = None
 
     def generation_request(self, seed: int) -> GenerationRequest:
         """Validated generator request; raises generator.GeneratorError with a user-facing message."""
@@ -96,7 +99,20 @@ class Refused(Exception):
     """The job was not accepted (busy, quota); the message is for the user."""
 
 
+@dataclass(frozen=True)
+class PendingJob:
+    """A queued or running job, with the request it was submitted with (reply_to included)."""
+
+    job_id: int
+    request: ComposeRequest
+
+
 class JobBackend(Protocol):
     async def submit(self, request: ComposeRequest) -> int: ...
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool: ...
     def events(self, job_id: int) -> AsyncIterator[JobEvent]: ...
+
+    async def unfinished(self, platform: str) -> list[PendingJob]:
+        """This platform's queued and running jobs, oldest first: what a front end restarted
+        mid-job re-attaches to, to deliver the results."""
+        ...

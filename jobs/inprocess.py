@@ -39,7 +39,7 @@ from storage.jobs import (
 from storage.tracks import NewTrack
 from storage.users import get_or_create_user
 
-from .api import ComposeRequest, JobEvent, Refused
+from .api import ComposeRequest, JobEvent, PendingJob, Refused
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
@@ -191,6 +191,11 @@ class InProcessRunner:
             self._cancelled.add(job_id)
         self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
         return True
+
+    async def unfinished(self, platform: str) -> list[PendingJob]:
+        """This platform's queued and running jobs with their stored requests (reply_to included)."""
+        jobs = await self.db.run(lambda s: unfinished_jobs(s, platform))
+        return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
 
     async def adopt(self, job_id: int, request: ComposeRequest) -> AsyncIterator[JobEvent]:
         """Compose a job stored elsewhere (a Redis worker's) and yield its events to the end."""

@@ -14,7 +14,7 @@ from storage import Database, InvalidTransition, Job, JobState
 from storage.jobs import cancel_users_job, create_job, unfinished_jobs
 from storage.users import get_or_create_user
 
-from .api import ComposeRequest, JobEvent, Refused
+from .api import ComposeRequest, JobEvent, PendingJob, Refused
 from .inprocess import RunnerSettings
 from .worker import CANCEL_CHANNEL, job_channel
 
@@ -76,6 +76,11 @@ class RedisBackend:
             job_channel(job_id), json.dumps({"job_id": job_id, "kind": "cancelled", "reason": "cancelled"})
         )
         return True
+
+    async def unfinished(self, platform: str) -> list[PendingJob]:
+        """This platform's queued and running jobs, whichever worker holds them, with their requests."""
+        jobs = await self.db.run(lambda s: unfinished_jobs(s, platform))
+        return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """Progress from whichever worker holds the job; the stored state first."""

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .db import insert_ignoring_duplicates
 from .errors import InvalidTransition, NotFound
-from .models import Job, JobState, User, utcnow
+from .models import Job, JobState, Platform, User, utcnow
 
 ALLOWED_FROM: dict[JobState, tuple[JobState, ...]] = {
     JobState.running: (JobState.queued,),
@@ -105,7 +105,19 @@ async def set_progress(session: AsyncSession, job_id: int, progress: float) -> N
     )
 
 
-async def unfinished_jobs(session: AsyncSession) -> list[Job]:
-    """Jobs a crash may have left queued or running, oldest first (for recovery on start-up)."""
-    q = select(Job).where(Job.state.in_((JobState.queued, JobState.running))).order_by(Job.id)
-    return list((await session.execute(q)).scalars())
+async def unfinished_jobs(session: AsyncSession, platform: str | None = None) -> list[Job]:
+    """Jobs a crash may have left queued or running, oldest first (for recovery on start-up);
+    only those asked for on `platform`, when given (a front end re-attaching to its own)."""
+    q = select(Job).where(Job.state.in_((JobState.queued, JobState.running)))
+    if platform is not None:
+        q = q.join(User, User.id == Job.user_id).where(User.platform == Platform(platform))
+    return list((await session.execute(q.order_by(Job.id))).scalars())
+
+
+async def set_reply_to(session: AsyncSession, job_id: int, reply_to: dict[str, Any]) -> None:
+    """Store where the front end shows the job's result (the request's `reply_to`). A chat only
+    learns its progress message's id after the job was accepted, so it is added afterwards."""
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"there is no job #{job_id}")
+    job.request = {**job.request, "reply_to": reply_to}  # a new dict: the JSON column sees the change

@@ -156,6 +156,21 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
     assert await count(db, Track) == 2
 
 
+async def test_unfinished_lists_a_platforms_open_jobs_with_where_their_results_go(env):
+    db, store = env
+    runner = InProcessRunner(db, store, model)  # never started: what it accepts stays queued
+    try:
+        mine = await runner.submit(req(reply_to={"chat_id": 5, "message_id": 9}))
+        other = await runner.submit(ComposeRequest("discord", "d1", "jazz", tokens=40, reply_to={"channel": 1}))
+        cancelled = await runner.submit(req(user="u2"))
+        assert await runner.cancel(cancelled, "telegram", "u2")
+        pending = await runner.unfinished("telegram")
+        assert [(p.job_id, p.request.reply_to) for p in pending] == [(mine, {"chat_id": 5, "message_id": 9})]
+        assert [p.job_id for p in await runner.unfinished("discord")] == [other]
+    finally:
+        await runner.stop()
+
+
 async def test_a_redelivered_update_composes_once(env):
     db, store = env
     runner = await started_runner(db, store)
