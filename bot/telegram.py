@@ -3,11 +3,11 @@
 Handlers only translate: a Telegram update becomes text for `bot.grammar.parse` or a button press
 for `bot.replies.parse_button`; a request goes to the job backend; the core's captions, progress
 lines and buttons become Telegram messages and inline keyboards. Composing happens in the job
-backend; following a job (editing the progress message, sending the track) runs as a background
-task, so a handler returns at once.
+backend; following a job and delivering its track (`bot.telegram_delivery`) runs in the
+background, so a handler returns at once, and resumes after a restart.
 
     app = build_application(token, runner, db, store)
-    app.run_polling()
+    app.run_polling()   # or, with a public https URL: app.run_webhook(**webhook.run_options())
 """
 
 from __future__ import annotations
@@ -15,25 +15,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import warnings
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import TypeVar
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
+from telegram import BotCommand, Document, InlineQueryResultCachedAudio, InlineQueryResultsButton, Update
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
-from telegram.warnings import PTBDeprecationWarning
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    InlineQueryHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.core import (
     DEFAULT_SECONDS,
     child_request,
     compose_request,
     continue_request,
+    midi_continue_request,
     numbered_page,
     set_favourite,
     track_caption,
@@ -47,35 +54,49 @@ from bot.grammar import (
     ShareCommand,
     TrackCommand,
     UsageError,
+    genre_of,
     parse,
 )
-from bot.replies import Button, parse_button, progress_line, track_buttons
-from generator import GeneratorError
+from bot.limits import Limits
+from bot.replies import parse_button, track_buttons
+from bot.telegram_delivery import (
+    PLATFORM,
+    Core,
+    core_of,
+    keyboard,
+    resume_deliveries,
+    send_track,
+    start_job,
+    stop_following,
+    with_retries,
+)
 from generator.vocab import display_name
-from jobs.api import ComposeRequest, JobBackend, Refused
+from jobs.api import MAX_PRIMER_BYTES, JobBackend, Refused, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
+from storage.favorites import list_favorites
 from storage.privacy import forget_user
 from storage.shares import record_share
-from storage.tracks import cache_file_id, get_track
-from storage.users import get_or_create_user, set_defaults
+from storage.tracks import get_track
+from storage.users import get_or_create_user, get_user, set_defaults
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-PLATFORM = "telegram"
-PERFORMER = "Melomania"
-EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
-FOLLOW_TIMEOUT_S = 1200.0  # a job the backend never finishes stops being followed
 PAGE_SIZE = 10
-RETRIES = 4
+INLINE_RESULTS = 50  # Telegram's most per answer
+INLINE_PAGES = 20  # favourites read per inline query at most: INLINE_PAGES × INLINE_RESULTS
+INLINE_CACHE_S = 10  # short: a new favourite should show up at once
+MIDI_NAMES = (".mid", ".midi", ".kar")
+MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
 NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
+WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram delivers webhooks to
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts as a webhook secret
 
 COMMANDS = {
     "compose": "compose a track: /compose jazz 0.9 60s",
     "genres": "the genres you can ask for",
     "history": "your tracks, newest first: /history 2",
     "favorites": "your favourite tracks",
-    "continue": "continue a track: /continue 42",
+    "continue": "continue a track: /continue 42, or reply /continue to a MIDI file",
     "share": "post a track into a channel: /share 42 @channel",
     "settings": "your defaults: /settings genre=jazz temp=0.9",
     "cancel": "stop the track being composed",
@@ -89,33 +110,19 @@ HELP = (
     "/compose jazz 0.9 60s — the same, shorter\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share.\n\n"
     "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
+    "Reply /continue (or /continue jazz) to a MIDI file to carry it on.\n"
+    "In any chat, type @{bot} (or @{bot} jazz) to send one of your favourites.\n"
     "/settings genre=jazz temp=0.9 len=60 instrument=strings — your defaults\n"
     "/cancel — stop the current track · /forgetme — delete your data"
 )
 
 
-@dataclass(frozen=True)
-class Core:
-    """What every handler shares: the job backend, the database and the artifact store."""
-
-    backend: JobBackend
-    db: Database
-    store: ArtifactStore
-
-
-def core_of(context: ContextTypes.DEFAULT_TYPE) -> Core:
-    return context.application.bot_data["core"]
-
-
-# --- translating to Telegram -------------------------------------------------------------------
-
-
-def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows])
+# --- small helpers -----------------------------------------------------------------------------
 
 
 def who(update: Update) -> tuple[str, str]:
-    """The sender's id and name (handlers only see new messages and button presses, which have one)."""
+    """The sender's id and name (handlers only see new messages, button presses and inline
+    queries, which all have one)."""
     user = update.effective_user
     return str(user.id), user.full_name
 
@@ -124,24 +131,8 @@ def here(update: Update) -> tuple[str, str]:
     return (PLATFORM, str(update.effective_chat.id))
 
 
-async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
-    """A Bot API call, retried on flood waits (429 retry_after) and network errors, with backoff."""
-    delay = 1.0
-    for _ in range(RETRIES):
-        try:
-            return await call()
-        except RetryAfter as exc:
-            with warnings.catch_warnings():  # an int until PTB 23, a timedelta after: both are handled
-                warnings.simplefilter("ignore", PTBDeprecationWarning)
-                wait = exc.retry_after
-            await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else float(wait))
-        except BadRequest:
-            raise
-        except NetworkError as exc:
-            log.warning("Telegram network error, retrying in %g s: %s", delay, exc.__class__.__name__)
-            await asyncio.sleep(delay)
-            delay *= 2
-    return await call()
+def help_text(context: ContextTypes.DEFAULT_TYPE) -> str:
+    return HELP.format(genres=GENRE_NAMES, bot=context.bot.username)
 
 
 async def say(update: Update, text: str) -> None:
@@ -157,101 +148,35 @@ async def job_exists(core: Core, key: str) -> bool:
     return await core.db.run(lambda s: s.scalar(select(Job.id).where(Job.idempotency_key == key))) is not None
 
 
-async def send_score(context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, track: Track) -> None:
-    """The piece's MIDI as a document and its piano roll as a photo, after the audio; quietly
-    skipped when retention has removed them (the audio is what matters)."""
-    core = core_of(context)
-    name = f"{display_name(track.genre)}-{track.id}"
-    if track.midi_key:
-        midi = await asyncio.to_thread(core.store.get, track.midi_key)
-        await with_retries(lambda: context.bot.send_document(chat_id, InputFile(midi, filename=f"{name}.mid")))
-    if track.png_key:
-        png = await asyncio.to_thread(core.store.get, track.png_key)
-        await with_retries(lambda: context.bot.send_photo(chat_id, InputFile(png, filename=f"{name}.png")))
+def over_limit(core: Core, update: Update) -> str | None:
+    """The polite refusal when this user, or this chat, asks for tracks too fast; else None (and
+    the action is counted)."""
+    uid, _ = who(update)
+    chat = update.effective_chat
+    return core.limits.check(f"{PLATFORM}:{uid}", f"{PLATFORM}-chat:{chat.id}" if chat else None)
 
 
-async def send_track(
-    context: ContextTypes.DEFAULT_TYPE, chat_id: int | str, track: Track, favourite: bool = False
-) -> Message:
-    """The track as an audio message with its caption and buttons; reuses Telegram's file_id
-    when it was uploaded before, and remembers it after the first upload."""
-    core = core_of(context)
-    file_id = (track.file_ids or {}).get(PLATFORM)
-    title = f"{display_name(track.genre).capitalize()} #{track.id}"
-    if file_id is None:
-        if track.mp3_key is None:
-            raise NotFound(f"the audio of track #{track.id} has expired; /compose a new one")
-        data = await asyncio.to_thread(core.store.get, track.mp3_key)
-        audio: str | InputFile = InputFile(data, filename=f"{title.replace(' #', '-')}.mp3")
-    else:
-        audio = file_id
-    text = track_caption(track)
-    sent = await with_retries(
-        lambda: context.bot.send_audio(
-            chat_id,
-            audio=audio,
-            title=title,
-            performer=PERFORMER,
-            duration=round(track.duration_s),
-            caption=text,
-            reply_markup=keyboard(track_buttons(track.id, favourite)),
-        )
-    )
-    if file_id is None and sent.audio is not None:
-        await core.db.run(lambda s: cache_file_id(s, track.id, PLATFORM, sent.audio.file_id))
-    return sent
-
-
-async def start_job(
-    context: ContextTypes.DEFAULT_TYPE, update: Update, chat_id: int, request: ComposeRequest
-) -> str | None:
-    """Submit, post the progress message and follow the job in the background; or the refusal."""
-    core = core_of(context)
-    try:
-        job_id = await core.backend.submit(request)
-    except (Refused, GeneratorError) as exc:
-        return str(exc)
-    progress = await with_retries(lambda: context.bot.send_message(chat_id, progress_line("queued")))
-    context.application.create_task(follow_job(context, chat_id, progress, job_id), update=update)
-    return None
-
-
-async def follow_job(context: ContextTypes.DEFAULT_TYPE, chat_id: int, progress: Message, job_id: int) -> None:
-    """Edit the progress message as the job advances (throttled; the final state always), then
-    send the track."""
-    core = core_of(context)
-    shown, last_edit = progress.text, 0.0
-    final = None
-    async with asyncio.timeout(FOLLOW_TIMEOUT_S):
-        async for event in core.backend.events(job_id):
-            text = progress_line(event.kind, event.done, event.total, event.eta_s, event.position)
-            if event.kind in ("failed", "cancelled") and event.reason and event.reason != "cancelled":
-                text = f"{text}: {event.reason}"
-            now = time.monotonic()
-            if text != shown and (event.terminal or now - last_edit >= EDIT_INTERVAL_S):
-                with contextlib.suppress(BadRequest):  # "message is not modified", or deleted by the user
-                    await with_retries(
-                        lambda t=text: context.bot.edit_message_text(t, chat_id=chat_id, message_id=progress.message_id)
-                    )
-                shown, last_edit = text, now
-            if event.terminal:
-                final = event
-    if final is not None and final.kind == "done" and final.track_id is not None:
-        track = await core.db.run(lambda s: s.get(Track, final.track_id))
-        await send_track(context, chat_id, track)
-        await send_score(context, chat_id, track)
+async def submit_or_refuse(update: Update, context: ContextTypes.DEFAULT_TYPE, request) -> None:
+    """A command's request: rate-limited, then started; a refusal is the reply."""
+    core = core_of(context.application)
+    refusal = over_limit(core, update) or await start_job(context.application, update.effective_chat.id, request)
+    if refusal:
+        await say(update, f"🙅 {refusal}")
 
 
 # --- handlers, one per intent ------------------------------------------------------------------
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await known_user(core_of(context), update)
-    await say(update, "Hello! " + HELP.format(genres=GENRE_NAMES))
+    await known_user(core_of(context.application), update)
+    if context.args == ["favorites"]:  # from the button under an empty inline answer
+        await show_page(update, context, "favorites", 1)
+        return
+    await say(update, "Hello! " + help_text(context))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await say(update, HELP.format(genres=GENRE_NAMES))
+    await say(update, help_text(context))
 
 
 async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -259,7 +184,7 @@ async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     key = f"{PLATFORM}:{update.update_id}"
     if await job_exists(core, key):
         return  # a redelivered update: the first delivery is composing it
@@ -273,29 +198,72 @@ async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except UsageError as exc:
         await say(update, f"🤔 {exc}")
         return
-    refusal = await start_job(context, update, update.effective_chat.id, request)
-    if refusal:
-        await say(update, f"🙅 {refusal}")
+    await submit_or_refuse(update, context, request)
 
 
 async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    """/continue 42 carries on a track; /continue [genre] in reply to a MIDI file carries on that."""
+    core = core_of(context.application)
     key = f"{PLATFORM}:{update.update_id}"
     if await job_exists(core, key):
         return
+    message = update.effective_message
+    text = message.text or ""
+    replied = message.reply_to_message
+    if replied is not None and replied.document is not None and not re.fullmatch(r"\S+\s+#?\d+", text.strip()):
+        await continue_midi(update, context, replied.document, text.split()[1:], key)
+        return
     uid, name = who(update)
     try:
-        cmd = parse(update.effective_message.text or "")
+        cmd = parse(text)
         if not isinstance(cmd, TrackCommand) or cmd.track_id is None:
-            raise UsageError("/continue takes a track number, like /continue 42")
+            raise UsageError("/continue takes a track number, like /continue 42, or reply /continue to a MIDI file")
         user = await known_user(core, update)
         track = await core.db.run(lambda s: get_track(s, cmd.track_id, user, here(update)))
     except (UsageError, NotFound, Forbidden) as exc:
         await say(update, f"🤔 {exc}")
         return
-    refusal = await start_job(
-        context, update, update.effective_chat.id, continue_request(PLATFORM, track, user, uid, name, key)
-    )
+    await submit_or_refuse(update, context, continue_request(PLATFORM, track, user, uid, name, key))
+
+
+def check_midi_document(document: Document) -> None:
+    """Refuse what is plainly not a MIDI file, or too big, before downloading anything."""
+    name, mime = (document.file_name or "").lower(), (document.mime_type or "").lower()
+    if (name or mime) and not (name.endswith(MIDI_NAMES) or mime in MIDI_TYPES):
+        raise UsageError("that file isn't MIDI; reply /continue to a .mid file (or send /continue 42 for a track)")
+    if document.file_size and document.file_size > MAX_PRIMER_BYTES:
+        size, most = document.file_size / 1e6, MAX_PRIMER_BYTES // 1_000_000
+        raise UsageError(f"that MIDI file is {size:.1f} MB; send one up to {most} MB")
+
+
+async def continue_midi(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, document: Document, args: list[str], key: str
+) -> None:
+    """Carry on a user's MIDI file: its last bars become the primer of a new piece in the genre
+    they name, or their default one (asked for when they have none)."""
+    core = core_of(context.application)
+    uid, name = who(update)
+    try:
+        if len(args) > 1:
+            raise UsageError("reply /continue or /continue jazz to a MIDI file")
+        genre = genre_of(args[0]) if args else None
+        check_midi_document(document)
+        user = await known_user(core, update)
+        ref = f"telegram-file:{document.file_unique_id}"
+        request = midi_continue_request(PLATFORM, (), ref, genre, user, uid, name, key)  # the genre is asked first
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    refusal = over_limit(core, update)  # before downloading: the limit also bounds downloads
+    if refusal is None:
+        try:
+            file = await with_retries(lambda: context.bot.get_file(document.file_id))
+            data = bytes(await file.download_as_bytearray())
+            primer = await asyncio.to_thread(primer_from_midi, data)
+        except Refused as exc:
+            await say(update, f"🤔 {exc}")
+            return
+        refusal = await start_job(context.application, update.effective_chat.id, replace(request, primer=primer))
     if refusal:
         await say(update, f"🙅 {refusal}")
 
@@ -309,13 +277,16 @@ async def favorites_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str) -> None:
-    core = core_of(context)
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
         await say(update, f"🤔 {exc}")
         return
-    page_no = cmd.page if isinstance(cmd, Page) else 1
+    await show_page(update, context, kind, cmd.page if isinstance(cmd, Page) else 1)
+
+
+async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str, page_no: int) -> None:
+    core = core_of(context.application)
     user = await known_user(core, update)
     result = await numbered_page(core.db, user, kind, page_no, PAGE_SIZE)
     title = "Your tracks" if kind == "history" else "Your favourites"
@@ -335,7 +306,7 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
 
 
 async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
@@ -372,7 +343,7 @@ async def unfinished_job_ids(core: Core, uid: str) -> list[int]:
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     uid, _ = who(update)
     for job_id in await unfinished_job_ids(core, uid):
         if await core.backend.cancel(job_id, PLATFORM, uid):
@@ -382,7 +353,7 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     uid, _ = who(update)
     for job_id in await unfinished_job_ids(core, uid):
         await core.backend.cancel(job_id, PLATFORM, uid)
@@ -391,7 +362,7 @@ async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     uid, _ = who(update)
     try:
         cmd = parse(update.effective_message.text or "")
@@ -412,7 +383,7 @@ async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await say(update, f"🙅 You need to be a member of {cmd.channel} to share into it.")
         return
     try:
-        sent = await send_track(context, target, track)
+        sent = await send_track(context.application, target, track)
     except (TelegramError, NotFound) as exc:
         await say(update, f"🙅 I couldn't post into {cmd.channel}: {exc}")
         return
@@ -424,10 +395,10 @@ async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """🔁 🔥 ❄️ ⭐ ➕ 📤 under a track."""
-    core = core_of(context)
+    core = core_of(context.application)
     query = update.callback_query
     press = parse_button(query.data or "")
-    if press is None:
+    if press is None or update.effective_chat is None:  # ours? (and not under a message sent inline)
         await query.answer("This button is out of date; send /compose again.", show_alert=True)
         return
     key = f"{PLATFORM}:{update.update_id}"
@@ -451,7 +422,7 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         request = continue_request(PLATFORM, track, user, uid, name, key)
     else:
         request = child_request(PLATFORM, track, press.action, uid, name, key)
-    refusal = await start_job(context, update, update.effective_chat.id, request)
+    refusal = over_limit(core, update) or await start_job(context.application, update.effective_chat.id, request)
     if refusal:
         await query.answer(f"🙅 {refusal}", show_alert=True)
     else:
@@ -461,7 +432,7 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def toggle_favourite(
     update: Update, context: ContextTypes.DEFAULT_TYPE, user: User, track: Track, favourite: bool
 ) -> None:
-    core = core_of(context)
+    core = core_of(context.application)
     query = update.callback_query
 
     now = await set_favourite(core.db, user, track.id, favourite, here(update))
@@ -481,6 +452,90 @@ async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await say(update, f"🤔 {message}")
 
 
+# --- inline mode: @bot in any chat sends one of your favourites --------------------------------
+
+
+def inline_filter(text: str) -> tuple[str, Any] | None:
+    """What an inline query asks for: ("all", None), ("track", 42) or ("genre", "jazz"); None when
+    it is neither a number nor a genre."""
+    words = text.strip()
+    if not words:
+        return ("all", None)
+    if m := re.fullmatch(r"#?(\d{1,12})", words):
+        return ("track", int(m.group(1)))
+    try:
+        return ("genre", genre_of(words))
+    except UsageError:
+        return None
+
+
+async def matching_favourites(
+    core: Core, uid: str, wanted: tuple[str, Any], before: int | None
+) -> tuple[list[tuple[Track, str]], int, int | None]:
+    """The asker's own favourites that match and can be sent by file_id, up to a full answer:
+    (track and file_id pairs, how many matched but have no Telegram upload, the next offset)."""
+    kind, value = wanted
+
+    def matches(t: Track) -> bool:
+        return kind == "all" or (kind == "track" and t.id == value) or (kind == "genre" and t.genre == value)
+
+    async def find(s):
+        user = await get_user(s, PLATFORM, uid)  # lookup only: an inline query creates no account
+        found: list[tuple[Track, str]] = []
+        skipped, cursor = 0, before
+        if user is None:
+            return found, skipped, None
+        for _ in range(INLINE_PAGES):
+            # ask for exactly what is missing, so the cursor never passes a favourite unseen
+            page = await list_favorites(s, user, INLINE_RESULTS - len(found), cursor)
+            for track in filter(matches, page.items):
+                file_id = (track.file_ids or {}).get(PLATFORM)
+                if file_id:
+                    found.append((track, file_id))
+                else:
+                    skipped += 1
+            cursor = page.next_before
+            if cursor is None or len(found) >= INLINE_RESULTS:
+                break
+        return found, skipped, cursor
+
+    return await core.db.run(find)
+
+
+async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Answer with the asker's favourites as cached audio (Telegram's own copies, nothing is
+    uploaded): personal, cached briefly, filtered by a genre or a track number."""
+    query = update.inline_query
+    uid, _ = who(update)
+    wanted = inline_filter(query.query)
+    offset = int(query.offset) if query.offset.isdigit() else None
+    found: list[tuple[Track, str]] = []
+    skipped, next_offset = 0, None
+    if wanted is not None:
+        found, skipped, next_offset = await matching_favourites(core_of(context.application), uid, wanted, offset)
+    results = [
+        InlineQueryResultCachedAudio(id=str(track.id), audio_file_id=file_id, caption=track_caption(track))
+        for track, file_id in found
+    ]
+    note = None  # shown above the results: why some or all are missing
+    if wanted is None:
+        note = "Type a genre (jazz, ambient…) or a track number"
+    elif skipped:
+        note = f"{skipped} favourite{'s' if skipped > 1 else ''} can't be sent from here; open the bot"
+    elif not results and offset is None:
+        note = "No favourites yet: open the bot and press ⭐" if wanted[0] == "all" else "No favourite matches that"
+    await query.answer(
+        results,
+        cache_time=INLINE_CACHE_S,
+        is_personal=True,
+        next_offset=str(next_offset) if next_offset is not None else None,
+        button=InlineQueryResultsButton(note, start_parameter="favorites") if note else None,
+    )
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """One place for every unexpected error: log it (never the token) and tell the user, if any."""
     token = context.bot.token
@@ -496,6 +551,12 @@ async def register_commands(application: Application) -> None:
     await application.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS.items()])
 
 
+async def on_start(application: Application) -> None:
+    """After connecting: announce the commands, then deliver the jobs a restart left unfinished."""
+    await register_commands(application)
+    await resume_deliveries(application)
+
+
 def build_application(
     token: str,
     backend: JobBackend,
@@ -503,16 +564,18 @@ def build_application(
     store: ArtifactStore,
     base_url: str | None = None,
     base_file_url: str | None = None,
+    limits: Limits | None = None,
 ) -> Application:
-    """The bot: every handler registered, commands announced on start-up."""
+    """The bot: every handler registered; on start-up it announces its commands and resumes
+    delivering unfinished jobs, and on stop it stops following them (the next start resumes)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry URLs with the token
-    builder = Application.builder().token(token).post_init(register_commands)
+    builder = Application.builder().token(token).post_init(on_start).post_stop(stop_following)
     if base_url:
         builder = builder.base_url(base_url)
     if base_file_url:
         builder = builder.base_file_url(base_file_url)
     application = builder.build()
-    application.bot_data["core"] = Core(backend, db, store)
+    application.bot_data["core"] = Core(backend, db, store, limits or Limits())
     for name, handler in (
         ("start", start),
         ("help", help_command),
@@ -528,9 +591,65 @@ def build_application(
     ):
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(button))
+    application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, unknown))
     application.add_error_handler(on_error)
     return application
 
 
-__all__ = ["Core", "build_application", "child_request", "compose_request", "continue_request"]
+# --- webhook or polling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where Telegram posts updates (`url`, public https) and where we listen for them (usually
+    behind a proxy that terminates TLS). The secret never shows in a repr or a log line."""
+
+    url: str
+    listen: str
+    port: int
+    secret_token: str = field(repr=False)
+
+    def run_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Application.run_webhook` (or `Updater.start_webhook`)."""
+        return {
+            "listen": self.listen,
+            "port": self.port,
+            "url_path": urlsplit(self.url).path.strip("/"),
+            "webhook_url": self.url,
+            "secret_token": self.secret_token,
+        }
+
+
+def webhook_from(
+    url: str | None, listen: str = "127.0.0.1", port: int = 8443, secret: str | None = None
+) -> Webhook | None:
+    """None (long polling, the default) without a URL; else the webhook, or UsageError saying
+    what to fix. Neither the URL nor the secret is repeated in an error: either may be private."""
+    if not url or not url.strip():
+        return None
+    parts = urlsplit(url.strip())
+    try:
+        public_port = parts.port
+    except ValueError:
+        public_port = -1
+    if parts.scheme != "https" or not parts.hostname:
+        raise UsageError("MELOMANIA_TELEGRAM_WEBHOOK_URL must be a public https:// URL (Telegram only calls https)")
+    if public_port is not None and public_port not in WEBHOOK_PORTS:
+        raise UsageError("MELOMANIA_TELEGRAM_WEBHOOK_URL must use port 443, 80, 88 or 8443 (the ones Telegram calls)")
+    if secret is not None and not SECRET_TOKEN.fullmatch(secret):
+        raise UsageError("MELOMANIA_TELEGRAM_WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and -, 1 to 256 of them")
+    # Without a configured secret, a fresh one each start: Telegram gets it with setWebhook, and
+    # requests that do not carry it are refused, so nobody else can post updates to us.
+    return Webhook(parts.geturl(), listen, port, secret or secrets.token_urlsafe(32))
+
+
+__all__ = [
+    "Core",
+    "Webhook",
+    "build_application",
+    "child_request",
+    "compose_request",
+    "continue_request",
+    "webhook_from",
+]

@@ -429,13 +429,16 @@ def prepare_bot_process():
     return settings, soundfont, model
 
 
-def log_without(secret: str) -> None:
-    """Log to stderr with `secret` (a bot token) replaced wherever a library prints it."""
+def log_without(*secrets: str) -> None:
+    """Log to stderr with `secrets` (a bot token, a webhook secret) replaced wherever a library prints them."""
     import logging
 
     class Redacted(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            return super().format(record).replace(secret, "<token>")
+            text = super().format(record)
+            for secret in filter(None, secrets):
+                text = text.replace(secret, "<secret>")
+            return text
 
     handler = logging.StreamHandler()
     handler.setFormatter(Redacted("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -448,7 +451,8 @@ app.add_typer(run_app, name="run")
 
 @run_app.command("telegram")
 def run_telegram() -> None:
-    """Run the Telegram bot (long polling) with MELOMANIA_TELEGRAM_TOKEN; tracks are composed in this process."""
+    """Run the Telegram bot with MELOMANIA_TELEGRAM_TOKEN: long polling, or a webhook when
+    MELOMANIA_TELEGRAM_WEBHOOK_URL is set; tracks are composed in this process."""
     import asyncio
     import os
     import re
@@ -462,10 +466,19 @@ def run_telegram() -> None:
     from telegram import Bot
     from telegram.error import InvalidToken, NetworkError
 
-    from bot.telegram import build_application
+    from bot.grammar import UsageError
+    from bot.telegram import build_application, webhook_from
     from jobs.inprocess import InProcessRunner
     from storage import Database, LocalArtifactStore
 
+    settings = load_settings()
+    secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
+    try:  # a bad webhook setting is found before minutes of loading
+        webhook = webhook_from(
+            settings.telegram_webhook_url, settings.telegram_webhook_listen, settings.telegram_webhook_port, secret
+        )
+    except UsageError as exc:
+        fail(str(exc))
     settings, soundfont, model = prepare_bot_process()
 
     async def check_token() -> None:
@@ -479,18 +492,18 @@ def run_telegram() -> None:
     except NetworkError as exc:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
 
-    log_without(token)
+    log_without(token, webhook.secret_token if webhook else "")
 
     db = Database(settings.database_url)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
     runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
-    application = build_application(token, runner, db, store)
-    announce_commands = application.post_init
+    application = build_application(token, runner, db, store, limits=settings.limits())
+    on_start = application.post_init  # announces commands, resumes delivering unfinished jobs
 
     async def post_init(application) -> None:
-        await runner.start()
-        if announce_commands is not None:
-            await announce_commands(application)
+        await runner.start()  # first: it recovers the unfinished jobs the bot then re-attaches to
+        if on_start is not None:
+            await on_start(application)
 
     async def post_shutdown(application) -> None:
         await runner.stop()
@@ -498,7 +511,10 @@ def run_telegram() -> None:
 
     application.post_init, application.post_shutdown = post_init, post_shutdown
     try:
-        application.run_polling(bootstrap_retries=3)
+        if webhook is None:
+            application.run_polling(bootstrap_retries=3)
+        else:
+            application.run_webhook(**webhook.run_options(), bootstrap_retries=3)
     except InvalidToken:
         fail("Telegram rejected MELOMANIA_TELEGRAM_TOKEN; check it with @BotFather")
     except NetworkError as exc:

@@ -9,6 +9,12 @@
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
 | MELOMANIA_REDIS_URL     | (none: jobs run in-process)               | Redis for `melomania worker`s      |
+| MELOMANIA_RATE_PER_USER | 6                                         | tracks a minute one user may ask   |
+| MELOMANIA_RATE_PER_CHAT | 20                                        | tracks a minute one chat may ask   |
+| MELOMANIA_TELEGRAM_WEBHOOK_URL    | (none: long polling)            | public https URL for Telegram      |
+| MELOMANIA_TELEGRAM_WEBHOOK_LISTEN | 127.0.0.1                       | where the webhook server listens   |
+| MELOMANIA_TELEGRAM_WEBHOOK_PORT   | 8443                            | (behind a TLS-terminating proxy)   |
+| MELOMANIA_TELEGRAM_WEBHOOK_SECRET | random per start                | the header Telegram must send      |
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.limits import Limits, RateLimiter
 
 SHIPPED_CHECKPOINT = Path(str(files("generator").joinpath("checkpoints", "melomania-small.pt")))
 
@@ -31,9 +40,19 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///data/melomania.db"
     data_dir: Path = Path("data")
     redis_url: str | None = None
+    rate_per_user: int = Field(6, ge=1)
+    rate_per_chat: int = Field(20, ge=1)
+    telegram_webhook_url: str | None = None
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = Field(8443, ge=1, le=65535)
+    telegram_webhook_secret: SecretStr | None = None  # SecretStr: never printed by a repr or a log
 
     def checkpoint_path(self) -> Path | None:
         """The configured checkpoint, else the shipped default model, else None."""
         if self.checkpoint is not None:
             return self.checkpoint
         return SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None
+
+    def limits(self) -> Limits:
+        """The chat front ends' rate limits: so many tracks a minute per user and per chat."""
+        return Limits(RateLimiter(self.rate_per_user, 60.0), RateLimiter(self.rate_per_chat, 60.0))

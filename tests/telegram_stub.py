@@ -8,7 +8,8 @@
 It runs a stdlib HTTP server in a thread, answers every method with the Bot API's JSON shapes
 (`{"ok": true, "result": …}`) and records each call (method, parameters, uploaded files).
 getUpdates serves queued updates in order, long-polling briefly when there are none; it serves
-whatever was queued, so a test can redeliver an update by queueing it again.
+whatever was queued, so a test can redeliver an update by queueing it again. Files users sent
+(`stub.document(...)`) are served by getFile and at the download URL under `file_url`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class BotApiStub:
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
         self._file_ids = itertools.count(1)
+        self.files: dict[str, bytes] = {}  # file_id → the bytes a user sent, for getFile and downloads
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -140,6 +142,29 @@ class BotApiStub:
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         return msg
 
+    def document(
+        self, data: bytes, name: str = "tune.mid", mime: str = "audio/midi", user_id: int = 1, **kw: Any
+    ) -> dict[str, Any]:
+        """A user's message with a file attached; getFile and the download URL serve its bytes."""
+        n = next(self._file_ids)
+        file_id, unique = f"USERDOC{n}", f"UUSERDOC{n}"
+        self.files[file_id] = data
+        msg = self.message("", user_id, **kw)
+        del msg["text"]
+        doc = {"file_id": file_id, "file_unique_id": unique, "file_size": len(data)}
+        msg["document"] = doc | ({"file_name": name} if name else {}) | ({"mime_type": mime} if mime else {})
+        return msg
+
+    def reply(self, text: str, to: dict[str, Any], user_id: int = 1) -> dict[str, Any]:
+        """A user's text message in reply to `to` (a message from `message` or `document`)."""
+        msg = self.message(text, user_id, chat_id=to["chat"]["id"], kind=to["chat"]["type"])
+        msg["reply_to_message"] = to
+        return msg
+
+    def inline(self, query: str, user_id: int = 1, offset: str = "") -> dict[str, Any]:
+        """Someone typing "@bot <query>" in any chat."""
+        return {"id": str(next(self._message_ids)), "from": self.user(user_id), "query": query, "offset": offset}
+
     def callback(self, data: str, user_id: int = 1, message: dict | None = None) -> dict[str, Any]:
         """A press of an inline button under a message the bot sent."""
         return {
@@ -153,6 +178,9 @@ class BotApiStub:
     # --- the server side -----------------------------------------------------------------------
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        if request.path.startswith("/file/"):
+            self._download(request)
+            return
         parts = request.path.strip("/").split("/")
         method = parts[-1] if parts else ""
         length = int(request.headers.get("Content-Length") or 0)
@@ -193,10 +221,17 @@ class BotApiStub:
                 "username": BOT_USERNAME,
                 "can_join_groups": True,
                 "can_read_all_group_messages": False,
-                "supports_inline_queries": False,
+                "supports_inline_queries": True,
             }
-        if method in ("deleteWebhook", "setMyCommands", "answerCallbackQuery"):
+        if method in ("deleteWebhook", "setWebhook", "setMyCommands", "answerCallbackQuery", "answerInlineQuery"):
             return True
+        if method == "getFile":
+            file_id = params.get("file_id", "")
+            if file_id not in self.files:
+                raise LookupError("invalid file_id")
+            size = len(self.files[file_id])
+            path = f"documents/{file_id}.mid"
+            return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": size, "file_path": path}
         if method == "getUpdates":
             return self._serve_updates(float(params.get("timeout", 0) or 0))
         if method == "sendMessage":
@@ -245,6 +280,18 @@ class BotApiStub:
         if method == "getChatMember":
             return {"status": self.member_status, "user": self.user(int(params["user_id"]))}
         raise LookupError(f"method {method} is not in the stub")
+
+    def _download(self, request: BaseHTTPRequestHandler) -> None:
+        """GET <file_url><token>/documents/<file_id>.mid, as Telegram serves files getFile named."""
+        with self._cond:
+            self.calls.append(Call("download", {"path": request.path}))
+        file_id = request.path.rsplit("/", 1)[-1].removesuffix(".mid")
+        data = self.files.get(file_id)
+        request.send_response(200 if data is not None else 404)
+        request.send_header("Content-Type", "application/octet-stream")
+        request.send_header("Content-Length", str(len(data or b"")))
+        request.end_headers()
+        request.wfile.write(data or b"")
 
     def _serve_updates(self, timeout: float) -> list[dict[str, Any]]:
         with self._cond:

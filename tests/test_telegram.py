@@ -4,20 +4,33 @@ the Bot API, and a tiny random model composes through the in-process runner into
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import itertools
 import json
+import socket
 import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pretty_midi
 import pytest
 from conftest import tiny_model
 from sqlalchemy import func, select
+from telegram.ext import Application
 from telegram_stub import BOT_USERNAME, BotApiStub
 
-from bot.telegram import build_application
+from bot.grammar import UsageError
+from bot.limits import Limits, RateLimiter
+from bot.telegram import build_application, webhook_from
 from generator import vocab as V
+from jobs.api import ComposeRequest
 from jobs.inprocess import InProcessRunner, RunnerSettings
-from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track
+from storage import Database, Favorite, Job, JobState, LocalArtifactStore, Share, Track, User
+from storage.favorites import add_favorite
+from storage.jobs import start_job
 from storage.tracks import NewTrack, record_track
 from storage.users import get_or_create_user
 
@@ -47,6 +60,16 @@ class Env:
         self.stub.queue_update(update)
         return update
 
+    def reply(self, text: str, to: dict, user_id: int = 1) -> dict:
+        update = {"update_id": next(self.ids), "message": self.stub.reply(text, to, user_id)}
+        self.stub.queue_update(update)
+        return update
+
+    def inline(self, query: str, user_id: int = 1) -> dict:
+        update = {"update_id": next(self.ids), "inline_query": self.stub.inline(query, user_id)}
+        self.stub.queue_update(update)
+        return update
+
     async def count(self, table, *where) -> int:
         return await self.db.run(lambda s: s.scalar(select(func.count()).select_from(table).where(*where)))
 
@@ -54,28 +77,50 @@ class Env:
         return await self.db.run(lambda s: s.get(Track, track_id))
 
 
-@pytest.fixture
-async def env(tmp_path):
+@contextlib.asynccontextmanager
+async def running_bot(
+    stub: BotApiStub, db: Database, store: LocalArtifactStore, compose: bool = True, **kw
+) -> AsyncIterator[Application]:
+    """The runner and the bot started as `melomania run telegram` does (post_init and post_stop
+    included), stopped in its order. compose=False: a runner that accepts jobs and never composes
+    them, like a process that dies right after accepting."""
+    runner = InProcessRunner(db, store, model, RunnerSettings(progress_interval_s=0.05))
+    if compose:
+        await runner.start()
+    app = build_application(TOKEN, runner, db, store, base_url=stub.base_url, base_file_url=stub.file_url, **kw)
+    await app.initialize()
+    await app.post_init(app)
+    await app.start()
+    try:
+        yield app
+    finally:
+        if app.updater.running:
+            await app.updater.stop()
+        await app.stop()
+        await app.post_stop(app)
+        await app.shutdown()
+        await runner.stop()
+
+
+@contextlib.asynccontextmanager
+async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
     stub = BotApiStub().start()
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
-    runner = InProcessRunner(db, store, model, RunnerSettings(progress_interval_s=0.05))
-    await runner.start()
-    app = build_application(TOKEN, runner, db, store, base_url=stub.base_url, base_file_url=stub.file_url)
-    await app.initialize()
-    await app.post_init(app)
-    await app.updater.start_polling(timeout=1)
-    await app.start()
     try:
-        yield Env(stub, db, store, itertools.count(100))
+        async with running_bot(stub, db, store, **kw) as app:
+            await app.updater.start_polling(timeout=1)
+            yield Env(stub, db, store, itertools.count(100))
     finally:
-        await app.updater.stop()
-        await app.stop()
-        await app.shutdown()
-        await runner.stop()
         await db.dispose()
         stub.stop()
+
+
+@pytest.fixture
+async def env(tmp_path):
+    async with bot_env(tmp_path) as e:
+        yield e
 
 
 async def eventually(check, timeout: float = 10.0):
@@ -241,6 +286,7 @@ BAD_INPUT = [
     (f"/compose@{BOT_USERNAME} polka", "don't know the genre"),
     ("/compose", "which genre?"),
     ("/continue 999", "there is no track #999"),
+    ("/continue", "reply /continue to a MIDI file"),
     ("/share 999 @mychannel", "there is no track #999"),
     ("x" * 4000, "too long"),
 ]
@@ -314,3 +360,269 @@ async def test_a_flood_wait_from_telegram_is_waited_out_and_retried(env):
     first, retried = await env.stub.wait_for("sendMessage", count=2)
     assert first.params == retried.params
     assert "ambient" in retried.params["text"]
+
+
+# --- inline mode -------------------------------------------------------------------------------
+
+
+async def favourite(env: Env, owner: str, track_id: int) -> None:
+    async def add(s):
+        await add_favorite(s, await get_or_create_user(s, "telegram", owner), track_id)
+
+    await env.db.run(add)
+
+
+async def test_inline_query_offers_only_my_uploaded_favourites(env):
+    ambient = await stored_track(env, file_id="FILE-AMBIENT")
+    jazz = await stored_track(env, file_id="FILE-JAZZ", genre="jazz")
+    not_uploaded = await stored_track(env)
+    not_a_favourite = await stored_track(env, file_id="FILE-OTHER")
+    someone_elses = await stored_track(env, owner="2", file_id="FILE-THEIRS")
+    for track_id in (ambient, jazz, not_uploaded):
+        await favourite(env, "1", track_id)
+    await favourite(env, "2", someone_elses)
+
+    for n, query in enumerate(("", "jazz", f"#{ambient}", "polka"), 1):
+        env.inline(query)
+        await env.stub.wait_for("answerInlineQuery", count=n)
+    everything, jazz_only, by_number, unreadable = env.stub.calls_to("answerInlineQuery")
+
+    results = everything.json("results")
+    assert [(r["type"], r["id"], r["audio_file_id"]) for r in results] == [
+        ("audio", str(jazz), "FILE-JAZZ"),  # newest favourite first
+        ("audio", str(ambient), "FILE-AMBIENT"),
+    ]
+    assert results[1]["caption"].startswith(f"Ambient #{ambient}")
+    assert everything.params["is_personal"] == "true" and int(everything.params["cache_time"]) <= 60
+    assert "1 favourite can't be sent" in everything.json("button")["text"]  # the one never uploaded
+    assert str(not_a_favourite) not in {r["id"] for r in results}
+    assert [r["id"] for r in jazz_only.json("results")] == [str(jazz)]
+    assert [r["id"] for r in by_number.json("results")] == [str(ambient)]
+    assert unreadable.json("results") == [] and "Type a genre" in unreadable.json("button")["text"]
+
+    env.inline("", user_id=2)
+    theirs = (await env.stub.wait_for("answerInlineQuery", count=5))[-1]
+    assert [r["id"] for r in theirs.json("results")] == [str(someone_elses)]
+    env.inline("", user_id=3)  # nobody we know: nothing, and no account made for them
+    stranger = (await env.stub.wait_for("answerInlineQuery", count=6))[-1]
+    assert stranger.json("results") == [] and "No favourites yet" in stranger.json("button")["text"]
+    assert await env.count(User, User.platform_user_id == "3") == 0
+
+
+# --- /continue in reply to a MIDI file ---------------------------------------------------------
+
+
+def midi_file(notes: int = 24) -> bytes:
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(program=0)
+    for i in range(notes):
+        piano.notes.append(pretty_midi.Note(velocity=80, pitch=60 + i % 12, start=i * 0.4, end=i * 0.4 + 0.35))
+    pm.instruments.append(piano)
+    out = io.BytesIO()
+    pm.write(out)
+    return out.getvalue()
+
+
+async def test_replying_continue_to_a_midi_file_primes_a_new_track_with_it(env):
+    tune = env.stub.document(midi_file(), name="my tune.mid")
+    env.reply("/continue jazz", to=tune)
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    track = await env.track(track_id_of(audio))
+    assert track.genre == "jazz" and track.lineage == "continue"
+    assert track.primer_ref == f"telegram-file:{tune['document']['file_unique_id']}"
+    job = await env.db.run(lambda s: s.scalar(select(Job)))
+    assert len(job.request["primer"]) > 20 and job.request["primer_ref"] == track.primer_ref
+    [get_file] = env.stub.calls_to("getFile")
+    assert get_file.params["file_id"] == tune["document"]["file_id"]
+    [download] = env.stub.calls_to("download")
+    assert download.params["path"].endswith(f"/{tune['document']['file_id']}.mid")
+
+
+async def test_continue_on_a_midi_file_uses_my_default_genre_or_asks_for_one(env):
+    tune = env.stub.document(midi_file())
+    env.reply("/continue", to=tune)
+    [question] = await env.stub.wait_for("sendMessage")
+    assert "which genre" in question.params["text"] and "jazz" in question.params["text"]
+    assert not env.stub.calls_to("getFile")  # nothing downloaded before we know what to do
+    env.send("/settings genre=classic")
+    await env.stub.wait_for("sendMessage", count=2)
+    env.reply("/continue", to=tune)
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert (await env.track(track_id_of(audio))).genre == "classic"
+
+
+async def test_bad_midi_files_get_a_clear_answer_and_compose_nothing(env):
+    cases = [
+        (env.stub.document(b"%PDF-1.4", name="notes.pdf", mime="application/pdf"), "/continue jazz", "isn't MIDI"),
+        (env.stub.document(b"MThd" + b"\0" * 1_000_000), "/continue jazz", "send one up to 1 MB"),
+        (env.stub.document(b"RIFF not midi", name="song.mid"), "/continue jazz", "not a MIDI file"),
+        (env.stub.document(midi_file()), "/continue polka", "don't know the genre"),
+        (env.stub.document(midi_file()), "/continue jazz now", "reply /continue or /continue jazz"),
+    ]
+    for n, (doc, text, answer) in enumerate(cases, 1):
+        env.reply(text, to=doc)
+        replies = await env.stub.wait_for("sendMessage", count=n)
+        assert answer in replies[-1].params["text"], answer
+    assert [c.params["file_id"] for c in env.stub.calls_to("getFile")] == [cases[2][0]["document"]["file_id"]]
+    assert await env.count(Job) == 0
+
+
+# --- rate limits -------------------------------------------------------------------------------
+
+
+async def test_rate_limits_per_user_and_per_chat_answer_politely(tmp_path):
+    limits = Limits(per_user=RateLimiter(1, 60.0), per_chat=RateLimiter(2, 60.0))
+    async with bot_env(tmp_path, limits=limits) as env:
+        group = {"chat_id": -100, "kind": "group"}
+        env.send("/compose ambient len=5", 1, **group)
+        await env.stub.wait_for("sendMessage", text="⏳ In the queue…")
+        env.send("/compose ambient len=5", 1, **group)
+        too_fast = (await env.stub.wait_for("sendMessage", count=2))[-1]
+        assert too_fast.params["text"].startswith("🙅 easy there") and too_fast.chat_id == "-100"
+        env.press(f"hotter:{await stored_track(env)}")
+        [alert] = await env.stub.wait_for("answerCallbackQuery")
+        assert "easy there" in alert.params["text"] and alert.params["show_alert"] == "true"
+        env.send("/compose ambient len=5", 2, **group)  # another user: the chat's second track
+        await env.stub.wait_for("sendMessage", count=2, text="⏳ In the queue…")
+        env.send("/compose ambient len=5", 3, **group)  # a third: the chat has had its two
+        busy_chat = (await env.stub.wait_for("sendMessage", count=4))[-1]
+        assert busy_chat.params["text"].startswith("🙅 this chat is composing a lot")
+        assert await env.count(Job) == 2
+
+
+# --- resuming delivery after a restart ---------------------------------------------------------
+
+
+async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tmp_path):
+    stub = BotApiStub().start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    env = Env(stub, db, store, itertools.count(100))
+    try:
+        async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
+            await app.updater.start_polling(timeout=1)
+            env.send("/compose ambient len=5")
+            await stub.wait_for("sendMessage")
+            reply_to = await eventually(lambda: _reply_to(db, 1))
+            runner = app.bot_data["core"].backend
+            # one the process accepted but died before posting its progress message; one of Discord's
+            await runner.submit(ComposeRequest("telegram", "2", "jazz", seconds=5, reply_to={"chat_id": 2}))
+            await runner.submit(ComposeRequest("discord", "9", "pop", seconds=5, reply_to={"chat_id": 3}))
+        progress_id = reply_to["message_id"]
+        assert reply_to == {"chat_id": 1, "message_id": progress_id}
+        assert stub.calls_to("sendMessage")[0].params["text"].startswith("⏳")
+        await db.run(lambda s: start_job(s, 1))  # it had started composing when the process died
+        assert not stub.calls_to("sendAudio")
+
+        async with running_bot(stub, db, store) as app:  # a fresh process on the same database
+            await app.updater.start_polling(timeout=1)
+            audios = await stub.wait_for("sendAudio", count=2, timeout=60)
+            await asyncio.sleep(0.5)
+        assert sorted(a.chat_id for a in stub.calls_to("sendAudio")) == ["1", "2"]
+        edits = [e for e in stub.calls_to("editMessageText") if e.params["chat_id"] == "1"]
+        assert {e.params["message_id"] for e in edits} == {str(progress_id)} and edits[-1].params["text"] == "✅ Done"
+        new_progress = [m for m in stub.calls_to("sendMessage") if m.chat_id == "2"]
+        assert len(new_progress) == 1 and new_progress[0].params["text"].startswith("⏳")
+        assert not [c for c in stub.calls if c.chat_id == "3"]  # Discord's job is Discord's to deliver
+        states = await db.run(lambda s: s.scalars(select(Job.state).where(Job.id.in_((1, 2)))))
+        assert list(states) == [JobState.done, JobState.done]
+        assert {a.params["title"].split(" #")[0] for a in audios} == {"Ambient", "Jazz"}
+    finally:
+        await db.dispose()
+        stub.stop()
+
+
+async def _reply_to(db: Database, job_id: int) -> dict | None:
+    """The job's reply_to once it names the progress message."""
+    job = await db.run(lambda s: s.get(Job, job_id))
+    reply_to = job.request.get("reply_to") if job else None
+    return reply_to if reply_to and "message_id" in reply_to else None
+
+
+# --- webhook -----------------------------------------------------------------------------------
+
+
+def test_webhook_settings_choose_polling_or_a_webhook():
+    assert webhook_from(None) is None and webhook_from("  ") is None  # long polling by default
+    hook = webhook_from("https://bot.example.org/tg/hook", "0.0.0.0", 8080, "s3cret_-")
+    assert hook.run_options() == {
+        "listen": "0.0.0.0",
+        "port": 8080,
+        "url_path": "tg/hook",
+        "webhook_url": "https://bot.example.org/tg/hook",
+        "secret_token": "s3cret_-",
+    }
+    assert "s3cret" not in repr(hook)
+    generated = {webhook_from("https://bot.example.org/").secret_token for _ in range(2)}
+    assert len(generated) == 2 and all(len(s) >= 32 for s in generated)  # a fresh one each start
+    for url, secret, problem in [
+        ("http://bot.example.org/hook", None, "https"),
+        ("bot.example.org/hook", None, "https"),
+        ("https://bot.example.org:5000/hook", None, "port 443, 80, 88 or 8443"),
+        ("https://bot.example.org/hook", "not allowed!", "A-Z, a-z, 0-9"),
+    ]:
+        with pytest.raises(UsageError, match=problem) as caught:
+            webhook_from(url, secret=secret)
+        assert "not allowed" not in str(caught.value) and "example.org" not in str(caught.value)
+
+
+def test_run_telegram_with_a_bad_webhook_setting_is_a_one_line_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from melomania.cli import app
+
+    monkeypatch.setenv("MELOMANIA_TELEGRAM_TOKEN", "123456:ABC-def")
+    monkeypatch.setenv("MELOMANIA_TELEGRAM_WEBHOOK_URL", "http://bot.example.org/hook")
+    result = CliRunner().invoke(app, ["run", "telegram"])
+    assert result.exit_code == 2 and "https" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    monkeypatch.setenv("MELOMANIA_TELEGRAM_WEBHOOK_URL", "https://bot.example.org/hook")
+    monkeypatch.setenv("MELOMANIA_TELEGRAM_WEBHOOK_SECRET", "hunter2 has spaces")
+    result = CliRunner().invoke(app, ["run", "telegram"])
+    assert result.exit_code == 2 and "MELOMANIA_TELEGRAM_WEBHOOK_SECRET may hold only" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "hunter2" not in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, update: dict, secret: str) -> int:
+    request = urllib.request.Request(
+        url,
+        json.dumps(update).encode(),
+        {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_updates_arrive_by_webhook_only_with_the_secret(tmp_path):
+    stub = BotApiStub().start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    port = free_port()
+    hook = webhook_from("https://bot.example.org/tg/hook", "127.0.0.1", port, "s3cret")
+    try:
+        async with running_bot(stub, db, LocalArtifactStore(tmp_path / "a"), compose=False) as app:
+            await app.updater.start_webhook(**hook.run_options())
+            [registered] = stub.calls_to("setWebhook")
+            assert registered.params["url"] == hook.url and registered.params["secret_token"] == "s3cret"
+            url = f"http://127.0.0.1:{port}/tg/hook"
+            forged = {"update_id": 1, "message": stub.message("/genres")}
+            assert await asyncio.to_thread(post, url, forged, "guess") == 403
+            genuine = {"update_id": 2, "message": stub.message("/genres")}
+            assert await asyncio.to_thread(post, url, genuine, "s3cret") == 200
+            [reply] = await stub.wait_for("sendMessage")
+            assert "Genres:" in reply.params["text"]
+            await asyncio.sleep(0.3)
+            assert len(stub.calls_to("sendMessage")) == 1  # the forged update was never handled
+    finally:
+        await db.dispose()
+        stub.stop()
