@@ -71,7 +71,7 @@ from bot.telegram_delivery import (
     with_retries,
 )
 from generator.vocab import display_name
-from jobs.api import MAX_PRIMER_BYTES, JobBackend, Refused, primer_from_midi
+from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, Refused, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
 from storage.favorites import list_favorites
 from storage.privacy import forget_user
@@ -156,7 +156,7 @@ def over_limit(core: Core, update: Update) -> str | None:
     return core.limits.check(f"{PLATFORM}:{uid}", f"{PLATFORM}-chat:{chat.id}" if chat else None)
 
 
-async def submit_or_refuse(update: Update, context: ContextTypes.DEFAULT_TYPE, request) -> None:
+async def submit_or_refuse(update: Update, context: ContextTypes.DEFAULT_TYPE, request: ComposeRequest) -> None:
     """A command's request: rate-limited, then started; a refusal is the reply."""
     core = core_of(context.application)
     refusal = over_limit(core, update) or await start_job(context.application, update.effective_chat.id, request)

@@ -407,6 +407,10 @@ async def test_inline_query_offers_only_my_uploaded_favourites(env):
     stranger = (await env.stub.wait_for("answerInlineQuery", count=6))[-1]
     assert stranger.json("results") == [] and "No favourites yet" in stranger.json("button")["text"]
     assert await env.count(User, User.platform_user_id == "3") == 0
+    assert stranger.json("button")["start_parameter"] == "favorites"
+    env.send("/start favorites")  # where that button leads: the favourites, listed
+    [listing] = await env.stub.wait_for("sendMessage")
+    assert listing.params["text"].startswith("Your favourites") and f"#{not_uploaded} " in listing.params["text"]
 
 
 # --- /continue in reply to a MIDI file ---------------------------------------------------------
