@@ -60,8 +60,10 @@ def repetition_share(notes: Sequence[Note]) -> float:
 
 
 def is_degenerate(tokens: Sequence[int], threshold: float = DEGENERATE_SHARE) -> bool:
-    """A piece that is mostly one key hammered without release; the caller should regenerate."""
-    return repetition_share(decode_notes(tokens)) > threshold
+    """A piece with no note at all, or mostly one key hammered without release; the caller
+    should regenerate rather than hand anyone a silent or stuck track."""
+    notes = decode_notes(tokens)
+    return not notes or repetition_share(notes) > threshold
 
 
 def postprocess(tokens: Sequence[int]) -> list[int]:

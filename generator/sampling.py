@@ -143,8 +143,9 @@ def release_overdue(logits: torch.Tensor, state: RowState) -> torch.Tensor:
 
 def release_only_keys_down(logits: torch.Tensor, state: RowState) -> torch.Tensor:
     """Note-offs only for keys that are down, with the probability the model gave to releasing
-    keys that are up moved onto them in proportion, so its wish to release something stands."""
-    down = ~state.struck_at.isnan()
+    keys that are up moved onto them in proportion, so its wish to release something stands.
+    A key struck at this very instant is not down yet: the data has no zero-length notes."""
+    down = state.struck_at < state.clock[:, None]  # False for nan: keys that are up
     offs = logits[:, V.NOTE_OFF : V.NOTE_OFF + V.N_PITCHES]
     log_off = offs.logsumexp(-1, keepdim=True)
     log_down = offs.masked_fill(~down, float("-inf")).logsumexp(-1, keepdim=True)

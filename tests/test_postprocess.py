@@ -28,3 +28,9 @@ def test_a_hammered_key_is_degenerate_and_music_is_not():
     melody = [Note(i * 20, i * 20 + 15, 60 + i % 5, 80) for i in range(50)]
     assert not is_degenerate(encode_notes(melody))
     assert repetition_share([]) == 0.0
+
+
+def test_a_piece_without_notes_is_degenerate():
+    assert is_degenerate([V.TIME_SHIFT + 99] * 3)  # three seconds of nothing
+    assert is_degenerate([V.VELOCITY + 20, V.NOTE_ON + 60, V.NOTE_OFF + 60])  # zero length: no note
+    assert not is_degenerate([V.NOTE_ON + 60, V.TIME_SHIFT + 9, V.NOTE_OFF + 60])

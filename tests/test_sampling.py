@@ -124,6 +124,9 @@ def test_releases_go_to_keys_that_are_down_and_keep_the_models_release_probabili
     st = state(SamplingParams(top_k=0, top_p=1.0, rp_penalty=0))
     st.advance(torch.tensor([V.NOTE_ON + 60]))
     logits = torch.zeros(1, V.VOCAB_SIZE)
+    probs, order = next_token_probs(logits, st)
+    assert probs[0][order[0] == V.NOTE_OFF + 60] == 0  # struck this instant: no zero-length notes
+    st.advance(torch.tensor([V.TIME_SHIFT + 9]))
     raw = logits.masked_fill(~st.allowed, float("-inf")).softmax(-1)[0]
     probs, order = next_token_probs(logits, st)
     p = dict(zip(order[0].tolist(), probs[0].tolist()))
