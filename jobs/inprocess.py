@@ -403,14 +403,19 @@ class InProcessRunner:
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate
+        from generator.tokenizer import decode_notes
 
         if job_id not in self._active:
             return
         await self._stored_start(job_id)
         tries = self._tries.get(job_id, 1)
-        if is_degenerate(tokens[1:]) and tries < self.settings.max_tries:
+        new = tokens[1 + len(request.primer) :]  # judged on what was composed, not on the primer
+        if is_degenerate(new) and tries < self.settings.max_tries:
             self._tries[job_id] = tries + 1
             self._incoming.put((job_id, replace(request, seed=(request.seed or 0) + RESEED * tries)))
+            return
+        if not decode_notes(new):  # silent every time: a track of nothing helps no one
+            await self._failed(job_id, "the composer wrote only silence; please try again or pick another seed")
             return
         self._emit(JobEvent(job_id, "rendering"))
         compose = self._active[job_id]

@@ -215,3 +215,32 @@ async def test_a_burst_of_500_gets_jobs_or_clear_refusals_and_loses_none(env):
         await runner.stop()
     assert all(r[-1].kind == "done" for r in results)
     assert await count(db, Job) == len(accepted) == await count(db, Track)
+
+
+def silent_model():
+    """A real model whose output layer only ever asks for a time shift: every piece is silence."""
+    import torch
+
+    from generator import vocab as V
+
+    m = model()
+    with torch.no_grad():
+        m.Wout.bias.fill_(-50.0)
+        m.Wout.bias[V.TIME_SHIFT + 49] = 50.0
+    return m
+
+
+async def test_a_silent_piece_is_composed_again_and_never_delivered(env):
+    db, store = env
+    runner = InProcessRunner(db, store, silent_model, RunnerSettings(max_tries=3))
+    await runner.start()
+    try:
+        job_id = await runner.submit(req(tokens=30))
+        events = await collect(runner, job_id)
+    finally:
+        await runner.stop()
+    assert events[-1].kind == "failed" and "only silence" in events[-1].reason
+    assert "rendering" not in [e.kind for e in events]
+    starts = [e for e in events if e.kind == "running" and e.total == 0]
+    assert len(starts) == 3  # composed three times, with new seeds, before giving up
+    assert await count(db, Track) == 0
