@@ -63,22 +63,21 @@ def test_compose_writes_mp3_midi_and_png_and_prints_the_recipe(env):
         "0.8",
     )
     assert result.exit_code == 0, result.output
-    for seed in (42, 43):
-        for ext in ("mp3", "mid", "png"):
-            assert (env / "tracks" / f"ambient-{seed}.{ext}").is_file()
-    assert (
-        "seed=42" in result.output
-        and "temperature=0.8" in result.output
-        and "instrument=electric piano" in result.output
-    )
+    # seeds 42 and 43, unless the tiny random model wrote silence and a piece was composed again
+    mp3s = sorted((env / "tracks").glob("ambient-*.mp3"))
+    assert len(mp3s) == 2
+    for mp3 in mp3s:
+        assert mp3.with_suffix(".mid").is_file() and mp3.with_suffix(".png").is_file()
+        assert f"seed={mp3.stem.split('-')[1]}" in result.output
+    assert "temperature=0.8" in result.output and "instrument=electric piano" in result.output
     info = json.loads(
         subprocess.run(
-            ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(env / "tracks" / "ambient-42.mp3")],
+            ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(mp3s[0])],
             capture_output=True,
             text=True,
         ).stdout
     )
-    assert info["format"]["tags"]["title"] == "Ambient #42"
+    assert info["format"]["tags"]["title"] == f"Ambient #{mp3s[0].stem.split('-')[1]}"
     assert "genre=ambient" in info["format"]["tags"]["comment"]
 
 
