@@ -412,21 +412,49 @@ def worker() -> None:
 
 
 def prepare_bot_process():
-    """What every bot process needs before it connects: render tools, a migrated database, the model."""
+    """What every bot process needs before it connects: a migrated database, and either the model
+    and render tools (composing here) or a reachable Redis (workers compose; no model loaded)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from storage.migrate import upgrade
 
+    from .composer import Composer
+
     settings = load_settings()
     try:
-        soundfont = check_render_tools(settings)
         upgrade(settings.database_url)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
+    if settings.redis_url:
+        check_redis(settings.redis_url)
+        return settings, Composer(redis_url=settings.redis_url)
+    try:
+        soundfont = check_render_tools(settings)
         _, model = load_configured_model(settings, None)
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"cannot open the database: {str(exc).splitlines()[0]}")
-    return settings, soundfont, model
+    return settings, Composer(model=model, soundfont=soundfont)
+
+
+def check_redis(url: str) -> None:
+    """One line, not a traceback, when MELOMANIA_REDIS_URL is wrong or its server is down; the
+    URL is not repeated (it may hold a password)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def ping() -> None:
+        client = Redis.from_url(url, socket_connect_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError, ValueError) as exc:
+        fail(f"cannot reach Redis at MELOMANIA_REDIS_URL ({exc.__class__.__name__}); is redis-server running?")
 
 
 def log_without(*secrets: str) -> None:
@@ -452,7 +480,8 @@ app.add_typer(run_app, name="run")
 @run_app.command("telegram")
 def run_telegram() -> None:
     """Run the Telegram bot with MELOMANIA_TELEGRAM_TOKEN: long polling, or a webhook when
-    MELOMANIA_TELEGRAM_WEBHOOK_URL is set; tracks are composed in this process."""
+    MELOMANIA_TELEGRAM_WEBHOOK_URL is set; tracks are composed in this process, or by workers
+    when MELOMANIA_REDIS_URL is set."""
     import asyncio
     import os
     import re
@@ -468,7 +497,6 @@ def run_telegram() -> None:
 
     from bot.grammar import UsageError
     from bot.telegram import build_application, webhook_from
-    from jobs.inprocess import InProcessRunner
     from storage import Database, LocalArtifactStore
 
     settings = load_settings()
@@ -479,7 +507,7 @@ def run_telegram() -> None:
         )
     except UsageError as exc:
         fail(str(exc))
-    settings, soundfont, model = prepare_bot_process()
+    settings, composer = prepare_bot_process()
 
     async def check_token() -> None:
         async with Bot(token) as bot:  # getMe: is the token good and Telegram reachable?
@@ -496,7 +524,7 @@ def run_telegram() -> None:
 
     db = Database(settings.database_url)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
-    runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
+    runner = composer.backend(db, store)
     application = build_application(token, runner, db, store, limits=settings.limits())
     on_start = application.post_init  # announces commands, resumes delivering unfinished jobs
 
@@ -527,7 +555,8 @@ def run_discord(
         int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync commands to this guild only")
     ] = None,
 ) -> None:
-    """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process."""
+    """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process, or
+    by workers when MELOMANIA_REDIS_URL is set."""
     import asyncio
     import os
 
@@ -538,17 +567,16 @@ def run_discord(
     import discord
 
     from bot.discord_bot import build_client
-    from jobs.inprocess import InProcessRunner
     from storage import Database, LocalArtifactStore
 
-    settings, soundfont, model = prepare_bot_process()
+    settings, composer = prepare_bot_process()
 
     log_without(token)
 
     async def serve() -> None:
         db = Database(settings.database_url)
         store = LocalArtifactStore(settings.data_dir / "artifacts")
-        runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont))
+        runner = composer.backend(db, store)
         await runner.start()
         try:
             async with build_client(runner, db, store, test_guild_id=test_guild, limits=settings.limits()) as client:
@@ -587,7 +615,8 @@ def run_all(
 ) -> None:
     """Run the Telegram bot (long polling) and the Discord bot in one process with
     MELOMANIA_TELEGRAM_TOKEN and MELOMANIA_DISCORD_TOKEN: one model and one in-process runner
-    compose for both. Ctrl-C or SIGTERM stops both bots, then the runner."""
+    compose for both (or workers over Redis when MELOMANIA_REDIS_URL is set). Ctrl-C or SIGTERM
+    stops both bots, then the runner."""
     import asyncio
 
     telegram_token = bot_token(
@@ -607,10 +636,10 @@ def run_all(
 
     from .run_all import StartError, serve_both
 
-    settings, soundfont, model = prepare_bot_process()
+    settings, composer = prepare_bot_process()
     log_without(telegram_token, discord_token)
     try:
-        asyncio.run(serve_both(settings, soundfont, model, telegram_token, discord_token, test_guild))
+        asyncio.run(serve_both(settings, composer, telegram_token, discord_token, test_guild))
     except StartError as exc:
         fail(str(exc))
 

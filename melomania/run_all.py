@@ -14,7 +14,6 @@ import logging
 import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,8 +24,10 @@ from telegram.ext import Application
 from bot.discord_bot import MelomaniaClient, build_client
 from bot.telegram import build_application
 from jobs.inprocess import InProcessRunner
+from jobs.redis_backend import RedisBackend
 from storage import Database, LocalArtifactStore
 
+from .composer import Composer
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,15 @@ class Bots:
     """Both front ends on one job backend: the runner (and its one model) is theirs in common."""
 
     db: Database
-    runner: InProcessRunner
+    runner: InProcessRunner | RedisBackend
     telegram: Application
     discord: MelomaniaClient
 
 
-def build_bots(
-    settings: Settings, soundfont: Path | None, model: Any, telegram_token: str, test_guild: int | None = None
-) -> Bots:
+def build_bots(settings: Settings, composer: Composer, telegram_token: str, test_guild: int | None = None) -> Bots:
     db = Database(settings.database_url)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
-    runner = InProcessRunner(db, store, lambda: model, soundfont=str(soundfont) if soundfont else None)
+    runner = composer.backend(db, store)
     telegram = build_application(telegram_token, runner, db, store, limits=settings.limits())
     discord_bot = build_client(runner, db, store, test_guild_id=test_guild, limits=settings.limits())
     return Bots(db, runner, telegram, discord_bot)
@@ -60,8 +59,7 @@ def build_bots(
 
 async def serve_both(
     settings: Settings,
-    soundfont: Path,
-    model: Any,
+    composer: Composer,
     telegram_token: str,
     discord_token: str,
     test_guild: int | None = None,
@@ -80,7 +78,7 @@ async def serve_both(
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await _serve(settings, soundfont, model, telegram_token, discord_token, test_guild)
+        await _serve(settings, composer, telegram_token, discord_token, test_guild)
     except asyncio.CancelledError:
         if not signalled:
             raise
@@ -92,18 +90,17 @@ async def serve_both(
 
 async def _serve(
     settings: Settings,
-    soundfont: Path,
-    model: Any,
+    composer: Composer,
     telegram_token: str,
     discord_token: str,
     test_guild: int | None,
 ) -> None:
-    bots = build_bots(settings, soundfont, model, telegram_token, test_guild)
+    bots = build_bots(settings, composer, telegram_token, test_guild)
     db, runner, telegram, discord_bot = bots.db, bots.runner, bots.telegram, bots.discord
     try:
         await _connect(telegram, discord_bot, discord_token)
         await runner.start()  # before the bots' start-up hooks: it recovers the jobs they re-attach to
-        log.info("Telegram and Discord compose through one in-process runner (model %s)", runner.model_id)
+        log.info("Telegram and Discord compose through %s", composer.describe())
         if telegram.post_init is not None:
             await telegram.post_init(telegram)
         await telegram.updater.start_polling(bootstrap_retries=3)
@@ -140,7 +137,9 @@ async def _gateway(discord_bot: MelomaniaClient) -> None:
         raise StartError("cannot reach Discord's gateway; check the network and try again") from None
 
 
-async def _stop(telegram: Application, discord_bot: MelomaniaClient, runner: InProcessRunner, db: Database) -> None:
+async def _stop(
+    telegram: Application, discord_bot: MelomaniaClient, runner: InProcessRunner | RedisBackend, db: Database
+) -> None:
     """Both bots first, so no new job arrives and their followers end; then the runner; then the
     database. One step failing does not skip the others."""
     if telegram.updater is not None and telegram.updater.running:

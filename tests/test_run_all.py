@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from generator import save_checkpoint
 from melomania.cli import app
+from melomania.composer import Composer
 from melomania.run_all import build_bots
 from melomania.settings import Settings
 
@@ -44,6 +45,8 @@ def to_the_stub(self):
     self.base_url(telegram_api).base_file_url(telegram_files)
 
 ApplicationBuilder.__init__ = to_the_stub
+import atexit
+atexit.register(lambda: print("torch imported:", "torch" in sys.modules, file=sys.stderr))
 sys.argv = ["melomania", "run", "all"]
 from melomania.cli import main
 main()
@@ -93,7 +96,7 @@ def test_run_all_refuses_a_telegram_webhook_setting(monkeypatch, tmp_path):
 async def test_both_bots_are_built_on_one_runner_with_the_one_loaded_model(tmp_path):
     model = tiny_model(max_len=64)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", data_dir=tmp_path, rate_per_user=2)
-    bots = build_bots(settings, None, model, TELEGRAM_TOKEN)
+    bots = build_bots(settings, Composer(model=model), TELEGRAM_TOKEN)
     await bots.db.create_all()
     await bots.runner.start()
     try:
@@ -116,17 +119,23 @@ def stubs():
         discord.stop()
 
 
-def start_run_all(tmp_path: Path, telegram: BotApiStub, discord: DiscordApiStub) -> subprocess.Popen:
+def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(tiny_model(max_len=256), checkpoint)
+    if not checkpoint.exists():
+        save_checkpoint(tiny_model(max_len=256), checkpoint)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MELOMANIA_")}
-    env |= {
+    return env | {
         "MELOMANIA_CHECKPOINT": str(checkpoint),
         "MELOMANIA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bots.db'}",
         "MELOMANIA_DATA_DIR": str(tmp_path / "data"),
         "MELOMANIA_TELEGRAM_TOKEN": TELEGRAM_TOKEN,
         "MELOMANIA_DISCORD_TOKEN": DISCORD_TOKEN,
+        **extra,
     }
+
+
+def start_run_all(tmp_path: Path, telegram: BotApiStub, discord: DiscordApiStub, **extra: str) -> subprocess.Popen:
+    env = bot_env(tmp_path, **extra)
     urls = [discord.base_url, discord.gateway_url, telegram.base_url, telegram.file_url]
     return subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, *urls],
@@ -202,3 +211,54 @@ async def test_run_all_stops_everything_when_discord_closes_the_gateway_for_good
     assert code == 2 and lines[-1].startswith("error: Discord closed the gateway connection (code 4004)"), output
     assert "Traceback" not in output and "melomania.run_all: stopped" in output  # the Telegram bot and runner too
     assert telegram.calls_to("deleteWebhook")  # Telegram had been polling
+
+
+async def test_with_redis_the_bots_load_no_model_and_workers_compose_for_both(tmp_path, stubs):
+    """MELOMANIA_REDIS_URL: the bot process enqueues, a separate `melomania worker` composes and
+    renders, the bots deliver; the bot process never imports torch."""
+    from servers import redis_server
+
+    telegram, discord = stubs
+    with redis_server() as redis_url:
+        env = bot_env(tmp_path, MELOMANIA_REDIS_URL=redis_url, MELOMANIA_THREADS="1")
+        subprocess.run([sys.executable, "-m", "melomania.cli", "db", "upgrade"], env=env, cwd=tmp_path, check=True)
+        with open(tmp_path / "worker.log", "w") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "melomania.cli", "worker"], env=env, cwd=tmp_path, stdout=log, stderr=log
+            )
+        process = start_run_all(tmp_path, telegram, discord, MELOMANIA_REDIS_URL=redis_url)
+        try:
+            telegram.queue_update({"update_id": 1, "message": telegram.message("/compose ambient 5s", user_id=41)})
+            await discord.wait_for("identify", timeout=180)
+            discord.deliver(discord.command("compose", genre="jazz", seconds=5, user_id=42))
+            [audio] = await telegram.wait_for("sendAudio", timeout=120)
+            [post] = await discord.wait_for("followup", files=True, timeout=120)
+        except BaseException:
+            process.kill()
+            print(process.communicate()[1][-5000:], (tmp_path / "worker.log").read_text()[-3000:])
+            raise
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        code, output = await stopped(process)
+
+    assert code == 0 and "Traceback" not in output, output[-3000:]
+    assert audio.chat_id == "41" and audio.files.get("audio", b"")[:3] in (b"ID3", b"\xff\xfb")
+    assert any(name.endswith(".mp3") for name in post.files)
+    assert "compose through melomania worker processes over Redis" in output
+    assert "torch imported: False" in output
+    assert redis_url not in output and TELEGRAM_TOKEN not in output
+    with sqlite3.connect(tmp_path / "bots.db") as db:
+        states = db.execute("SELECT state FROM jobs").fetchall()
+    assert sorted(states) == [("done",), ("done",)]
+
+
+def test_an_unreachable_redis_is_a_one_line_error(monkeypatch, tmp_path):
+    from servers import free_port
+
+    for key, value in bot_env(tmp_path).items():
+        if key.startswith("MELOMANIA_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MELOMANIA_REDIS_URL", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    line = one_line_error(CliRunner().invoke(app, ["run", "all"]), "cannot reach Redis at MELOMANIA_REDIS_URL")
+    assert "hunter2" not in line

@@ -1,0 +1,34 @@
+"""Where a bot process's tracks are composed: in the process itself (a loaded model and the
+render tools), or by `melomania worker` processes over Redis when MELOMANIA_REDIS_URL is set, in
+which case the bot process loads no model and never imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage import ArtifactStore, Database
+
+
+@dataclass(frozen=True)
+class Composer:
+    redis_url: str | None = None
+    model: Any = None  # in-process only
+    soundfont: Path | None = None  # in-process only; None: Debian's default font
+
+    def backend(self, db: Database, store: ArtifactStore):
+        """A job backend the bots submit to; `start()` it before use and `stop()` it after."""
+        if self.redis_url:
+            from jobs.redis_backend import RedisBackend
+
+            return RedisBackend(db, self.redis_url)
+        from jobs.inprocess import InProcessRunner
+
+        model = self.model
+        return InProcessRunner(db, store, lambda: model, soundfont=str(self.soundfont) if self.soundfont else None)
+
+    def describe(self) -> str:
+        if self.redis_url:
+            return "melomania worker processes over Redis"
+        return f"one in-process runner (model {getattr(self.model, 'name', 'model')})"
