@@ -30,7 +30,6 @@ from storage.jobs import (
     cancel_users_job,
     create_job,
     fail_job,
-    finish_job,
     requeue_job,
     set_progress,
     start_job,
@@ -421,7 +420,6 @@ class InProcessRunner:
         compose = self._active[job_id]
         try:
             track_id = await self._render_and_store(job_id, compose, tokens, request)
-            await self.db.run(lambda s: finish_job(s, job_id, track_id))
         except InvalidTransition:
             return  # cancelled while rendering
         except Exception as exc:
@@ -475,7 +473,9 @@ class InProcessRunner:
             duration_s=files.seconds,
             note_count=files.notes,
         )
-        track = await save_track(self.db, self.store, compose.platform, compose.user_id, new, mp3, midi, png)
+        track = await save_track(
+            self.db, self.store, compose.platform, compose.user_id, new, mp3, midi, png, job_id=job_id
+        )
         return track.id
 
 

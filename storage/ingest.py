@@ -2,6 +2,8 @@
 
 If the files cannot be stored (a full disk), nothing is recorded; if the database write fails,
 the files are unreferenced content-addressed blobs that retention clears, never rows without files.
+A track composed for a job is recorded in the same transaction that finishes the job, so a worker
+dying in between cannot leave a track no job points at (and a retry would not add a second one).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import replace
 
 from .artifacts import ArtifactStore
 from .db import Database
+from .jobs import finish_job
 from .models import Platform, Track
 from .tracks import NewTrack, record_track
 from .users import get_or_create_user
@@ -25,7 +28,10 @@ async def save_track(
     mp3: bytes,
     midi: bytes,
     png: bytes,
+    job_id: int | None = None,
 ) -> Track:
+    """Store the files, then record the track (and finish `job_id` with it, atomically; a job
+    that was cancelled or finished meanwhile raises InvalidTransition and nothing is recorded)."""
     keys = {}
     for ext, data in (("mp3", mp3), ("mid", midi), ("png", png)):
         keys[ext] = await asyncio.to_thread(store.put, data, ext)
@@ -33,6 +39,9 @@ async def save_track(
 
     async def record(session):
         owner = await get_or_create_user(session, platform, platform_user_id)
-        return await record_track(session, owner, new)
+        track = await record_track(session, owner, new)
+        if job_id is not None:
+            await finish_job(session, job_id, track.id)
+        return track
 
     return await db.run(record)

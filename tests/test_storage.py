@@ -317,3 +317,24 @@ async def test_migrations_create_exactly_the_models(database_url):
     await engine.dispose()
     assert diff == []
     assert {"users", "tracks", "favorites", "shares", "jobs", "alembic_version"} <= tables
+
+
+async def test_a_track_for_a_job_is_recorded_with_the_jobs_ending_or_not_at_all(db, tmp_path):
+    """One transaction for the track row and the job's 'done': a job cancelled meanwhile gets no
+    track, and a second finishing (a retried worker) cannot add one."""
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    alice = await user(db)
+    job = (await db.run(lambda s: create_job(s, alice, {"genre": "calm"})))[0]
+    await db.run(lambda s: start_job(s, job.id))
+    track = await save_track(db, store, "telegram", "alice", new_track(1), b"ID3 a", b"MThd a", b"PNG a", job_id=job.id)
+    done = await db.run(lambda s: s.get(Job, job.id))
+    assert done.state is JobState.done and done.track_id == track.id
+    with pytest.raises(InvalidTransition):
+        await save_track(db, store, "telegram", "alice", new_track(2), b"ID3 b", b"MThd b", b"PNG b", job_id=job.id)
+    cancelled = (await db.run(lambda s: create_job(s, alice, {"genre": "jazz"})))[0]
+    await db.run(lambda s: cancel_job(s, cancelled.id, alice))
+    with pytest.raises(InvalidTransition):
+        await save_track(
+            db, store, "telegram", "alice", new_track(3), b"ID3 c", b"MThd c", b"PNG c", job_id=cancelled.id
+        )
+    assert await count(db, Track) == 1
