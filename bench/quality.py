@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--out", default="out/quality")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--temperature", type=float, help="instead of each genre's preset temperature")
     args = ap.parse_args()
 
     from melomania.settings import Settings
@@ -89,7 +90,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     requests = [
-        GenerationRequest(g, preset_sampling(g), max_new_tokens=args.tokens, seed=args.seed + i)
+        GenerationRequest(
+            g, preset_sampling(g, temperature=args.temperature), max_new_tokens=args.tokens, seed=args.seed + i
+        )
         for g in V.GENRES
         for i in range(args.pieces)
     ]

@@ -198,14 +198,17 @@ async def follow_job(app: Application, chat_id: int, message_id: int, job_id: in
         track = await core.db.run(lambda s: s.get(Track, final.track_id))
         await send_track(app, chat_id, track)
         await send_score(app, chat_id, track)
+    if final is not None:
+        await core.backend.delivered(job_id)  # so a restart does not deliver it again
 
 
 async def resume_deliveries(app: Application) -> int:
-    """On start-up: follow every unfinished job of ours that knows its chat, as if it had just
-    been submitted. Returns how many were picked up."""
+    """On start-up: follow every job of ours whose ending its user has not seen (still going, or
+    ended while we were away) and that knows its chat, as if it had just been submitted.
+    Returns how many were picked up."""
     core = core_of(app)
     resumed = 0
-    for pending in await core.backend.unfinished(PLATFORM):
+    for pending in await core.backend.undelivered(PLATFORM):
         reply_to: dict[str, Any] = pending.request.reply_to or {}
         chat_id, message_id = reply_to.get("chat_id"), reply_to.get("message_id")
         if not isinstance(chat_id, int):
@@ -220,7 +223,7 @@ async def resume_deliveries(app: Application) -> int:
             continue
         resumed += 1
     if resumed:
-        log.info("resumed delivering %d unfinished jobs", resumed)
+        log.info("resumed delivering %d jobs", resumed)
     return resumed
 
 

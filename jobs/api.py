@@ -112,7 +112,12 @@ class JobBackend(Protocol):
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool: ...
     def events(self, job_id: int) -> AsyncIterator[JobEvent]: ...
 
-    async def unfinished(self, platform: str) -> list[PendingJob]:
-        """This platform's queued and running jobs, oldest first: what a front end restarted
-        mid-job re-attaches to, to deliver the results."""
+    async def undelivered(self, platform: str) -> list[PendingJob]:
+        """This platform's jobs whose ending the user has not seen, oldest first: queued, running,
+        or ended (done, failed) without a receipt while the front end was away. A restarted
+        front end follows each, as if just submitted, to deliver the result."""
+        ...
+
+    async def delivered(self, job_id: int) -> None:
+        """The front end's receipt: the user has seen how the job ended."""
         ...

@@ -30,9 +30,11 @@ from storage.jobs import (
     cancel_users_job,
     create_job,
     fail_job,
+    mark_delivered,
     requeue_job,
     set_progress,
     start_job,
+    undelivered_jobs,
     unfinished_jobs,
 )
 from storage.tracks import NewTrack
@@ -191,10 +193,13 @@ class InProcessRunner:
         self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
         return True
 
-    async def unfinished(self, platform: str) -> list[PendingJob]:
-        """This platform's queued and running jobs with their stored requests (reply_to included)."""
-        jobs = await self.db.run(lambda s: unfinished_jobs(s, platform))
+    async def undelivered(self, platform: str) -> list[PendingJob]:
+        """This platform's jobs whose ending its user has not seen, with their stored requests."""
+        jobs = await self.db.run(lambda s: undelivered_jobs(s, platform))
         return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
+
+    async def delivered(self, job_id: int) -> None:
+        await self.db.run(lambda s: mark_delivered(s, job_id))
 
     async def adopt(self, job_id: int, request: ComposeRequest) -> AsyncIterator[JobEvent]:
         """Compose a job stored elsewhere (a Redis worker's) and yield its events to the end."""

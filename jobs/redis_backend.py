@@ -11,7 +11,7 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import cancel_users_job, create_job, unfinished_jobs
+from storage.jobs import cancel_users_job, create_job, mark_delivered, undelivered_jobs, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, PendingJob, Refused
@@ -77,10 +77,13 @@ class RedisBackend:
         )
         return True
 
-    async def unfinished(self, platform: str) -> list[PendingJob]:
-        """This platform's queued and running jobs, whichever worker holds them, with their requests."""
-        jobs = await self.db.run(lambda s: unfinished_jobs(s, platform))
+    async def undelivered(self, platform: str) -> list[PendingJob]:
+        """This platform's jobs whose ending its user has not seen, with their stored requests."""
+        jobs = await self.db.run(lambda s: undelivered_jobs(s, platform))
         return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
+
+    async def delivered(self, job_id: int) -> None:
+        await self.db.run(lambda s: mark_delivered(s, job_id))
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """Progress from whichever worker holds the job; the stored state first."""

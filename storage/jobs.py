@@ -6,9 +6,10 @@ Each move is one conditional UPDATE, so two workers can never both start, or bot
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .db import insert_ignoring_duplicates
@@ -112,6 +113,31 @@ async def unfinished_jobs(session: AsyncSession, platform: str | None = None) ->
     if platform is not None:
         q = q.join(User, User.id == Job.user_id).where(User.platform == Platform(platform))
     return list((await session.execute(q.order_by(Job.id))).scalars())
+
+
+async def undelivered_jobs(
+    session: AsyncSession, platform: str, ended_within: timedelta = timedelta(days=1)
+) -> list[Job]:
+    """A front end's jobs whose ending its user has not seen: still queued or running, or ended
+    (done or failed) within `ended_within` without a delivery receipt; oldest first."""
+    ended = and_(
+        Job.state.in_((JobState.done, JobState.failed)),
+        Job.delivered_at.is_(None),
+        Job.finished_at >= utcnow() - ended_within,
+    )
+    q = (
+        select(Job)
+        .join(User, User.id == Job.user_id)
+        .where(User.platform == Platform(platform), or_(Job.state.in_((JobState.queued, JobState.running)), ended))
+    )
+    return list((await session.execute(q.order_by(Job.id))).scalars())
+
+
+async def mark_delivered(session: AsyncSession, job_id: int) -> None:
+    """The receipt: the user has seen how the job ended (its track, or why it failed)."""
+    job = await session.get(Job, job_id)
+    if job is not None and job.delivered_at is None:
+        job.delivered_at = utcnow()
 
 
 async def set_reply_to(session: AsyncSession, job_id: int, reply_to: dict[str, Any]) -> None:

@@ -159,4 +159,5 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]  # when a front end showed the ending to the user
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -156,7 +156,7 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
     assert await count(db, Track) == 2
 
 
-async def test_unfinished_lists_a_platforms_open_jobs_with_where_their_results_go(env):
+async def test_undelivered_lists_a_platforms_open_jobs_with_where_their_results_go(env):
     db, store = env
     runner = InProcessRunner(db, store, model)  # never started: what it accepts stays queued
     try:
@@ -164,9 +164,9 @@ async def test_unfinished_lists_a_platforms_open_jobs_with_where_their_results_g
         other = await runner.submit(ComposeRequest("discord", "d1", "jazz", tokens=40, reply_to={"channel": 1}))
         cancelled = await runner.submit(req(user="u2"))
         assert await runner.cancel(cancelled, "telegram", "u2")
-        pending = await runner.unfinished("telegram")
+        pending = await runner.undelivered("telegram")
         assert [(p.job_id, p.request.reply_to) for p in pending] == [(mine, {"chat_id": 5, "message_id": 9})]
-        assert [p.job_id for p in await runner.unfinished("discord")] == [other]
+        assert [p.job_id for p in await runner.undelivered("discord")] == [other]
     finally:
         await runner.stop()
 
@@ -244,3 +244,38 @@ async def test_a_silent_piece_is_composed_again_and_never_delivered(env):
     starts = [e for e in events if e.kind == "running" and e.total == 0]
     assert len(starts) == 3  # composed three times, with new seeds, before giving up
     assert await count(db, Track) == 0
+
+
+async def test_a_job_that_ended_unseen_is_listed_until_its_receipt(env):
+    """A job that finished or failed while the front end was away is still to be delivered; the
+    receipt ends that, and an ending older than a day is not delivered any more."""
+    from datetime import timedelta
+
+    from storage.jobs import fail_job
+    from storage.models import utcnow
+
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        done = await runner.submit(req(reply_to={"chat_id": 5}))
+        assert (await collect(runner, done))[-1].kind == "done"
+    finally:
+        await runner.stop()
+
+    async def failed_job(s):
+        user = await get_or_create_user(s, "telegram", "u2")
+        job, _ = await create_job(s, user, req(user="u2").to_json())
+        await start_job(s, job.id)
+        await fail_job(s, job.id, "the composer hit an error")
+        return job.id
+
+    failed = await db.run(failed_job)
+    assert [p.job_id for p in await runner.undelivered("telegram")] == [done, failed]
+    await runner.delivered(done)
+    assert [p.job_id for p in await runner.undelivered("telegram")] == [failed]
+
+    async def age(s):
+        (await s.get(Job, failed)).finished_at = utcnow() - timedelta(days=2)
+
+    await db.run(age)
+    assert await runner.undelivered("telegram") == []

@@ -152,12 +152,12 @@ async def test_cancel_reaches_the_worker_and_it_stops(setup):
     assert await count(db, Track) == 0
 
 
-async def test_unfinished_lists_a_platforms_jobs_while_no_worker_runs(setup):
+async def test_undelivered_lists_a_platforms_jobs_while_no_worker_runs(setup):
     _db, backend, _start_worker = setup
     job_id = await backend.submit(req(reply_to={"channel_id": 7, "message_id": 8}))
     await backend.submit(ComposeRequest("telegram", "t1", "pop", tokens=40, seed=1))
-    [pending] = await backend.unfinished("discord")
+    [pending] = await backend.undelivered("discord")
     assert pending.job_id == job_id and pending.request.reply_to == {"channel_id": 7, "message_id": 8}
-    assert pending.request.genre == "jazz" and [p.request.user_id for p in await backend.unfinished("telegram")] == [
+    assert pending.request.genre == "jazz" and [p.request.user_id for p in await backend.undelivered("telegram")] == [
         "t1"
     ]

@@ -537,6 +537,56 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
         stub.stop()
 
 
+async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_path):
+    """A job a worker finished (or failed) while no bot ran is delivered when one starts, and
+    only then: the receipt keeps the next start from sending it again."""
+    from storage.jobs import fail_job
+
+    stub = BotApiStub().start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    try:
+        worker = InProcessRunner(db, store, model)  # composing elsewhere, no bot running
+        await worker.start()
+        try:
+            done = await worker.submit(
+                ComposeRequest("telegram", "7", "jazz", tokens=60, reply_to={"chat_id": 7, "message_id": 70})
+            )
+            async for _event in worker.events(done):
+                pass
+        finally:
+            await worker.stop()
+        failed = await worker.submit(
+            ComposeRequest("telegram", "8", "pop", tokens=60, reply_to={"chat_id": 8, "message_id": 80})
+        )
+        await db.run(lambda s: start_job(s, failed))
+        await db.run(lambda s: fail_job(s, failed, "the composer hit an error"))
+
+        async with running_bot(stub, db, store):
+            [audio] = await stub.wait_for("sendAudio", timeout=60)
+            await eventually(lambda: _delivered(db, failed))
+        assert audio.chat_id == "7" and audio.params["title"].startswith("Jazz")
+        edits = {
+            (e.params["chat_id"], e.params["message_id"]): e.params["text"] for e in stub.calls_to("editMessageText")
+        }
+        assert edits[("7", "70")] == "✅ Done"
+        assert "the composer hit an error" in edits[("8", "80")]
+
+        async with running_bot(stub, db, store):  # started again: nothing is sent twice
+            await asyncio.sleep(1.0)
+        assert len(stub.calls_to("sendAudio")) == 1
+        assert len([e for e in stub.calls_to("editMessageText") if e.params["chat_id"] == "8"]) == 1
+    finally:
+        await db.dispose()
+        stub.stop()
+
+
+async def _delivered(db: Database, job_id: int) -> bool:
+    job = await db.run(lambda s: s.get(Job, job_id))
+    return job is not None and job.delivered_at is not None
+
+
 async def _reply_to(db: Database, job_id: int) -> dict | None:
     """The job's reply_to once it names the progress message."""
     job = await db.run(lambda s: s.get(Job, job_id))
