@@ -20,19 +20,29 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _hits: dict[str, deque[float]] = field(default_factory=dict, repr=False)
 
+    def wait(self, key: str) -> float | None:
+        """Seconds until `key` may act again, or None if it may now; records nothing."""
+        now = self.clock()
+        hits = self._hits.get(key)
+        while hits and now - hits[0] >= self.window_s:
+            hits.popleft()
+        if hits and len(hits) >= self.limit:
+            return self.window_s - (now - hits[0])
+        return None
+
+    def record(self, key: str) -> None:
+        now = self.clock()
+        self._hits.setdefault(key, deque()).append(now)
+        if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
+            self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] < self.window_s}
+
     def retry_after(self, key: str) -> float | None:
         """Record an action for `key` and return None, or, over the limit, the seconds until one
         more is allowed (and record nothing)."""
-        now = self.clock()
-        hits = self._hits.setdefault(key, deque())
-        while hits and now - hits[0] >= self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return self.window_s - (now - hits[0])
-        hits.append(now)
-        if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
-            self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] < self.window_s}
-        return None
+        wait = self.wait(key)
+        if wait is None:
+            self.record(key)
+        return wait
 
 
 @dataclass
@@ -43,15 +53,17 @@ class Limits:
     per_chat: RateLimiter = field(default_factory=lambda: RateLimiter(20, 60.0))
 
     def check(self, user_key: str, chat_key: str | None = None) -> str | None:
-        """None when allowed, else the message for the user."""
-        wait = self.per_user.retry_after(user_key)
+        """None when allowed (the action is then counted for both), else the message for the
+        user; a refused action counts for neither, so a busy chat does not use up a user's budget."""
+        wait = self.per_user.wait(user_key)
         if wait is not None:
             rule = f"{self.per_user.limit} tracks per {self.per_user.window_s:g} s each"
             return f"easy there — you can compose again in {max(1, round(wait))} s ({rule})"
         if chat_key is not None:
-            wait = self.per_chat.retry_after(chat_key)
+            wait = self.per_chat.wait(chat_key)
             if wait is not None:
-                return (
-                    f"this chat is composing a lot — try again in {max(1, round(wait))} s (20 tracks a minute per chat)"
-                )
+                rule = f"{self.per_chat.limit} tracks per {self.per_chat.window_s:g} s per chat"
+                return f"this chat is composing a lot — try again in {max(1, round(wait))} s ({rule})"
+            self.per_chat.record(chat_key)
+        self.per_user.record(user_key)
         return None

@@ -361,6 +361,19 @@ async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await say(update, f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.")
 
 
+def may_post(chat_type: str, member) -> bool:
+    """Whether a user may put a message in a chat: in a channel only its owner or an admin with the
+    right to post (a subscriber is a 'member' too, but cannot post); elsewhere any member who is
+    not muted."""
+    if member.status == ChatMemberStatus.OWNER:
+        return True
+    if chat_type == ChatType.CHANNEL:
+        return member.status == ChatMemberStatus.ADMINISTRATOR and bool(getattr(member, "can_post_messages", False))
+    if member.status == ChatMemberStatus.RESTRICTED:
+        return bool(getattr(member, "is_member", False) and getattr(member, "can_send_messages", False))
+    return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER)
+
+
 async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     core = core_of(context.application)
     uid, _ = who(update)
@@ -375,12 +388,14 @@ async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     target: int | str = int(cmd.channel) if cmd.channel.lstrip("-").isdigit() else cmd.channel
     try:
+        chat = await with_retries(lambda: context.bot.get_chat(target))
         member = await with_retries(lambda: context.bot.get_chat_member(target, int(uid)))
     except TelegramError:
         await say(update, f"🙅 I can't see {cmd.channel}; add me to it first, then share again.")
         return
-    if member.status not in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER):
-        await say(update, f"🙅 You need to be a member of {cmd.channel} to share into it.")
+    if not may_post(chat.type, member):
+        where = "an admin of the channel who may post" if chat.type == ChatType.CHANNEL else "a member who may write"
+        await say(update, f"🙅 To share into {cmd.channel} you need to be {where} there.")
         return
     try:
         sent = await send_track(context.application, target, track)

@@ -324,10 +324,10 @@ class InProcessRunner:
             if admitted:
                 try:
                     decoder.add([r for _, r in admitted], tags=[j for j, _ in admitted])
-                except Exception as exc:  # a request the model cannot take must not stop the loop
+                except Exception:  # a request the model cannot take must not stop the loop
                     log.exception("could not start jobs %s", [j for j, _ in admitted])
                     for job_id, _ in admitted:
-                        self._from_thread(self._spawn, self._failed(job_id, f"could not start: {exc}"))
+                        self._from_thread(self._spawn, self._failed(job_id, "it could not start; please try again"))
                     admitted = []
                 for job_id, _ in admitted:
                     started[job_id] = time.monotonic()
@@ -345,10 +345,10 @@ class InProcessRunner:
                     self._from_thread(self._spawn, self._failed(row.tag, "it took too long; try a shorter piece"))
             try:
                 finished = decoder.step()
-            except Exception as exc:  # never let one bad step stop every user's music
+            except Exception:  # never let one bad step stop every user's music
                 log.exception("generation step failed; failing the rows in the batch")
                 for row in decoder.rows:
-                    self._from_thread(self._spawn, self._failed(row.tag, f"the composer hit an error ({exc})"))
+                    self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
                 decoder = self.decoder = BatchDecoder(self.model)
                 continue
             for row in finished:

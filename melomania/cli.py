@@ -507,18 +507,18 @@ def run_telegram() -> None:
         )
     except UsageError as exc:
         fail(str(exc))
-    settings, composer = prepare_bot_process()
 
     async def check_token() -> None:
         async with Bot(token) as bot:  # getMe: is the token good and Telegram reachable?
             await bot.get_me()
 
-    try:
+    try:  # before loading the model: a bad token is found in a second, not after minutes
         asyncio.run(check_token())
     except InvalidToken:  # its message repeats the token: never print it
         fail("Telegram rejected MELOMANIA_TELEGRAM_TOKEN; check it with @BotFather")
     except NetworkError as exc:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
+    settings, composer = prepare_bot_process()
 
     log_without(token, webhook.secret_token if webhook else "")
 

@@ -56,6 +56,8 @@ class BotApiStub:
     def __init__(self, member_status: str = "member"):
         self.calls: list[Call] = []
         self.member_status = member_status  # what getChatMember answers
+        self.can_post_messages = False  # an administrator's right to post in a channel
+        self.chat_types: dict[str, str] = {}  # chat id → getChat's type; "@name" is a channel otherwise
         self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -278,7 +280,20 @@ class BotApiStub:
                 },
             )
         if method == "getChatMember":
-            return {"status": self.member_status, "user": self.user(int(params["user_id"]))}
+            member: dict[str, Any] = {"status": self.member_status, "user": self.user(int(params["user_id"]))}
+            if self.member_status == "kicked":
+                member["until_date"] = 0  # banned for ever
+            if self.member_status == "administrator":  # the rights Telegram always lists for one
+                rights = ("manage_chat", "delete_messages", "manage_video_chats", "restrict_members")
+                rights += ("promote_members", "change_info", "invite_users", "post_stories", "edit_stories")
+                member |= {f"can_{r}": False for r in (*rights, "delete_stories", "be_edited")}
+                member |= {"is_anonymous": False, "can_post_messages": self.can_post_messages}
+            return member
+        if method == "getChat":
+            chat_id = str(params["chat_id"])
+            kind = self.chat_types.get(chat_id, "channel" if chat_id.startswith("@") else "group")
+            numeric = -1001234567890 if chat_id.startswith("@") else int(chat_id)
+            return {"id": numeric, "type": kind, "title": chat_id, "accent_color_id": 0, "max_reaction_count": 11}
         raise LookupError(f"method {method} is not in the stub")
 
     def _download(self, request: BaseHTTPRequestHandler) -> None:

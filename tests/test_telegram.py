@@ -258,6 +258,7 @@ async def test_history_lists_tracks_a_page_at_a_time(env):
 
 
 async def test_share_into_a_channel_reuses_the_uploaded_file(env):
+    env.stub.member_status, env.stub.can_post_messages = "administrator", True
     track_id = await stored_track(env, file_id="CACHED-FILE-ID")
     env.send(f"/share {track_id} @mychannel")
     [audio] = await env.stub.wait_for("sendAudio")
@@ -269,13 +270,33 @@ async def test_share_into_a_channel_reuses_the_uploaded_file(env):
     assert await env.count(Share, Share.track_id == track_id) == 1
 
 
-async def test_sharing_needs_membership_of_the_channel(env):
-    env.stub.member_status = "left"
+@pytest.mark.parametrize(
+    ("kind", "status", "can_post", "answer"),
+    [
+        ("channel", "member", False, "an admin of the channel who may post"),  # a subscriber
+        ("channel", "administrator", False, "an admin of the channel who may post"),
+        ("channel", "left", False, "an admin of the channel who may post"),
+        ("supergroup", "left", False, "a member who may write"),
+        ("supergroup", "kicked", False, "a member who may write"),
+    ],
+)
+async def test_sharing_needs_the_right_to_post_there(env, kind, status, can_post, answer):
+    env.stub.member_status, env.stub.can_post_messages = status, can_post
+    env.stub.chat_types["@mychannel"] = kind
     track_id = await stored_track(env)
     env.send(f"/share {track_id} @mychannel")
     [reply] = await env.stub.wait_for("sendMessage")
-    assert "member of @mychannel" in reply.params["text"]
+    assert f"To share into @mychannel you need to be {answer} there" in reply.params["text"]
     assert not env.stub.calls_to("sendAudio") and await env.count(Share) == 0
+
+
+async def test_a_group_member_may_share_into_the_group(env):
+    env.stub.chat_types["-100777"] = "supergroup"  # member_status is "member"
+    track_id = await stored_track(env, file_id="CACHED-FILE-ID")
+    env.send(f"/share {track_id} -100777")
+    [audio] = await env.stub.wait_for("sendAudio")
+    assert audio.chat_id == "-100777"
+    assert await eventually(lambda: env.count(Share, Share.track_id == track_id)) == 1
 
 
 BAD_INPUT = [
