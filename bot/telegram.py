@@ -374,6 +374,14 @@ def may_post(chat_type: str, member) -> bool:
     return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER)
 
 
+async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat_id: int, user_id: int) -> bool:
+    try:
+        member = await with_retries(lambda: context.bot.get_chat_member(chat_id, user_id))
+    except TelegramError:
+        return False
+    return may_post(ChatType.CHANNEL, member)
+
+
 async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     core = core_of(context.application)
     uid, _ = who(update)
@@ -433,11 +441,19 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if press.action in ("fav", "unfav"):
         await toggle_favourite(update, context, user, track, press.action == "fav")
         return
+    chat = update.effective_chat
+    if chat.type == ChatType.CHANNEL and not await may_post_in(context, chat.id, int(uid)):
+        # subscribers see the buttons too, but only those who may post should make the bot post here
+        await query.answer(
+            f"🔒 Only the channel's posters can compose here. Open a chat with me and send /continue {track.id}",
+            show_alert=True,
+        )
+        return
     if press.action == "continue":
         request = continue_request(PLATFORM, track, user, uid, name, key)
     else:
         request = child_request(PLATFORM, track, press.action, uid, name, key)
-    refusal = over_limit(core, update) or await start_job(context.application, update.effective_chat.id, request)
+    refusal = over_limit(core, update) or await start_job(context.application, chat.id, request)
     if refusal:
         await query.answer(f"🙅 {refusal}", show_alert=True)
     else:

@@ -701,3 +701,31 @@ async def test_updates_arrive_by_webhook_only_with_the_secret(tmp_path):
     finally:
         await db.dispose()
         stub.stop()
+
+
+async def test_in_a_channel_only_those_who_may_post_compose_with_the_buttons(env):
+    """A channel's subscribers see a shared track's buttons too; their presses must not make the
+    bot post into the channel."""
+    from storage.shares import record_share
+
+    track_id = await stored_track(env)
+    owner = await env.db.run(lambda s: get_or_create_user(s, "telegram", "1"))
+    await env.db.run(lambda s: record_share(s, owner, track_id, ("telegram", "-100555"), 5))
+    post = {"message_id": 5, "date": 0, "chat": {"id": -100555, "type": "channel", "title": "c"}, "text": "a track"}
+
+    def press(user_id: int) -> None:
+        query = env.stub.callback(f"hotter:{track_id}", user_id, message=post)
+        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+
+    press(2)  # a subscriber: getChatMember says "member"
+    [answer] = await env.stub.wait_for("answerCallbackQuery")
+    assert (
+        answer.params["show_alert"] in (True, "true", "True") and "Only the channel's posters" in answer.params["text"]
+    )
+    assert await env.count(Job) == 0 and not env.stub.calls_to("sendMessage")
+
+    env.stub.member_status, env.stub.can_post_messages = "administrator", True
+    press(3)  # an admin who may post
+    [progress] = await env.stub.wait_for("sendMessage")
+    assert progress.chat_id == "-100555"
+    assert await env.count(Job) == 1
