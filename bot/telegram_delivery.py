@@ -197,9 +197,10 @@ async def follow_job(app: Application, chat_id: int, message_id: int, job_id: in
     if final is not None and final.kind == "done" and final.track_id is not None:
         track = await core.db.run(lambda s: s.get(Track, final.track_id))
         await send_track(app, chat_id, track)
+        await core.backend.delivered(job_id)  # the track is the result: a restart must not send it again
         await send_score(app, chat_id, track)
-    if final is not None:
-        await core.backend.delivered(job_id)  # so a restart does not deliver it again
+    elif final is not None:
+        await core.backend.delivered(job_id)
 
 
 async def resume_deliveries(app: Application) -> int:

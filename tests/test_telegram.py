@@ -586,7 +586,8 @@ async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_pat
 
         async with running_bot(stub, db, store):
             [audio] = await stub.wait_for("sendAudio", timeout=60)
-            await eventually(lambda: _delivered(db, failed))
+            for job_id in (done, failed):
+                await eventually(lambda j=job_id: _delivered(db, j))
         assert audio.chat_id == "7" and audio.params["title"].startswith("Jazz")
         edits = {
             (e.params["chat_id"], e.params["message_id"]): e.params["text"] for e in stub.calls_to("editMessageText")
