@@ -91,7 +91,10 @@ def main() -> None:
 
     requests = [
         GenerationRequest(
-            g, preset_sampling(g, temperature=args.temperature), max_new_tokens=args.tokens, seed=args.seed + i
+            g,
+            preset_sampling(g, model.presets, temperature=args.temperature),
+            max_new_tokens=args.tokens,
+            seed=args.seed + i,
         )
         for g in V.GENRES
         for i in range(args.pieces)

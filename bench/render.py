@@ -57,7 +57,9 @@ def main() -> None:
             print("compose: skipped, no checkpoint configured or shipped")
         else:
             model = load_model(ckpt)
-            request = GenerationRequest("calm", preset_sampling("calm"), max_seconds=args.seconds, seed=42)
+            request = GenerationRequest(
+                "calm", preset_sampling("calm", model.presets), max_seconds=args.seconds, seed=42
+            )
             t1 = time.perf_counter()
             (piece,) = compose(model, [request])
             t_gen = time.perf_counter() - t1

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from . import vocab
-from .errors import CheckpointError
+from .errors import CheckpointError, GeneratorError
 from .model import ModelConfig, MusicTransformer
+from .params import SamplingParams, presets_from
 
 FORMAT = "melomania-checkpoint"
 FORMAT_VERSION = 1
@@ -78,8 +79,9 @@ def load_model(
 ) -> MusicTransformer:
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
 
-    The returned model is in eval mode and carries `genres` (names in token order), `name` (the
-    file's stem) and `checkpoint_sha256` for recipes.
+    The returned model is in eval mode and carries `genres` (names in token order), `presets`
+    (its own sampling presets per genre, if it has any), `name` (the file's stem) and
+    `checkpoint_sha256` for recipes.
     """
     path = Path(path)
     blob = _read(path)
@@ -90,10 +92,12 @@ def load_model(
         known = {f.name for f in fields(ModelConfig)}
         config = ModelConfig(**{k: v for k, v in blob["config"].items() if k in known})
         genres = tuple(blob.get("genres", vocab.GENRES))
+        presets = _presets(path, blob)
     elif isinstance(blob, dict) and all(isinstance(k, str) for k in blob):
         state_dict = blob
         config = infer_config(state_dict)
         genres = vocab.GENRES
+        presets = {}
     else:
         raise CheckpointError(f"{path} holds no state_dict")
     if config.vocab_size != vocab.VOCAB_SIZE:
@@ -104,9 +108,27 @@ def load_model(
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     model.genres = genres
+    model.presets = presets  # the genre presets this checkpoint was tuned with; {}: the reference's
     model.name = path.stem
     model.checkpoint_sha256 = _sha256(path)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _presets(path: Path, blob: dict) -> dict[str, SamplingParams]:
+    try:
+        return presets_from(blob.get("meta", {}).get("sampling_presets"))
+    except (GeneratorError, TypeError) as exc:
+        raise CheckpointError(f"{path} carries bad sampling presets: {exc}") from None
+
+
+def stored_presets(path: str | os.PathLike[str]) -> dict[str, SamplingParams]:
+    """The sampling presets a checkpoint carries ({} for the published state_dict), without
+    building the model."""
+    path = Path(path)
+    blob = _read(path)
+    if not (isinstance(blob, dict) and blob.get("format") == FORMAT):
+        return {}
+    return _presets(path, blob)
 
 
 def save_checkpoint(model: MusicTransformer, path: str | os.PathLike[str], **meta: Any) -> None:

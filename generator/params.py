@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import vocab as V
@@ -129,7 +130,8 @@ class GenerationRequest:
         return budget
 
 
-# Per-genre defaults, tuned as the reference tunes them; a user's own values override these.
+# Per-genre defaults, tuned as the reference tunes them for its 103M model; a checkpoint may carry
+# its own (a small model wants other temperatures), and a user's own values override either.
 GENRE_PRESETS: dict[str, SamplingParams] = {
     "classic": SamplingParams(temperature=1.1),
     "jazz": SamplingParams(temperature=0.95),
@@ -138,8 +140,19 @@ GENRE_PRESETS: dict[str, SamplingParams] = {
 }
 
 
-def preset_sampling(genre: str, **overrides: float | int | None) -> SamplingParams:
-    """The genre's preset with every value the user gave (not None) replacing the preset's."""
+def preset_sampling(
+    genre: str, presets: Mapping[str, SamplingParams] | None = None, **overrides: float | int | None
+) -> SamplingParams:
+    """The genre's preset (the model's own `presets` where it has one for the genre, else the
+    reference's) with every value the user gave (not None) replacing the preset's."""
     from dataclasses import replace
 
-    return replace(GENRE_PRESETS[V.canonical_genre(genre)], **{k: v for k, v in overrides.items() if v is not None})
+    genre = V.canonical_genre(genre)
+    base = (presets or {}).get(genre) or GENRE_PRESETS[genre]
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def presets_from(raw: Mapping[str, Mapping[str, float | int]] | None) -> dict[str, SamplingParams]:
+    """Presets stored with a checkpoint ({genre: {field: value}}) as SamplingParams; each value
+    is checked, so a bad file fails at load, not at a user's request."""
+    return {V.canonical_genre(g): SamplingParams(**dict(values)) for g, values in (raw or {}).items()}

@@ -5,12 +5,12 @@ Torch-free on purpose: the chat front ends import this, never the model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from generator.errors import GeneratorError
-from generator.params import GenerationRequest, preset_sampling
+from generator.params import GenerationRequest, SamplingParams, preset_sampling
 
 MAX_PRIMER_BYTES = 1_000_000  # a MIDI file a user attaches to continue from
 PRIMER_SECONDS = 20.0  # how much of its end the model hears
@@ -41,12 +41,12 @@ class ComposeRequest:
     # backends, stored with the request so a bot restarted mid-job can still deliver it.
     reply_to: dict[str, Any] | None = None
 
-    def generation_request(self, seed: int) -> GenerationRequest:
+    def generation_request(self, seed: int, presets: Mapping[str, SamplingParams] | None = None) -> GenerationRequest:
         """Validated generator request; raises generator.GeneratorError with a user-facing message."""
         seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
         return GenerationRequest(
             self.genre,
-            preset_sampling(self.genre, **self.sampling),
+            preset_sampling(self.genre, presets, **self.sampling),
             max_new_tokens=tokens,
             max_seconds=seconds,
             seed=seed,

@@ -280,7 +280,8 @@ class InProcessRunner:
             position = len(self._waiting)
         self._channels.setdefault(job_id, _Channel())
         self._emit(JobEvent(job_id, "queued", position=position))
-        self._incoming.put((job_id, request.generation_request(request.seed)))
+        presets = getattr(self.model, "presets", None)  # the loaded checkpoint's own genre presets
+        self._incoming.put((job_id, request.generation_request(request.seed, presets)))
 
     def _spawn(self, coro) -> None:
         if self._closed:

@@ -20,7 +20,6 @@ from rich.table import Table
 from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.instruments import INSTRUMENTS, instrument_program
-from generator.params import GENRE_PRESETS
 from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
 
 from .settings import Settings
@@ -141,27 +140,28 @@ def compose(
         if primer_from not in ("start", "end"):
             fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
         program = instrument_program(instrument)
-        sampling = preset_sampling(
-            genre,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            at_least_k=at_least_k,
-            rp_penalty=rp_penalty,
-            rp_restore_speed=rp_restore_speed,
-            max_hold=max_hold,
-        )
+        overrides = {
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "at_least_k": at_least_k,
+            "rp_penalty": rp_penalty,
+            "rp_restore_speed": rp_restore_speed,
+            "max_hold": max_hold,
+        }
+        preset_sampling(genre, **overrides)  # a bad value is found before minutes of loading
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
         soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
         first_seed = seed if seed is not None else secrets.randbelow(2**31)
+        ckpt_path, model = load_configured_model(settings, checkpoint)
+        sampling = preset_sampling(genre, model.presets, **overrides)  # the checkpoint's own presets
         requests = [
             GenerationRequest(
                 genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
             )
             for i in range(count)
         ]
-        ckpt_path, model = load_configured_model(settings, checkpoint)
 
         t0 = time.perf_counter()
         with Progress(
@@ -247,12 +247,23 @@ def render(
 
 
 @app.command()
-def genres() -> None:
-    """The genres and their preset sampling values."""
+def genres(
+    checkpoint: Annotated[Path | None, typer.Option(help="model weights [env: MELOMANIA_CHECKPOINT]")] = None,
+) -> None:
+    """The genres and the preset sampling values the configured model composes them with."""
+    from generator import CheckpointError
+    from generator.checkpoint import stored_presets
+
+    settings = load_settings()
+    path = checkpoint or settings.checkpoint_path()
+    try:
+        presets = stored_presets(path) if path else {}
+    except CheckpointError as exc:
+        fail(str(exc))
     table = Table("genre", "also", "temperature", "top_k", "top_p")
     aliases = {canon: [a for a, c in V.GENRE_ALIASES.items() if c == canon] for canon in V.GENRES}
     for g in V.GENRES:
-        p = GENRE_PRESETS[g]
+        p = preset_sampling(g, presets)
         name = V.display_name(g)
         table.add_row(
             name,
@@ -365,13 +376,27 @@ def export_model(
     src: Annotated[Path, typer.Argument(help="a training checkpoint (runs/…/best.pt)")],
     dst: Annotated[Path, typer.Argument(help="where to write the shippable checkpoint")],
     fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size)")] = True,
+    presets: Annotated[
+        Path | None, typer.Option(help="TOML of sampling presets per genre to ship with it ([jazz] temperature = 0.9)")
+    ] = None,
 ) -> None:
-    """Strip optimizer state from a training checkpoint, for shipping."""
+    """Strip optimizer state from a training checkpoint, for shipping, with its sampling presets."""
+    import tomllib
+
+    from generator.params import presets_from
     from generator.train import export
 
     if not src.is_file():
         fail(f"checkpoint not found: {src}")
-    path = export(src, dst, fp16=fp16)
+    meta = {}
+    if presets is not None:
+        try:
+            raw = tomllib.loads(presets.read_text())
+            presets_from(raw)  # every value checked before anything is written
+        except (OSError, tomllib.TOMLDecodeError, GeneratorError, TypeError) as exc:
+            fail(f"cannot use presets {presets}: {exc}")
+        meta["sampling_presets"] = raw
+    path = export(src, dst, fp16=fp16, **meta)
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 

@@ -102,3 +102,21 @@ def test_corrupt_and_missing_files_raise_checkpoint_error(tmp_path):
     torch.save({"embedding.weight": torch.zeros(394, 8)}, tmp_path / "partial.pt")
     with pytest.raises(GeneratorError, match="not a Music Transformer checkpoint"):
         load_model(tmp_path / "partial.pt")
+
+
+def test_a_checkpoint_carries_its_own_genre_presets(tmp_path):
+    from generator import preset_sampling
+    from generator.checkpoint import stored_presets
+
+    path = tmp_path / "tuned.pt"
+    save_checkpoint(tiny_model(max_len=32), path, sampling_presets={"ambient": {"temperature": 0.8}})
+    model = load_model(path)
+    assert model.presets["calm"].temperature == 0.8 and stored_presets(path) == model.presets
+    assert preset_sampling("ambient", model.presets).temperature == 0.8  # the checkpoint's own
+    assert preset_sampling("ambient", model.presets, temperature=1.2).temperature == 1.2  # the user's wins
+    assert preset_sampling("jazz", model.presets).temperature == 0.95  # no own preset: the reference's
+    assert preset_sampling("ambient").temperature == 0.9
+
+    save_checkpoint(tiny_model(max_len=32), path, sampling_presets={"calm": {"temperature": 0}})
+    with pytest.raises(CheckpointError, match="bad sampling presets: temperature must be more than 0"):
+        load_model(path)

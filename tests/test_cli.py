@@ -217,3 +217,33 @@ def test_the_shipped_model_composes_a_track_as_long_as_asked(env, monkeypatch):
     )
     assert abs(float(info["format"]["duration"]) - 20) <= 0.2 * 20
     assert "model=melomania-small" in result.output
+
+
+def test_exported_presets_travel_with_the_checkpoint_into_genres_and_compose(env, tmp_path):
+    import torch
+
+    run_ckpt = tmp_path / "run.pt"
+    torch.save(
+        {
+            "format": "melomania-checkpoint",
+            "version": 1,
+            "config": __import__("dataclasses").asdict(tiny_model(max_len=256).config),
+            "genres": ["classic", "jazz", "calm", "pop"],
+            "model": tiny_model(max_len=256).state_dict(),
+            "meta": {},
+        },
+        run_ckpt,
+    )
+    (tmp_path / "presets.toml").write_text("[ambient]\ntemperature = 0.75\n[jazz]\ntop_k = 30\n")
+    result = run("export-model", str(run_ckpt), str(tmp_path / "tuned.pt"), "--presets", str(tmp_path / "presets.toml"))
+    assert result.exit_code == 0, result.output
+    table = run("genres", "--checkpoint", str(tmp_path / "tuned.pt")).output
+    assert "0.75" in next(line for line in table.splitlines() if "ambient" in line)
+    composed = run("compose", "ambient", "--seconds", "2", "--checkpoint", str(tmp_path / "tuned.pt"), "--seed", "3")
+    assert composed.exit_code == 0 and "temperature=0.75" in composed.output
+    (tmp_path / "bad.toml").write_text("[ambient]\ntemperature = -1\n")
+    assert_one_line_error(
+        run("export-model", str(run_ckpt), str(tmp_path / "x.pt"), "--presets", str(tmp_path / "bad.toml")),
+        "temperature must be more than 0",
+    )
+    assert not (tmp_path / "x.pt").exists()

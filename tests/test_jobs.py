@@ -279,3 +279,25 @@ async def test_a_job_that_ended_unseen_is_listed_until_its_receipt(env):
 
     await db.run(age)
     assert await runner.undelivered("telegram") == []
+
+
+async def test_jobs_compose_with_the_loaded_checkpoints_own_presets(env):
+    from generator import SamplingParams
+
+    def tuned():
+        m = model()
+        m.presets = {"calm": SamplingParams(temperature=0.7)}
+        return m
+
+    db, store = env
+    runner = InProcessRunner(db, store, tuned)
+    await runner.start()
+    try:
+        plain = await runner.submit(req())
+        mine = await runner.submit(req(user="u2", sampling={"temperature": 1.3}))
+        for job_id in (plain, mine):
+            assert (await collect(runner, job_id))[-1].kind == "done"
+    finally:
+        await runner.stop()
+    temps = await db.run(lambda s: s.scalars(select(Track.sampling).order_by(Track.id)))
+    assert [t["temperature"] for t in temps] == [0.7, 1.3]  # the checkpoint's preset; the user's own
