@@ -5,11 +5,12 @@
 For each genre, compose N pieces at the genre preset and report: the share of degenerate pieces
 (glued same-pitch notes > 90 %, silent, or fewer than 20 notes), notes per second, polyphony
 (notes sounding at an onset, averaged), and the distance between the pieces' key-normalised
-pitch-class histogram and each genre's validation pieces. Genre control works when a genre's
-pieces are closer to its own validation set than to any other's; the distances between the
-validation sets themselves are printed as the floor, and each set's split-half distance as the
-noise (a margin smaller than that is not a verdict). Validation NLL per genre comes from the
-dataset's held-out pieces. A piano-roll grid per genre goes to out/quality/<genre>.png.
+pitch-class histogram and each genre's validation pieces (cut into excerpts of the same length).
+Genre control works when a genre's pieces are closer to its own validation set than to any
+other's; the distances between the validation sets themselves are printed as the floor, and each
+set's split-half distance as the noise (a margin smaller than that is not a verdict).
+Validation NLL per genre comes from the dataset's held-out pieces. A piano-roll grid per genre
+goes to out/quality/<genre>.png.
 """
 
 from __future__ import annotations
@@ -76,11 +77,19 @@ def is_bad(notes: list[Note]) -> bool:
     return len(notes) < 20 or repetition_share(notes) > 0.9
 
 
-def validation_pieces(data: Path, genre: str, limit: int = 64) -> list[list[Note]]:
+def validation_excerpts(data: Path, genre: str, length: int, per_piece: int = 4) -> list[list[Note]]:
+    """Held-out music cut into excerpts as long as the generated pieces (up to `per_piece`
+    consecutive ones per piece): like is compared with like, since a whole sonata wanders
+    through more keys than 20 seconds of it, and the many excerpts steady the mean."""
     from generator.dataset import Shard
 
     shard = Shard.load(data, genre, "val")
-    return [decode_notes(shard.piece(i).tolist()) for i in range(min(shard.n_pieces, limit))]
+    excerpts = []
+    for i in range(shard.n_pieces):
+        piece = shard.piece(i).tolist()
+        for k in range(min(per_piece, max(1, len(piece) // length))):
+            excerpts.append(decode_notes(piece[k * length : (k + 1) * length]))
+    return [e for e in excerpts if e]
 
 
 def main() -> None:
@@ -119,7 +128,7 @@ def main() -> None:
     for r, p in zip(requests, pieces):
         by_genre[r.genre].append(decode_notes(postprocess(p.new_tokens)))
 
-    val = {g: validation_pieces(data, g) for g in V.GENRES} if have_data else {}
+    val = {g: validation_excerpts(data, g, args.tokens) for g in V.GENRES} if have_data else {}
     val_profiles = {g: mean_profile(v) for g, v in val.items()}
     nll = {}
     if have_data:
