@@ -583,11 +583,13 @@ def run_discord(
     """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process, or
     by workers when MELOMANIA_REDIS_URL is set."""
     import asyncio
-    import os
 
-    token = os.environ.get("MELOMANIA_DISCORD_TOKEN", "").strip()
-    if not token:
-        fail("MELOMANIA_DISCORD_TOKEN is not set; create a bot in the Discord developer portal and export its token")
+    token = bot_token(  # its shape checked before anything loads: a typo is one line, not minutes of loading
+        "MELOMANIA_DISCORD_TOKEN",
+        DISCORD_TOKEN_SHAPE,
+        "three dot-separated parts, from the Bot page of the Discord developer portal",
+        "create a bot in the Discord developer portal and export its token",
+    )
 
     import discord
 
@@ -616,6 +618,9 @@ def run_discord(
         fail("Discord rejected MELOMANIA_DISCORD_TOKEN; check it in the developer portal")
     except (discord.GatewayNotFound, discord.ConnectionClosed, OSError) as exc:
         fail(f"cannot reach Discord ({exc.__class__.__name__}); check the network and try again")
+
+
+DISCORD_TOKEN_SHAPE = r"[\w-]+\.[\w-]+\.[\w-]+"  # base64url user id . timestamp . HMAC
 
 
 def bot_token(var: str, shape: str, looks_like: str, get_one: str) -> str:
@@ -652,7 +657,7 @@ def run_all(
     )
     discord_token = bot_token(
         "MELOMANIA_DISCORD_TOKEN",
-        r"[\w-]+\.[\w-]+\.[\w-]+",
+        DISCORD_TOKEN_SHAPE,
         "three dot-separated parts, from the Bot page of the Discord developer portal",
         "create a bot in the Discord developer portal and export its token (run all needs both bots' tokens)",
     )

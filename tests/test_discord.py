@@ -358,3 +358,17 @@ def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch):
     result = CliRunner().invoke(app, ["run", "discord"])
     assert result.exit_code == 2 and "MELOMANIA_DISCORD_TOKEN is not set" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_run_discord_with_a_malformed_token_is_a_one_line_error_before_anything_loads(monkeypatch):
+    from typer.testing import CliRunner
+
+    from melomania.cli import app
+
+    malformed = "secret-but-not-a-token"
+    monkeypatch.setenv("MELOMANIA_DISCORD_TOKEN", malformed)
+    monkeypatch.setenv("MELOMANIA_CHECKPOINT", "/nonexistent/checkpoint.pt")  # loading it would be another error
+    result = CliRunner().invoke(app, ["run", "discord"])
+    assert result.exit_code == 2 and "MELOMANIA_DISCORD_TOKEN is not a bot token" in result.output
+    assert "three dot-separated parts" in result.output and malformed not in result.output
+    assert len(result.output.strip().splitlines()) == 1
