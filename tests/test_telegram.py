@@ -214,6 +214,18 @@ async def test_hotter_button_composes_child_with_higher_temperature(env):
     assert env.stub.calls_to("answerCallbackQuery")
 
 
+async def test_reroll_composes_the_same_recipe_at_a_new_seed(env):
+    env.send("/compose ambient len=5 temp=0.8 seed=11")
+    [first] = await env.stub.wait_for("sendAudio", timeout=60)
+    parent_id = track_id_of(first)
+    env.press(f"reroll:{parent_id}")
+    second = (await env.stub.wait_for("sendAudio", count=2, timeout=60))[1]
+    child, parent = await env.track(track_id_of(second)), await env.track(parent_id)
+    assert child.lineage == "reroll" and child.parent_id == parent_id and child.genre == "calm"
+    assert child.seed != parent.seed == 11
+    assert child.sampling == parent.sampling  # temperature 0.8 and everything else kept
+
+
 async def test_a_redelivered_update_composes_once(env):
     update = env.send("/compose ambient len=5")
     env.stub.queue_update(update)  # Telegram delivers it again
