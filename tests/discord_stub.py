@@ -15,8 +15,9 @@ READY, heartbeats ACKed) to a client in another process:
 
 The stub answers with Discord's JSON shapes and records each call (a name, the route, the JSON or
 multipart payload, uploaded files); `forbidden_channels` answer 403 Missing Permissions, `flood`
-answers a route's first calls 429 as Discord's rate limiter does, and `attachment()` files are
-served at their URL as the CDN serves a user's upload.
+answers a route's first calls 429 as Discord's rate limiter does, `errors` answers every call to a
+route with a given error (an expired interaction token, say), and `attachment()` files are served
+at their URL as the CDN serves a user's upload.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ class Call:
 
     @property
     def custom_ids(self) -> list[str]:
-        return [c["custom_id"] for row in self.payload.get("components", []) for c in row.get("components", [])]
+        """The buttons' ids, of a message posted or of an interaction callback's answer."""
+        rows = self.payload.get("components") or (self.payload.get("data") or {}).get("components") or []
+        return [c["custom_id"] for row in rows for c in row.get("components", [])]
 
 
 class DiscordApiStub:
@@ -81,6 +84,7 @@ class DiscordApiStub:
         self.calls: list[Call] = []
         self.forbidden_channels: set[int] = set()
         self.flood: dict[str, int] = {}  # route name → how many calls to answer 429 first
+        self.errors: dict[str, tuple[int, dict[str, Any]]] = {}  # route name → (status, body) for every call
         self.reject_token = False  # answer logging in 401, as for a revoked token
         self.close_on_identify: int | None = None  # a gateway close code to answer IDENTIFY with
         self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
@@ -180,8 +184,17 @@ class DiscordApiStub:
     def user(user_id: int = 1, name: str = "ada") -> dict[str, Any]:
         return {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name.title(), "avatar": None}
 
-    def interaction(self, kind: int, data: dict[str, Any], user_id: int = 1, dm: bool = False, **extra) -> dict:
-        """An INTERACTION_CREATE payload, in a guild text channel or in a DM."""
+    def interaction(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        user_id: int = 1,
+        dm: bool = False,
+        permissions: int = (1 << 51) - 1,
+        **extra,
+    ) -> dict:
+        """An INTERACTION_CREATE payload, in a guild text channel (where the user has `permissions`,
+        as Discord resolved them for the channel) or in a DM."""
         iid = self.next_id()
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -217,7 +230,7 @@ class DiscordApiStub:
                     "deaf": False,
                     "mute": False,
                     "flags": 0,
-                    "permissions": str((1 << 51) - 1),
+                    "permissions": str(permissions),
                 },
                 "context": 0,
                 "authorizing_integration_owners": {"0": str(GUILD_ID)},
@@ -273,10 +286,15 @@ class DiscordApiStub:
             data["resolved"] = {group: items for group, items in resolved.items() if items}
         return self.interaction(2, data, user_id, dm)
 
-    def press(self, custom_id: str, message: dict[str, Any], user_id: int = 1, dm: bool = False) -> dict:
-        """A button press under a message the bot posted (its payload, components included)."""
+    def press(self, custom_id: str, message: dict[str, Any], user_id: int = 1, dm: bool = False, **extra: Any) -> dict:
+        """A button press under a message the bot posted (its payload, components included);
+        `extra` as for `interaction` (the presser's `permissions`, say)."""
         data = {"custom_id": custom_id, "component_type": 2}
-        return self.interaction(3, data, user_id, dm, message=message)
+        return self.interaction(3, data, user_id, dm, message=message, **extra)
+
+    def answered_message(self, callback: Call) -> dict[str, Any]:
+        """The message an interaction callback (an immediate answer) put up, to press its buttons."""
+        return self._message(CHANNEL_ID, callback.payload.get("data") or {})
 
     # --- the server side -----------------------------------------------------------------------
 
@@ -312,6 +330,8 @@ class DiscordApiStub:
                 self.flood[call.name] -= 1
         if flooded:
             return 429, {"message": "You are being rate limited.", "retry_after": 0.3, "global": False, "code": 0}
+        if call.name in self.errors:
+            return self.errors[call.name]
         if call.name == "attachment":
             upload = self._uploads.get(call.match["id"])
             return (200, upload) if upload is not None else (404, {"message": "Unknown attachment", "code": 0})
