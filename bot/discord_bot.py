@@ -11,6 +11,11 @@ track, the backend accepting the job) run first and a problem is answered with a
 message; then the interaction is deferred and the job is followed in a background task that edits
 the original response with progress and posts the track (MP3, MIDI, piano roll) as a follow-up.
 
+Each job stores its channel (`ComposeRequest.reply_to`). An interaction's token lives 15 minutes
+and not past a restart, so a job resumed on start-up, or one whose token expired meanwhile, is
+posted into that channel instead, mentioning the user; a job is receipted (`backend.delivered`)
+once its user has been shown how it ended.
+
     client = build_client(runner, db, store, test_guild_id=1234)
     await client.start(token)
 """
@@ -22,8 +27,8 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -57,7 +62,7 @@ from generator import GeneratorError
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, JobEvent, Refused, primer_from_midi
-from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
+from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Platform, Track, User
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
 from storage.users import get_or_create_user, set_defaults
@@ -88,6 +93,7 @@ HELP = (
     "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
     "`/settings` — your defaults · `/cancel` — stop your current track"
 )
+EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
 
 
 def _range(name: str) -> Any:
@@ -132,6 +138,32 @@ async def say(interaction: discord.Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+async def withdraw(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer after a public defer. Discord makes the first follow-up take the public
+    "thinking…" placeholder's place, ignoring its ephemeral flag; so the placeholder is resolved
+    and deleted first, and the answer then goes out as a private follow-up."""
+    with contextlib.suppress(discord.HTTPException):  # gone already: the follow-up still reaches the user
+        await interaction.edit_original_response(content="🤔")
+        await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
+
+
+def may_post_here(interaction: discord.Interaction) -> bool:
+    """Whether the user may send messages where they pressed a button (in a DM, always: Discord
+    resolves no permissions there). In a thread the right is "send messages in threads"."""
+    if interaction.guild_id is None:
+        return True
+    allowed = interaction.permissions
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    return bool(allowed.send_messages_in_threads if in_thread else allowed.send_messages)
+
+
+def token_expired(exc: discord.HTTPException) -> bool:
+    """Whether Discord refused a call on the interaction's webhook because its token is gone
+    (15 minutes passed), so only the channel itself can still be reached."""
+    return exc.status == 401 or exc.code in EXPIRED_WEBHOOK
 
 
 def core_of(interaction: discord.Interaction) -> Core:
@@ -184,53 +216,242 @@ def track_embed(track: Track) -> discord.Embed:
     return discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
 
 
+def size_text(size: int) -> str:
+    """A file size as Discord's own limits are written (10 MB, 8 KB)."""
+    return f"{size / 2**20:.1f} MB".replace(".0 MB", " MB") if size >= 2**20 else f"{max(1, round(size / 1024))} KB"
+
+
 async def track_files(core: Core, track: Track, limit: int) -> list[discord.File]:
-    """MP3, MIDI and piano roll, as many as fit the channel's attachment limit (the MP3 first)."""
+    """The MP3, then the MIDI and the piano roll as far as they fit the channel's attachment limit.
+    An MP3 over the limit by itself is refused (NotFound, with words for the user): a score
+    without its sound is not the track."""
     if track.mp3_key is None:
         raise NotFound(f"the audio of track #{track.id} has expired; /compose a new one")
     stem = f"{display_name(track.genre)}-{track.id}"
-    files, room = [], limit
-    for key, ext in ((track.mp3_key, "mp3"), (track.midi_key, "mid"), (track.png_key, "png")):
+    mp3 = await asyncio.to_thread(core.store.get, track.mp3_key)
+    if len(mp3) > limit:
+        raise NotFound(
+            f"track #{track.id} is {size_text(len(mp3))}, over this channel's {size_text(limit)} "
+            "attachment limit; compose a shorter one"
+        )
+    files, room = [discord.File(io.BytesIO(mp3), filename=f"{stem}.mp3")], limit - len(mp3)
+    for key, ext in ((track.midi_key, "mid"), (track.png_key, "png")):
         if key is None:
             continue
         data = await asyncio.to_thread(core.store.get, key)
         if len(data) <= room:
             files.append(discord.File(io.BytesIO(data), filename=f"{stem}.{ext}"))
             room -= len(data)
-    if not files:
-        raise NotFound(f"track #{track.id} is larger than this channel's attachment limit")
     return files
+
+
+def refusal_reason(exc: discord.HTTPException) -> str:
+    """Why Discord refused to post something, in words for the user."""
+    if exc.status == 413 or exc.code == 40005:
+        return "it is larger than this channel accepts"
+    if exc.status == 403:
+        return "I'm not allowed to post files here"
+    return f"Discord answered {exc.status} ({exc.text or 'no reason given'})"
+
+
+# --- delivering a job --------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """Where a job's ending goes. `interaction` is the one that asked, while its token lives; it is
+    None for a job resumed after a restart and once the token has expired, and then the result is
+    posted into the channel with a mention of the user."""
+
+    job_id: int
+    channel_id: int | None
+    guild_id: int | None
+    user_id: str
+    interaction: discord.Interaction | None = None
+    editing: bool = True  # whether the original response still takes progress edits
+
+    @property
+    def chat(self) -> tuple[str, str]:
+        """The channel as `storage` names it (a DM is a channel too)."""
+        return (PLATFORM, str(self.channel_id or self.user_id))
+
+
+def reply_to(interaction: discord.Interaction) -> dict[str, Any] | None:
+    """Where a job's result goes, stored with the job so that a restarted bot can still post it."""
+    if interaction.channel_id is None:
+        return None
+    return {"channel_id": interaction.channel_id, "guild_id": interaction.guild_id}
+
+
+def snowflake(value: Any) -> int | None:
+    """A Discord id read back from a stored reply_to (an int, or digits); None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def event_line(event: JobEvent) -> str:
+    text = progress_line(event.kind, event.done, event.total, event.eta_s, event.position)
+    if event.kind in ("failed", "cancelled") and event.reason and event.reason != "cancelled":
+        text = f"{text}: {event.reason}"
+    return text
+
+
+async def edit_progress(delivery: Delivery, text: str) -> None:
+    """Edit the original response, while it can be edited. A refusal is not the job's failure: an
+    expired token sends the ending to the channel; a deleted response just stops the edits."""
+    if delivery.interaction is None or not delivery.editing:
+        return
+    try:
+        await delivery.interaction.edit_original_response(content=text)
+    except discord.HTTPException as exc:
+        delivery.editing = False
+        if token_expired(exc):
+            delivery.interaction = None
+        log.info("job %s: the response can't be edited any more (%s)", delivery.job_id, exc.status)
+
+
+async def post(client: MelomaniaClient, delivery: Delivery, text: str = "", **message: Any) -> discord.Message | None:
+    """A new message for the user: a follow-up of their interaction while its token lives, else a
+    post into the channel that mentions them (only them). None when there is no channel to post in."""
+    if delivery.interaction is not None:
+        try:
+            return await delivery.interaction.followup.send(text, wait=True, **message)
+        except discord.HTTPException as exc:
+            if not token_expired(exc):
+                raise
+            delivery.interaction = None
+            for file in message.get("files", ()):
+                file.reset()  # the failed upload read them to the end
+    if delivery.channel_id is None:
+        return None
+    channel = client.get_partial_messageable(delivery.channel_id, guild_id=delivery.guild_id)
+    mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(int(delivery.user_id))])
+    return await channel.send(f"<@{delivery.user_id}> {text}".rstrip(), allowed_mentions=mention, **message)
+
+
+async def tell(client: MelomaniaClient, delivery: Delivery, text: str) -> bool:
+    """Show the user how their job ended: in the original response while it can be edited, else in
+    a new message. Whether it reached them."""
+    if delivery.interaction is not None and delivery.editing:
+        try:
+            await delivery.interaction.edit_original_response(content=text)
+            return True
+        except discord.HTTPException as exc:
+            delivery.interaction = None if token_expired(exc) else delivery.interaction
+    try:
+        return await post(client, delivery, text) is not None
+    except discord.HTTPException as exc:
+        log.warning("job %s: cannot tell its user how it ended (%s)", delivery.job_id, exc.status)
+        return False
+
+
+def upload_limit(client: MelomaniaClient, delivery: Delivery) -> int:
+    if delivery.interaction is not None and delivery.interaction.filesize_limit:
+        return delivery.interaction.filesize_limit
+    guild = client.get_guild(delivery.guild_id) if delivery.guild_id else None
+    return guild.filesize_limit if guild is not None else DEFAULT_FILESIZE_LIMIT
+
+
+async def post_track(client: MelomaniaClient, delivery: Delivery, track_id: int) -> bool:
+    """Post the track with its buttons, recorded as shared in its channel so that anyone there may
+    reroll it; or tell the user why it can't be posted. Whether they were shown either."""
+    core = client.core
+    track = await core.db.run(lambda s: s.get(Track, track_id))
+    owner = await core.db.run(lambda s: s.get(User, track.owner_id))
+    try:
+        files = await track_files(core, track, upload_limit(client, delivery))
+    except NotFound as exc:
+        return await tell(client, delivery, f"⚠️ {exc}")
+    # shared here before it appears, so a press the moment it does already passes the access check
+    await core.db.run(lambda s: record_share(s, owner, track.id, delivery.chat, None, delivery.chat))
+    try:
+        sent = await post(client, delivery, embed=track_embed(track), files=files, view=track_view(track.id))
+    except discord.HTTPException as exc:
+        reason = refusal_reason(exc)
+        return await tell(client, delivery, f"⚠️ I couldn't post track #{track.id}: {reason}")
+    if sent is None:
+        return False
+    await core.db.run(lambda s: record_share(s, owner, track.id, delivery.chat, sent.id, delivery.chat))
+    return True
+
+
+async def show_progress(delivery: Delivery, events: AsyncIterator[JobEvent]) -> JobEvent | None:
+    """Edit the original response as the job advances (throttled); returns the job's ending, or
+    None when the events stop without one (the job stays undelivered for the next start)."""
+    shown, last_edit = None, 0.0
+    async with asyncio.timeout(FOLLOW_TIMEOUT_S):
+        async for event in events:
+            if event.terminal:
+                return event
+            text, now = event_line(event), time.monotonic()
+            if text != shown and now - last_edit >= EDIT_INTERVAL_S:
+                await edit_progress(delivery, text)
+                shown, last_edit = text, now
+    return None
+
+
+async def follow_job(client: MelomaniaClient, delivery: Delivery, events: AsyncIterator[JobEvent]) -> None:
+    """Show the job's progress, then its ending (the track, or why there is none), then give the
+    backend its receipt, so that the next start does not deliver it again."""
+    final = await show_progress(delivery, events)
+    if final is None:
+        return
+    if final.kind == "done" and final.track_id is not None:
+        await edit_progress(delivery, event_line(final))
+        shown = await post_track(client, delivery, final.track_id)
+    elif final.kind == "cancelled" and delivery.interaction is None:
+        shown = True  # only the user cancels, and /cancel told them
+    else:
+        shown = await tell(client, delivery, event_line(final))
+    if shown:
+        await client.core.backend.delivered(delivery.job_id)
 
 
 # --- composing ---------------------------------------------------------------------------------
 
 
-async def start_job(interaction: discord.Interaction, request: ComposeRequest) -> None:
-    """Check the user's and the channel's rate limits, submit (a refusal is an ephemeral answer),
-    defer, and follow the job in the background. Every action that composes comes through here."""
-    core = core_of(interaction)
-    if await job_exists(core, request.idempotency_key or ""):
-        return  # the same interaction twice: the first is composing it, and it counts once
+def rate_refusal(interaction: discord.Interaction) -> str | None:
+    """The user's and the channel's rate limits: None when they may compose (and then it counts),
+    else the answer."""
     limits: Limits = interaction.client.limits  # type: ignore[attr-defined]
     channel = f"{PLATFORM}-channel:{interaction.channel_id}" if interaction.channel_id else None
     refusal = limits.check(f"{PLATFORM}:{interaction.user.id}", channel)
+    return None if refusal is None else f"⏳ {refusal}"
+
+
+async def start_job(interaction: discord.Interaction, request: ComposeRequest, counted: bool = False) -> None:
+    """Check the rate limits (unless `counted` already), submit with where the result goes (a
+    refusal is an ephemeral answer), defer unless done already, and follow the job in the
+    background. Every action that composes comes through here."""
+    core = core_of(interaction)
+    deferred = interaction.response.is_done()  # /continue midi: defers before downloading the file
+    answer = withdraw if deferred else say
+    if await job_exists(core, request.idempotency_key or ""):
+        return  # the same interaction twice: the first is composing it, and it counts once
+    refusal = None if counted else rate_refusal(interaction)
     if refusal is not None:
-        await say(interaction, f"⏳ {refusal}")
+        await answer(interaction, refusal)
         return
     try:
-        job_id = await core.backend.submit(request)
+        job_id = await core.backend.submit(replace(request, reply_to=reply_to(interaction)))
     except (Refused, GeneratorError) as exc:
-        await say(interaction, f"🙅 {exc}")
+        await answer(interaction, f"🙅 {exc}")
         return
     events = core.backend.events(job_id)
     first = asyncio.ensure_future(anext(events))  # subscribed now: a short job may end while we defer
     await asyncio.sleep(0)
-    try:
-        await interaction.response.defer(thinking=True)
-    except BaseException:
-        first.cancel()
-        raise
-    interaction.client.follow(follow_job(interaction, job_events(first, events)))  # type: ignore[attr-defined]
+    delivery = Delivery(job_id, interaction.channel_id, interaction.guild_id, str(interaction.user.id), interaction)
+    if not deferred:
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException:  # the interaction expired meanwhile: the result goes to the channel
+            delivery.interaction = None
+        except BaseException:
+            first.cancel()
+            raise
+    client: MelomaniaClient = interaction.client  # type: ignore[assignment]
+    client.follow(job_id, follow_job(client, delivery, job_events(first, events)))
 
 
 async def job_events(first: asyncio.Future[JobEvent], rest: AsyncIterator[JobEvent]) -> AsyncIterator[JobEvent]:
@@ -239,33 +460,10 @@ async def job_events(first: asyncio.Future[JobEvent], rest: AsyncIterator[JobEve
         yield event
 
 
-async def follow_job(interaction: discord.Interaction, events: AsyncIterator[JobEvent]) -> None:
-    """Edit the original response as the job advances (throttled; the final state always), then
-    post the track with its buttons and record the posting as a share of this channel, so that
-    anyone here may reroll it."""
-    core = core_of(interaction)
-    shown, last_edit, final = None, 0.0, None
-    async with asyncio.timeout(FOLLOW_TIMEOUT_S):
-        async for event in events:
-            text = progress_line(event.kind, event.done, event.total, event.eta_s, event.position)
-            if event.kind in ("failed", "cancelled") and event.reason and event.reason != "cancelled":
-                text = f"{text}: {event.reason}"
-            now = time.monotonic()
-            if text != shown and (event.terminal or now - last_edit >= EDIT_INTERVAL_S):
-                with contextlib.suppress(discord.NotFound):  # the response was dismissed
-                    await interaction.edit_original_response(content=text)
-                shown, last_edit = text, now
-            if event.terminal:
-                final = event
-    if final is None or final.kind != "done" or final.track_id is None:
-        return
-    track = await core.db.run(lambda s: s.get(Track, final.track_id))
-    owner = await core.db.run(lambda s: s.get(User, track.owner_id))
-    files = await track_files(core, track, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
-    # shared here before it appears, so a press the moment it does already passes the access check
-    await core.db.run(lambda s: record_share(s, owner, track.id, here(interaction), None, here(interaction)))
-    sent = await interaction.followup.send(embed=track_embed(track), files=files, view=track_view(track.id), wait=True)
-    await core.db.run(lambda s: record_share(s, owner, track.id, here(interaction), sent.id, here(interaction)))
+NO_POSTING = (
+    "🙅 You can't send messages in this channel, so I won't post a track here for you; "
+    "use /compose in a channel where you can post, or in a DM with me."
+)
 
 
 async def on_button(interaction: discord.Interaction, press: ButtonPress) -> None:
@@ -282,6 +480,8 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
         await say(interaction, f"To share it, use `/share track:{track.id} channel:#your-channel`")
     elif press.action in ("fav", "unfav"):
         await toggle_favourite(interaction, user, track, press.action == "fav")
+    elif not may_post_here(interaction):  # the new track would be posted here, as if by them
+        await say(interaction, NO_POSTING)
     elif press.action == "continue":
         await start_job(interaction, continue_request(PLATFORM, track, user, uid, name, key))
     else:
@@ -386,25 +586,7 @@ async def continue_command(
         return
     user = await known_user(core, interaction)
     if midi is not None:
-        try:
-            primer = await attached_primer(midi)
-            request = midi_continue_request(
-                PLATFORM,
-                primer,
-                f"discord-attachment:{midi.id}",
-                genre_of(genre.value) if genre else None,
-                user,
-                uid,
-                name,
-                key,
-            )
-        except Refused as exc:
-            await say(interaction, f"🙅 {exc}")
-            return
-        except UsageError as exc:
-            await say(interaction, f"🤔 {exc}")
-            return
-        await start_job(interaction, request)
+        await continue_midi(interaction, user, midi, genre_of(genre.value) if genre else None)
         return
     try:
         found = await readable_track(core, interaction, user, track)
@@ -414,12 +596,50 @@ async def continue_command(
     await start_job(interaction, continue_request(PLATFORM, found, user, uid, name, key))
 
 
-async def attached_primer(midi: discord.Attachment) -> tuple[int, ...]:
-    """An attached MIDI file as a primer. Its declared size is checked first, so an oversized file
-    is never downloaded; parsing runs in a thread, off the event loop."""
-    limit_mb = MAX_PRIMER_BYTES // 1_000_000
+async def continue_midi(
+    interaction: discord.Interaction, user: User, midi: discord.Attachment, genre: str | None
+) -> None:
+    """/continue midi: what needs no download (the declared size, a genre, the rate limits) is
+    checked and answered at once; then the interaction is deferred, since downloading and parsing
+    may outlast Discord's 3 seconds, and a file that turns out unusable is answered privately after
+    all (it counted against the limits: they bound downloads too)."""
+    uid, name = who(interaction)
+    try:
+        check_declared_size(midi)
+        # built with no primer yet, so that a missing genre is found before anything is downloaded
+        request = midi_continue_request(
+            PLATFORM, (), f"discord-attachment:{midi.id}", genre, user, uid, name, f"{PLATFORM}:{interaction.id}"
+        )
+    except Refused as exc:
+        await say(interaction, f"🙅 {exc}")
+        return
+    except UsageError as exc:
+        await say(interaction, f"🤔 {exc}")
+        return
+    refusal = rate_refusal(interaction)  # before downloading: the limits bound downloads too
+    if refusal is not None:
+        await say(interaction, refusal)
+        return
+    await interaction.response.defer(thinking=True)
+    try:
+        primer = await attached_primer(midi)
+    except Refused as exc:
+        await withdraw(interaction, f"🙅 {exc}")
+        return
+    await start_job(interaction, replace(request, primer=primer), counted=True)
+
+
+def check_declared_size(midi: discord.Attachment) -> None:
+    """Refused for a file Discord says is too large, so that it is never downloaded."""
     if midi.size > MAX_PRIMER_BYTES:
+        limit_mb = MAX_PRIMER_BYTES // 1_000_000
         raise Refused(f"that file is {midi.size / 1e6:.1f} MB; attach a MIDI file up to {limit_mb} MB")
+
+
+async def attached_primer(midi: discord.Attachment) -> tuple[int, ...]:
+    """An attached MIDI file as a primer (Refused, with words for the user, when it can't be one);
+    parsing runs in a thread, off the event loop."""
+    check_declared_size(midi)
     try:
         data = await midi.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError):  # expired, deleted, or the CDN unreachable
@@ -531,17 +751,27 @@ async def settings(
     )
 
 
+async def unfinished_job_ids(core: Core, uid: str) -> list[int]:
+    """The user's queued and running jobs, newest first (none for someone never seen)."""
+    q = (
+        select(Job.id)
+        .join(User, User.id == Job.user_id)
+        .where(User.platform == Platform(PLATFORM), User.platform_user_id == uid)
+        .where(Job.state.in_((JobState.queued, JobState.running)))
+        .order_by(Job.id.desc())
+    )
+
+    async def ids(s) -> list[int]:
+        return list((await s.scalars(q)).all())
+
+    return await core.db.run(ids)
+
+
 @app_commands.command(description="Stop the track being composed for you")
 async def cancel(interaction: discord.Interaction) -> None:
     core = core_of(interaction)
     uid, _ = who(interaction)
-
-    async def unfinished(s):
-        user = await get_or_create_user(s, PLATFORM, uid)
-        q = select(Job.id).where(Job.user_id == user.id, Job.state.in_((JobState.queued, JobState.running)))
-        return list((await s.execute(q.order_by(Job.id.desc()))).scalars())
-
-    for job_id in await core.db.run(unfinished):
+    for job_id in await unfinished_job_ids(core, uid):
         if await core.backend.cancel(job_id, PLATFORM, uid):
             await say(interaction, "✖️ Cancelled your track.")
             return
@@ -553,7 +783,16 @@ async def help_command(interaction: discord.Interaction) -> None:
     await say(interaction, HELP.format(genres=GENRE_NAMES))
 
 
-COMMANDS = (compose, continue_command, history_command, favorites, share, settings, cancel, help_command)
+COMMANDS = (
+    compose,
+    continue_command,
+    history_command,
+    favorites,
+    share,
+    settings,
+    cancel,
+    help_command,
+)
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -574,7 +813,8 @@ class MelomaniaClient(discord.Client):
         self.tree.on_error = self.on_app_command_error
         for command in COMMANDS:
             self.tree.add_command(command)
-        self._following: set[asyncio.Task] = set()
+        self._following: dict[int, asyncio.Task] = {}  # job id → its follower
+        self._resumed = False
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(TrackButton)
@@ -584,22 +824,53 @@ class MelomaniaClient(discord.Client):
         else:
             await self.tree.sync()
 
-    def follow(self, coro) -> asyncio.Task:
-        """Run a job follower in the background, keeping a reference and logging its failure."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._following.add(task)
-        task.add_done_callback(self._followed)
-        return task
+    async def on_ready(self) -> None:
+        """Resume delivering, once per process (READY comes again with every new gateway session).
+        Not in setup_hook: `run all` logs in before it starts the runner that recovers those jobs."""
+        if not self._resumed:
+            self._resumed = True
+            await self.resume_deliveries()
 
-    def _followed(self, task: asyncio.Task) -> None:
-        self._following.discard(task)
+    async def resume_deliveries(self) -> int:
+        """Follow every job of ours whose ending its user has not seen (still going, or ended while
+        we were away) and that knows its channel, and post its result there: the interactions of a
+        previous run are gone. Returns how many were picked up."""
+        resumed = 0
+        for pending in await self.core.backend.undelivered(PLATFORM):
+            where = pending.request.reply_to or {}
+            channel_id = snowflake(where.get("channel_id"))
+            if channel_id is None or pending.job_id in self._following:
+                continue  # not sent from a channel, or an interaction of this run already follows it
+            delivery = Delivery(pending.job_id, channel_id, snowflake(where.get("guild_id")), pending.request.user_id)
+            self.follow(pending.job_id, follow_job(self, delivery, self.core.backend.events(pending.job_id)))
+            resumed += 1
+        if resumed:
+            log.info("resumed delivering %d jobs", resumed)
+        return resumed
+
+    def follow(self, job_id: int, coro: Coroutine[Any, Any, None]) -> None:
+        """Follow a job in the background, one follower per job, keeping a reference to it and
+        logging its failure."""
+        if job_id in self._following:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._following[job_id] = task
+        task.add_done_callback(lambda done: self._followed(job_id, done))
+
+    def _followed(self, job_id: int, task: asyncio.Task) -> None:
+        self._following.pop(job_id, None)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error("following a job failed: %s: %s", exc.__class__.__name__, exc)
+            detail = f"{exc.status} {exc.text}" if isinstance(exc, discord.HTTPException) else exc.__class__.__name__
+            log.error("following job %s failed: %s: %s", job_id, exc.__class__.__name__, detail)
 
     async def close(self) -> None:
-        for task in list(self._following):
+        """Followers stop with the client; their jobs are resumed by the next start."""
+        tasks = list(self._following.values())
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await super().close()
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

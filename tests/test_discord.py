@@ -11,16 +11,18 @@ import subprocess
 from dataclasses import dataclass
 
 import discord
+import discord.gateway
 import pytest
+import yarl
 from conftest import tiny_model
-from discord_stub import CHANNEL_ID, DiscordApiStub
+from discord_stub import CHANNEL_ID, GUILD_ID, DiscordApiStub
 from sqlalchemy import func, select
 
 from bot.discord_bot import MelomaniaClient, build_client
 from bot.limits import Limits, RateLimiter
 from generator import vocab as V
 from generator.tokenizer import Note, notes_to_midi
-from jobs.api import primer_from_midi
+from jobs.api import ComposeRequest, primer_from_midi
 from jobs.inprocess import InProcessRunner, RunnerSettings
 from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track
 from storage.tracks import NewTrack, record_track, unpack_tokens
@@ -61,16 +63,38 @@ class Env:
         return await self.db.run(lambda s: s.get(Track, track_id))
 
 
-async def logged_in(env: Env) -> MelomaniaClient:
-    client = build_client(env.runner, env.db, env.store, test_guild_id=TEST_GUILD)
+async def logged_in(env: Env, runner: InProcessRunner | None = None) -> MelomaniaClient:
+    client = build_client(runner or env.runner, env.db, env.store, test_guild_id=TEST_GUILD)
     await client.login(TOKEN)  # the stub's /users/@me and /oauth2/applications/@me; setup_hook syncs the tree
     return client
+
+
+async def on_gateway(env: Env, runner: InProcessRunner) -> MelomaniaClient:
+    """A fresh client that logs in and holds the stub's gateway, as `run discord` starts one; READY
+    makes discord.py dispatch on_ready, where the bot resumes delivering."""
+    client = await logged_in(env, runner)
+    asyncio.get_running_loop().create_task(client.connect(reconnect=False))  # ends when the client closes
+    await asyncio.wait_for(client.wait_until_ready(), 30)
+    return client
+
+
+def new_runner(env: Env) -> InProcessRunner:
+    return InProcessRunner(env.db, env.store, model, RunnerSettings(progress_interval_s=0.05))
+
+
+async def eventually(check, timeout: float = 10.0):
+    for _ in range(int(timeout / 0.05)):
+        if value := await check():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{check} never held within {timeout} s")
 
 
 @pytest.fixture
 async def env(tmp_path, monkeypatch):
     stub = DiscordApiStub().start()
     monkeypatch.setattr(discord.http.Route, "BASE", stub.base_url)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(stub.gateway_url))
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
@@ -276,6 +300,11 @@ async def test_continue_composes_from_an_attached_midi_file_in_the_named_or_defa
         assert job.request["primer"] == primer
     served = [c.match["id"] for c in env.stub.calls_to("attachment")]
     assert sorted(served) == sorted([named["id"], default["id"]])  # each read once, through its URL
+    deferrals = [c.match["id"] for c in env.stub.calls_to("callback") if c.payload["type"] == 5]
+    calls = [(c.name, c.match.get("id")) for c in env.stub.calls]
+    for interaction_id, attachment in zip(deferrals, (named, default), strict=True):
+        # deferred before the download: a slow CDN can't make the bot miss Discord's 3 seconds
+        assert calls.index(("callback", interaction_id)) < calls.index(("attachment", attachment["id"]))
     [sync] = env.stub.calls_to("sync")
     command = next(c for c in sync.payload["_list"] if c["name"] == "continue")
     options = {o["name"]: o for o in command["options"]}
@@ -287,26 +316,38 @@ async def test_continue_refuses_bad_or_missing_input_privately_before_composing(
     track_id = await stored_track(env)
     oversized = env.stub.attachment(data, "huge.mid", size=5_000_000)
     expired = env.stub.attachment(data, "gone.mid", served=False)
-    cases = [
+    at_once = [  # found without downloading anything: answered instead of deferring
         ({}, "give `track:` (a track number, as in #42) or attach a MIDI file as `midi:`"),
         ({"track": track_id, "midi": env.stub.attachment(data)}, "give `track:` or `midi:`, not both"),
         ({"track": track_id, "genre": "jazz"}, "`genre:` is for an attached MIDI file"),
         ({"midi": oversized, "genre": "jazz"}, "that file is 5.0 MB; attach a MIDI file up to 1 MB"),
+        ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
+    ]
+    after_download = [  # found once the file is read, after deferring: a private follow-up
         ({"midi": env.stub.attachment(b"ID3 an mp3", "song.mp3"), "genre": "jazz"}, "not a MIDI file"),
         ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "damaged"),
         ({"midi": expired, "genre": "jazz"}, "couldn't download that file; attach it again"),
-        ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
     ]
-    for options, _ in cases:
+    for options, _ in at_once + after_download:
         env.dispatch(env.stub.command("continue", **options))
-    callbacks = await env.stub.wait_for("callback", count=len(cases))
-    assert all(c.payload["type"] == 4 and c.ephemeral for c in callbacks)
-    texts = [c.payload["data"]["content"] for c in callbacks]
-    for _, answer in cases:
+    callbacks = await env.stub.wait_for("callback", count=len(at_once) + len(after_download))
+    answered = [c for c in callbacks if c.payload["type"] == 4]
+    assert len(answered) == len(at_once) and all(c.ephemeral for c in answered)
+    texts = [c.payload["data"]["content"] for c in answered]
+    for _, answer in at_once:
         assert sum(answer in t for t in texts) == 1, (answer, texts)
+
+    deferred = {c.match["token"] for c in callbacks if c.payload["type"] == 5}
+    followups = await env.stub.wait_for("followup", count=len(after_download))
+    assert {f.match["token"] for f in followups} == deferred and all(f.ephemeral for f in followups)
+    for _, answer in after_download:
+        assert sum(answer in f.content for f in followups) == 1, (answer, [f.content for f in followups])
+    # the public "thinking…" placeholder is resolved and removed, so the answer stays private
+    deleted = await env.stub.wait_for("delete_original", count=len(after_download))
+    assert {d.match["token"] for d in deleted} == deferred
     assert oversized["id"] not in [c.match["id"] for c in env.stub.calls_to("attachment")]  # never downloaded
     await asyncio.sleep(0.2)
-    assert await env.count(Job) == 0 and not env.stub.calls_to("followup")
+    assert await env.count(Job) == 0 and not any(f.files for f in env.stub.calls_to("followup"))
 
 
 async def test_rate_limits_answer_privately_for_every_composing_action_and_compose_nothing(env):
@@ -372,3 +413,105 @@ def test_run_discord_with_a_malformed_token_is_a_one_line_error_before_anything_
     assert result.exit_code == 2 and "MELOMANIA_DISCORD_TOKEN is not a bot token" in result.output
     assert "three dot-separated parts" in result.output and malformed not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+async def test_jobs_left_unfinished_by_a_restart_are_posted_into_their_channel_once(env):
+    await env.client.close()
+    idle = new_runner(env)  # never started: accepts jobs and never composes, like a process that dies
+    env.client = await logged_in(env, idle)
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
+    await env.stub.wait_for("callback")
+    [job] = list(await env.db.run(lambda s: s.scalars(select(Job))))
+    assert job.request["reply_to"] == {"channel_id": CHANNEL_ID, "guild_id": GUILD_ID}
+    await idle.submit(ComposeRequest("discord", "9", "pop", seconds=2))  # knows no channel: nowhere to post
+    await env.client.close()
+    await idle.stop()
+    assert not env.stub.calls_to("channel_message") and not env.stub.calls_to("followup")
+
+    runner = new_runner(env)
+    await runner.start()  # a fresh process on the same database: it recovers both jobs
+    try:
+        env.client = await on_gateway(env, runner)
+        [post] = await env.stub.wait_for("channel_message", timeout=60)
+        assert post.path == f"/channels/{CHANNEL_ID}/messages"
+        assert post.content == "<@1>" and post.payload["allowed_mentions"]["users"] == [1]
+        assert [n.rsplit(".", 1)[1] for n in post.files].count("mp3") == 1
+        track_id = track_id_of(post)
+        assert post.custom_ids[0] == f"reroll:{track_id}" and (await env.track(track_id)).genre == "calm"
+        delivered = await eventually(
+            lambda: env.db.run(lambda s: s.scalar(select(Job.delivered_at).where(Job.id == job.id)))
+        )
+        assert delivered is not None
+        assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
+
+        await env.client.close()  # and once more: the receipt keeps it from being posted again
+        env.client = await on_gateway(env, runner)
+        await asyncio.sleep(1.5)
+        assert len(env.stub.calls_to("channel_message")) == 1 and not env.stub.calls_to("followup")
+        assert len(env.stub.calls_to("identify")) == 2
+    finally:
+        await env.client.close()
+        await runner.stop()
+
+
+async def test_a_track_larger_than_the_channel_allows_is_explained_not_posted_in_part(env):
+    payload = env.stub.command("compose", genre="calm", seconds=5)
+    payload["attachment_size_limit"] = 8_000  # smaller than the MP3, larger than its MIDI
+    env.dispatch(payload)
+
+    async def explained():
+        return [e for e in env.stub.calls_to("edit_original") if "attachment limit" in e.content]
+
+    [edit] = await eventually(explained, timeout=60)
+    assert edit.content.startswith("⚠️ track #") and "over this channel's 8 KB attachment limit" in edit.content
+    assert not env.stub.calls_to("followup") and not env.stub.calls_to("channel_message")  # no MIDI alone
+    [job] = list(await env.db.run(lambda s: s.scalars(select(Job))))
+    await eventually(lambda: env.db.run(lambda s: s.scalar(select(Job.delivered_at).where(Job.id == job.id))))
+
+
+async def test_a_follow_up_discord_refuses_is_explained_in_the_response(env):
+    env.stub.errors["followup"] = (413, {"message": "Request entity too large", "code": 40005})
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
+
+    async def explained():
+        return [e for e in env.stub.calls_to("edit_original") if e.content.startswith("⚠️")]
+
+    [edit] = await eventually(explained, timeout=60)
+    assert "couldn't post track #" in edit.content and "larger than this channel accepts" in edit.content
+    assert env.stub.calls_to("edit_original")[-1] is edit  # not left at "✅ Done"
+    assert not env.stub.calls_to("channel_message")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [(404, {"message": "Unknown Webhook", "code": 10015}), (401, {"message": "Invalid Webhook Token", "code": 50027})],
+)
+async def test_an_expired_interaction_token_posts_the_track_into_the_channel(env, error):
+    env.stub.errors["followup"] = error  # the job outlived the interaction's 15 minutes
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=5))
+    [post] = await env.stub.wait_for("channel_message", timeout=60)
+    assert post.path == f"/channels/{CHANNEL_ID}/messages" and post.content == "<@5>"
+    mp3 = [name for name in post.files if name.endswith(".mp3")]
+    assert len(mp3) == 1 and len(post.files[mp3[0]]) > 1000  # the whole file, though the failed upload read it
+    assert len(env.stub.calls_to("followup")) == 1
+
+
+async def test_buttons_pressed_by_someone_who_cannot_post_here_compose_nothing(env):
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    read_only = ((1 << 51) - 1) & ~(1 << 11)  # everything but SEND_MESSAGES
+    for action in ("reroll", "hotter", "cooler", "continue"):
+        env.dispatch(env.stub.press(f"{action}:{track_id}", message, user_id=2, permissions=read_only))
+    env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=2, permissions=read_only))  # posts nothing
+    callbacks = await env.stub.wait_for("callback", count=6)
+    answers = [c for c in callbacks[1:] if c.payload["type"] == 4]
+    assert len(answers) == 5 and all(c.ephemeral for c in answers)
+    texts = [c.payload["data"]["content"] for c in answers]
+    refusals = [t for t in texts if "can't send messages in this channel" in t]
+    assert len(refusals) == 4 and all("use /compose in a channel where you can post" in r for r in refusals)
+    assert await env.count(Favorite, Favorite.track_id == track_id) == 1
+
+    env.dispatch(env.stub.press(f"reroll:{track_id}", message, dm=True))  # no permissions in a DM: it composes
+    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+    assert (await env.track(track_id_of(posts[-1]))).parent_id == track_id
+    assert await env.count(Job) == 2
