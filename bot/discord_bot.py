@@ -63,6 +63,7 @@ from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, JobEvent, Refused, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Platform, Track, User
+from storage.privacy import forget_user
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
 from storage.users import get_or_create_user, set_defaults
@@ -91,7 +92,15 @@ HELP = (
     "channel may reroll a posted track; the new one is theirs.\n\n"
     "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
     "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
-    "`/settings` — your defaults · `/cancel` — stop your current track"
+    "`/genres` — what I can play · `/settings` — your defaults · `/cancel` — stop your current track\n"
+    "`/forgetme` — delete everything I keep about you"
+)
+GENRES_TEXT = (
+    "Genres: {genres}.\nFor example: `/compose genre:ambient` or `/compose genre:jazz temperature:0.9 seconds:60`"
+)
+FORGET_CONFIRM = (
+    "🗑 Delete your settings, favourites and every track you composed, for good? "
+    "(Tracks already posted in channels stay there.)"
 )
 EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
 
@@ -778,6 +787,60 @@ async def cancel(interaction: discord.Interaction) -> None:
     await say(interaction, "Nothing to cancel: you have no track being composed.")
 
 
+class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>confirm|keep)$"):
+    """The two answers under /forgetme's question. The choice lives in the custom id and what is
+    deleted is always the presser's own data, so the question needs no state and survives a restart."""
+
+    def __init__(self, choice: str) -> None:
+        confirm = choice == "confirm"
+        super().__init__(
+            ui.Button(
+                label="🗑 Delete everything" if confirm else "Keep it",
+                style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
+                custom_id=f"forgetme:{choice}",
+            )
+        )
+        self.choice = choice
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> ForgetButton:
+        return cls(match["choice"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        if self.choice == "confirm":
+            await forget(interaction)
+        else:
+            await interaction.response.edit_message(content="👍 Kept everything.", view=None)
+
+
+async def forget(interaction: discord.Interaction) -> None:
+    """As Telegram's /forgetme: the user's unfinished jobs are cancelled, then everything of theirs
+    is deleted (storage.privacy.forget_user). Deferred first: deleting files may take a while."""
+    core = core_of(interaction)
+    uid, _ = who(interaction)
+    await interaction.response.defer()
+    for job_id in await unfinished_job_ids(core, uid):
+        await core.backend.cancel(job_id, PLATFORM, uid)
+    gone = await forget_user(core.db, core.store, PLATFORM, uid)
+    await interaction.edit_original_response(
+        content=f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.", view=None
+    )
+
+
+@app_commands.command(name="forgetme", description="Delete everything I keep about you")
+async def forget_me(interaction: discord.Interaction) -> None:
+    """Asks first, privately: nothing is deleted until the user presses the button."""
+    view = ui.View(timeout=None)
+    view.add_item(ForgetButton("confirm"))
+    view.add_item(ForgetButton("keep"))
+    await interaction.response.send_message(FORGET_CONFIRM, view=view, ephemeral=True)
+
+
+@app_commands.command(description="The genres I can compose in")
+async def genres(interaction: discord.Interaction) -> None:
+    await say(interaction, GENRES_TEXT.format(genres=GENRE_NAMES))
+
+
 @app_commands.command(name="help", description="How to talk to me")
 async def help_command(interaction: discord.Interaction) -> None:
     await say(interaction, HELP.format(genres=GENRE_NAMES))
@@ -791,6 +854,8 @@ COMMANDS = (
     share,
     settings,
     cancel,
+    genres,
+    forget_me,
     help_command,
 )
 
@@ -817,7 +882,7 @@ class MelomaniaClient(discord.Client):
         self._resumed = False
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton)
+        self.add_dynamic_items(TrackButton, ForgetButton)
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)
@@ -899,4 +964,4 @@ def build_client(
     return MelomaniaClient(Core(backend, db, store), test_guild_id, limits)
 
 
-__all__ = ["Core", "MelomaniaClient", "TrackButton", "build_client", "track_view"]
+__all__ = ["Core", "ForgetButton", "MelomaniaClient", "TrackButton", "build_client", "track_view"]

@@ -24,7 +24,8 @@ from generator import vocab as V
 from generator.tokenizer import Note, notes_to_midi
 from jobs.api import ComposeRequest, primer_from_midi
 from jobs.inprocess import InProcessRunner, RunnerSettings
-from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track
+from storage import Database, Favorite, Job, LocalArtifactStore, Share, Track, User
+from storage.favorites import add_favorite
 from storage.tracks import NewTrack, record_track, unpack_tokens
 from storage.users import get_or_create_user
 
@@ -111,9 +112,9 @@ async def env(tmp_path, monkeypatch):
         stub.stop()
 
 
-async def stored_track(env: Env, owner: str = "1") -> int:
+async def stored_track(env: Env, owner: str = "1", audio: bytes = b"ID3 not really an mp3") -> int:
     """A private track as if composed earlier, without composing."""
-    mp3 = env.store.put(b"ID3 not really an mp3", "mp3")
+    mp3 = env.store.put(audio, "mp3")
     events = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60] * 20
 
     async def make(s):
@@ -515,3 +516,42 @@ async def test_buttons_pressed_by_someone_who_cannot_post_here_compose_nothing(e
     posts = await env.stub.wait_for("followup", count=2, timeout=60)
     assert (await env.track(track_id_of(posts[-1]))).parent_id == track_id
     assert await env.count(Job) == 2
+
+
+async def test_forgetme_asks_first_then_deletes_everything_of_the_user(env):
+    env.dispatch(env.stub.command("settings", genre="pop"))
+    await env.stub.wait_for("callback")
+    mine, theirs = await stored_track(env, audio=b"ID3 mine"), await stored_track(env, owner="2")
+    me = await env.db.run(lambda s: get_or_create_user(s, "discord", "1"))
+    await env.db.run(lambda s: add_favorite(s, me, mine, ("discord", str(CHANNEL_ID))))
+    mp3 = (await env.track(mine)).mp3_key
+
+    env.dispatch(env.stub.command("forgetme"))
+    question = (await env.stub.wait_for("callback", count=2))[-1]
+    assert question.payload["type"] == 4 and question.ephemeral and "for good?" in question.payload["data"]["content"]
+    assert question.custom_ids == ["forgetme:confirm", "forgetme:keep"]
+    env.dispatch(env.stub.press("forgetme:keep", env.stub.answered_message(question)))
+    kept = (await env.stub.wait_for("callback", count=3))[-1]
+    assert kept.payload["type"] == 7 and "Kept" in kept.payload["data"]["content"]
+    assert await env.count(User, User.platform_user_id == "1") == 1 and await env.count(Track) == 2
+
+    await env.restart()  # the question needs no memory of having been asked
+    env.dispatch(env.stub.press("forgetme:confirm", env.stub.answered_message(question)))
+    [done] = await env.stub.wait_for("edit_original")
+    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 tracks."
+    assert done.payload["components"] == []  # the buttons are gone with the question
+    assert await env.count(User, User.platform_user_id == "1") == 0
+    assert await env.count(Track) == 1 and (await env.track(theirs)) is not None
+    assert await env.count(Favorite) == 0 and not env.store.exists(mp3)
+    assert env.store.exists((await env.track(theirs)).mp3_key)
+
+
+async def test_genres_and_help_name_every_command(env):
+    env.dispatch(env.stub.command("genres"))
+    env.dispatch(env.stub.command("help"))
+    genres, help_ = await env.stub.wait_for("callback", count=2)
+    assert genres.ephemeral and "Genres: classic, jazz, ambient, pop." in genres.payload["data"]["content"]
+    [sync] = env.stub.calls_to("sync")
+    names = {c["name"] for c in sync.payload["_list"]}
+    assert {"genres", "forgetme"} <= names
+    assert all(f"/{name}" in help_.payload["data"]["content"] for name in names - {"help"}), names
