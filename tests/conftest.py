@@ -17,3 +17,15 @@ def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransfor
 @pytest.fixture(scope="session")
 def model() -> MusicTransformer:
     return tiny_model()
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """A CLI result that failed the way every user error should: exit 2, one `error:` line on
+    stderr holding each fragment, no traceback. Returns the line."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]

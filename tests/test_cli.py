@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error as assert_one_line_error
 from conftest import tiny_model
 from typer.testing import CliRunner
 
@@ -34,15 +35,6 @@ def env(checkpoint, monkeypatch, tmp_path):
 
 def run(*args: str):
     return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_compose_writes_mp3_midi_and_png_and_prints_the_recipe(env):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_model
+from conftest import one_line_error, tiny_model
 from discord_stub import DiscordApiStub
 from telegram_stub import BotApiStub
 from typer.testing import CliRunner
@@ -52,16 +52,6 @@ sys.argv = ["melomania", "run", "all"]
 from melomania.cli import main
 main()
 """
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(
