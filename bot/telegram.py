@@ -25,6 +25,7 @@ from sqlalchemy import select
 from telegram import BotCommand, Document, InlineQueryResultCachedAudio, InlineQueryResultsButton, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import BadRequest, TelegramError
+from telegram.error import Forbidden as CannotWrite
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -302,7 +303,16 @@ async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: st
     if result.next_before is not None:
         lines.append(f"More: /{kind} {page_no + 1}")
     lines.append("Send /continue <number> or /share <number> @channel.")
-    await say(update, "\n".join(lines))
+    if update.effective_chat.type == ChatType.PRIVATE:
+        await say(update, "\n".join(lines))
+        return
+    # in a group the list is the asker's alone: it goes to their private chat with the bot
+    try:
+        await with_retries(lambda: context.bot.send_message(update.effective_user.id, "\n".join(lines)))
+    except CannotWrite:  # they never opened a chat with the bot, so it may not write to them
+        await say(update, f"🔒 Your {kind} is private: open a chat with me (@{context.bot.username}) and send /{kind}")
+        return
+    await say(update, f"📬 Sent your {kind} to our private chat.")
 
 
 async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -59,6 +59,7 @@ class BotApiStub:
         self.can_post_messages = False  # an administrator's right to post in a channel
         self.chat_types: dict[str, str] = {}  # chat id → getChat's type; "@name" is a channel otherwise
         self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
+        self.unreachable: set[str] = set()  # chat ids the bot may not write to (never started it): 403
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
@@ -192,7 +193,14 @@ class BotApiStub:
             with self._cond:
                 self.calls.append(Call(method, params, files))
         try:
-            if self.flood.get(method):
+            if method.startswith("send") and str(params.get("chat_id")) in self.unreachable:
+                payload = {
+                    "ok": False,
+                    "error_code": 403,
+                    "description": "Forbidden: bot can't initiate conversation with a user",
+                }
+                status = 403
+            elif self.flood.get(method):
                 self.flood[method] -= 1
                 payload = {
                     "ok": False,

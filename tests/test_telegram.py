@@ -742,3 +742,19 @@ async def test_in_a_channel_only_those_who_may_post_compose_with_the_buttons(env
     [progress] = await env.stub.wait_for("sendMessage")
     assert progress.chat_id == "-100555"
     assert await env.count(Job) == 1
+
+
+async def test_in_a_group_my_history_goes_to_my_private_chat(env):
+    track_id = await stored_track(env)
+    env.send("/history", user_id=1, chat_id=-100900, kind="group")
+    sent = await env.stub.wait_for("sendMessage", count=2)
+    private = next(m for m in sent if m.chat_id == "1")
+    assert f"#{track_id} " in private.params["text"]
+    group = next(m for m in sent if m.chat_id == "-100900")
+    assert f"#{track_id}" not in group.params["text"] and "private chat" in group.params["text"]
+
+    env.stub.unreachable.add("2")  # never opened a chat with the bot
+    await stored_track(env, owner="2")
+    env.send("/history", user_id=2, chat_id=-100900, kind="group")
+    answer = (await env.stub.wait_for("sendMessage", count=4))[-1]
+    assert answer.chat_id == "-100900" and "open a chat with me" in answer.params["text"]
