@@ -72,6 +72,7 @@ class Recipe:
             f"at_least_k={s.at_least_k}",
             f"rp_penalty={s.rp_penalty:g}",
             f"rp_restore_speed={s.rp_restore_speed:g}",
+            f"max_hold={s.max_hold:g}",
             f"instrument={self.instrument}",
         ]
         if self.primer:
