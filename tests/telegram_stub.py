@@ -60,6 +60,7 @@ class BotApiStub:
         self.chat_types: dict[str, str] = {}  # chat id → getChat's type; "@name" is a channel otherwise
         self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
         self.unreachable: set[str] = set()  # chat ids the bot may not write to (never started it): 403
+        self.outage: dict[str, int] = {}  # method → how many calls to answer 502 Bad Gateway first
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
@@ -200,6 +201,10 @@ class BotApiStub:
                     "description": "Forbidden: bot can't initiate conversation with a user",
                 }
                 status = 403
+            elif self.outage.get(method):
+                self.outage[method] -= 1
+                payload = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+                status = 502
             elif self.flood.get(method):
                 self.flood[method] -= 1
                 payload = {

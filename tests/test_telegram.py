@@ -395,6 +395,22 @@ async def test_a_flood_wait_from_telegram_is_waited_out_and_retried(env):
     assert "ambient" in retried.params["text"]
 
 
+async def test_a_network_error_from_telegram_is_retried_with_backoff(env):
+    env.stub.outage["sendAudio"] = 2  # Telegram's side answers 502 twice, then recovers
+    env.send("/compose ambient len=5")
+    calls = await env.stub.wait_for("sendAudio", count=3, timeout=60)
+    assert calls[0].params["title"] == calls[2].params["title"]
+    assert len(env.stub.calls_to("sendAudio")) == 3 and await env.count(Track) == 1
+
+
+async def test_compose_addressed_to_the_bot_in_a_group_is_posted_in_the_group(env):
+    env.send(f"/compose@{BOT_USERNAME} ambient len=5", user_id=5, chat_id=-100321, kind="supergroup")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert audio.chat_id == "-100321"
+    track = await env.track(track_id_of(audio))
+    assert track.genre == "calm"
+
+
 # --- inline mode -------------------------------------------------------------------------------
 
 
