@@ -30,17 +30,16 @@ from storage.jobs import (
     cancel_users_job,
     create_job,
     fail_job,
-    mark_delivered,
     requeue_job,
     set_progress,
     start_job,
-    undelivered_jobs,
     unfinished_jobs,
 )
 from storage.tracks import NewTrack
 from storage.users import get_or_create_user
 
-from .api import ComposeRequest, JobEvent, PendingJob, Refused
+from .api import ComposeRequest, JobEvent, Refused
+from .receipts import StoredDeliveries
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
@@ -67,7 +66,7 @@ class _Channel:
         self.listeners: list[asyncio.Queue[JobEvent]] = []
 
 
-class InProcessRunner:
+class InProcessRunner(StoredDeliveries):
     def __init__(
         self,
         db: Database,
@@ -192,14 +191,6 @@ class InProcessRunner:
             self._cancelled.add(job_id)
         self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
         return True
-
-    async def undelivered(self, platform: str) -> list[PendingJob]:
-        """This platform's jobs whose ending its user has not seen, with their stored requests."""
-        jobs = await self.db.run(lambda s: undelivered_jobs(s, platform))
-        return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
-
-    async def delivered(self, job_id: int) -> None:
-        await self.db.run(lambda s: mark_delivered(s, job_id))
 
     async def adopt(self, job_id: int, request: ComposeRequest) -> AsyncIterator[JobEvent]:
         """Compose a job stored elsewhere (a Redis worker's) and yield its events to the end."""

@@ -11,11 +11,12 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import cancel_users_job, create_job, mark_delivered, undelivered_jobs, unfinished_jobs
+from storage.jobs import cancel_users_job, create_job, unfinished_jobs
 from storage.users import get_or_create_user
 
-from .api import ComposeRequest, JobEvent, PendingJob, Refused
+from .api import ComposeRequest, JobEvent, Refused
 from .inprocess import RunnerSettings
+from .receipts import StoredDeliveries
 from .worker import CANCEL_CHANNEL, job_channel
 
 UNFINISHED = (JobState.queued, JobState.running)
@@ -25,7 +26,7 @@ def arq_job_id(job_id: int) -> str:
     return f"compose:{job_id}"  # one arq job per stored job, however often it is enqueued
 
 
-class RedisBackend:
+class RedisBackend(StoredDeliveries):
     def __init__(self, db: Database, redis_url: str, settings: RunnerSettings | None = None):
         self.db, self.redis_url, self.settings = db, redis_url, settings or RunnerSettings()
         self.redis: ArqRedis | None = None
@@ -76,14 +77,6 @@ class RedisBackend:
             job_channel(job_id), json.dumps({"job_id": job_id, "kind": "cancelled", "reason": "cancelled"})
         )
         return True
-
-    async def undelivered(self, platform: str) -> list[PendingJob]:
-        """This platform's jobs whose ending its user has not seen, with their stored requests."""
-        jobs = await self.db.run(lambda s: undelivered_jobs(s, platform))
-        return [PendingJob(job.id, ComposeRequest.from_json(job.request)) for job in jobs]
-
-    async def delivered(self, job_id: int) -> None:
-        await self.db.run(lambda s: mark_delivered(s, job_id))
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """Progress from whichever worker holds the job; the stored state first."""
