@@ -293,7 +293,9 @@ class InProcessRunner(StoredDeliveries):
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
         # Thread counts are per thread in torch. A small model's ops are too short to share
-        # between cores (measured: 2 threads run it 2x slower here); one leaves a core for rendering.
+        # between cores; one leaves a core for rendering and the event loop. Measured with the
+        # shipped model (bench/load.py --users 8): 2 threads made one track 6.0 s instead of 4.5 s
+        # and eight 19.1 s instead of 16.7 s, though alone, outside the runner, batch 8 ran 1.5x faster.
         params = sum(p.numel() for p in self.model.parameters())
         torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
         self.decoder = decoder = BatchDecoder(self.model)
