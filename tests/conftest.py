@@ -14,6 +14,13 @@ def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransfor
     return MusicTransformer(config).eval()
 
 
+def runner_model() -> MusicTransformer:
+    """A tiny model named as a loaded checkpoint is, for the job runner's recipes (its loader)."""
+    m = tiny_model(max_len=256)
+    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
+    return m
+
+
 @pytest.fixture(scope="session")
 def model() -> MusicTransformer:
     return tiny_model()

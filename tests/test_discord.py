@@ -14,7 +14,7 @@ import discord
 import discord.gateway
 import pytest
 import yarl
-from conftest import tiny_model
+from conftest import runner_model
 from discord_stub import CHANNEL_ID, GUILD_ID, DiscordApiStub
 from sqlalchemy import func, select
 
@@ -32,12 +32,6 @@ from storage.users import get_or_create_user
 TOKEN = "not-a-real-discord-token"
 TEST_GUILD = 910000000000000001
 OTHER_CHANNEL = 920000000000000077
-
-
-def model():
-    m = tiny_model(max_len=256)
-    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
-    return m
 
 
 @dataclass
@@ -80,7 +74,7 @@ async def on_gateway(env: Env, runner: InProcessRunner) -> MelomaniaClient:
 
 
 def new_runner(env: Env) -> InProcessRunner:
-    return InProcessRunner(env.db, env.store, model, RunnerSettings(progress_interval_s=0.05))
+    return InProcessRunner(env.db, env.store, runner_model, RunnerSettings(progress_interval_s=0.05))
 
 
 async def eventually(check, timeout: float = 10.0):
@@ -99,7 +93,7 @@ async def env(tmp_path, monkeypatch):
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
-    runner = InProcessRunner(db, store, model, RunnerSettings(progress_interval_s=0.05))
+    runner = InProcessRunner(db, store, runner_model, RunnerSettings(progress_interval_s=0.05))
     await runner.start()
     env = Env(stub, db, store, runner, None)  # type: ignore[arg-type]
     env.client = await logged_in(env)

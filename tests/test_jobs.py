@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import tiny_model
+from conftest import runner_model
 from sqlalchemy import func, select
 
 from generator import GeneratorError
@@ -15,12 +15,6 @@ from jobs.inprocess import InProcessRunner, RunnerSettings
 from storage import Database, Job, JobState, LocalArtifactStore, Track
 from storage.jobs import create_job, start_job
 from storage.users import get_or_create_user
-
-
-def model():
-    m = tiny_model(max_len=256)
-    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
-    return m
 
 
 @pytest.fixture
@@ -33,7 +27,7 @@ async def env(tmp_path):
 
 
 async def started_runner(db, store, **settings) -> InProcessRunner:
-    runner = InProcessRunner(db, store, model, RunnerSettings(**settings))
+    runner = InProcessRunner(db, store, runner_model, RunnerSettings(**settings))
     await runner.start()
     return runner
 
@@ -158,7 +152,7 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
 
 async def test_undelivered_lists_a_platforms_open_jobs_with_where_their_results_go(env):
     db, store = env
-    runner = InProcessRunner(db, store, model)  # never started: what it accepts stays queued
+    runner = InProcessRunner(db, store, runner_model)  # never started: what it accepts stays queued
     try:
         mine = await runner.submit(req(reply_to={"chat_id": 5, "message_id": 9}))
         other = await runner.submit(ComposeRequest("discord", "d1", "jazz", tokens=40, reply_to={"channel": 1}))
@@ -223,7 +217,7 @@ def silent_model():
 
     from generator import vocab as V
 
-    m = model()
+    m = runner_model()
     with torch.no_grad():
         m.Wout.bias.fill_(-50.0)
         m.Wout.bias[V.TIME_SHIFT + 49] = 50.0
@@ -285,7 +279,7 @@ async def test_jobs_compose_with_the_loaded_checkpoints_own_presets(env):
     from generator import SamplingParams
 
     def tuned():
-        m = model()
+        m = runner_model()
         m.presets = {"calm": SamplingParams(temperature=0.7)}
         return m
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pretty_midi
 import pytest
-from conftest import tiny_model
+from conftest import runner_model
 from sqlalchemy import func, select
 from telegram.ext import Application
 from telegram_stub import BOT_USERNAME, BotApiStub
@@ -35,12 +35,6 @@ from storage.tracks import NewTrack, record_track
 from storage.users import get_or_create_user
 
 TOKEN = "123456:TEST-not-a-real-token"
-
-
-def model():
-    m = tiny_model(max_len=256)
-    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
-    return m
 
 
 @dataclass
@@ -84,7 +78,7 @@ async def running_bot(
     """The runner and the bot started as `melomania run telegram` does (post_init and post_stop
     included), stopped in its order. compose=False: a runner that accepts jobs and never composes
     them, like a process that dies right after accepting."""
-    runner = InProcessRunner(db, store, model, RunnerSettings(progress_interval_s=0.05))
+    runner = InProcessRunner(db, store, runner_model, RunnerSettings(progress_interval_s=0.05))
     if compose:
         await runner.start()
     app = build_application(TOKEN, runner, db, store, base_url=stub.base_url, base_file_url=stub.file_url, **kw)
@@ -596,7 +590,7 @@ async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_pat
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
     try:
-        worker = InProcessRunner(db, store, model)  # composing elsewhere, no bot running
+        worker = InProcessRunner(db, store, runner_model)  # composing elsewhere, no bot running
         await worker.start()
         try:
             done = await worker.submit(
