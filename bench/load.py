@@ -49,6 +49,7 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="jobs per user")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--checkpoint")
+    ap.add_argument("--threads", type=int, help="torch threads for generation (default: the runner's choice)")
     args = ap.parse_args()
 
     from melomania.settings import Settings
@@ -62,7 +63,7 @@ async def main() -> None:
             db,
             LocalArtifactStore(Path(tmp) / "artifacts"),
             lambda: load_model(ckpt),
-            RunnerSettings(max_batch=max(16, n), queue_cap=max(200, n), per_user=args.jobs),
+            RunnerSettings(max_batch=max(16, n), queue_cap=max(200, n), per_user=args.jobs, torch_threads=args.threads),
         )
         await runner.start()
         genres = ["calm", "jazz", "pop", "classic"]

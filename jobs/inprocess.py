@@ -294,8 +294,9 @@ class InProcessRunner(StoredDeliveries):
 
         # Thread counts are per thread in torch. A small model's ops are too short to share
         # between cores; one leaves a core for rendering and the event loop. Measured with the
-        # shipped model (bench/load.py --users 8): 2 threads made one track 6.0 s instead of 4.5 s
-        # and eight 19.1 s instead of 16.7 s, though alone, outside the runner, batch 8 ran 1.5x faster.
+        # shipped model (bench/load.py --users 8 --threads 1, then 2): 2 threads made one track
+        # 7.8 s instead of 4.8 s and eight 20.8 s instead of 17.5 s, though outside the runner, on
+        # the main thread, 2 threads ran both faster (one track 3.4 s instead of 4.3 s).
         params = sum(p.numel() for p in self.model.parameters())
         torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
         self.decoder = decoder = BatchDecoder(self.model)
