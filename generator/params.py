@@ -12,6 +12,7 @@ from .errors import GeneratorError, SamplingError
 MAX_TEMPERATURE = 10.0
 MAX_RESTORE_SPEED = 100.0
 MAX_HOLD_SECONDS = 60.0
+TRUNCATE = ("all", "pitches")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class SamplingParams:
     rp_penalty: float = 0.05  # 0 turns the repetition penalty off
     rp_restore_speed: float = 0.7  # penalty restored per second of music
     max_hold: float = 6.0  # seconds a key may stay down before it is released; 0 turns this off
+    truncate: str = "all"  # what top-k and top-p cut: "all" events (the reference) or only "pitches"
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, valid: str, example: str) -> None:
@@ -71,6 +73,7 @@ class SamplingParams:
             f"from 0 (off) to {MAX_HOLD_SECONDS:g} seconds",
             "6",
         )
+        check(self.truncate in TRUNCATE, "truncate", " or ".join(f'"{t}"' for t in TRUNCATE), '"pitches"')
 
 
 def _real(x: object) -> bool:
@@ -141,7 +144,7 @@ GENRE_PRESETS: dict[str, SamplingParams] = {
 
 
 def preset_sampling(
-    genre: str, presets: Mapping[str, SamplingParams] | None = None, **overrides: float | int | None
+    genre: str, presets: Mapping[str, SamplingParams] | None = None, **overrides: float | int | str | None
 ) -> SamplingParams:
     """The genre's preset (the model's own `presets` where it has one for the genre, else the
     reference's) with every value the user gave (not None) replacing the preset's."""

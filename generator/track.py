@@ -73,6 +73,7 @@ class Recipe:
             f"rp_penalty={s.rp_penalty:g}",
             f"rp_restore_speed={s.rp_restore_speed:g}",
             f"max_hold={s.max_hold:g}",
+            f"truncate={s.truncate}",
             f"instrument={self.instrument}",
         ]
         if self.primer:

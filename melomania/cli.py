@@ -110,6 +110,7 @@ def compose(
     rp_penalty: Annotated[float | None, typer.Option(help="repetition penalty per repeated note (0: off)")] = None,
     rp_restore_speed: Annotated[float | None, typer.Option(help="penalty restored per second")] = None,
     max_hold: Annotated[float | None, typer.Option(help="release a key held this many seconds (0: off)")] = None,
+    truncate: Annotated[str | None, typer.Option(help="what top-k/top-p cut: 'all' events or only 'pitches'")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same piece")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
     primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
@@ -148,6 +149,7 @@ def compose(
             "rp_penalty": rp_penalty,
             "rp_restore_speed": rp_restore_speed,
             "max_hold": max_hold,
+            "truncate": truncate,
         }
         preset_sampling(genre, **overrides)  # a bad value is found before minutes of loading
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
@@ -200,7 +202,7 @@ def compose(
                 )
             out.print(f"[bold green]♪ {title}[/]  {files.seconds:.1f} s, {files.notes} notes")
             out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)
-            out.print(f"  recipe: {recipe.summary()}", highlight=False)
+            out.print(f"  recipe: {recipe.summary()}", highlight=False, soft_wrap=True)  # one line to copy
             out.print(
                 f"  time: generate {t_generate:.1f} s (all {count}), synthesize "
                 f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
@@ -260,7 +262,7 @@ def genres(
         presets = stored_presets(path) if path else {}
     except CheckpointError as exc:
         fail(str(exc))
-    table = Table("genre", "also", "temperature", "top_k", "top_p")
+    table = Table("genre", "also", "temperature", "top_k", "top_p", "truncate")
     aliases = {canon: [a for a, c in V.GENRE_ALIASES.items() if c == canon] for canon in V.GENRES}
     for g in V.GENRES:
         p = preset_sampling(g, presets)
@@ -271,6 +273,7 @@ def genres(
             f"{p.temperature:g}",
             str(p.top_k),
             f"{p.top_p:g}",
+            p.truncate,
         )
     out.print(table)
 

@@ -155,3 +155,47 @@ def test_a_key_held_past_max_hold_is_released_next():
 def test_max_hold_out_of_range_names_the_range(value):
     with pytest.raises(SamplingError, match=r"max_hold must be from 0 \(off\) to 60 seconds"):
         SamplingParams(max_hold=value)
+
+
+def candidates(logits: torch.Tensor, st: RowState) -> list[set[int]]:
+    probs, order = next_token_probs(logits, st)
+    return [set(order[b][probs[b] > 0].tolist()) for b in range(len(logits))]
+
+
+def test_truncating_only_pitches_keeps_every_time_shift_with_the_models_odds():
+    # One strong pitch, then time shifts and more pitches in a long tail: truncating everything
+    # keeps the strong pitch and the likeliest events; truncating pitches keeps every event that
+    # is not a note-on, at the model's probability relative to each other.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.full((2, V.VOCAB_SIZE), float("-inf"))
+    logits[:, 60] = 6.0
+    logits[:, V.NOTE_ON + 61 : V.NOTE_ON + 72] = torch.linspace(2.0, 0.0, 11)
+    logits[:, V.TIME_SHIFT : V.END] = torch.randn(V.END - V.TIME_SHIFT, generator=g) - 1.0
+    logits[:, V.VELOCITY + 20] = 1.0
+    everything, pitches = (SamplingParams(top_k=3, top_p=0.9, rp_penalty=0, truncate=t) for t in ("all", "pitches"))
+    probs, order = next_token_probs(logits, st := state(everything, pitches))
+    kept_all, kept_pitches = candidates(logits, st)
+
+    assert len(kept_all) <= 3
+    shifts = set(range(V.TIME_SHIFT, V.END))
+    assert shifts | {V.VELOCITY + 20} <= kept_pitches
+    notes = {t for t in kept_pitches if t < V.NOTE_OFF}
+    assert 60 in notes and len(notes) <= 3  # top_k=3 counted among the note-ons alone
+    p = dict(zip(order[1].tolist(), probs[1].tolist()))
+    model = logits[1].softmax(-1)
+    for a, b in ((V.TIME_SHIFT, V.TIME_SHIFT + 50), (V.TIME_SHIFT + 7, V.VELOCITY + 20)):
+        assert p[a] / p[b] == pytest.approx(float(model[a] / model[b]), rel=1e-4)
+
+
+def test_truncating_pitches_still_respects_at_least_k_and_rows_with_no_note_on_allowed():
+    logits = torch.zeros(2, V.VOCAB_SIZE)
+    logits[1, : V.N_PITCHES] = float("-inf")  # e.g. a forced release: no note-on may come next
+    st = state(*[SamplingParams(top_k=1, top_p=0.01, at_least_k=4, rp_penalty=0, truncate="pitches")] * 2)
+    kept, no_notes = candidates(logits, st)
+    assert len(kept) >= 4
+    assert no_notes and all(t >= V.N_PITCHES for t in no_notes)
+
+
+def test_truncate_takes_only_its_two_names():
+    with pytest.raises(SamplingError, match=r'truncate must be "all" or "pitches", got \'notes\''):
+        SamplingParams(truncate="notes")
