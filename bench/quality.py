@@ -65,6 +65,11 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).sum() / 2)  # total variation, in [0, 1]
 
 
+def notes_per_second(pieces: list[list[Note]]) -> float:
+    seconds = sum(max((n.end for n in p), default=0) for p in pieces) / 100
+    return sum(len(p) for p in pieces) / seconds if seconds else 0.0
+
+
 def polyphony(notes: list[Note]) -> float:
     if not notes:
         return 0.0
@@ -146,9 +151,8 @@ def main() -> None:
     print(header)
     for g in V.GENRES:
         notes = by_genre[g]
-        seconds = [max((n.end for n in p), default=0) / 100 for p in notes]
         bad = sum(is_bad(p) for p in notes) / len(notes)
-        nps = sum(len(p) for p in notes) / max(sum(seconds), 1e-9)
+        nps = notes_per_second(notes)
         poly = float(np.mean([polyphony(p) for p in notes]))
         dists = {h: distance(mean_profile(notes), val_profiles[h]) for h in val}
         own_closest = bool(dists) and min(dists, key=dists.get) == g
@@ -178,12 +182,12 @@ def main() -> None:
             grid.paste(tile, ((i % 2) * 480, (i // 2) * 160))
         grid.save(out / f"{V.display_name(g)}.png", optimize=True)
     if val:
-        print("floor — distances between the validation sets themselves (last column: split-half noise):")
+        print("floor — distances between the validation sets themselves (then split-half noise, density):")
         for g in val:
             print(
                 f"  {V.display_name(g):<8} "
                 + " ".join(f"{distance(val_profiles[g], val_profiles[h]):>10.3f}" for h in val)
-                + f"   noise {split_half(val[g]):.3f}"
+                + f"   noise {split_half(val[g]):.3f}, {notes_per_second(val[g]):.1f} notes/s"
             )
     print(f"piano-roll grids in {out}/")
     if args.json:
