@@ -97,6 +97,21 @@ def validation_excerpts(data: Path, genre: str, length: int, per_piece: int = 4)
     return [e for e in excerpts if e]
 
 
+def genre_conditioning(model, windows: dict) -> dict[str, dict[str, float]]:
+    """Validation NLL of each genre's windows under every genre token: how much the model uses
+    its conditioning (a row whose own token is not the lowest is a genre the model cannot tell)."""
+    from generator.train import validation_nll
+
+    out = {}
+    for g, (x, y) in windows.items():
+        out[g] = {}
+        for h in V.GENRES:
+            relabelled = x.clone()
+            relabelled[:, 0] = V.genre_token(h)
+            out[g][h] = validation_nll(model, {g: (relabelled, y)})[g]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint")
@@ -135,13 +150,16 @@ def main() -> None:
 
     val = {g: validation_excerpts(data, g, args.tokens) for g in V.GENRES} if have_data else {}
     val_profiles = {g: mean_profile(v) for g, v in val.items()}
-    nll = {}
+    nll: dict[str, float] = {}
+    conditioning: dict[str, dict[str, float]] = {}
     if have_data:
         from generator.dataset import Shard
         from generator.train import TrainConfig, validation_nll, validation_set
 
         cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32)
-        nll = validation_nll(model.float(), validation_set({g: Shard.load(data, g, "val") for g in V.GENRES}, cfg))
+        windows = validation_set({g: Shard.load(data, g, "val") for g in V.GENRES}, cfg)
+        nll = validation_nll(model.float(), windows)
+        conditioning = genre_conditioning(model, windows)
 
     rows = {}
     header = f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'polyphony':>9} {'nll':>6}  " + " ".join(
@@ -166,6 +184,7 @@ def main() -> None:
             "notes_per_s": nps,
             "polyphony": poly,
             "val_nll": nll.get(g),
+            "val_nll_by_genre_token": conditioning.get(g),
             "distance_to_val": dists,
             "closest_to_own_genre": own_closest,
         }
@@ -189,6 +208,10 @@ def main() -> None:
                 + " ".join(f"{distance(val_profiles[g], val_profiles[h]):>10.3f}" for h in val)
                 + f"   noise {split_half(val[g]):.3f}, {notes_per_second(val[g]):.1f} notes/s"
             )
+    if conditioning:
+        print("validation NLL with each genre token (rows: the music's genre; lowest should be its own):")
+        for g, row in conditioning.items():
+            print(f"  {V.display_name(g):<8} " + " ".join(f"{V.display_name(h)} {v:.3f}" for h, v in row.items()))
     print(f"piano-roll grids in {out}/")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
