@@ -24,7 +24,8 @@ from typing import Any
 
 from generator import GeneratorError
 from generator.params import GenerationRequest
-from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound
+from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound, StorageError
+from storage.errors import out_of_space
 from storage.ingest import save_track
 from storage.jobs import (
     cancel_users_job,
@@ -266,6 +267,12 @@ class InProcessRunner(StoredDeliveries):
 
     def _accept(self, job_id: int, request: ComposeRequest) -> None:
         with self._lock:
+            cancelled = job_id in self._cancelled
+        if cancelled:  # cancelled elsewhere between being read as queued and arriving here
+            self._channels.setdefault(job_id, _Channel())
+            self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
+            return
+        with self._lock:
             self._active[job_id] = request
             self._waiting.append(job_id)
             position = len(self._waiting)
@@ -374,10 +381,15 @@ class InProcessRunner(StoredDeliveries):
             self._starts[job_id] = self._loop.create_task(self._store_running(job_id))
 
     async def _stored_start(self, job_id: int) -> None:
-        """Wait for the job's 'running' write, so its ending is never written before its start."""
+        """Wait for the job's 'running' write, so its ending is never written before its start. A
+        write that failed (a full disk, a database gone) is logged, not raised: the job goes on, and
+        its ending still reaches the user."""
         task = self._starts.pop(job_id, None)
         if task is not None:
-            await task
+            try:
+                await task
+            except Exception:
+                log.exception("job %s: could not store that it started", job_id)
 
     async def _store_running(self, job_id: int) -> None:
         with contextlib.suppress(InvalidTransition):  # a regeneration of a running job, or a cancel that won
@@ -398,6 +410,8 @@ class InProcessRunner(StoredDeliveries):
             await self.db.run(lambda s: fail_job(s, job_id, reason))
         except InvalidTransition:
             return
+        except Exception:  # the user hears of it all the same; a restart finds the job unfinished
+            log.exception("job %s: could not store its failure", job_id)
         self._finish(job_id, JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
@@ -423,8 +437,8 @@ class InProcessRunner(StoredDeliveries):
         except InvalidTransition:
             return  # cancelled while rendering
         except Exception as exc:
-            log.exception("job %s failed while rendering", job_id)
-            await self._failed(job_id, f"rendering failed ({exc.__class__.__name__}); please try again")
+            log.exception("job %s failed while rendering or storing", job_id)
+            await self._failed(job_id, failure_reason(exc))
             return
         self._finish(job_id, JobEvent(job_id, "done", track_id=track_id))
 
@@ -477,6 +491,15 @@ class InProcessRunner(StoredDeliveries):
             self.db, self.store, compose.platform, compose.user_id, new, mp3, midi, png, job_id=job_id
         )
         return track.id
+
+
+def failure_reason(exc: Exception) -> str:
+    """What to tell a user whose composed piece could not be rendered or kept."""
+    if out_of_space(exc):
+        return "there is no room to keep your track right now (a full disk on my side); please try again later"
+    if isinstance(exc, StorageError):
+        return "I could not keep your track (storage trouble on my side); please try again later"
+    return f"rendering failed ({exc.__class__.__name__}); please try again"
 
 
 def _sampling_dict(request: GenerationRequest) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
-from storage import Database, Job, JobState, LocalArtifactStore
-from storage.jobs import requeue_job
+from storage import Database, InvalidTransition, Job, JobState, LocalArtifactStore
+from storage.jobs import fail_job, requeue_job
 
 from .api import ComposeRequest, JobEvent
 from .inprocess import InProcessRunner, RunnerSettings
@@ -29,7 +29,12 @@ from .inprocess import InProcessRunner, RunnerSettings
 log = logging.getLogger(__name__)
 CANCEL_CHANNEL = "melomania:cancel"
 HEARTBEAT_S = float(os.environ.get("MELOMANIA_WORKER_HEARTBEAT_S", "5"))
-JOB_TIMEOUT_S = 900
+GENERATION_TIMEOUT_S = 900.0
+# arq's own limit must outlast the runner's (each composition of a job gets its own timeout, a
+# degenerate piece is composed again, then rendering): a job arq cancels says nothing to its user,
+# one the runner times out says why.
+JOB_TIMEOUT_S = int(GENERATION_TIMEOUT_S * (RunnerSettings.max_tries + 1))
+MAX_TRIES = 5  # arq tries; a job that has killed this many workers is failed, not tried again
 
 
 def job_channel(job_id: int) -> str:
@@ -57,7 +62,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         db,
         LocalArtifactStore(settings.data_dir / "artifacts"),
         lambda: load_model(ckpt),
-        RunnerSettings(max_batch=16, queue_cap=10_000, per_user=10_000),
+        RunnerSettings(max_batch=16, queue_cap=10_000, per_user=10_000, job_timeout_s=GENERATION_TIMEOUT_S),
         soundfont=str(settings.soundfont) if settings.soundfont else None,
     )
     await runner.start(recover=False)  # Redis redelivers unfinished jobs itself
@@ -90,6 +95,28 @@ async def _heartbeat(redis, arq_job_id: str) -> None:
 
 
 async def compose(ctx: dict[str, Any], job_id: int) -> str:
+    """Compose one stored job and publish its events. Whatever goes wrong here, short of this
+    worker dying (then another tries again), the job ends failed with a reason its user sees."""
+    try:
+        return await _compose(ctx, job_id)
+    except Exception:
+        log.exception("job %s failed in the worker", job_id)
+        await _fail(ctx, job_id, "the composer hit an error; please try again")
+        return "failed"
+
+
+async def _fail(ctx: dict[str, Any], job_id: int, reason: str) -> None:
+    db: Database = ctx["db"]
+    try:
+        await db.run(lambda s: fail_job(s, job_id, reason))
+    except InvalidTransition:
+        return  # it ended meanwhile (a cancel, another worker): that ending stands
+    except Exception:
+        log.exception("job %s: could not store its failure; telling the user anyway", job_id)
+    await publish(ctx["redis"], JobEvent(job_id, "failed", reason=reason))
+
+
+async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     db: Database = ctx["db"]
     runner: InProcessRunner = ctx["runner"]
     redis = ctx["redis"]
@@ -102,6 +129,9 @@ async def compose(ctx: dict[str, Any], job_id: int) -> str:
     if job.state in (JobState.failed, JobState.cancelled):
         return job.state.value
     if job.state is JobState.running:  # a retry: the last worker died while composing it
+        if ctx.get("job_try", 1) >= MAX_TRIES:  # arq would not call us again: say so now
+            await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
+            return "failed"
         await db.run(lambda s: requeue_job(s, job_id))
     beat = asyncio.create_task(_heartbeat(redis, ctx["job_id"]))
     try:
@@ -121,7 +151,7 @@ def redis_settings() -> RedisSettings:
 
 
 class WorkerSettings:
-    functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=5)]  # noqa: RUF012
+    functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=MAX_TRIES)]  # noqa: RUF012
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings()

@@ -7,7 +7,6 @@ a file. `ArtifactStore` is the interface an S3-compatible store could implement 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -15,10 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from .errors import ArtifactStoreError, NotFound
+from .errors import FULL_ERRNOS, ArtifactStoreError, NotFound
 
 KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.(mp3|mid|png)$")
-FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class ArtifactStore(Protocol):
@@ -62,7 +60,7 @@ class LocalArtifactStore:
             os.replace(tmp_name, dest)
             tmp_name = None
         except OSError as exc:
-            if exc.errno in FULL:
+            if exc.errno in FULL_ERRNOS:
                 raise ArtifactStoreError("the artifact disk is full; nothing was saved (free space and retry)") from exc
             raise ArtifactStoreError(f"could not store the file: {exc.strerror or exc}") from exc
         finally:

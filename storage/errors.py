@@ -1,5 +1,9 @@
 """Errors storage callers can cause or meet, with messages a person can act on."""
 
+import errno
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room to write
+
 
 class StorageError(Exception):
     """Base for everything storage raises on purpose."""
@@ -23,3 +27,22 @@ class StorageUnavailable(StorageError):
 
 class ArtifactStoreError(StorageError):
     """Files could not be stored (a full disk, say); nothing was recorded."""
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether `exc` says a disk or database is full: the OS (ENOSPC, EDQUOT, EFBIG), SQLite
+    (SQLITE_FULL) or PostgreSQL (SQLSTATE class 53, insufficient resources), also when wrapped by
+    SQLAlchemy or by one of ours."""
+    import sqlite3
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return True
+        if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if str(getattr(exc, "sqlstate", "") or "").startswith("53"):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False

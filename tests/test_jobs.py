@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import sqlite3
 import time
 
 import pytest
@@ -295,3 +298,35 @@ async def test_jobs_compose_with_the_loaded_checkpoints_own_presets(env):
         await runner.stop()
     temps = await db.run(lambda s: s.scalars(select(Track.sampling).order_by(Track.id)))
     assert [t["temperature"] for t in temps] == [0.7, 1.3]  # the checkpoint's preset; the user's own
+
+
+async def test_a_track_that_cannot_be_kept_ends_failed_with_a_reason(env):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        shutil.rmtree(store.root)
+        store.root.write_text("a file where the artifact folder was")  # every write there fails
+        job_id = await runner.submit(req(tokens=60))
+        events = await collect(runner, job_id)
+    finally:
+        await runner.stop()
+    assert events[-1].kind == "failed"
+    assert "could not keep your track" in events[-1].reason and "ArtifactStoreError" not in events[-1].reason
+    assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed
+    assert await count(db, Track) == 0
+
+
+async def test_a_job_still_ends_for_its_user_when_the_database_fails_under_it(env, tmp_path):
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(req(tokens=3000))
+        events = runner.events(job_id)
+        while (await anext(events)).kind != "running":
+            pass
+        with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db", timeout=10)) as conn:
+            conn.executescript("DROP TABLE tracks; DROP TABLE jobs;")  # neither the track nor the failure can be stored
+        rest = [e async for e in events]
+    finally:
+        await runner.stop()
+    assert rest[-1].kind == "failed" and rest[-1].reason  # told, not left waiting

@@ -161,3 +161,18 @@ async def test_undelivered_lists_a_platforms_jobs_while_no_worker_runs(setup):
     assert pending.request.genre == "jazz" and [p.request.user_id for p in await backend.undelivered("telegram")] == [
         "t1"
     ]
+
+
+async def test_a_job_the_worker_cannot_compose_ends_failed_for_its_user(setup):
+    db, backend, start_worker = setup
+    job_id = await backend.submit(req())
+
+    async def garble(s):
+        job = await s.get(Job, job_id)
+        job.request = {"platform": "discord"}  # say, written by an incompatible older version
+
+    await db.run(garble)
+    start_worker()
+    events = await collect(backend, job_id)
+    assert events[-1].kind == "failed" and "please try again" in events[-1].reason
+    assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed

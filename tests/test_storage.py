@@ -338,3 +338,14 @@ async def test_a_track_for_a_job_is_recorded_with_the_jobs_ending_or_not_at_all(
             db, store, "telegram", "alice", new_track(3), b"ID3 c", b"MThd c", b"PNG c", job_id=cancelled.id
         )
     assert await count(db, Track) == 1
+
+
+async def test_migrations_take_urls_with_percent_escapes(tmp_path):
+    """A URL-encoded password ("s3cr%40t") must not be read as config interpolation, whose error
+    message would print the whole URL, password included."""
+    from storage.migrate import alembic_config, upgrade_async
+
+    url = "postgresql+asyncpg://mel:s3cr%40t@db.example/mel"
+    assert alembic_config(url).get_main_option("sqlalchemy.url") == url
+    await upgrade_async(f"sqlite+aiosqlite:///{tmp_path / 'odd%40folder' / 'm.db'}")
+    assert (tmp_path / "odd@folder" / "m.db").is_file()  # the URL's escapes decoded, as SQLAlchemy reads it
