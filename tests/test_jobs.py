@@ -330,3 +330,22 @@ async def test_a_job_still_ends_for_its_user_when_the_database_fails_under_it(en
     finally:
         await runner.stop()
     assert rest[-1].kind == "failed" and rest[-1].reason  # told, not left waiting
+
+
+async def test_a_job_cancelled_before_a_worker_adopts_it_ends_at_once(env):
+    """The Redis worker's race: the cancel arrives between reading the job as queued and handing
+    it to the runner. The job must end as cancelled, not sit unseen holding a worker's slot."""
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        alice = await db.run(lambda s: get_or_create_user(s, "telegram", "alice"))
+        job, _ = await db.run(lambda s: create_job(s, alice, {"genre": "calm"}))
+        runner.mark_cancelled(job.id)
+        events = await asyncio.wait_for(_all(runner.adopt(job.id, req("alice", tokens=40))), 10)
+    finally:
+        await runner.stop()
+    assert [e.kind for e in events][-1] == "cancelled"
+
+
+async def _all(events):
+    return [e async for e in events]
