@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import style
 from PIL import Image
 
 from generator import GenerationRequest, load_model, preset_sampling
@@ -40,14 +41,30 @@ def pitch_class_profile(notes: list[Note]) -> np.ndarray:
     keys compare by how they use the scale, not by their key. Rotating to the commonest class
     instead puts a piece's tonic or its dominant first by chance, which made even two halves of
     one validation set differ as much as two genres do."""
+    h = pitch_classes(notes)
+    if h.sum() == 0:
+        return h
+    _, tonic = key_of(h)
+    return np.roll(h, -tonic)
+
+
+def pitch_classes(notes: list[Note]) -> np.ndarray:
+    """Duration-weighted pitch-class histogram, summing to 1 (all zero for no notes)."""
     h = np.zeros(12)
     for n in notes:
         h[n.pitch % 12] += n.end - n.start
-    if h.sum() == 0:
-        return h
-    h /= h.sum()
-    _, tonic = max((np.corrcoef(np.roll(h, -k), key)[0, 1], k) for key in (MAJOR, MINOR) for k in range(12))
-    return np.roll(h, -tonic)
+    return h / h.sum() if h.sum() else h
+
+
+def key_of(h: np.ndarray) -> tuple[float, int]:
+    """(correlation, tonic pitch class) of the best-fitting major or minor key profile."""
+    return max((np.corrcoef(np.roll(h, -k), key)[0, 1], k) for key in (MAJOR, MINOR) for k in range(12))
+
+
+def style_features(pieces: list[list[Note]]) -> np.ndarray:
+    """bench/style.py's feature vectors of the pieces that have notes."""
+    rows = [style.features(p, key_of(pitch_classes(p))[0]) for p in pieces if p]
+    return np.array(rows).reshape(-1, len(style.FEATURES))
 
 
 def split_half(pieces: list[list[Note]]) -> float:
@@ -208,6 +225,17 @@ def main() -> None:
                 + " ".join(f"{distance(val_profiles[g], val_profiles[h]):>10.3f}" for h in val)
                 + f"   noise {split_half(val[g]):.3f}, {notes_per_second(val[g]):.1f} notes/s"
             )
+    if val:
+        real = {g: style_features(v) for g, v in val.items()}
+        named = style.confusion(style.NearestCentroid(real), {g: style_features(by_genre[g]) for g in V.GENRES})
+        ceiling = style.held_out_accuracy(real)
+        print("style (bench/style.py): the real genre each genre's pieces are nearest to, by rhythm, texture,")
+        print("register, dynamics and tonal clarity; last column: held-out real excerpts named rightly (the ceiling)")
+        print(f"  {'composed':<8} " + " ".join(f"{'→' + V.display_name(h):>9}" for h in named))
+        for g, row in named.items():
+            print(f"  {V.display_name(g):<8} " + " ".join(f"{row[h]:>9.0%}" for h in row) + f"   {ceiling[g]:.0%}")
+            rows[g]["style_named_as"] = row
+            rows[g]["style_ceiling"] = ceiling[g]
     if conditioning:
         print("validation NLL with each genre token (rows: the music's genre; lowest should be its own):")
         for g, row in conditioning.items():
