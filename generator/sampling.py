@@ -182,7 +182,7 @@ def pitch_truncation(
     is_on = order < V.N_PITCHES
     in_k = ~is_on | (is_on.cumsum(-1) <= k[:, None])
     on_logits = sorted_logits.masked_fill(~is_on, float("-inf"))
-    probs = (on_logits / temperature[:, None]).softmax(-1).nan_to_num(0.0)  # no note-on allowed: all out
+    probs = (on_logits / temperature[:, None]).softmax(-1).nan_to_num(0.0)  # no note-on allowed: NaN → 0
     in_p = ~is_on | ((probs.cumsum(-1) - probs) < p[:, None])
     return in_k, in_p
 

@@ -408,11 +408,22 @@ class InProcessRunner(StoredDeliveries):
         await self._stored_start(job_id)
         try:
             await self.db.run(lambda s: fail_job(s, job_id, reason))
-        except InvalidTransition:
+        except InvalidTransition:  # it ended meanwhile: a cancel (already told), or elsewhere
+            if job_id in self._active:
+                await self._end_as_stored(job_id, reason)
             return
         except Exception:  # the user hears of it all the same; a restart finds the job unfinished
             log.exception("job %s: could not store its failure", job_id)
         self._finish(job_id, JobEvent(job_id, "failed", reason=reason))
+
+    async def _end_as_stored(self, job_id: int, reason: str) -> None:
+        """End a job we still hold the way storage says it ended (failed with `reason` if it can't say)."""
+        try:
+            event = await self._stored_event(job_id)
+        except Exception:
+            log.exception("job %s: could not read how it ended", job_id)
+            event = JobEvent(job_id, "failed", reason=reason)
+        self._finish(job_id, event if event.terminal else JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate
@@ -435,7 +446,9 @@ class InProcessRunner(StoredDeliveries):
         try:
             track_id = await self._render_and_store(job_id, compose, tokens, request)
         except InvalidTransition:
-            return  # cancelled while rendering
+            if job_id in self._active:  # not a cancel (that ended it already): its start was never stored
+                await self._failed(job_id, STORAGE_TROUBLE)
+            return
         except Exception as exc:
             log.exception("job %s failed while rendering or storing", job_id)
             await self._failed(job_id, failure_reason(exc))
@@ -493,13 +506,18 @@ class InProcessRunner(StoredDeliveries):
         return track.id
 
 
+STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); please try again later"
+
+
 def failure_reason(exc: Exception) -> str:
-    """What to tell a user whose composed piece could not be rendered or kept."""
+    """What to tell a user whose composed piece could not be rendered or kept (never internals)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     if out_of_space(exc):
         return "there is no room to keep your track right now (a full disk on my side); please try again later"
-    if isinstance(exc, StorageError):
-        return "I could not keep your track (storage trouble on my side); please try again later"
-    return f"rendering failed ({exc.__class__.__name__}); please try again"
+    if isinstance(exc, (StorageError, SQLAlchemyError)):
+        return STORAGE_TROUBLE
+    return "rendering the track failed on my side; please try again"
 
 
 def _sampling_dict(request: GenerationRequest) -> dict[str, Any]:

@@ -34,7 +34,7 @@ GENERATION_TIMEOUT_S = 900.0
 # degenerate piece is composed again, then rendering): a job arq cancels says nothing to its user,
 # one the runner times out says why.
 JOB_TIMEOUT_S = int(GENERATION_TIMEOUT_S * (RunnerSettings.max_tries + 1))
-MAX_TRIES = 5  # arq tries; a job that has killed this many workers is failed, not tried again
+MAX_TRIES = 5  # arq tries; a job picked up this often (its workers died or stopped) is failed on the last
 
 
 def job_channel(job_id: int) -> str:
@@ -101,6 +101,7 @@ async def compose(ctx: dict[str, Any], job_id: int) -> str:
         return await _compose(ctx, job_id)
     except Exception:
         log.exception("job %s failed in the worker", job_id)
+        ctx["runner"].mark_cancelled(job_id)  # stop composing what can no longer be delivered
         await _fail(ctx, job_id, "the composer hit an error; please try again")
         return "failed"
 
@@ -113,7 +114,10 @@ async def _fail(ctx: dict[str, Any], job_id: int, reason: str) -> None:
         return  # it ended meanwhile (a cancel, another worker): that ending stands
     except Exception:
         log.exception("job %s: could not store its failure; telling the user anyway", job_id)
-    await publish(ctx["redis"], JobEvent(job_id, "failed", reason=reason))
+    try:
+        await publish(ctx["redis"], JobEvent(job_id, "failed", reason=reason))
+    except Exception:  # Redis gone too: the stored state (or the next start) has to tell them
+        log.exception("job %s: could not publish its failure", job_id)
 
 
 async def _compose(ctx: dict[str, Any], job_id: int) -> str:

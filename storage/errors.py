@@ -31,7 +31,7 @@ class ArtifactStoreError(StorageError):
 
 def out_of_space(exc: BaseException) -> bool:
     """Whether `exc` says a disk or database is full: the OS (ENOSPC, EDQUOT, EFBIG), SQLite
-    (SQLITE_FULL) or PostgreSQL (SQLSTATE class 53, insufficient resources), also when wrapped by
+    (SQLITE_FULL) or PostgreSQL (SQLSTATE 53100, disk_full), also when wrapped by
     SQLAlchemy or by one of ours."""
     import sqlite3
 
@@ -42,7 +42,7 @@ def out_of_space(exc: BaseException) -> bool:
             return True
         if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             return True
-        if str(getattr(exc, "sqlstate", "") or "").startswith("53"):
+        if getattr(exc, "sqlstate", None) == "53100":  # disk_full
             return True
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False

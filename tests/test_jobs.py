@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from generator import GeneratorError
 from jobs import ComposeRequest, Refused
-from jobs.inprocess import InProcessRunner, RunnerSettings
+from jobs.inprocess import STORAGE_TROUBLE, InProcessRunner, RunnerSettings
 from storage import Database, Job, JobState, LocalArtifactStore, Track
 from storage.jobs import create_job, start_job
 from storage.users import get_or_create_user
@@ -319,17 +319,22 @@ async def test_a_track_that_cannot_be_kept_ends_failed_with_a_reason(env):
 async def test_a_job_still_ends_for_its_user_when_the_database_fails_under_it(env, tmp_path):
     db, store = env
     runner = await started_runner(db, store)
-    try:
+
+    async def run() -> list:
         job_id = await runner.submit(req(tokens=3000))
         events = runner.events(job_id)
         while (await anext(events)).kind != "running":
             pass
         with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db", timeout=10)) as conn:
             conn.executescript("DROP TABLE tracks; DROP TABLE jobs;")  # neither the track nor the failure can be stored
-        rest = [e async for e in events]
+        return [e async for e in events]
+
+    try:
+        rest = await asyncio.wait_for(run(), 60)
     finally:
         await runner.stop()
-    assert rest[-1].kind == "failed" and rest[-1].reason  # told, not left waiting
+    assert rest[-1].kind == "failed"  # told, not left waiting
+    assert rest[-1].reason == STORAGE_TROUBLE  # and not with the database's own words
 
 
 async def test_a_job_cancelled_before_a_worker_adopts_it_ends_at_once(env):
