@@ -441,8 +441,10 @@ class InProcessRunner(StoredDeliveries):
         if not decode_notes(new):  # silent every time: a track of nothing helps no one
             await self._failed(job_id, "the composer wrote only silence; please try again or pick another seed")
             return
+        compose = self._active.get(job_id)
+        if compose is None:
+            return  # cancelled while its start was being stored
         self._emit(JobEvent(job_id, "rendering"))
-        compose = self._active[job_id]
         try:
             track_id = await self._render_and_store(job_id, compose, tokens, request)
         except InvalidTransition:
