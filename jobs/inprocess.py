@@ -302,8 +302,8 @@ class InProcessRunner(StoredDeliveries):
         # Thread counts are per thread in torch. A small model's ops are too short to share
         # between cores; one leaves a core for rendering and the event loop. Measured with the
         # shipped model (bench/load.py --users 8 --threads 1, then 2): 2 threads made one track
-        # 7.8 s instead of 4.8 s and eight 20.8 s instead of 17.5 s, though outside the runner, on
-        # the main thread, 2 threads ran both faster (one track 3.4 s instead of 4.3 s).
+        # 4.9 s instead of 3.2 s and eight 11.0 s instead of 9.4 s (with OMP_WAIT_POLICY=PASSIVE
+        # 5.6 s and 10.9 s), though outside the runner, on the main thread, 2 threads ran faster.
         params = sum(p.numel() for p in self.model.parameters())
         torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
         self.decoder = decoder = BatchDecoder(self.model)
