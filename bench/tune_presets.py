@@ -40,6 +40,8 @@ def main() -> None:
 
     model = load_model(args.checkpoint)
     excerpts = {g: validation_excerpts(Path(args.data), g, args.tokens) for g in V.GENRES}
+    if missing := [V.display_name(g) for g, e in excerpts.items() if not e]:
+        raise SystemExit(f"no validation pieces for {', '.join(missing)} in {args.data}: every genre needs some")
     val = {g: mean_profile(e) for g, e in excerpts.items()}
     val_nps = {g: notes_per_second(e) for g, e in excerpts.items()}
     grid = list(
