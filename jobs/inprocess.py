@@ -24,8 +24,8 @@ from typing import Any
 
 from generator import GeneratorError
 from generator.params import GenerationRequest
-from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound, StorageError
-from storage.errors import out_of_space
+from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound
+from storage.errors import out_of_space, storage_trouble
 from storage.ingest import save_track
 from storage.jobs import (
     cancel_users_job,
@@ -513,11 +513,9 @@ STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); ple
 
 def failure_reason(exc: Exception) -> str:
     """What to tell a user whose composed piece could not be rendered or kept (never internals)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     if out_of_space(exc):
         return "there is no room to keep your track right now (a full disk on my side); please try again later"
-    if isinstance(exc, (StorageError, SQLAlchemyError)):
+    if storage_trouble(exc):
         return STORAGE_TROUBLE
     return "rendering the track failed on my side; please try again"
 

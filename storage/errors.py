@@ -46,3 +46,10 @@ def out_of_space(exc: BaseException) -> bool:
             return True
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
+
+
+def storage_trouble(exc: BaseException) -> bool:
+    """Whether `exc` came from storage: one of ours, or the database driver's own."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, (StorageError, SQLAlchemyError))
