@@ -44,25 +44,22 @@ class Env:
     store: LocalArtifactStore
     ids: itertools.count
 
-    def send(self, text: str, user_id: int = 1, **kw) -> dict:
-        update = {"update_id": next(self.ids), "message": self.stub.message(text, user_id, **kw)}
+    def _queue(self, kind: str, payload: dict) -> dict:
+        update = {"update_id": next(self.ids), kind: payload}
         self.stub.queue_update(update)
         return update
+
+    def send(self, text: str, user_id: int = 1, **kw) -> dict:
+        return self._queue("message", self.stub.message(text, user_id, **kw))
 
     def press(self, data: str, user_id: int = 1) -> dict:
-        update = {"update_id": next(self.ids), "callback_query": self.stub.callback(data, user_id)}
-        self.stub.queue_update(update)
-        return update
+        return self._queue("callback_query", self.stub.callback(data, user_id))
 
     def reply(self, text: str, to: dict, user_id: int = 1) -> dict:
-        update = {"update_id": next(self.ids), "message": self.stub.reply(text, to, user_id)}
-        self.stub.queue_update(update)
-        return update
+        return self._queue("message", self.stub.reply(text, to, user_id))
 
     def inline(self, query: str, user_id: int = 1) -> dict:
-        update = {"update_id": next(self.ids), "inline_query": self.stub.inline(query, user_id)}
-        self.stub.queue_update(update)
-        return update
+        return self._queue("inline_query", self.stub.inline(query, user_id))
 
     async def count(self, table, *where) -> int:
         return await self.db.run(lambda s: s.scalar(select(func.count()).select_from(table).where(*where)))
