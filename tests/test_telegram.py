@@ -191,14 +191,19 @@ async def _file_id(env: Env, track_id: int) -> str | None:
     return (await env.track(track_id)).file_ids.get("telegram")
 
 
-async def test_hotter_button_composes_child_with_higher_temperature(env):
-    env.send("/compose ambient len=5 temp=0.8")
+async def compose_then_press(env: Env, command: str, button: str):
+    """Compose with `command`, press `button` on the track; (the second sendAudio, child, parent)."""
+    env.send(command)
     [first] = await env.stub.wait_for("sendAudio", timeout=60)
     parent_id = track_id_of(first)
-    env.press(f"hotter:{parent_id}")
+    env.press(f"{button}:{parent_id}")
     second = (await env.stub.wait_for("sendAudio", count=2, timeout=60))[1]
-    child = await env.track(track_id_of(second))
-    parent = await env.track(parent_id)
+    return second, await env.track(track_id_of(second)), await env.track(parent_id)
+
+
+async def test_hotter_button_composes_child_with_higher_temperature(env):
+    second, child, parent = await compose_then_press(env, "/compose ambient len=5 temp=0.8", "hotter")
+    parent_id = parent.id
     assert child.parent_id == parent_id and child.lineage == "hotter" and child.genre == parent.genre == "calm"
     assert child.sampling["temperature"] == pytest.approx(0.9) and parent.sampling["temperature"] == 0.8
     assert "hotter of #" in second.params["caption"]
@@ -206,12 +211,8 @@ async def test_hotter_button_composes_child_with_higher_temperature(env):
 
 
 async def test_reroll_composes_the_same_recipe_at_a_new_seed(env):
-    env.send("/compose ambient len=5 temp=0.8 seed=11")
-    [first] = await env.stub.wait_for("sendAudio", timeout=60)
-    parent_id = track_id_of(first)
-    env.press(f"reroll:{parent_id}")
-    second = (await env.stub.wait_for("sendAudio", count=2, timeout=60))[1]
-    child, parent = await env.track(track_id_of(second)), await env.track(parent_id)
+    _, child, parent = await compose_then_press(env, "/compose ambient len=5 temp=0.8 seed=11", "reroll")
+    parent_id = parent.id
     assert child.lineage == "reroll" and child.parent_id == parent_id and child.genre == "calm"
     assert child.seed != parent.seed == 11
     assert child.sampling == parent.sampling  # temperature 0.8 and everything else kept
