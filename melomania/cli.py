@@ -577,11 +577,15 @@ def run_telegram() -> None:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
 
 
+# Discord syncs global commands slowly; a test guild gets them at once.
+TestGuild = Annotated[
+    int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync Discord commands to this guild only")
+]
+
+
 @run_app.command("discord")
 def run_discord(
-    test_guild: Annotated[
-        int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync commands to this guild only")
-    ] = None,
+    test_guild: TestGuild = None,
 ) -> None:
     """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process, or
     by workers when MELOMANIA_REDIS_URL is set."""
@@ -642,9 +646,7 @@ def bot_token(var: str, shape: str, looks_like: str, get_one: str) -> str:
 
 @run_app.command("all")
 def run_all(
-    test_guild: Annotated[
-        int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync Discord commands to this guild only")
-    ] = None,
+    test_guild: TestGuild = None,
 ) -> None:
     """Run the Telegram bot (long polling) and the Discord bot in one process with
     MELOMANIA_TELEGRAM_TOKEN and MELOMANIA_DISCORD_TOKEN: one model and one in-process runner
