@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -65,6 +66,19 @@ class Database:
         return self.engine.dialect.name
 
     async def run(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction, retried when the connection drops. A cancel (a bot
+        stopping its followers, say) waits for the transaction to end, then goes on: cut short,
+        the driver's rollback is interrupted too and the pooled connection is left half reset."""
+        unit = asyncio.ensure_future(self._transaction(fn))
+        try:
+            return await asyncio.shield(unit)
+        except asyncio.CancelledError:
+            if not unit.done():
+                with contextlib.suppress(BaseException):
+                    await unit
+            raise
+
+    async def _transaction(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:

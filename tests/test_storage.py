@@ -349,3 +349,24 @@ async def test_migrations_take_urls_with_percent_escapes(tmp_path):
     assert alembic_config(url).get_main_option("sqlalchemy.url") == url
     await upgrade_async(f"sqlite+aiosqlite:///{tmp_path / 'odd%40folder' / 'm.db'}")
     assert (tmp_path / "odd@folder" / "m.db").is_file()  # the URL's escapes decoded, as SQLAlchemy reads it
+
+
+async def test_a_cancelled_caller_lets_its_transaction_end_whole(db):
+    """Cancelling a caller mid-transaction (a bot stopping its followers) must not cut the
+    transaction short: cut, the driver's rollback was interrupted too, and the pool logged a
+    half-reset connection. The transaction ends whole, then the cancel goes on."""
+    began = asyncio.Event()
+
+    async def two_users(s):
+        await get_or_create_user(s, "telegram", "carol")
+        began.set()
+        await asyncio.sleep(0.3)
+        await get_or_create_user(s, "telegram", "dave")
+
+    task = asyncio.create_task(db.run(two_users))
+    await began.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    names = await db.run(lambda s: s.scalars(select(User.platform_user_id)))
+    assert {"carol", "dave"} <= set(names)  # and the connection serves the next caller
