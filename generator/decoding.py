@@ -15,6 +15,7 @@ import torch
 
 from . import vocab as V
 from .model import KVCache, MusicTransformer
+from .packed import for_decoding
 from .params import GenerationRequest
 from .sampling import RowState, draw, next_token_probs
 
@@ -99,8 +100,9 @@ def keys_down(prompts: Sequence[Sequence[int]]) -> torch.Tensor:
 class BatchDecoder:
     """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty."""
 
-    def __init__(self, model: MusicTransformer, initial_capacity: int = 256):
-        self.model = model.eval()
+    def __init__(self, model: MusicTransformer, initial_capacity: int = 256, packed: bool = True):
+        """`packed`: bfloat16 products where the CPU has them (packed.py); False keeps fp32."""
+        self.model = for_decoding(model.eval()) if packed else model.eval()
         self.max_len = model.config.max_len
         self.rows: list[Row] = []
         self.cache: KVCache | None = None

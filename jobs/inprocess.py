@@ -103,10 +103,11 @@ class InProcessRunner(StoredDeliveries):
         """Load the model, start the generation thread and, unless a queue (Redis) redelivers
         unfinished jobs itself, resume the ones a previous run left behind."""
         self._loop = asyncio.get_running_loop()
-        self.model = await asyncio.to_thread(self._load_model)
-        self.model_id = getattr(self.model, "name", "model")
-        self._thread = threading.Thread(target=self._generation_loop, name="generation", daemon=True)
+        loaded: asyncio.Future = self._loop.create_future()
+        self._thread = threading.Thread(target=self._generation_thread, args=(loaded,), name="generation", daemon=True)
         self._thread.start()
+        self.model = await loaded
+        self.model_id = getattr(self.model, "name", "model")
         if recover:
             await self._recover()
 
@@ -294,19 +295,35 @@ class InProcessRunner(StoredDeliveries):
 
     # --- the generation thread -----------------------------------------------------------------
 
-    def _generation_loop(self) -> None:
+    def _generation_thread(self, loaded: asyncio.Future) -> None:
+        """Load the model here, not on another thread: every thread that runs torch ops keeps its
+        own OpenMP pool, and once the pools together hold more threads than there are cores,
+        libgomp stops spinning and puts each pool's threads to sleep between ops. With the model
+        loaded on a helper thread, 2 torch threads made one track 4.9 s instead of 3.2 s."""
+
+        def settle(f: Callable[[], None]) -> None:
+            self._loop.call_soon_threadsafe(lambda: None if loaded.done() else f())
+
+        try:
+            model = self._load_model()
+        except BaseException as exc:
+            settle(lambda: loaded.set_exception(exc))
+            return
+        settle(lambda: loaded.set_result(model))
+        self._generation_loop(model)
+
+    def _generation_loop(self, model: Any) -> None:
         import torch
 
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
-        # Thread counts are per thread in torch. A small model's ops are too short to share
-        # between cores; one leaves a core for rendering and the event loop. Measured with the
-        # shipped model (bench/load.py --users 8 --threads 1, then 2): 2 threads made one track
-        # 4.9 s instead of 3.2 s and eight 11.0 s instead of 9.4 s (with OMP_WAIT_POLICY=PASSIVE
-        # 5.6 s and 10.9 s), though outside the runner, on the main thread, 2 threads ran faster.
-        params = sum(p.numel() for p in self.model.parameters())
+        # One thread for a small model: its ops are too short to share between cores, and the
+        # other core renders finished rows. With 2 (bench/load.py --threads 2) one track alone was
+        # no faster and eight at once slower (10.5-11.4 s against 9.7-10.1 s): each op's team
+        # waits whenever rendering holds its second core.
+        params = sum(p.numel() for p in model.parameters())
         torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
-        self.decoder = decoder = BatchDecoder(self.model)
+        self.decoder = decoder = BatchDecoder(model)
         started: dict[int, float] = {}
         reported: dict[int, float] = {}
         while not self._stopping.is_set():
@@ -351,7 +368,7 @@ class InProcessRunner(StoredDeliveries):
                 log.exception("generation step failed; failing the rows in the batch")
                 for row in decoder.rows:
                     self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
-                decoder = self.decoder = BatchDecoder(self.model)
+                decoder = self.decoder = BatchDecoder(model)
                 continue
             for row in finished:
                 started.pop(row.tag, None)

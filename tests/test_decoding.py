@@ -103,9 +103,11 @@ def test_sliding_window_with_the_cache_equals_recomputing_each_window():
     import torch
 
     from generator.decoding import window
+    from generator.packed import for_decoding
     from generator.sampling import RowState, draw, next_token_probs
 
     small = tiny_model(max_len=48)
+    rerun = for_decoding(small)  # the decoder's own kernels (bfloat16 products where the CPU has them)
     request = req(max_new_tokens=160, seed=3)
     (cached,) = generate(small, [request])
 
@@ -117,7 +119,7 @@ def test_sliding_window_with_the_cache_equals_recomputing_each_window():
         for _ in range(160):
             if len(context) > small.config.max_len:  # the window is cut from the whole history
                 context = [*window(tokens[:-1], small.config.max_len), tokens[-1]]
-            probs, order = next_token_probs(small(torch.tensor([context]))[:, -1], state)
+            probs, order = next_token_probs(rerun(torch.tensor([context]))[:, -1], state)
             nxt = draw(probs, order, torch.rand(1, generator=g))
             state.advance(nxt)
             tokens.append(int(nxt))

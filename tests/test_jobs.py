@@ -354,3 +354,37 @@ async def test_a_job_cancelled_before_a_worker_adopts_it_ends_at_once(env):
 
 async def _all(events):
     return [e async for e in events]
+
+
+async def test_the_model_loads_on_the_thread_that_composes_with_it(env):
+    """Torch keeps an OpenMP team per thread that runs ops; loading on a helper thread left a
+    second team that slowed every multi-threaded step of the generation thread."""
+    import threading
+
+    db, store = env
+    loaded_on = []
+
+    def loader():
+        loaded_on.append(threading.current_thread().name)
+        return runner_model()
+
+    runner = InProcessRunner(db, store, loader)
+    await runner.start()
+    try:
+        job_id = await runner.submit(req())
+        assert (await collect(runner, job_id))[-1].kind == "done"
+    finally:
+        await runner.stop()
+    assert loaded_on == ["generation"]
+
+
+async def test_a_model_that_cannot_load_stops_the_start_with_its_error(env):
+    db, store = env
+
+    def loader():
+        raise GeneratorError("no checkpoint at /nowhere.pt")
+
+    runner = InProcessRunner(db, store, loader)
+    with pytest.raises(GeneratorError, match="no checkpoint at /nowhere.pt"):
+        await runner.start()
+    await runner.stop()

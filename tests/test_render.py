@@ -153,3 +153,27 @@ def test_piano_roll_is_a_small_png_showing_the_notes(tmp_path):
     assert path.stat().st_size < 60_000
     pixels = np.asarray(img.convert("RGB")).astype(int)
     assert (pixels.sum(axis=2) > 300).sum() > 1000  # bright note bars on the dark background
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP starts no extra threads on one core")
+def test_loading_the_soundfont_leaves_no_openmp_threads_behind():
+    """FluidSynth reads a soundfont with an OpenMP team that shares torch's libgomp; a render
+    thread's idle team made libgomp put the generation thread's team to sleep between ops."""
+    code = """
+import os, threading
+import torch  # as in the job runner: one libgomp for torch and FluidSynth
+from generator.render import Synthesizer, find_soundfont
+torch.ones(4096).sum()  # the main thread's own team exists before the render thread starts
+counts, loaded, finish = [], threading.Event(), threading.Event()
+def render_thread():
+    counts.append(len(os.listdir("/proc/self/task")))
+    Synthesizer(find_soundfont())
+    counts.append(len(os.listdir("/proc/self/task")))
+    loaded.set()
+    finish.wait()
+t = threading.Thread(target=render_thread)
+t.start(); loaded.wait(); print(counts[0], counts[1]); finish.set(); t.join()
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    assert after == before
