@@ -301,15 +301,15 @@ class InProcessRunner(StoredDeliveries):
         libgomp stops spinning and puts each pool's threads to sleep between ops. With the model
         loaded on a helper thread, 2 torch threads made one track 4.9 s instead of 3.2 s."""
 
-        def settle(f: Callable[[], None]) -> None:
-            self._loop.call_soon_threadsafe(lambda: None if loaded.done() else f())
+        def settle(how: Callable[[Any], None], outcome: Any) -> None:
+            self._loop.call_soon_threadsafe(lambda: None if loaded.done() else how(outcome))
 
         try:
             model = self._load_model()
         except BaseException as exc:
-            settle(lambda: loaded.set_exception(exc))
+            settle(loaded.set_exception, exc)
             return
-        settle(lambda: loaded.set_result(model))
+        settle(loaded.set_result, model)
         self._generation_loop(model)
 
     def _generation_loop(self, model: Any) -> None:

@@ -385,6 +385,6 @@ async def test_a_model_that_cannot_load_stops_the_start_with_its_error(env):
         raise GeneratorError("no checkpoint at /nowhere.pt")
 
     runner = InProcessRunner(db, store, loader)
-    with pytest.raises(GeneratorError, match="no checkpoint at /nowhere.pt"):
+    with pytest.raises(GeneratorError, match=r"no checkpoint at /nowhere\.pt"):
         await runner.start()
     await runner.stop()
