@@ -1,10 +1,13 @@
 """Load on the job API: N simulated users submitting M compose jobs each, through the in-process
 runner (generation batched across users, rendering beside it, rows and files stored).
 
-    python bench/load.py [--users 8] [--jobs 1] [--seconds 30] [--checkpoint PATH]
+    python bench/load.py [--users 8] [--jobs 1] [--seconds 30] [--rounds 3] [--checkpoint PATH]
 
 Reports one user's track alone, then everyone at once: throughput, p50/p95 time to result and
-the batching gain. Last line: users=… single_s=… concurrent_s=… ratio=… (concurrent / single).
+the batching gain. Each round draws new seeds: how long 30 s of music takes to write depends on
+the piece (600-2,800 events), and everyone at once lasts as long as the busiest piece, so one
+set of seeds can flatter or wrong a change that only alters which pieces come out. Last line,
+medians over the rounds: users=… single_s=… concurrent_s=… ratio=… (concurrent / single).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ async def main() -> None:
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=1, help="jobs per user")
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--rounds", type=int, default=3, help="seed sets, each its own alone-then-together comparison")
     ap.add_argument("--checkpoint")
     ap.add_argument("--threads", type=int, help="torch threads for generation (default: the runner's choice)")
     args = ap.parse_args()
@@ -67,37 +71,51 @@ async def main() -> None:
         )
         await runner.start()
         genres = ["calm", "jazz", "pop", "classic"]
+        rounds = []
+        print(f"checkpoint {ckpt}: {args.seconds:g}-second tracks")
         try:
             await run_jobs(runner, [ComposeRequest("cli", "warmup", "calm", seconds=2, seed=0)])
-            # The baseline is one track alone in each genre of the mix, averaged: genres differ in
-            # notes per second, so one genre alone would flatter or wrong the comparison.
-            alone = [
-                await run_jobs(runner, [ComposeRequest("cli", "solo", g, seconds=args.seconds, seed=1)])
-                for g in genres[: min(len(genres), args.users)]
-            ]
-            single = statistics.mean(done for (done,), _ in alone)
-            single_composed = statistics.mean(c for _, c in alone)
-            requests = [
-                ComposeRequest("cli", f"user{u}", genres[u % 4], seconds=args.seconds, seed=100 + u * 10 + j)
-                for u in range(args.users)
-                for j in range(args.jobs)
-            ]
-            t0 = time.perf_counter()
-            latencies, composed = await run_jobs(runner, requests)
-            concurrent = time.perf_counter() - t0
+            for r in range(args.rounds):
+                rounds.append(await one_round(runner, args, genres, seed=1 + 1000 * r))
         finally:
             await runner.stop()
             await db.dispose()
+    single, concurrent = (statistics.median(x[k] for x in rounds) for k in ("single", "concurrent"))
+    ratio = statistics.median(x["concurrent"] / x["single"] for x in rounds)
+    print(f"users={args.users} single_s={single:.2f} concurrent_s={concurrent:.2f} ratio={ratio:.2f}")
+
+
+async def one_round(runner: InProcessRunner, args, genres: list[str], seed: int) -> dict[str, float]:
+    # The baseline is one track alone in each genre of the mix, averaged: genres differ in notes
+    # per second, so one genre alone would flatter or wrong the comparison.
+    alone = [
+        await run_jobs(runner, [ComposeRequest("cli", "solo", g, seconds=args.seconds, seed=seed)])
+        for g in genres[: min(len(genres), args.users)]
+    ]
+    single = statistics.mean(done for (done,), _ in alone)
+    single_composed = statistics.mean(c for _, c in alone)
+    requests = [
+        ComposeRequest("cli", f"user{u}", genres[u % 4], seconds=args.seconds, seed=seed + 100 + u * 10 + j)
+        for u in range(args.users)
+        for j in range(args.jobs)
+    ]
+    t0 = time.perf_counter()
+    latencies, composed = await run_jobs(runner, requests)
+    concurrent = time.perf_counter() - t0
+    n = len(requests)
     lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
-    print(f"checkpoint {ckpt}: {args.seconds:g}-second tracks")
-    print(f"one track alone: {single:.2f} s (composed after {single_composed:.2f} s), mean over {len(alone)} genres")
+    print(f"round with seeds from {seed}:")
+    print(f"  one track alone: {single:.2f} s (composed after {single_composed:.2f} s), mean over {len(alone)} genres")
     print(
-        f"{n} tracks from {args.users} users at once: {concurrent:.1f} s, {n / concurrent * 60:.1f} tracks/min, "
+        f"  {n} tracks from {args.users} users at once: {concurrent:.1f} s, {n / concurrent * 60:.1f} tracks/min, "
         f"p50 {statistics.median(lat):.1f} s, p95 {p95:.1f} s to result; all composed after {composed:.2f} s"
     )
-    print(f"batching gain: {n * single / concurrent:.1f}x the throughput of one at a time")
-    print(f"users={args.users} single_s={single:.2f} concurrent_s={concurrent:.2f} ratio={concurrent / single:.2f}")
+    print(
+        f"  batching gain: {n * single / concurrent:.1f}x the throughput of one at a time; "
+        f"ratio {concurrent / single:.2f}"
+    )
+    return {"single": single, "concurrent": concurrent}
 
 
 if __name__ == "__main__":
