@@ -42,6 +42,8 @@ bench: setup
 	$(BIN)/python bench/generate.py --tokens 512 --batch 1
 	$(BIN)/python bench/generate.py --tokens 512 --batch 16 --skip-naive
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/step.py --batches 1,8
+	$(BIN)/python bench/load.py --users 8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
