@@ -8,8 +8,8 @@ costs little more than one user alone, which is the point of batching (bench/loa
 
 Only the products change: activations, layer norms, attention and sampling stay in fp32, and
 the weights the model holds are untouched (training, saving and `load_state_dict` see the same
-parameters). The result of a row does not depend on the other rows in the batch, bit for bit,
-so a seed gives the same piece alone or among strangers.
+parameters). A row's product does not depend on the other rows in the batch, bit for bit
+(MKL's fp32 products differ in the last bits with the number of rows).
 """
 
 from __future__ import annotations
