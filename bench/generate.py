@@ -29,6 +29,7 @@ from generator import (
     vocab,
 )
 from generator.decoding import BatchDecoder, keys_down
+from generator.packed import for_decoding
 from generator.sampling import RowState, draw, next_token_probs
 
 
@@ -46,7 +47,9 @@ def cached(model: MusicTransformer, requests: list[GenerationRequest]) -> list[l
 
 @torch.inference_mode()
 def naive(model: MusicTransformer, requests: list[GenerationRequest]) -> list[list[int]]:
-    """The reference's loop: the whole sequence through the model for every new token."""
+    """The reference's loop: the whole sequence through the model for every new token, with the
+    decoder's own kernels (generator/packed.py), so the pieces must come out the same."""
+    model = for_decoding(model)
     n = requests[0].max_new_tokens
     tokens = torch.tensor([[vocab.genre_token(r.genre), *r.primer] for r in requests])
     state = RowState.build(

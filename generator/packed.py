@@ -19,6 +19,9 @@ import functools
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+EXACT_ROWS = 32  # row counts up to this (a decode step's batch) get their own kernel
 
 
 @functools.cache
@@ -43,15 +46,31 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).bfloat16()
-        y = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [None], "")
+        n = rows.shape[0]
+        # oneDNN builds and keeps a kernel per row count, about 0.7 MB each: prefills of every
+        # length from 1 to 512 grew one projection by 360 MB. Past a decode batch, round the rows
+        # up to a power of two, so a handful of kernels serve every length (zero rows cost a
+        # little arithmetic and change no other row).
+        size = n if n <= EXACT_ROWS else 1 << (n - 1).bit_length()
+        if size != n:
+            rows = F.pad(rows, (0, 0, 0, size - n))
+        y = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [None], "")[:n]
         return y.float().reshape(*x.shape[:-1], self.out_features)
 
 
 def for_decoding(model: nn.Module) -> nn.Module:
     """An inference copy of `model` whose projections are PackedLinear, when the CPU has native
-    bfloat16 and the model sits on it in fp32; otherwise `model` itself."""
+    bfloat16 and the model sits on it in fp32; otherwise `model` itself.
+
+    A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout. Rounding
+    to bfloat16 magnifies the last-bit differences that attention picks up from the batch's widest
+    row, so a piece composed among rows of other lengths can differ from the same seed composed
+    alone; in fp32 they never came apart (8 thirty-second pieces, joining a running batch one by
+    one, against each composed alone).
+    """
     weight = model.embedding.weight
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not supported():
+    exact = getattr(model, "exact_decoding", False)
+    if exact or weight.device.type != "cpu" or weight.dtype != torch.float32 or not supported():
         return model
     fast = copy.deepcopy(model).eval()
     for module in list(fast.modules()):

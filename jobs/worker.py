@@ -58,10 +58,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     if ckpt is None:
         raise RuntimeError("no model checkpoint configured (MELOMANIA_CHECKPOINT)")
     db = Database(settings.database_url)
+
+    def load():
+        model = load_model(ckpt)
+        model.exact_decoding = settings.exact_decoding  # MELOMANIA_EXACT_DECODING: fp32 products
+        return model
+
     runner = InProcessRunner(
         db,
         LocalArtifactStore(settings.data_dir / "artifacts"),
-        lambda: load_model(ckpt),
+        load,
         RunnerSettings(max_batch=16, queue_cap=10_000, per_user=10_000, job_timeout_s=GENERATION_TIMEOUT_S),
         soundfont=str(settings.soundfont) if settings.soundfont else None,
     )

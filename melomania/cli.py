@@ -95,7 +95,9 @@ def load_configured_model(settings: Settings, checkpoint: Path | None):
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    return path, load_model(path)
+    model = load_model(path)
+    model.exact_decoding = settings.exact_decoding
+    return path, model
 
 
 @app.command()

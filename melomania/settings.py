@@ -6,6 +6,7 @@
 | MELOMANIA_SOUNDFONT     | /usr/share/sounds/sf2/FluidR3_GM.sf2      | General MIDI soundfont (.sf2)      |
 | MELOMANIA_OUT_DIR       | out                                       | where the CLI writes tracks        |
 | MELOMANIA_THREADS       | torch's default (all cores)               | CPU threads for the model          |
+| MELOMANIA_EXACT_DECODING | false                                    | fp32: same seed, same piece in any batch |
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
 | MELOMANIA_REDIS_URL     | (none: jobs run in-process)               | Redis for `melomania worker`s      |
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     soundfont: Path | None = None
     out_dir: Path = Path("out")
     threads: int | None = None
+    exact_decoding: bool = False
     database_url: str = "sqlite+aiosqlite:///data/melomania.db"
     data_dir: Path = Path("data")
     redis_url: str | None = None

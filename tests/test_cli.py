@@ -239,3 +239,13 @@ def test_exported_presets_travel_with_the_checkpoint_into_genres_and_compose(env
         "temperature must be more than 0",
     )
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_exact_decoding_reaches_the_loaded_model(env, monkeypatch):
+    from melomania.cli import load_configured_model, load_settings
+
+    assert load_configured_model(load_settings(), None)[1].exact_decoding is False
+    monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "true")
+    assert load_configured_model(load_settings(), None)[1].exact_decoding is True
+    monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "perhaps")
+    assert_one_line_error(run("compose", "jazz"), "MELOMANIA_EXACT_DECODING is invalid")

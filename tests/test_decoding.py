@@ -159,3 +159,23 @@ def test_pieces_release_only_keys_down_and_hold_none_past_max_hold():
                 # a key may go overdue within one shift; it is released before the next one
             assert all(now - since <= 200 + 100 for since in down.values())
         assert len(decode_notes(g.new_tokens)) > 10
+
+
+def test_with_exact_decoding_long_pieces_joining_one_by_one_compose_what_they_would_alone():
+    """MELOMANIA_EXACT_DECODING's promise: fp32 products, and a seed's piece is the same whatever
+    rows of other lengths share its batch, through several slides of the window."""
+    model = tiny_model(max_len=64, seed=3)
+    model.exact_decoding = True
+    requests = [req(g, seed=20 + i, max_new_tokens=300) for i, g in enumerate(V.GENRES)]
+    decoder = BatchDecoder(model)
+    rows = []
+    for r in requests:  # each joins a batch whose other rows are longer
+        rows += decoder.add([r])
+        for _ in range(7):
+            decoder.step()
+    while decoder.rows:
+        decoder.step()
+    assert decoder.model is model  # no bfloat16 copy
+    assert min(row.windows for row in rows) >= 4
+    for row, r in zip(rows, requests):
+        assert row.tokens == generate(model, [r])[0].tokens

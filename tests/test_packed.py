@@ -29,9 +29,9 @@ def test_a_packed_product_matches_fp32_to_bfloat16_rounding():
 def test_a_row_comes_out_the_same_bit_for_bit_whatever_rows_share_the_batch():
     torch.manual_seed(1)
     lin = PackedLinear(torch.randn(256, 64), torch.randn(256))
-    x = torch.randn(16, 64)
-    alone = torch.cat([lin(x[i : i + 1]) for i in range(16)])
-    for n in (2, 3, 8, 16):
+    x = torch.randn(100, 64)
+    alone = torch.cat([lin(x[i : i + 1]) for i in range(100)])
+    for n in (2, 3, 8, 16, 33, 100):  # past 32 rows the batch is padded to a power of two
         assert torch.equal(lin(x[:n]), alone[:n])
 
 
@@ -58,4 +58,10 @@ def test_the_decoding_copy_leaves_the_model_as_it_was():
 
 def test_a_model_off_the_cpu_or_in_half_precision_is_decoded_as_it_is():
     model = tiny_model(max_len=64).half()
+    assert for_decoding(model) is model
+
+
+def test_a_model_marked_for_exact_decoding_keeps_fp32():
+    model = tiny_model(max_len=64)
+    model.exact_decoding = True  # what MELOMANIA_EXACT_DECODING sets on the loaded model
     assert for_decoding(model) is model
