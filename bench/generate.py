@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=0, help="random primer tokens after the genre token")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-naive", action="store_true", help="time only the cached path")
+    ap.add_argument(
+        "--exact", action="store_true", help="fp32 products (MELOMANIA_EXACT_DECODING): both paths write the same piece"
+    )
     args = ap.parse_args()
 
     if args.threads:
@@ -89,6 +92,7 @@ def main() -> None:
         model = MusicTransformer(
             ModelConfig(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_ff=args.ff)
         ).eval()
+    model.exact_decoding = args.exact
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     primer = tuple(torch.randint(0, vocab.END, (args.prompt,)).tolist())
@@ -134,7 +138,10 @@ def main() -> None:
         f"naive:  {t_naive:.2f} s, {naive_tps:.2f} tokens/s total; peak RSS {rss_naive:.0f} MiB "
         f"(started at {rss_start:.0f})"
     )
-    print(f"identical pieces from both paths: {same}/{args.batch}")
+    print(
+        f"identical pieces from both paths: {same}/{args.batch}"
+        + ("" if args.exact else " (bfloat16 products magnify the paths' last-bit differences; --exact: fp32)")
+    )
     print(
         f"naive_tokens_per_s={naive_tps:.2f} cached_tokens_per_s={cached_tps:.2f} "
         f"speedup={naive_tps and cached_tps / naive_tps:.1f} peak_rss_mib={max(rss_cached, rss_naive):.0f}"
