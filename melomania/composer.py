@@ -16,6 +16,7 @@ class Composer:
     redis_url: str | None = None
     model: Any = None  # in-process only
     soundfont: Path | None = None  # in-process only; None: Debian's default font
+    threads: int | None = None  # in-process only: torch threads for composing (None: the runner's choice)
 
     def backend(self, db: Database, store: ArtifactStore):
         """A job backend the bots submit to; `start()` it before use and `stop()` it after."""
@@ -23,10 +24,16 @@ class Composer:
             from jobs.redis_backend import RedisBackend
 
             return RedisBackend(db, self.redis_url)
-        from jobs.inprocess import InProcessRunner
+        from jobs.inprocess import InProcessRunner, RunnerSettings
 
         model = self.model
-        return InProcessRunner(db, store, lambda: model, soundfont=str(self.soundfont) if self.soundfont else None)
+        return InProcessRunner(
+            db,
+            store,
+            lambda: model,
+            RunnerSettings(torch_threads=self.threads),
+            soundfont=str(self.soundfont) if self.soundfont else None,
+        )
 
     def describe(self) -> str:
         if self.redis_url:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,20 @@ def test_exact_decoding_reaches_the_loaded_model(env, monkeypatch):
     assert load_configured_model(load_settings(), None)[1].exact_decoding is True
     monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "perhaps")
     assert_one_line_error(run("compose", "jazz"), "MELOMANIA_EXACT_DECODING is invalid")
+
+
+def test_a_bot_process_loads_its_model_single_threaded_and_composes_with_melomania_threads(tmp_path):
+    """The bot's main thread only runs the event loop; loading on it with torch's default threads
+    left an OpenMP team there that made libgomp sleep between the composing thread's ops."""
+    code = """
+import os, torch
+from melomania.cli import prepare_bot_process
+settings, composer = prepare_bot_process()
+print(torch.get_num_threads(), composer.threads, composer.model is not None)
+"""
+    env = {**os.environ, "MELOMANIA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"}
+    env["MELOMANIA_THREADS"] = "2"
+    env.pop("MELOMANIA_REDIS_URL", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2", "True"]
