@@ -7,7 +7,8 @@ Reports one user's track alone, then everyone at once: throughput, p50/p95 time 
 the batching gain. Each round draws new seeds: how long 30 s of music takes to write depends on
 the piece (600-2,800 events), and everyone at once lasts as long as the busiest piece, so one
 set of seeds can flatter or wrong a change that only alters which pieces come out. Last line,
-medians over the rounds: users=… single_s=… concurrent_s=… ratio=… (concurrent / single).
+medians over the rounds: users=… single_s=… concurrent_s=… ratio=… (the median of the rounds'
+concurrent / single, so not always concurrent_s / single_s).
 """
 
 from __future__ import annotations

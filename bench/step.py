@@ -51,13 +51,14 @@ def main() -> None:
     model = load_model(ckpt)
     batches = [int(b) for b in args.batches.split(",")]
     kinds = [False, True] if supported() else [False]
-    ms_per_step(model, 1, 32, packed=kinds[-1])  # warm-up: allocator, oneDNN primitives
+    for packed in kinds:  # warm-up, both ways: allocator, MKL and oneDNN kernels
+        ms_per_step(model, 1, 32, packed=packed)
     print(f"checkpoint {ckpt}: {args.tokens} tokens per row, {args.threads} torch thread(s)")
     if not supported():
         print("this CPU has no native bfloat16 products: the decoder keeps fp32, so only fp32 is timed")
     print(
         f"{'batch':>5} "
-        + " ".join(f"{name:>22}" for name in ("fp32 ms/step (×b1)", "packed ms/step (×b1)")[: len(kinds)])
+        + " ".join(f"{name:>22}" for name in ("fp32 ms/step (× first)", "packed ms/step (× first)")[: len(kinds)])
     )
     table = {b: [ms_per_step(model, b, args.tokens, k) for k in kinds] for b in batches}
     base = table[batches[0]]

@@ -1,13 +1,14 @@
 """Prepacked bfloat16 projections for decoding on CPUs that multiply bfloat16 natively.
 
 A decode step multiplies a handful of rows (one per user in the batch) by every weight matrix,
-and on one core of this machine's AMD EPYC the fp32 products (MKL) cost almost in proportion to
-the rows: a 256×1024 projection takes 15 µs for one row and 62 µs for eight. oneDNN, with the
-weight reordered once into its blocked bfloat16 layout, takes 19 µs and 25 µs: a batch of eight
-costs little more than one user alone, which is the point of batching (bench/load.py).
+and on one core of the development machine (AMD EPYC, Zen 4 with AVX512-BF16) the fp32 products
+(MKL) cost almost in proportion to the rows: a 256×1024 projection takes 15 µs for one row and
+62 µs for eight. oneDNN, with the weight reordered once into its blocked bfloat16 layout, takes
+19 µs and 25 µs: a batch of eight costs little more than one user alone (bench/step.py).
 
-Only the products change: activations, layer norms, attention and sampling stay in fp32, and
-the weights the model holds are untouched (training, saving and `load_state_dict` see the same
+Only the products change: their inputs and outputs are rounded to bfloat16 (accumulation is
+fp32) and widened back; layer norms, attention and sampling stay in fp32, validation NLL moves by
+at most 0.0002 nats, and the weights the model holds are untouched (training, saving and `load_state_dict` see the same
 parameters). A row's product does not depend on the other rows in the batch, bit for bit
 (MKL's fp32 products differ in the last bits with the number of rows).
 """
@@ -28,8 +29,12 @@ EXACT_ROWS = 32  # row counts up to this (a decode step's batch) get their own k
 def supported() -> bool:
     """True where oneDNN runs bfloat16 products in hardware (AVX512-BF16 or AMX); elsewhere it
     would emulate them, slower than fp32."""
+    # Not torch.ops.mkldnn._is_mkldnn_bf16_supported(): it says yes for any AVX-512 CPU, and on
+    # one without AVX512-BF16 (Skylake, Cascade Lake) oneDNN emulates the products, slower.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = (getattr(torch.cpu, name, lambda: False) for name in checks)
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.backends.mkldnn.is_available() and any(check() for check in native))
     except (AttributeError, RuntimeError):
         return False
 
@@ -47,6 +52,8 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).bfloat16()
         n = rows.shape[0]
+        if n == 0:
+            return x.new_zeros(*x.shape[:-1], self.out_features)
         # oneDNN builds and keeps a kernel per row count, about 0.7 MB each: prefills of every
         # length from 1 to 512 grew one projection by 360 MB. Past a decode batch, round the rows
         # up to a power of two, so a handful of kernels serve every length (zero rows cost a
@@ -65,18 +72,24 @@ def for_decoding(model: nn.Module) -> nn.Module:
     A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout. Rounding
     to bfloat16 magnifies the last-bit differences that attention picks up from the batch's widest
     row, so a piece composed among rows of other lengths can differ from the same seed composed
-    alone; in fp32 they never came apart (8 thirty-second pieces, joining a running batch one by
-    one, against each composed alone).
+    alone. fp32 only makes that unlikely, not impossible: in our check none came apart (8
+    thirty-second pieces joining a running batch one by one, against each composed alone),
+    where with bfloat16 products 5 of the 8 did.
     """
     weight = model.embedding.weight
     exact = getattr(model, "exact_decoding", False)
     if exact or weight.device.type != "cpu" or weight.dtype != torch.float32 or not supported():
         return model
-    fast = copy.deepcopy(model).eval()
+    from .model import RelativeSelfAttention
+
+    # The copy shares every tensor with the model (no second set of fp32 weights); only its
+    # projections are new.
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    fast = copy.deepcopy(model, memo=shared).eval()
     for module in list(fast.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, PackedLinear(child.weight, child.bias))
-        if hasattr(module, "in_proj_weight"):
+        if isinstance(module, RelativeSelfAttention):
             module.in_proj = PackedLinear(module.in_proj_weight, module.in_proj_bias)
     return fast

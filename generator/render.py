@@ -140,7 +140,7 @@ def openmp_threads(n: int) -> Iterator[None]:
     stops spinning and sleeps between parallel regions, and every later track composed with 2
     torch threads took 3.3-3.9 s instead of 1.7-1.9 s. One thread loads the font just as well."""
     try:
-        gomp = ctypes.CDLL("libgomp.so.1")
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the one loaded, if any
     except OSError:  # FluidSynth built without OpenMP, or not Linux
         yield
         return

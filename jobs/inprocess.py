@@ -301,29 +301,35 @@ class InProcessRunner(StoredDeliveries):
         libgomp stops spinning and puts each pool's threads to sleep between ops. With the model
         loaded on a helper thread, 2 torch threads made one track 4.9 s instead of 3.2 s."""
 
+        import torch
+
+        from generator.packed import for_decoding
+
         def settle(how: Callable[[Any], None], outcome: Any) -> None:
             self._loop.call_soon_threadsafe(lambda: None if loaded.done() else how(outcome))
 
         try:
+            if self.settings.torch_threads:
+                torch.set_num_threads(self.settings.torch_threads)
             model = self._load_model()
+            # One thread for a small model: its ops are too short to share between cores, and the
+            # other core renders finished rows. With 2 (bench/load.py --threads 2) one track alone
+            # was no faster and eight at once slower (10.5-11.4 s against 9.7-10.1 s): each op's
+            # team waits whenever rendering holds its second core.
+            params = sum(p.numel() for p in model.parameters())
+            torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
+            decoding = for_decoding(model)  # built before start() returns: a failure here is start()'s
         except BaseException as exc:
             settle(loaded.set_exception, exc)
             return
         settle(loaded.set_result, model)
-        self._generation_loop(model)
+        self._generation_loop(decoding)
 
     def _generation_loop(self, model: Any) -> None:
-        import torch
-
+        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding)."""
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
-        # One thread for a small model: its ops are too short to share between cores, and the
-        # other core renders finished rows. With 2 (bench/load.py --threads 2) one track alone was
-        # no faster and eight at once slower (10.5-11.4 s against 9.7-10.1 s): each op's team
-        # waits whenever rendering holds its second core.
-        params = sum(p.numel() for p in model.parameters())
-        torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
-        self.decoder = decoder = BatchDecoder(model)
+        self.decoder = decoder = BatchDecoder(model, packed=False)
         started: dict[int, float] = {}
         reported: dict[int, float] = {}
         while not self._stopping.is_set():
@@ -368,7 +374,7 @@ class InProcessRunner(StoredDeliveries):
                 log.exception("generation step failed; failing the rows in the batch")
                 for row in decoder.rows:
                     self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
-                decoder = self.decoder = BatchDecoder(model)
+                decoder = self.decoder = BatchDecoder(model, packed=False)
                 continue
             for row in finished:
                 started.pop(row.tag, None)

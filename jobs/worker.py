@@ -68,7 +68,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         db,
         LocalArtifactStore(settings.data_dir / "artifacts"),
         load,
-        RunnerSettings(max_batch=16, queue_cap=10_000, per_user=10_000, job_timeout_s=GENERATION_TIMEOUT_S),
+        RunnerSettings(
+            max_batch=16,
+            queue_cap=10_000,
+            per_user=10_000,
+            job_timeout_s=GENERATION_TIMEOUT_S,
+            torch_threads=settings.threads,
+        ),
         soundfont=str(settings.soundfont) if settings.soundfont else None,
     )
     await runner.start(recover=False)  # Redis redelivers unfinished jobs itself

@@ -246,6 +246,7 @@ def test_exported_presets_travel_with_the_checkpoint_into_genres_and_compose(env
 def test_exact_decoding_reaches_the_loaded_model(env, monkeypatch):
     from melomania.cli import load_configured_model, load_settings
 
+    monkeypatch.delenv("MELOMANIA_EXACT_DECODING", raising=False)
     assert load_configured_model(load_settings(), None)[1].exact_decoding is False
     monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "true")
     assert load_configured_model(load_settings(), None)[1].exact_decoding is True
@@ -260,7 +261,9 @@ def test_a_bot_process_loads_its_model_single_threaded_and_composes_with_meloman
 import os, torch
 from melomania.cli import prepare_bot_process
 settings, composer = prepare_bot_process()
-print(torch.get_num_threads(), composer.threads, composer.model is not None)
+from storage import Database, LocalArtifactStore
+runner = composer.backend(Database(settings.database_url), LocalArtifactStore(settings.data_dir))
+print(torch.get_num_threads(), runner.settings.torch_threads, composer.model is not None)
 """
     env = {**os.environ, "MELOMANIA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"}
     env["MELOMANIA_THREADS"] = "2"

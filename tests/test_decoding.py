@@ -107,7 +107,8 @@ def test_sliding_window_with_the_cache_equals_recomputing_each_window():
     from generator.sampling import RowState, draw, next_token_probs
 
     small = tiny_model(max_len=48)
-    rerun = for_decoding(small)  # the decoder's own kernels (bfloat16 products where the CPU has them)
+    small.exact_decoding = True  # fp32 on both paths: this is about the window, not the kernels
+    rerun = for_decoding(small)
     request = req(max_new_tokens=160, seed=3)
     (cached,) = generate(small, [request])
 
@@ -162,8 +163,8 @@ def test_pieces_release_only_keys_down_and_hold_none_past_max_hold():
 
 
 def test_with_exact_decoding_long_pieces_joining_one_by_one_compose_what_they_would_alone():
-    """MELOMANIA_EXACT_DECODING's promise: fp32 products, and a seed's piece is the same whatever
-    rows of other lengths share its batch, through several slides of the window."""
+    """MELOMANIA_EXACT_DECODING: fp32 products, and here (as in every check so far) a seed's piece
+    is the same whatever rows of other lengths share its batch, through several slides."""
     model = tiny_model(max_len=64, seed=3)
     model.exact_decoding = True
     requests = [req(g, seed=20 + i, max_new_tokens=300) for i, g in enumerate(V.GENRES)]

@@ -56,7 +56,7 @@ def test_the_decoding_copy_leaves_the_model_as_it_was():
     assert torch.equal(want.argmax(-1), got.argmax(-1))
 
 
-def test_a_model_off_the_cpu_or_in_half_precision_is_decoded_as_it_is():
+def test_a_model_in_half_precision_is_decoded_as_it_is():
     model = tiny_model(max_len=64).half()
     assert for_decoding(model) is model
 
@@ -65,3 +65,15 @@ def test_a_model_marked_for_exact_decoding_keeps_fp32():
     model = tiny_model(max_len=64)
     model.exact_decoding = True  # what MELOMANIA_EXACT_DECODING sets on the loaded model
     assert for_decoding(model) is model
+
+
+@needs_bf16
+def test_no_rows_give_no_rows():
+    lin = PackedLinear(torch.randn(8, 4), torch.randn(8))
+    assert lin(torch.zeros(0, 3, 4)).shape == (0, 3, 8)
+
+
+def test_the_decoding_copy_shares_the_model_s_tensors():
+    model = tiny_model(max_len=64)
+    fast = for_decoding(model)
+    assert fast.embedding.weight is model.embedding.weight  # no second fp32 copy of the weights

@@ -163,7 +163,7 @@ def test_loading_the_soundfont_leaves_no_openmp_threads_behind():
 import os, threading
 import torch  # as in the job runner: one libgomp for torch and FluidSynth
 from generator.render import Synthesizer, find_soundfont
-torch.ones(4096).sum()  # the main thread's own team exists before the render thread starts
+torch.ones(1 << 22).sum()  # past ATen's grain: the main thread's own team exists already
 counts, loaded, finish = [], threading.Event(), threading.Event()
 def render_thread():
     counts.append(len(os.listdir("/proc/self/task")))
@@ -174,6 +174,7 @@ def render_thread():
 t = threading.Thread(target=render_thread)
 t.start(); loaded.wait(); print(counts[0], counts[1]); finish.set(); t.join()
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # OpenMP's own default: all cores
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     before, after = map(int, out.stdout.split())
     assert after == before
