@@ -292,12 +292,15 @@ async def test_jobs_compose_with_the_loaded_checkpoints_own_presets(env):
     try:
         plain = await runner.submit(req())
         mine = await runner.submit(req(user="u2", sampling={"temperature": 1.3}))
-        for job_id in (plain, mine):
-            assert (await collect(runner, job_id))[-1].kind == "done"
+        tracks = []
+        for job_id in (plain, mine):  # the two render side by side: either may be stored first
+            done = (await collect(runner, job_id))[-1]
+            assert done.kind == "done"
+            tracks.append(done.track_id)
     finally:
         await runner.stop()
-    temps = await db.run(lambda s: s.scalars(select(Track.sampling).order_by(Track.id)))
-    assert [t["temperature"] for t in temps] == [0.7, 1.3]  # the checkpoint's preset; the user's own
+    samplings = [await db.run(lambda s, t=t: s.scalar(select(Track.sampling).where(Track.id == t))) for t in tracks]
+    assert [x["temperature"] for x in samplings] == [0.7, 1.3]  # the checkpoint's preset; the user's own
 
 
 async def test_a_track_that_cannot_be_kept_ends_failed_with_a_reason(env):
