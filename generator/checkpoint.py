@@ -75,13 +75,17 @@ def _read(path: Path) -> Any:
 
 
 def load_model(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    exact_decoding: bool = False,
 ) -> MusicTransformer:
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
 
     The returned model is in eval mode and carries `genres` (names in token order), `presets`
-    (its own sampling presets per genre, if it has any), `name` (the file's stem) and
-    `checkpoint_sha256` for recipes.
+    (its own sampling presets per genre, if it has any), `name` (the file's stem),
+    `checkpoint_sha256` for recipes, and `exact_decoding` (fp32 products when decoding, even
+    where bfloat16 ones would be faster: packed.py).
     """
     path = Path(path)
     blob = _read(path)
@@ -111,6 +115,7 @@ def load_model(
     model.presets = presets  # the genre presets this checkpoint was tuned with; {}: the reference's
     model.name = path.stem
     model.checkpoint_sha256 = _sha256(path)
+    model.exact_decoding = exact_decoding
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -126,8 +126,8 @@ class RelativeSelfAttention(nn.Module):
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
-        packed = self.in_proj
-        qkv = packed(x) if packed is not None else F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3C)
+        fast = self.in_proj
+        qkv = fast(x) if fast is not None else F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3C)
         q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,D)
         return q * self.head_dim**-0.5, k, v
 

@@ -7,9 +7,9 @@ and on one core of the development machine (AMD EPYC, Zen 4 with AVX512-BF16) th
 19 µs and 25 µs: a batch of eight costs little more than one user alone (bench/step.py).
 
 Only the products change: their inputs and outputs are rounded to bfloat16 (accumulation is
-fp32) and widened back; layer norms, attention and sampling stay in fp32, validation NLL moves by
-at most 0.0002 nats, and the weights the model holds are untouched (training, saving and `load_state_dict` see the same
-parameters). A row's product does not depend on the other rows in the batch, bit for bit
+fp32) and widened back; layer norms, attention and sampling stay in fp32, and validation NLL moves
+by at most 0.0002 nats. The weights the model holds are untouched: training, saving and
+`load_state_dict` see the same parameters. A row's product does not depend on the other rows in the batch, bit for bit
 (MKL's fp32 products differ in the last bits with the number of rows).
 """
 
@@ -40,7 +40,8 @@ def supported() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """y = x·Wᵀ + b with W (out, in) reordered for oneDNN in bfloat16; fp32 in, fp32 out."""
+    """y = x·Wᵀ + b with W (out, in) reordered for oneDNN in bfloat16; fp32 in and out, the
+    values passing through bfloat16 on the way."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()

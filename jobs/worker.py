@@ -59,15 +59,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise RuntimeError("no model checkpoint configured (MELOMANIA_CHECKPOINT)")
     db = Database(settings.database_url)
 
-    def load():
-        model = load_model(ckpt)
-        model.exact_decoding = settings.exact_decoding  # MELOMANIA_EXACT_DECODING: fp32 products
-        return model
-
     runner = InProcessRunner(
         db,
         LocalArtifactStore(settings.data_dir / "artifacts"),
-        load,
+        lambda: load_model(ckpt, exact_decoding=settings.exact_decoding),
         RunnerSettings(
             max_batch=16,
             queue_cap=10_000,

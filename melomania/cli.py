@@ -95,9 +95,7 @@ def load_configured_model(settings: Settings, checkpoint: Path | None):
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    model = load_model(path)
-    model.exact_decoding = settings.exact_decoding
-    return path, model
+    return path, load_model(path, exact_decoding=settings.exact_decoding)
 
 
 @app.command()
