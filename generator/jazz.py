@@ -34,9 +34,8 @@ from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 
-import pretty_midi
-
 from .errors import GeneratorError
+from .midi_libs import pretty_midi
 
 LOWEST_PITCH, HIGHEST_PITCH = 21, 96
 BASS_RANGE = (28, 48)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
 
 from .errors import GeneratorError
+from .midi_libs import fluidsynth, pretty_midi
 
 SAMPLE_RATE = 44100
 DEBIAN_SOUNDFONTS = (
@@ -85,10 +85,8 @@ def _tool(name: str) -> str:
 
 def load_fluidsynth():
     """The pyfluidsynth module, or RenderError saying how to install the library it wraps."""
-    try:
-        import fluidsynth
-    except (ImportError, OSError):
-        raise RenderError(f"the FluidSynth library (libfluidsynth) is not installed; {INSTALL_HINT}") from None
+    if fluidsynth is None:
+        raise RenderError(f"the FluidSynth library (libfluidsynth) is not installed; {INSTALL_HINT}")
     return fluidsynth
 
 

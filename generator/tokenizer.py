@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import pretty_midi
-
 from . import vocab as V
 from .errors import PrimerError
+from .midi_libs import pretty_midi
 
 
 @dataclass(frozen=True, order=True)
