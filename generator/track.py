@@ -4,6 +4,7 @@ the MIDI, the piano roll and the MP3. The same path serves the CLI and the job w
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -137,3 +138,25 @@ def write_track(
     _ = time.perf_counter() - t0
     timings = render_mp3(midi, mp3, tags, soundfont=soundfont, program=program)
     return TrackFiles(mp3, mid, png, timings.audio_seconds, len(notes), timings)
+
+
+@dataclass(frozen=True)
+class RenderedTrack:
+    """A track's files as bytes, so a render process can hand them back without a shared disk."""
+
+    mp3: bytes
+    midi: bytes
+    png: bytes
+    seconds: float
+    notes: int
+
+
+def render_track(
+    tokens: Sequence[int], tags: Tags, program: int = 0, soundfont: str | os.PathLike[str] | None = None
+) -> RenderedTrack:
+    """`write_track` into a scratch directory that is gone when this returns."""
+    with tempfile.TemporaryDirectory(prefix="melomania-track-") as tmp:
+        files = write_track(tokens, Path(tmp) / "track", tags, program, soundfont)
+        return RenderedTrack(
+            files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes(), files.seconds, files.notes
+        )

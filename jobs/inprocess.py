@@ -13,13 +13,11 @@ import logging
 import os
 import queue
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from generator import GeneratorError
@@ -41,6 +39,7 @@ from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, Refused
 from .receipts import StoredDeliveries
+from .render_pool import RenderPool
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
@@ -54,9 +53,9 @@ class RunnerSettings:
     job_timeout_s: float = 900.0
     max_tries: int = 3  # compositions per job before a degenerate piece is accepted
     max_attempts: int = 3  # starts per job across crashes and restarts
-    render_workers: int = 2
+    render_workers: int = 2  # processes (render_pool.py)
     progress_interval_s: float = 0.25
-    torch_threads: int | None = None  # None: one for small models, all cores for large ones
+    torch_threads: int | None = None  # None: all cores for large models, small_model_threads for small ones
 
 
 class _Channel:
@@ -91,7 +90,8 @@ class InProcessRunner(StoredDeliveries):
         self._starts: dict[int, asyncio.Task] = {}
         self._closed = False
         self._last_db_progress: dict[int, float] = {}
-        self._render_pool = ThreadPoolExecutor(settings.render_workers, thread_name_prefix="render")
+        self._rendering = 0
+        self._render_pool = RenderPool(settings.render_workers, soundfont)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.model: Any = None
@@ -103,6 +103,7 @@ class InProcessRunner(StoredDeliveries):
         """Load the model, start the generation thread and, unless a queue (Redis) redelivers
         unfinished jobs itself, resume the ones a previous run left behind."""
         self._loop = asyncio.get_running_loop()
+        self._render_pool.warm_up()
         loaded: asyncio.Future = self._loop.create_future()
         self._thread = threading.Thread(target=self._generation_thread, args=(loaded,), name="generation", daemon=True)
         self._thread.start()
@@ -124,7 +125,7 @@ class InProcessRunner(StoredDeliveries):
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        self._render_pool.shutdown(wait=False, cancel_futures=True)
+        self._render_pool.shutdown()
 
     async def _recover(self) -> None:
         """Jobs a crash left queued are resumed; running ones start again, unless they already
@@ -312,21 +313,22 @@ class InProcessRunner(StoredDeliveries):
             if self.settings.torch_threads:
                 torch.set_num_threads(self.settings.torch_threads)
             model = self._load_model()
-            # One thread for a small model: its ops are too short to share between cores, and the
-            # other core renders finished rows. With 2 (bench/load.py --threads 2) one track alone
-            # was no faster and eight at once slower (10.5-11.4 s against 9.7-10.1 s): each op's
-            # team waits whenever rendering holds its second core.
-            params = sum(p.numel() for p in model.parameters())
-            torch.set_num_threads(self.settings.torch_threads or (1 if params < 20_000_000 else os.cpu_count() or 1))
+            cores = os.cpu_count() or 1
+            small = sum(p.numel() for p in model.parameters()) < 20_000_000
+            threads = None if self.settings.torch_threads or not small else partial(small_model_threads, cores=cores)
+            torch.set_num_threads(self.settings.torch_threads or (1 if small else cores))
             decoding = for_decoding(model)  # built before start() returns: a failure here is start()'s
         except BaseException as exc:
             settle(loaded.set_exception, exc)
             return
         settle(loaded.set_result, model)
-        self._generation_loop(decoding)
+        self._generation_loop(decoding, threads)
 
-    def _generation_loop(self, model: Any) -> None:
-        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding)."""
+    def _generation_loop(self, model: Any, threads: Callable[[int, int], int] | None = None) -> None:
+        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding).
+        `threads(batch, renders pending)` picks the torch threads for each step (None: fixed)."""
+        import torch
+
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
         self.decoder = decoder = BatchDecoder(model, packed=False)
@@ -368,6 +370,10 @@ class InProcessRunner(StoredDeliveries):
                 elif now - started.get(row.tag, now) > self.settings.job_timeout_s:
                     row.cancelled = True
                     self._from_thread(self._spawn, self._failed(row.tag, "it took too long; try a shorter piece"))
+            if threads is not None:
+                want = threads(len(decoder.rows), self._rendering)
+                if want != torch.get_num_threads():
+                    torch.set_num_threads(want)
             try:
                 finished = decoder.step()
             except Exception:  # never let one bad step stop every user's music
@@ -485,7 +491,7 @@ class InProcessRunner(StoredDeliveries):
     ) -> int:
         from generator.instruments import instrument_program
         from generator.render import Tags
-        from generator.track import Recipe, track_title, write_track
+        from generator.track import Recipe, track_title
 
         model = self.model
         recipe = Recipe.of(
@@ -496,19 +502,13 @@ class InProcessRunner(StoredDeliveries):
             primer=compose.primer_ref,
         )
         title = track_title(request.genre, job_id)
-
-        def render() -> tuple[Any, bytes, bytes, bytes]:
-            with tempfile.TemporaryDirectory(prefix="melomania-job-") as tmp:
-                files = write_track(
-                    tokens,
-                    Path(tmp) / "track",
-                    Tags(title, recipe.genre, recipe.summary()),
-                    instrument_program(compose.instrument),
-                    self.soundfont,
-                )
-                return files, files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes()
-
-        files, mp3, midi, png = await self._loop.run_in_executor(self._render_pool, render)
+        self._rendering += 1
+        try:
+            files = await self._render_pool.render(
+                tokens, Tags(title, recipe.genre, recipe.summary()), instrument_program(compose.instrument)
+            )
+        finally:
+            self._rendering -= 1
         new = NewTrack(
             genre=recipe.genre,
             model_id=recipe.model,
@@ -526,12 +526,25 @@ class InProcessRunner(StoredDeliveries):
             note_count=files.notes,
         )
         track = await save_track(
-            self.db, self.store, compose.platform, compose.user_id, new, mp3, midi, png, job_id=job_id
+            self.db, self.store, compose.platform, compose.user_id, new, files.mp3, files.midi, files.png, job_id=job_id
         )
         return track.id
 
 
 STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); please try again later"
+
+
+WIDE_BATCH = 4
+
+
+def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
+    """Torch threads for a small model's next step. One while the batch is narrow: its ops are too
+    short to share between cores (one track alone was no faster on two). All cores for a wide batch,
+    whose attention reads every row's keys and shares well, but only while no finished track
+    waits for rendering, so that its listener is not kept waiting behind the composing.
+    bench/load.py --users 8 (3 rounds): eight tracks at once in 7.0-7.2 s, against 8.3-8.6 s on
+    one thread throughout (and 10.5-11.4 s on two throughout, when rendering shared the cores)."""
+    return cores if batch >= WIDE_BATCH and not renders_pending else 1
 
 
 def failure_reason(exc: Exception) -> str:

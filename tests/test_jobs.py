@@ -391,3 +391,53 @@ async def test_a_model_that_cannot_load_stops_the_start_with_its_error(env):
     with pytest.raises(GeneratorError, match=r"no checkpoint at /nowhere\.pt"):
         await runner.start()
     await runner.stop()
+
+
+def render_processes() -> list[int]:
+    """Our multiprocessing children (render processes), not the resource tracker or ffmpeg."""
+    import os
+    from pathlib import Path
+
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children += (task / "children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and Path(f"/proc/{pid}").exists()
+    ]
+
+
+async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track(env, caplog):
+    import os
+    import signal
+
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(req(tokens=600))
+        killed: list[int] = []
+        async for event in runner.events(job_id):
+            if event.kind == "rendering" and not killed:
+                await asyncio.sleep(0.05)  # the track is on its way to a render process
+                killed = render_processes()
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+            if event.terminal:
+                break
+    finally:
+        await runner.stop()
+    assert killed and event.kind == "done"
+    assert "a render process died" in caplog.text  # the track was rendered again, not by luck
+    assert await count(db, Track) == 1
+    track = await db.run(lambda s: s.get(Track, event.track_id))
+    assert store.exists(track.mp3_key)
+    assert not set(killed) & set(render_processes())
+
+
+def test_a_small_model_composes_on_every_core_only_for_a_wide_batch_with_nothing_waiting_to_render():
+    from jobs.inprocess import WIDE_BATCH, small_model_threads
+
+    assert small_model_threads(WIDE_BATCH, 0, cores=2) == 2
+    assert small_model_threads(WIDE_BATCH, 1, cores=2) == 1  # a finished track gets the other core
+    assert small_model_threads(WIDE_BATCH - 1, 0, cores=2) == 1
