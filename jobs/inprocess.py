@@ -542,8 +542,8 @@ def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
     short to share between cores (one track alone was no faster on two). All cores for a wide batch,
     whose attention reads every row's keys and shares well, but only while no finished track
     waits for rendering, so that its listener is not kept waiting behind the composing.
-    bench/load.py --users 8 (3 rounds): eight tracks at once in 7.0-7.2 s, against 8.3-8.6 s on
-    one thread throughout (and 10.5-11.4 s on two throughout, when rendering shared the cores)."""
+    bench/load.py --users 8 (medians of 3 rounds): eight tracks at once in 6.7-6.9 s, against
+    7.6 s on one thread throughout."""
     return cores if batch >= WIDE_BATCH and not renders_pending else 1
 
 
