@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from generator import load_model
 from jobs import ComposeRequest
 from jobs.inprocess import InProcessRunner, RunnerSettings
 from storage import Database, LocalArtifactStore
@@ -57,6 +56,7 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads for generation (default: the runner's choice)")
     args = ap.parse_args()
 
+    from generator import load_model  # here: the render processes re-import this script, and need no torch
     from melomania.settings import Settings
 
     ckpt = args.checkpoint or Settings().checkpoint_path()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import subprocess
@@ -235,7 +236,10 @@ def encode_mp3(
     cmd.append(str(mp3_path))
     done = subprocess.run(cmd, input=pcm.tobytes(), capture_output=True)
     if done.returncode != 0:
-        raise RenderError(f"ffmpeg failed: {' '.join(done.stderr.decode(errors='replace').split())[:300]}")
+        said = " ".join(done.stderr.decode(errors="replace").split())
+        if "No space left on device" in said:  # a full disk, so that callers can say so
+            raise OSError(errno.ENOSPC, f"no space left to write {mp3_path.name}")
+        raise RenderError(f"ffmpeg failed: {said[:300]}")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, Refused
 from .receipts import StoredDeliveries
-from .render_pool import RenderPool
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
@@ -91,6 +90,8 @@ class InProcessRunner(StoredDeliveries):
         self._closed = False
         self._last_db_progress: dict[int, float] = {}
         self._rendering = 0
+        from .render_pool import RenderPool  # not at import: Redis-mode bots need no audio libraries
+
         self._render_pool = RenderPool(settings.render_workers, soundfont)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,7 +126,10 @@ class InProcessRunner(StoredDeliveries):
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        self._render_pool.shutdown()
+        try:
+            await self._render_pool.close()
+        except TimeoutError:
+            log.warning("render processes still busy after 10 s; leaving them to finish")
 
     async def _recover(self) -> None:
         """Jobs a crash left queued are resumed; running ones start again, unless they already
@@ -313,9 +317,11 @@ class InProcessRunner(StoredDeliveries):
             if self.settings.torch_threads:
                 torch.set_num_threads(self.settings.torch_threads)
             model = self._load_model()
-            cores = os.cpu_count() or 1
+            cores = len(os.sched_getaffinity(0))  # what this process may use, in a container too
             small = sum(p.numel() for p in model.parameters()) < 20_000_000
-            threads = None if self.settings.torch_threads or not small else partial(small_model_threads, cores=cores)
+            threads = None
+            if small and not self.settings.torch_threads:
+                threads = partial(small_model_threads, cores=min(cores, 4))
             torch.set_num_threads(self.settings.torch_threads or (1 if small else cores))
             decoding = for_decoding(model)  # built before start() returns: a failure here is start()'s
         except BaseException as exc:
@@ -455,6 +461,14 @@ class InProcessRunner(StoredDeliveries):
         self._finish(job_id, event if event.terminal else JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
+        # Pending from the moment it is composed: the generation thread gives a core up for it.
+        self._rendering += 1
+        try:
+            await self._render_or_compose_again(job_id, tokens, request)
+        finally:
+            self._rendering -= 1
+
+    async def _render_or_compose_again(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate
         from generator.tokenizer import decode_notes
 
@@ -502,13 +516,9 @@ class InProcessRunner(StoredDeliveries):
             primer=compose.primer_ref,
         )
         title = track_title(request.genre, job_id)
-        self._rendering += 1
-        try:
-            files = await self._render_pool.render(
-                tokens, Tags(title, recipe.genre, recipe.summary()), instrument_program(compose.instrument)
-            )
-        finally:
-            self._rendering -= 1
+        files = await self._render_pool.render(
+            tokens, Tags(title, recipe.genre, recipe.summary()), instrument_program(compose.instrument)
+        )
         new = NewTrack(
             genre=recipe.genre,
             model_id=recipe.model,
@@ -539,11 +549,12 @@ WIDE_BATCH = 4
 
 def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
     """Torch threads for a small model's next step. One while the batch is narrow: its ops are too
-    short to share between cores (one track alone was no faster on two). All cores for a wide batch,
-    whose attention reads every row's keys and shares well, but only while no finished track
-    waits for rendering, so that its listener is not kept waiting behind the composing.
+    short to share (one track alone was no faster on two cores). `cores` for a wide batch (a step
+    of 8 rows: 2.36 ms on 2 threads, 2.72 ms on one, bench/step.py), but only while no composed
+    track waits to be rendered, so that its listener is not kept waiting behind the composing.
     bench/load.py --users 8 (medians of 3 rounds): eight tracks at once in 6.7-6.9 s, against
-    7.6 s on one thread throughout."""
+    7.6 s on one thread throughout. The runner passes at most 4 cores: only 2 were measured.
+    """
     return cores if batch >= WIDE_BATCH and not renders_pending else 1
 
 

@@ -2,13 +2,14 @@
 
 Render threads inside the composing process held the GIL for their Python (the MIDI file, the
 piano roll, the audio clean-up) while the generation thread took it back after each of the few
-hundred torch ops of a step, so eight tracks at once composed about a second slower than the same
-batch with nothing rendering. Processes share only the cores with it. They are started with
-`spawn` (never a fork of a process running OpenMP) and run at a lower priority, so that on a
-small machine the scheduler keeps the generation thread on its core.
+hundred torch ops of a step; in processes, eight tracks at once took 7.6 s instead of 9.2 s
+(bench/load.py, one composing thread both ways). They are started with `spawn` (never a fork of a
+process running OpenMP), at a slightly lower priority so that a busy machine favours composing,
+and they ignore Ctrl-C: the parent stops them.
 
-A render process that dies (a crash in FluidSynth, the OOM killer) breaks the whole executor;
-the pool is then replaced and the track rendered once more, so no job is lost with it.
+A render process that dies (a crash in FluidSynth, the OOM killer) breaks the whole executor and
+fails every track it held. The pool is replaced, and each of those tracks is rendered again in a
+process of its own, so one track that always crashes fails only itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,7 +29,8 @@ from generator.track import RenderedTrack, render_track
 log = logging.getLogger(__name__)
 
 
-def _lower_priority(niceness: int) -> None:
+def _start_process(niceness: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     os.nice(niceness)
 
 
@@ -42,21 +45,22 @@ def _warm_up(soundfont: str | None) -> None:
 
 
 class RenderPool:
-    def __init__(self, workers: int, soundfont: str | None = None, niceness: int = 19):
+    def __init__(self, workers: int, soundfont: str | None = None, niceness: int = 5):
         self.workers, self.soundfont, self.niceness = workers, soundfont, niceness
-        self._pool = self._new_pool()
+        self._closed = False
+        self._pool = self._new_pool(workers)
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            self.workers,
+            workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority,
+            initializer=_start_process,
             initargs=(self.niceness,),
         )
 
     def warm_up(self) -> list[Future]:
-        """Start every render process and warm it up now, not while the first users' tracks wait.
-        A failure here (no soundfont, say) is left for the first track's render to report."""
+        """Start the render processes and warm them up now, not while the first users' tracks
+        wait. A failure here (no soundfont, say) is left for the first track's render to report."""
         futures = [self._pool.submit(_warm_up, self.soundfont) for _ in range(self.workers)]
         for future in futures:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: not logged at exit
@@ -64,18 +68,26 @@ class RenderPool:
 
     async def render(self, tokens: Sequence[int], tags: Tags, program: int = 0) -> RenderedTrack:
         loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            pool = self._pool
-            try:
-                return await loop.run_in_executor(pool, render_track, list(tokens), tags, program, self.soundfont)
-            except BrokenProcessPool:
-                if attempt == 2:
-                    raise
-                log.warning("a render process died; starting new ones and rendering the track again")
-                if self._pool is pool:  # the first of the tracks it took down replaces it
-                    self._pool = self._new_pool()
-                    pool.shutdown(wait=False, cancel_futures=True)
-        raise AssertionError("unreachable")
+        args = (render_track, list(tokens), tags, program, self.soundfont)
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, *args)
+        except BrokenProcessPool:
+            if self._closed:
+                raise
+            log.warning("a render process died; rendering the track %r again on its own", tags.title)
+            if self._pool is pool:  # the first of the tracks it took down replaces it
+                self._pool = self._new_pool(self.workers)
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.warm_up()
+        solo = self._new_pool(1)
+        try:
+            return await loop.run_in_executor(solo, *args)
+        finally:
+            solo.shutdown(wait=False, cancel_futures=True)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop the render processes: queued renders are dropped, running ones may finish."""
+        self._closed = True
+        pool = self._pool
+        await asyncio.wait_for(asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True), timeout)

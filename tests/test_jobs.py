@@ -401,11 +401,12 @@ def render_processes() -> list[int]:
     children = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         children += (task / "children").read_text().split()
-    return [
-        int(pid)
-        for pid in children
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and Path(f"/proc/{pid}").exists()
-    ]
+    found = []
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError):  # one that ended meanwhile
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+    return found
 
 
 async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track(env, caplog):
@@ -441,3 +442,29 @@ def test_a_small_model_composes_on_every_core_only_for_a_wide_batch_with_nothing
     assert small_model_threads(WIDE_BATCH, 0, cores=2) == 2
     assert small_model_threads(WIDE_BATCH, 1, cores=2) == 1  # a finished track gets the other core
     assert small_model_threads(WIDE_BATCH - 1, 0, cores=2) == 1
+
+
+async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env, tmp_path, monkeypatch):
+    """Rendering happens in processes of their own; a full disk there still reaches the user as
+    one, not as a vague failure, and the job ends instead of vanishing."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    monkeypatch.setenv("TMPDIR", str(disk))  # before start(): the render processes take it when they start
+    db, store = env
+    try:
+        runner = await started_runner(db, store)
+        try:
+            job_id = await runner.submit(req(tokens=400))
+            events = await collect(runner, job_id)
+        finally:
+            await runner.stop()
+    finally:
+        subprocess.run(["umount", str(disk)])
+    assert events[-1].kind == "failed" and "full disk" in events[-1].reason
+    job = await db.run(lambda s: s.get(Job, job_id))
+    assert job.state is JobState.failed and await count(db, Track) == 0
