@@ -552,8 +552,8 @@ def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
     short to share (one track alone was no faster on two cores). `cores` for a wide batch (a step
     of 8 rows: 2.36 ms on 2 threads, 2.72 ms on one, bench/step.py), but only while no composed
     track waits to be rendered, so that its listener is not kept waiting behind the composing.
-    bench/load.py --users 8 (medians of 3 rounds): eight tracks at once in 6.7-6.9 s, against
-    7.6 s on one thread throughout. The runner passes at most 4 cores: only 2 were measured.
+    bench/load.py --users 8 (medians of 3 rounds): eight tracks at once in 6.5-6.7 s, against
+    6.9 s on one thread throughout. The runner passes at most 4 cores: only 2 were measured.
     """
     return cores if batch >= WIDE_BATCH and not renders_pending else 1
 

@@ -2,8 +2,8 @@
 
 Render threads inside the composing process held the GIL for their Python (the MIDI file, the
 piano roll, the audio clean-up) while the generation thread took it back after each of the few
-hundred torch ops of a step; in processes, eight tracks at once took 7.6 s instead of 9.2 s
-(bench/load.py, one composing thread both ways). They are started with `spawn` (never a fork of a
+hundred torch ops of a step. In processes (and with attention reading keys in stored order),
+eight tracks at once took 6.9 s instead of 8.6-9.2 s (bench/load.py, one composing thread). They are started with `spawn` (never a fork of a
 process running OpenMP), at a slightly lower priority so that a busy machine favours composing,
 and they ignore Ctrl-C: the parent stops them.
 
