@@ -9,10 +9,11 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# FluidSynth with Debian's General MIDI soundfont, ffmpeg for MP3; python3 for CUDA bases without one.
+# FluidSynth with Debian's General MIDI soundfont, ffmpeg for MP3; python3 for CUDA bases without one;
+# tini as PID 1, to reap the ffmpeg of a render process that died (jobs/render_pool.py).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates \
+      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates tini \
       $(command -v python3 >/dev/null || echo python3 python3-pip python3-venv) \
  && rm -rf /var/lib/apt/lists/*
 
@@ -38,5 +39,5 @@ USER melomania
 ENV MELOMANIA_OUT_DIR=/data/out
 VOLUME ["/data"]
 
-ENTRYPOINT ["melomania"]
+ENTRYPOINT ["tini", "--", "melomania"]
 CMD ["--help"]
