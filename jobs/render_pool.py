@@ -3,9 +3,11 @@
 Render threads inside the composing process held the GIL for their Python (the MIDI file, the
 piano roll, the audio clean-up) while the generation thread took it back after each of the few
 hundred torch ops of a step. In processes (and with attention reading keys in stored order),
-eight tracks at once took 6.9 s instead of 8.6-9.2 s (bench/load.py, one composing thread). They are started with `spawn` (never a fork of a
-process running OpenMP), at a slightly lower priority so that a busy machine favours composing,
-and they ignore Ctrl-C: the parent stops them.
+eight tracks at once took 6.9 s instead of 8.6-9.2 s (bench/load.py, one composing thread).
+
+They are started with `spawn` (never a fork of a process running OpenMP), at a slightly lower
+priority so that a busy machine favours composing; they ignore Ctrl-C (the parent stops them)
+and die with their parent.
 
 A render process that dies (a crash in FluidSynth, the OOM killer) breaks the whole executor and
 fails every track it held. The pool is replaced, and each of those tracks is rendered again in a
@@ -15,6 +17,7 @@ process of its own, so one track that always crashes fails only itself.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -29,9 +32,27 @@ from generator.track import RenderedTrack, render_track
 log = logging.getLogger(__name__)
 
 
-def _start_process(niceness: int) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _start_process(niceness: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    _die_with(parent)
     os.nice(niceness)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the parent dies. A worker killed with SIGKILL (the OOM killer, a crash)
+    otherwise left its render processes idle for good, each holding a loaded soundfont: the task
+    queue's pipe never closes, since every process holds both of its ends. Linux signals the death
+    of the thread that started us: the event loop's, which lives as long as the runner."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl: not Linux
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
 
 
 def _warm_up(soundfont: str | None) -> None:
@@ -55,7 +76,7 @@ class RenderPool:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_process,
-            initargs=(self.niceness,),
+            initargs=(self.niceness, os.getpid()),
         )
 
     def warm_up(self) -> list[Future]:

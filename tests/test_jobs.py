@@ -468,3 +468,41 @@ async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env
     assert events[-1].kind == "failed" and "full disk" in events[-1].reason
     job = await db.run(lambda s: s.get(Job, job_id))
     assert job.state is JobState.failed and await count(db, Track) == 0
+
+
+def test_render_processes_die_with_a_process_killed_outright(tmp_path):
+    """A worker the OOM killer takes gets no chance to stop its render processes; they must not
+    stay behind, idle, each holding a soundfont."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import asyncio, os
+from jobs.render_pool import RenderPool
+async def main():
+    pool = RenderPool(2)
+    await asyncio.gather(*(asyncio.wrap_future(f) for f in pool.warm_up()))
+    print(*[p for t in os.listdir("/proc/self/task") for p in open(f"/proc/self/task/{t}/children").read().split()])
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+    def running(pid: int) -> bool:  # a zombie is dead, only not yet reaped by whoever adopted it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    root = Path(__file__).parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+    children = [int(p) for p in proc.stdout.readline().split()]
+    assert children and all(map(running, children))  # the render processes and multiprocessing's tracker
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(running, children)):
+        time.sleep(0.1)
+    assert not [p for p in children if running(p)]
