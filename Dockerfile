@@ -39,5 +39,5 @@ USER melomania
 ENV MELOMANIA_OUT_DIR=/data/out
 VOLUME ["/data"]
 
-ENTRYPOINT ["tini", "--", "melomania"]
+ENTRYPOINT ["tini", "-s", "--", "melomania"]
 CMD ["--help"]

@@ -237,8 +237,9 @@ def encode_mp3(
     done = subprocess.run(cmd, input=pcm.tobytes(), capture_output=True)
     if done.returncode != 0:
         said = " ".join(done.stderr.decode(errors="replace").split())
-        if "No space left on device" in said:  # a full disk, so that callers can say so
-            raise OSError(errno.ENOSPC, f"no space left to write {mp3_path.name}")
+        for message, code in (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT)):
+            if message in said:  # a full disk, so that callers can say so
+                raise OSError(code, f"{message.lower()}: could not write {mp3_path.name}")
         raise RenderError(f"ffmpeg failed: {said[:300]}")
 
 

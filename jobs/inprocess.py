@@ -129,7 +129,7 @@ class InProcessRunner(StoredDeliveries):
         try:
             await self._render_pool.close()
         except TimeoutError:
-            log.warning("render processes still busy after 10 s; leaving them to finish")
+            log.warning("render processes still busy after 10 s; they end with this process")
 
     async def _recover(self) -> None:
         """Jobs a crash left queued are resumed; running ones start again, unless they already

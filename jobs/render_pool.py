@@ -47,10 +47,12 @@ def _die_with(parent: int) -> None:
     queue's pipe never closes, since every process holds both of its ends. Linux signals the death
     of the thread that started us: the event loop's, which lives as long as the runner."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # no prctl: not Linux
         return
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("render process: could not ask to die with its parent: %s", os.strerror(ctypes.get_errno()))
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(0)
 
@@ -70,6 +72,11 @@ class RenderPool:
         self.workers, self.soundfont, self.niceness = workers, soundfont, niceness
         self._closed = False
         self._pool = self._new_pool(workers)
+        # Tracks a dead process took with it are rendered again one by one in pools of their own,
+        # at most `workers` at a time: a batch's worth of fresh processes, each loading the
+        # soundfont, could bring back the memory shortage that killed the first.
+        self._solo_slots = asyncio.Semaphore(workers)
+        self._solos: set[ProcessPoolExecutor] = set()
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -101,14 +108,24 @@ class RenderPool:
                 self._pool = self._new_pool(self.workers)
                 pool.shutdown(wait=False, cancel_futures=True)
                 self.warm_up()
-        solo = self._new_pool(1)
-        try:
-            return await loop.run_in_executor(solo, *args)
-        finally:
-            solo.shutdown(wait=False, cancel_futures=True)
+        async with self._solo_slots:
+            if self._closed:
+                raise BrokenProcessPool("the render pool was closed")
+            solo = self._new_pool(1)
+            self._solos.add(solo)
+            try:
+                return await loop.run_in_executor(solo, *args)
+            finally:
+                self._solos.discard(solo)
+                solo.shutdown(wait=False, cancel_futures=True)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop the render processes: queued renders are dropped, running ones may finish."""
         self._closed = True
-        pool = self._pool
-        await asyncio.wait_for(asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True), timeout)
+        pools = [self._pool, *self._solos]
+
+        def shut_down() -> None:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        await asyncio.wait_for(asyncio.to_thread(shut_down), timeout)
