@@ -445,27 +445,17 @@ def test_a_small_model_composes_on_every_core_only_for_a_wide_batch_with_nothing
     assert small_model_threads(WIDE_BATCH - 1, 0, cores=2) == 1
 
 
-async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env, tmp_path, monkeypatch):
+async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env, tiny_disk, monkeypatch):
     """Rendering happens in processes of their own; a full disk there still reaches the user as
     one, not as a vague failure, and the job ends instead of vanishing."""
-    import os
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    monkeypatch.setenv("TMPDIR", str(disk))  # before start(): the render processes take it when they start
+    monkeypatch.setenv("TMPDIR", str(tiny_disk))  # before start(): the render processes take it when they start
     db, store = env
+    runner = await started_runner(db, store)
     try:
-        runner = await started_runner(db, store)
-        try:
-            job_id = await runner.submit(req(tokens=400))
-            events = await collect(runner, job_id)
-        finally:
-            await runner.stop()
+        job_id = await runner.submit(req(tokens=400))
+        events = await collect(runner, job_id)
     finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+        await runner.stop()
     assert events[-1].kind == "failed" and "full disk" in events[-1].reason
     job = await db.run(lambda s: s.get(Job, job_id))
     assert job.state is JobState.failed and await count(db, Track) == 0

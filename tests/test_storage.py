@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from datetime import timedelta
 
 import pytest
@@ -268,17 +267,6 @@ async def test_retention_deletes_old_unfavourited_files_but_keeps_the_recipe(db,
     assert expired.status is TrackStatus.expired and expired.mp3_key is None
     assert unpack_tokens(expired.tokens) and expired.seed == 1  # re-renderable
     assert store.exists(kept.mp3_key) and store.exists(new.mp3_key) and not store.exists(old.mp3_key)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs: a real full disk. Needs root (as CI and make test run)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    yield mount
-    subprocess.run(["umount", str(mount)])
 
 
 async def test_a_full_disk_is_a_clear_error_and_leaves_no_rows(db, tiny_disk):
