@@ -50,18 +50,23 @@ async def collect(runner, job_id, timeout=60.0):
     return events
 
 
+async def compose_one(db, store, request: ComposeRequest) -> tuple[int, list]:
+    """A fresh runner composes `request` to its end: the job id and every event, in order."""
+    runner = await started_runner(db, store)
+    try:
+        job_id = await runner.submit(request)
+        return job_id, await collect(runner, job_id)
+    finally:
+        await runner.stop()
+
+
 async def count(db, model_, *where) -> int:
     return await db.run(lambda s: s.scalar(select(func.count()).select_from(model_).where(*where)))
 
 
 async def test_events_arrive_in_order_and_end_with_a_stored_track(env):
     db, store = env
-    runner = await started_runner(db, store)
-    try:
-        job_id = await runner.submit(req(tokens=120))
-        events = await collect(runner, job_id)
-    finally:
-        await runner.stop()
+    job_id, events = await compose_one(db, store, req(tokens=120))
     kinds = [e.kind for e in events]
     assert kinds[0] in ("queued", "running") and kinds[-2:] == ["rendering", "done"]
     order = {"queued": 0, "running": 1, "rendering": 2, "done": 3}
@@ -450,12 +455,7 @@ async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env
     one, not as a vague failure, and the job ends instead of vanishing."""
     monkeypatch.setenv("TMPDIR", str(tiny_disk))  # before start(): the render processes take it when they start
     db, store = env
-    runner = await started_runner(db, store)
-    try:
-        job_id = await runner.submit(req(tokens=400))
-        events = await collect(runner, job_id)
-    finally:
-        await runner.stop()
+    job_id, events = await compose_one(db, store, req(tokens=400))
     assert events[-1].kind == "failed" and "full disk" in events[-1].reason
     job = await db.run(lambda s: s.get(Job, job_id))
     assert job.state is JobState.failed and await count(db, Track) == 0
