@@ -49,6 +49,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # data
     genre_balance: float = 0.5  # genre weight ∝ tokens^balance: 0 uniform, 1 proportional
+    genre_weights: dict[str, float] | None = None  # then × these (a genre not named: 1; 0 leaves it out)
     transpose: int = 5
     stretch: float = 0.1
     velocity_jitter: int = 2
@@ -128,6 +129,10 @@ class Batches:
         self.shards = {g: s for g, s in shards.items() if s.n_pieces}
         self.genres = list(self.shards)
         w = np.array([self.shards[g].n_tokens for g in self.genres], dtype=np.float64) ** cfg.genre_balance
+        weights = {V.canonical_genre(g): float(x) for g, x in (cfg.genre_weights or {}).items()}
+        w *= np.array([weights.get(g, 1.0) for g in self.genres])
+        if not (w >= 0).all() or w.sum() <= 0:
+            raise ValueError(f"genre_weights must be at least 0 and leave a genre to train on, got {cfg.genre_weights}")
         self.p = w / w.sum()
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)

@@ -132,3 +132,20 @@ def test_sigterm_finishes_the_step_then_checkpoints(dataset, tmp_path):
     trainer.run(on_step=stop_at_three)
     assert trainer.step == 3
     assert Trainer(cfg, resume=True).step == 3
+
+
+def test_genre_weights_scale_how_often_each_genre_is_drawn(dataset, tmp_path):
+    from generator.train import Batches
+
+    shards = {g: Shard.load(dataset, g, "train") for g in V.GENRES}
+    cfg = tiny_config(dataset, tmp_path, genre_balance=0.0, genre_weights={"jazz": 0, "ambient": 3})
+    batches = Batches(shards, cfg)
+    drawn = {g: 0 for g in V.GENRES}
+    for _ in range(40):
+        x, _ = batches.next()
+        for first in x[:, 0].tolist():
+            drawn[V.GENRES[first - V.GENRE]] += 1
+    assert drawn["jazz"] == 0
+    assert drawn["calm"] > 2 * max(drawn["classic"], drawn["pop"])  # 3:1:1 expected
+    with pytest.raises(ValueError, match="genre_weights"):
+        Batches(shards, tiny_config(dataset, tmp_path, genre_weights={g: 0 for g in V.GENRES}))
