@@ -75,7 +75,8 @@ def for_decoding(model: nn.Module) -> nn.Module:
     row, so a piece composed among rows of other lengths can differ from the same seed composed
     alone. fp32 only makes that unlikely, not impossible: in our check none came apart (8
     thirty-second pieces joining a running batch one by one, against each composed alone),
-    where with bfloat16 products 5 of the 8 did.
+    where with bfloat16 products 2 of the 8 did (5 of 8 before attention read keys in their
+    stored order).
     """
     weight = model.embedding.weight
     exact = getattr(model, "exact_decoding", False)

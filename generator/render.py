@@ -134,10 +134,12 @@ def openmp_threads(n: int) -> Iterator[None]:
     """Run the block with at most `n` OpenMP threads on this thread, if OpenMP is loaded.
 
     FluidSynth reads a soundfont's samples with an OpenMP team, and it shares one libgomp with
-    torch (the same soname, loaded once). A render thread's team outlives the load; with it and
-    the generation thread's team together holding more threads than there are cores, libgomp
-    stops spinning and sleeps between parallel regions, and every later track composed with 2
-    torch threads took 3.3-3.9 s instead of 1.7-1.9 s. One thread loads the font just as well."""
+    torch (the same soname, loaded once) wherever one process both composes and renders, as the
+    CLI does (the job runner renders in processes of its own). A render thread's team outlives
+    the load; with it and the composing thread's team together holding more threads than there
+    are cores, libgomp stops spinning and sleeps between parallel regions, and every later track
+    composed with 2 torch threads took 3.3-3.9 s instead of 1.7-1.9 s. One thread loads the font
+    just as well."""
     try:
         gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the one loaded, if any
     except OSError:  # FluidSynth built without OpenMP, or not Linux

@@ -74,7 +74,7 @@ class InProcessRunner(StoredDeliveries):
         settings: RunnerSettings = RunnerSettings(),
         soundfont: str | None = None,
     ):
-        self.db, self.store, self.settings, self.soundfont = db, store, settings, soundfont
+        self.db, self.store, self.settings = db, store, settings
         self._load_model = load_model
         self._incoming: queue.SimpleQueue[tuple[int, GenerationRequest] | None] = queue.SimpleQueue()
         self._cancelled: set[int] = set()
