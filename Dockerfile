@@ -10,10 +10,11 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # FluidSynth with Debian's General MIDI soundfont, ffmpeg for MP3; python3 for CUDA bases without one;
-# tini as PID 1, to reap the ffmpeg of a render process that died (jobs/render_pool.py).
+# tini as PID 1, to reap the ffmpeg of a render process that died (jobs/render_pool.py); gcc to build
+# the attention kernel for the CPU the container runs on (generator/attention_kernel.py).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates tini \
+      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates tini gcc \
       $(command -v python3 >/dev/null || echo python3 python3-pip python3-venv) \
  && rm -rf /var/lib/apt/lists/*
 

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := python3-venv fluidsynth fluid-soundfont-gm ffmpeg postgresql redis-server
+APT_PACKAGES := python3-venv gcc fluidsynth fluid-soundfont-gm ffmpeg postgresql redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test lint bench clean
@@ -11,7 +11,7 @@ setup: system-deps $(VENV)/.installed
 
 # Skipped when everything is already there, so `make setup` is quick the second time.
 system-deps:
-	@if command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
+	@if command -v gcc >/dev/null && command -v fluidsynth >/dev/null && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
 	    && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	    && command -v redis-server >/dev/null && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then :; else \
 	  echo "installing $(APT_PACKAGES)"; \

@@ -1,11 +1,12 @@
-"""What one decode step costs at each batch size, fp32 products against the prepacked bfloat16
-ones the decoder uses (generator/packed.py), side by side in one run.
+"""What one decode step costs at each batch size, side by side in one run: fp32 throughout; with
+the prepacked bfloat16 products alone (generator/packed.py); and as the decoder runs, those
+products with the bfloat16 cache and its attention kernel (generator/attention_kernel.py).
 
     python bench/step.py [--checkpoint PATH] [--tokens 512] [--batches 1,2,4,8,16] [--threads 1]
 
 Every row writes the same number of tokens, so pieces of different density do not blur the
 figures. What batching costs is the step at batch B over the step at batch 1: 1.0 would be
-free. Last line: step_ratio_8_fp32=… step_ratio_8_packed=… (batch 8 over batch 1).
+free. Last line: step_ratio_8_fp32=… step_ratio_8_packed=… step_ratio_8_decoder=… (batch 8 over 1).
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import torch
 from generator import GenerationRequest, load_model, preset_sampling
 from generator import vocab as V
 from generator.decoding import BatchDecoder
-from generator.packed import supported
+from generator.packed import for_decoding
 
 
-def ms_per_step(model, batch: int, tokens: int, packed: bool) -> float:
+def ms_per_step(model, batch: int, tokens: int) -> float:
+    """`model` as the decoder will run it (already through for_decoding, or plain fp32)."""
     requests = [
         GenerationRequest(g, preset_sampling(g, model.presets), max_new_tokens=tokens, seed=10 + i)
         for i, g in zip(range(batch), V.GENRES * batch)
     ]
-    decoder = BatchDecoder(model, packed=packed)
+    decoder = BatchDecoder(model, packed=False)
     decoder.add(requests)
     t0 = time.perf_counter()
     steps = 0
@@ -50,23 +52,22 @@ def main() -> None:
     ckpt = args.checkpoint or Settings().checkpoint_path()
     model = load_model(ckpt)
     batches = [int(b) for b in args.batches.split(",")]
-    kinds = [False, True] if supported() else [False]
-    for packed in kinds:  # warm-up, both ways: allocator, MKL and oneDNN kernels
-        ms_per_step(model, 1, 32, packed=packed)
+    variants = {"fp32": model.eval(), "packed": for_decoding(model, kernel=False), "decoder": for_decoding(model)}
     print(f"checkpoint {ckpt}: {args.tokens} tokens per row, {args.threads} torch thread(s)")
-    if not supported():
-        print("this CPU has no native bfloat16 products: the decoder keeps fp32, so only fp32 is timed")
-    print(
-        f"{'batch':>5} "
-        + " ".join(f"{name:>22}" for name in ("fp32 ms/step (× first)", "packed ms/step (× first)")[: len(kinds)])
-    )
-    table = {b: [ms_per_step(model, b, args.tokens, k) for k in kinds] for b in batches}
+    for name, decoding in list(variants.items())[1:]:
+        if decoding is model or (name == "decoder" and decoding.kv_dtype is None):
+            print(f"{name}: not available on this machine (see the log), so not timed")
+            del variants[name]
+    for decoding in variants.values():  # warm-up: allocator, MKL and oneDNN kernels
+        ms_per_step(decoding, 1, 32)
+    print(f"{'batch':>5} " + " ".join(f"{name + ' ms/step (× first)':>24}" for name in variants))
+    table = {b: [ms_per_step(decoding, b, args.tokens) for decoding in variants.values()] for b in batches}
     base = table[batches[0]]
     for b, row in table.items():
-        print(f"{b:>5} " + " ".join(f"{ms:>14.2f} ({ms / base[i]:.2f}×)" for i, ms in enumerate(row)))
+        print(f"{b:>5} " + " ".join(f"{ms:>16.2f} ({ms / base[i]:.2f}×)" for i, ms in enumerate(row)))
     if 8 in table and 1 in table:
-        ratios = [table[8][i] / table[1][i] for i in range(len(kinds))]
-        print(" ".join(f"step_ratio_8_{name}={r:.2f}" for name, r in zip(("fp32", "packed"), ratios)))
+        ratios = [table[8][i] / table[1][i] for i in range(len(variants))]
+        print(" ".join(f"step_ratio_8_{name}={r:.2f}" for name, r in zip(variants, ratios)))
 
 
 if __name__ == "__main__":

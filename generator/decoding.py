@@ -104,7 +104,8 @@ class BatchDecoder:
     """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty."""
 
     def __init__(self, model: MusicTransformer, initial_capacity: int = 256, packed: bool = True):
-        """`packed`: bfloat16 products where the CPU has them (packed.py); False keeps fp32."""
+        """`packed`: bfloat16 products and cache where this machine has them (packed.for_decoding);
+        False keeps fp32."""
         self.model = for_decoding(model.eval()) if packed else model.eval()
         self.max_len = model.config.max_len
         self.rows: list[Row] = []

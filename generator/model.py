@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import vocab
+from .attention_kernel import AttentionKernel
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class RelativeSelfAttention(nn.Module):
         self.out_proj = nn.Linear(C, C)
         self.dropout = config.dropout
         self.in_proj: nn.Module | None = None  # a faster kernel for the same product (packed.py)
+        self.attend: AttentionKernel | None = None  # a step's attention over a bfloat16 cache
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,19 +155,21 @@ class RelativeSelfAttention(nn.Module):
             k_cache[:, :, plan.uniform] = k[:, :, 0]
             v_cache[:, :, plan.uniform] = v[:, :, 0]
         else:
-            k_cache[plan.rows, :, plan.positions] = k[:, :, 0]
-            v_cache[plan.rows, :, plan.positions] = v[:, :, 0]
+            k_cache[plan.rows, :, plan.positions] = k[:, :, 0].to(k_cache.dtype)
+            v_cache[plan.rows, :, plan.positions] = v[:, :, 0].to(v_cache.dtype)
         T = plan.width
         keys, values = k_cache[:, :, :T], v_cache[:, :, :T]  # views, no copy
         Er = self.Er[self.Er.shape[0] - T :]  # distances T-1 … 0
         rel = q @ Er.transpose(0, 1)  # (B, H, 1, T): one small product, not a re-run
         if plan.shift is not None:  # rows shorter than the widest see their distances shifted
             rel = rel.gather(-1, plan.shift)
+        if plan.mask is not None:
+            rel = rel.masked_fill(plan.mask, float("-inf"))
+        if self.attend is not None:
+            return self._merge(self.attend(q[:, :, 0], k_cache, v_cache, rel[:, :, 0], plan.valid)[:, :, None])
         # keys @ q, not q @ keysᵀ: the same dot products, but MKL reads each (row, head)'s keys
         # in their stored order; 8 rows at once step 8 % faster (the keys no longer fit in cache).
         scores = (keys @ q.transpose(-2, -1)).transpose(-2, -1) + rel
-        if plan.mask is not None:
-            scores = scores.masked_fill(plan.mask, float("-inf"))
         return self._merge(scores.softmax(-1) @ values)
 
 
@@ -175,6 +179,7 @@ class StepPlan:
 
     width: int  # keys to attend to: the longest row after this step
     uniform: int | None  # the write position when every row has the same length
+    valid: torch.Tensor  # (B,) keys each row attends to: its length after this step
     rows: torch.Tensor | None = None
     positions: torch.Tensor | None = None
     shift: torch.Tensor | None = None  # (B, 1, 1, T) gather index into the relative logits
@@ -184,7 +189,7 @@ class StepPlan:
     def for_lengths(cls, lengths: torch.Tensor, n_heads: int) -> StepPlan:
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo == hi:
-            return cls(width=hi + 1, uniform=hi)
+            return cls(width=hi + 1, uniform=hi, valid=lengths + 1)
         B, T = lengths.shape[0], hi + 1
         j = torch.arange(T, device=lengths.device)
         # key j of row b is at distance lengths[b]-j; the relative logits are laid out for
@@ -193,6 +198,7 @@ class StepPlan:
         return cls(
             width=T,
             uniform=None,
+            valid=lengths + 1,
             rows=torch.arange(B, device=lengths.device),
             positions=lengths,
             shift=shift[:, None, None, :].expand(B, n_heads, 1, T),
@@ -244,6 +250,8 @@ class PositionalEncoding(nn.Module):
 
 
 class MusicTransformer(nn.Module):
+    kv_dtype: torch.dtype | None = None  # the cache's type, when not the weights' (packed.for_decoding)
+
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
@@ -284,7 +292,7 @@ class MusicTransformer(nn.Module):
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         p = self.embedding.weight
-        return KVCache(self.config, batch, capacity, device=p.device, dtype=p.dtype)
+        return KVCache(self.config, batch, capacity, device=p.device, dtype=self.kv_dtype or p.dtype)
 
     def prefill(self, sequences: list[list[int]], capacity: int) -> tuple[torch.Tensor, KVCache]:
         """Encode prompts of any lengths into a fresh cache; returns each row's last logits (B, V)."""

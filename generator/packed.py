@@ -66,32 +66,46 @@ class PackedLinear(nn.Module):
         return y.float().reshape(*x.shape[:-1], self.out_features)
 
 
-def for_decoding(model: nn.Module) -> nn.Module:
-    """An inference copy of `model` whose projections are PackedLinear, when the CPU has native
-    bfloat16 and the model sits on it in fp32; otherwise `model` itself.
+def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
+    """An inference copy of `model` for decoding on this CPU, or `model` itself where nothing
+    here would be faster. The copy's projections are PackedLinear when the CPU has native
+    bfloat16, and its key/value cache is bfloat16, read by the attention kernel, where a C
+    compiler could build that (attention_kernel.py; `kernel=False` keeps the fp32 cache). Only a
+    model on the CPU in fp32 is changed.
 
     A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout. Rounding
-    to bfloat16 magnifies the last-bit differences that attention picks up from the batch's widest
-    row, so a piece composed among rows of other lengths can differ from the same seed composed
-    alone. fp32 only makes that unlikely, not impossible: in our check none came apart (8
-    thirty-second pieces joining a running batch one by one, against each composed alone),
-    where with bfloat16 products 2 of the 8 did (5 of 8 before attention read keys in their
-    stored order).
+    to bfloat16 magnifies the last-bit differences that a row picks up from the batch's widest
+    row (the relative logits and the softmax run at that width), so a piece composed among rows
+    of other lengths can differ from the same seed composed alone. fp32 only makes that unlikely,
+    not impossible. In our check (8 thirty-second pieces joining a running batch one step apart,
+    against each composed alone), none came apart in fp32; with bfloat16, 1 of the 8 did (2 with
+    the fp32 cache, 5 before attention read keys in their stored order).
     """
     weight = model.embedding.weight
     exact = getattr(model, "exact_decoding", False)
-    if exact or weight.device.type != "cpu" or weight.dtype != torch.float32 or not supported():
+    if exact or weight.device.type != "cpu" or weight.dtype != torch.float32 or getattr(model, "decoding_copy", False):
         return model
+    from .attention_kernel import load
     from .model import RelativeSelfAttention
 
+    pack = supported()
+    attend = load() if kernel and model.config.head_dim % 16 == 0 else None
+    if not pack and attend is None:
+        return model
     # The copy shares every tensor with the model (no second set of fp32 weights); only its
     # projections are new.
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     fast = copy.deepcopy(model, memo=shared).eval()
     for module in list(fast.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, name, PackedLinear(child.weight, child.bias))
+        if pack:
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, PackedLinear(child.weight, child.bias))
         if isinstance(module, RelativeSelfAttention):
-            module.in_proj = PackedLinear(module.in_proj_weight, module.in_proj_bias)
+            if pack:
+                module.in_proj = PackedLinear(module.in_proj_weight, module.in_proj_bias)
+            module.attend = attend
+    if attend is not None:
+        fast.kv_dtype = torch.bfloat16
+    fast.decoding_copy = True  # already prepared: a decoder handed this copy uses it as it is
     return fast

@@ -478,6 +478,7 @@ class InProcessRunner(StoredDeliveries):
         tries = self._tries.get(job_id, 1)
         new = tokens[1 + len(request.primer) :]  # judged on what was composed, not on the primer
         if is_degenerate(new) and tries < self.settings.max_tries:
+            log.info("job %s: the piece came out degenerate, composing it again (try %d)", job_id, tries + 1)
             self._tries[job_id] = tries + 1
             self._incoming.put((job_id, replace(request, seed=(request.seed or 0) + RESEED * tries)))
             return

@@ -1,0 +1,139 @@
+"""The decode-step attention kernel over a bfloat16 cache (generator/attention.c), built here with
+the machine's compiler as the decoder builds it, against plain torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from generator import GenerationRequest, ModelConfig, MusicTransformer, generate
+from generator.attention_kernel import build, load, reference
+from generator.packed import for_decoding
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    built = load()
+    assert built is not None, "the test command installs a C compiler; the kernel must build"
+    return built
+
+
+def inputs(batch: int, heads: int, capacity: int, dim: int, valid: list[int], seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, dim, generator=gen)
+    k_cache, v_cache = (torch.randn(batch, heads, capacity, dim, generator=gen).bfloat16() for _ in range(2))
+    width = max(valid)
+    bias = torch.randn(batch, heads, width, generator=gen)
+    lengths = torch.tensor(valid)
+    bias[torch.arange(width) >= lengths[:, None, None].expand(batch, heads, width)] = float("-inf")
+    return q, k_cache, v_cache, bias, lengths
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "capacity", "dim", "valid"),
+    [
+        (1, 4, 64, 64, [2]),  # the first step after a one-token prompt
+        (3, 4, 300, 64, [300, 17, 256]),  # a row at the cache's full capacity, rows far apart
+        (2, 2, 40, 80, [33, 40]),  # a head size past one block of 64
+        (8, 1, 20, 16, [20] * 8),
+    ],
+)
+def test_the_kernel_matches_plain_torch(kernel, batch, heads, capacity, dim, valid):
+    args = inputs(batch, heads, capacity, dim, valid)
+    out = kernel(*args)
+    assert out.shape == (batch, heads, dim) and out.dtype == torch.float32
+    torch.testing.assert_close(out, reference(*args), atol=1e-5, rtol=1e-4)
+
+
+def test_a_row_never_reads_past_its_own_positions(kernel):
+    q, k_cache, v_cache, bias, valid = inputs(2, 4, 64, 64, [10, 50])
+    before = kernel(q, k_cache, v_cache, bias, valid)
+    k_cache[0, :, 10:], v_cache[0, :, 10:] = float("nan"), float("nan")  # stale memory past row 0's end
+    after = kernel(q, k_cache, v_cache, bias, valid)
+    assert torch.equal(before, after)
+
+
+def test_a_row_comes_out_the_same_bit_for_bit_whatever_rows_share_the_batch(kernel):
+    q, k_cache, v_cache, bias, valid = inputs(3, 4, 128, 64, [90, 128, 7])
+    together = kernel(q, k_cache, v_cache, bias, valid)
+    alone = kernel(q[:1], k_cache[:1], v_cache[:1], bias[:1, :, :90], valid[:1])
+    assert torch.equal(together[0], alone[0])
+
+
+def test_bad_arguments_are_refused_with_the_reason(kernel):
+    q, k_cache, v_cache, bias, valid = inputs(1, 2, 16, 16, [16])
+    with pytest.raises(ValueError, match="contiguous bfloat16"):
+        kernel(q, k_cache.float(), v_cache, bias, valid)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        kernel(q[..., :8], k_cache[..., :8].contiguous(), v_cache[..., :8].contiguous(), bias, valid)
+    with pytest.raises(ValueError, match="one length per row"):
+        kernel(q, k_cache, v_cache, bias, torch.tensor([16, 16]))
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        kernel(q, k_cache, v_cache[:, :1].contiguous(), bias, valid)
+    with pytest.raises(ValueError, match=r"width 17 in 1\.\.16"):
+        kernel(q, k_cache, v_cache, torch.zeros(1, 2, 17), valid)
+    # A length out of range is clamped to the row: below zero, nothing is read.
+    assert torch.equal(kernel(q, k_cache, v_cache, torch.zeros(1, 2, 16), torch.tensor([-5])), torch.zeros(1, 2, 16))
+
+
+def test_the_decoding_copy_stores_a_bfloat16_cache_and_composes_close_to_fp32(kernel):
+    model = tiny_model(max_len=128)
+    fast = for_decoding(model)
+    assert fast.kv_dtype == torch.bfloat16
+    assert fast.new_cache(1, 8).k[0].dtype == torch.bfloat16
+    fp32_cache = for_decoding(model, kernel=False)
+    assert fp32_cache.kv_dtype is None
+    # The same cached steps either way: logits apart by bfloat16 rounding of keys and values only.
+    prompts = [[390, 256 + 20, 60, 300], [391, 300]]
+    with torch.inference_mode():
+        (a, cache_a), (b, cache_b) = (m.prefill(prompts, 64) for m in (fast, fp32_cache))
+        for token in (60 + 128, 310, 64):
+            tokens = torch.tensor([token, token])
+            a, b = fast.step(tokens, cache_a), fp32_cache.step(tokens, cache_b)
+            torch.testing.assert_close(a, b, atol=0.05, rtol=0.0)
+    assert generate(fast, [GenerationRequest("jazz", max_new_tokens=40, seed=3)])[0].new_tokens
+
+
+def test_a_head_size_the_kernel_cannot_read_keeps_the_fp32_cache():
+    model = MusicTransformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, max_len=64)).eval()  # head size 8
+    assert getattr(for_decoding(model), "kv_dtype", None) is None
+
+
+def test_without_a_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path):
+    """A fresh process, as a machine without a compiler would start: no kernel, a warning in the
+    log, and a piece composed all the same."""
+    with pytest.raises(subprocess.CalledProcessError):
+        build(compiler="false")  # `false --version` fails as a missing compiler would
+    script = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from conftest import tiny_model\n"
+        "from generator import GenerationRequest, generate\n"
+        "from generator.packed import for_decoding\n"
+        "fast = for_decoding(tiny_model(max_len=64))\n"
+        "assert getattr(fast, 'kv_dtype', None) is None, fast.kv_dtype\n"
+        "print(len(generate(fast, [GenerationRequest('pop', max_new_tokens=20, seed=1)])[0].new_tokens))\n"
+    )
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "XDG_CACHE_HOME": str(tmp_path)}
+    tests_dir = os.path.dirname(__file__)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tests_dir, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "20"
+    assert done.stderr.count("the attention kernel is unavailable") == 1
+    assert not list(tmp_path.glob("melomania/kernels/*.so"))
+
+
+def test_a_kernel_directory_others_could_write_to_is_never_used(tmp_path, monkeypatch):
+    shared = tmp_path / "melomania" / "kernels"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)  # anyone could plant a library there, and we would load it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = build()
+    assert shared not in built.parents
+    assert built.parent.stat().st_mode & 0o077 == 0 and built.exists()
