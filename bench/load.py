@@ -5,8 +5,12 @@ runner (generation batched across users, rendering beside it, rows and files sto
 
 Reports one user's track alone, then everyone at once: throughput, p50/p95 time to result and
 the batching gain. Each round draws new seeds: how long 30 s of music takes to write depends on
-the piece (600-2,800 events), and everyone at once lasts as long as the busiest piece, so one
-set of seeds can flatter or wrong a change that only alters which pieces come out. Last line,
+the piece (600-3,000 events), and everyone at once lasts as long as the busiest piece, so one
+set of seeds can flatter or wrong a change that only alters which pieces come out. Each round
+says how much longer its busiest piece is than the pieces alone (the length factor): the ratio
+is about that times what a step of the whole batch costs over a step of one row. Then each of
+the jobs runs again alone, so that what batching costs is seen with the pieces held fixed: each
+user's track at once over the same track alone, and everyone at once over the slowest alone. Last line,
 medians over the rounds: users=… single_s=… concurrent_s=… ratio=… (the median of the rounds'
 concurrent / single, so not always concurrent_s / single_s).
 """
@@ -25,11 +29,12 @@ from jobs.inprocess import InProcessRunner, RunnerSettings
 from storage import Database, LocalArtifactStore
 
 
-async def run_jobs(runner: InProcessRunner, requests: list[ComposeRequest]) -> tuple[list[float], float]:
+async def run_jobs(runner: InProcessRunner, requests: list[ComposeRequest]) -> tuple[list[float], float, list[int]]:
     """Submit all at once; seconds from submission to the 'done' event per job, and to the last
-    job's 'rendering' event (when composing ended and only rendering was left)."""
+    job's 'rendering' event (when composing ended and only rendering was left); the tracks' ids."""
     t0 = time.perf_counter()
     composed: list[float] = []
+    tracks: list[int] = []
 
     async def one(r: ComposeRequest) -> float:
         job_id = await runner.submit(r)
@@ -39,11 +44,23 @@ async def run_jobs(runner: InProcessRunner, requests: list[ComposeRequest]) -> t
             if event.terminal:
                 if event.kind != "done":
                     raise RuntimeError(f"job {job_id} ended {event.kind}: {event.reason}")
+                tracks.append(event.track_id)
                 break
         return time.perf_counter() - t0
 
     done = list(await asyncio.gather(*(one(r) for r in requests)))
-    return done, max(composed)
+    return done, max(composed), tracks
+
+
+async def events_written(db: Database, track_ids: list[int]) -> list[int]:
+    """How many events each track's piece has (its tokens are stored as uint16)."""
+    from sqlalchemy import func, select
+
+    from storage.models import Track
+
+    async with db.sessions() as session:
+        rows = await session.execute(select(func.length(Track.tokens)).where(Track.id.in_(track_ids)))
+        return [n // 2 for (n,) in rows]
 
 
 async def main() -> None:
@@ -83,6 +100,10 @@ async def main() -> None:
             await db.dispose()
     single, concurrent = (statistics.median(x[k] for x in rounds) for k in ("single", "concurrent"))
     ratio = statistics.median(x["concurrent"] / x["single"] for x in rounds)
+    factor = statistics.median(x["length_factor"] for x in rounds)
+    print(f"median length factor (busiest piece at once over the mean piece alone): {factor:.2f}")
+    worst, over = (statistics.median(x[k] for x in rounds) for k in ("worst_slowdown", "over_slowest"))
+    print(f"medians against the same jobs alone: worst user {worst:.2f}x; all at once over the slowest {over:.2f}x")
     print(f"users={args.users} single_s={single:.2f} concurrent_s={concurrent:.2f} ratio={ratio:.2f}")
 
 
@@ -93,16 +114,18 @@ async def one_round(runner: InProcessRunner, args, genres: list[str], seed: int)
         await run_jobs(runner, [ComposeRequest("cli", "solo", g, seconds=args.seconds, seed=seed)])
         for g in genres[: min(len(genres), args.users)]
     ]
-    single = statistics.mean(done for (done,), _ in alone)
-    single_composed = statistics.mean(c for _, c in alone)
+    single = statistics.mean(done for (done,), _, _ in alone)
+    single_composed = statistics.mean(c for _, c, _ in alone)
+    alone_events = statistics.mean(await events_written(runner.db, [t for _, _, ids in alone for t in ids]))
     requests = [
         ComposeRequest("cli", f"user{u}", genres[u % 4], seconds=args.seconds, seed=seed + 100 + u * 10 + j)
         for u in range(args.users)
         for j in range(args.jobs)
     ]
     t0 = time.perf_counter()
-    latencies, composed = await run_jobs(runner, requests)
+    latencies, composed, tracks = await run_jobs(runner, requests)
     concurrent = time.perf_counter() - t0
+    busiest = max(await events_written(runner.db, tracks))
     n = len(requests)
     lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
@@ -116,7 +139,28 @@ async def one_round(runner: InProcessRunner, args, genres: list[str], seed: int)
         f"  batching gain: {n * single / concurrent:.1f}x the throughput of one at a time; "
         f"ratio {concurrent / single:.2f}"
     )
-    return {"single": single, "concurrent": concurrent}
+    # All at once lasts as long as its busiest piece: the ratio is about this length factor times
+    # what a batch's step costs over one row's (bench/step.py).
+    print(
+        f"  the busiest piece has {busiest} events, {busiest / alone_events:.2f}x the mean of the pieces alone "
+        f"({alone_events:.0f}); ratio over that: {concurrent / single / (busiest / alone_events):.2f}"
+    )
+    # The same jobs again, each alone: what batching costs each user, with the piece held fixed
+    # (the same seed writes the same piece alone, bar the rare one that bfloat16 tips elsewhere).
+    own = [(await run_jobs(runner, [r]))[0][0] for r in requests]
+    slowdown = sorted(at_once / alone for at_once, alone in zip(latencies, own))
+    print(
+        f"  each job alone again: {statistics.mean(own):.2f} s mean, slowest {max(own):.2f} s; a user's own track "
+        f"at once over alone: median {statistics.median(slowdown):.2f}x, worst {slowdown[-1]:.2f}x; "
+        f"all at once over the slowest alone: {concurrent / max(own):.2f}x"
+    )
+    return {
+        "single": single,
+        "concurrent": concurrent,
+        "length_factor": busiest / alone_events,
+        "worst_slowdown": slowdown[-1],
+        "over_slowest": concurrent / max(own),
+    }
 
 
 if __name__ == "__main__":
