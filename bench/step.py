@@ -6,7 +6,8 @@ products with the bfloat16 cache and its attention kernel (generator/attention_k
 
 Every row writes the same number of tokens, so pieces of different density do not blur the
 figures. What batching costs is the step at batch B over the step at batch 1: 1.0 would be
-free. Last line: step_ratio_8_fp32=… step_ratio_8_packed=… step_ratio_8_decoder=… (batch 8 over 1).
+free. Last line: step_ratio_8_fp32=… step_ratio_8_packed=… step_ratio_8_decoder=… (batch 8 over 1;
+a variant this machine cannot run is left out).
 """
 
 from __future__ import annotations

@@ -4,20 +4,24 @@
  *
  * Why by hand: ATen has no kernel for fp32 queries against bfloat16 keys, and the cache does not
  * fit the CPU's caches at a batch of eight, so these two loops are limited by memory. They read
- * each key and value once, in the order they lie, and prefetch a few positions ahead; GCC's
- * vector extensions keep them portable (AVX-512, AVX2, NEON: whatever -march=native offers).
+ * each key and value once, keys in the order they lie and values 64 columns at a time (one pass
+ * for the 64-wide heads of our models), and prefetch a few positions ahead; GCC's vector
+ * extensions keep them portable (AVX-512, AVX2, NEON: whatever -march=native offers).
  *
  * Freestanding on purpose: no headers, no libc, so a bare `gcc` package is enough to build it.
  * Layout: row r = batch * heads + head; row r's position t starts at r * row_stride + t * dim;
  * dim is a multiple of 16. Row r reads only its own positions, 0 … valid[r / heads] - 1: rows of
  * a batch differ in length by hundreds of positions once some have slid their window, and
- * reading to the longest row's end cost a third more. Each row's sums run over its own positions
- * in one fixed order, so a row's result never depends on the other rows.
+ * reading to the longest row's end cost a third more. The sums here run over a row's own
+ * positions in one fixed order, whatever else is in the batch (the softmax between the two
+ * calls is torch's, at the batch's width).
  */
 
 typedef long long i64;
 typedef unsigned short u16;
 typedef float f32x16 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
 typedef unsigned int u32x16 __attribute__((vector_size(64)));
 typedef u16 u16x16 __attribute__((vector_size(32), aligned(2)));
 
@@ -35,12 +39,18 @@ static inline f32x16 load(const float *p) {
     return v;
 }
 
+/* Halves added pairwise (16 → 8 → 4 lanes), then the last four in order: a fixed order, and
+ * plain vector extensions that GCC 9+ and clang accept (no __builtin_shufflevector). */
 static inline float sum16(f32x16 a) {
-    a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    a += __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return a[0];
+    f32x8 lo, hi;
+    __builtin_memcpy(&lo, &a, sizeof lo);
+    __builtin_memcpy(&hi, (const char *)&a + sizeof lo, sizeof hi);
+    lo += hi;
+    f32x4 l4, h4;
+    __builtin_memcpy(&l4, &lo, sizeof l4);
+    __builtin_memcpy(&h4, (const char *)&lo + sizeof l4, sizeof h4);
+    l4 += h4;
+    return (l4[0] + l4[2]) + (l4[1] + l4[3]);
 }
 
 /* Row r's positions to read: valid[r / heads], kept within 0 … T. */

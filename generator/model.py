@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import vocab
-from .attention_kernel import AttentionKernel
+
+if TYPE_CHECKING:
+    from .attention_kernel import AttentionKernel
 
 
 @dataclass(frozen=True)
@@ -158,15 +161,15 @@ class RelativeSelfAttention(nn.Module):
             k_cache[plan.rows, :, plan.positions] = k[:, :, 0].to(k_cache.dtype)
             v_cache[plan.rows, :, plan.positions] = v[:, :, 0].to(v_cache.dtype)
         T = plan.width
-        keys, values = k_cache[:, :, :T], v_cache[:, :, :T]  # views, no copy
         Er = self.Er[self.Er.shape[0] - T :]  # distances T-1 … 0
         rel = q @ Er.transpose(0, 1)  # (B, H, 1, T): one small product, not a re-run
         if plan.shift is not None:  # rows shorter than the widest see their distances shifted
             rel = rel.gather(-1, plan.shift)
         if plan.mask is not None:
             rel = rel.masked_fill(plan.mask, float("-inf"))
-        if self.attend is not None:
+        if self.attend is not None:  # a bfloat16 cache, read in place by the kernel
             return self._merge(self.attend(q[:, :, 0], k_cache, v_cache, rel[:, :, 0], plan.valid)[:, :, None])
+        keys, values = k_cache[:, :, :T], v_cache[:, :, :T]  # views, no copy
         # keys @ q, not q @ keysᵀ: the same dot products, but MKL reads each (row, head)'s keys
         # in their stored order; 8 rows at once step 8 % faster (the keys no longer fit in cache).
         scores = (keys @ q.transpose(-2, -1)).transpose(-2, -1) + rel
@@ -251,6 +254,7 @@ class PositionalEncoding(nn.Module):
 
 class MusicTransformer(nn.Module):
     kv_dtype: torch.dtype | None = None  # the cache's type, when not the weights' (packed.for_decoding)
+    decoding_copy: bool = False  # made by packed.for_decoding, ready to decode as it is
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()

@@ -7,10 +7,12 @@ and on one core of the development machine (AMD EPYC, Zen 4 with AVX512-BF16) th
 19 µs and 25 µs: a batch of eight costs little more than one user alone (bench/step.py).
 
 Only the products change: their inputs and outputs are rounded to bfloat16 (accumulation is
-fp32) and widened back; layer norms, attention and sampling stay in fp32, and validation NLL moves
-by at most 0.0002 nats. The weights the model holds are untouched: training, saving and
-`load_state_dict` see the same parameters. A row's product does not depend on the other rows in the batch, bit for bit
-(MKL's fp32 products differ in the last bits with the number of rows).
+fp32) and widened back; layer norms, attention's arithmetic and sampling stay in fp32, and
+validation NLL moves by at most 0.0002 nats. (`for_decoding` also stores the key/value cache in
+bfloat16 where the attention kernel builds: attention_kernel.py.) The weights the model holds are
+untouched: training, saving and `load_state_dict` see the same parameters. A row's product does
+not depend on the other rows in the batch, bit for bit (MKL's fp32 products differ in the last
+bits with the number of rows).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
     from .model import RelativeSelfAttention
 
     pack = supported()
-    attend = load() if kernel and model.config.head_dim % 16 == 0 else None
+    head = model.config.head_dim
+    attend = load() if kernel and head >= 16 and head % 16 == 0 else None
     if not pack and attend is None:
         return model
     # The copy shares every tensor with the model (no second set of fp32 weights); only its

@@ -550,11 +550,14 @@ WIDE_BATCH = 4
 
 def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
     """Torch threads for a small model's next step. One while the batch is narrow: its ops are too
-    short to share (one track alone was no faster on two cores). `cores` for a wide batch (a step
-    of 8 rows: 2.36 ms on 2 threads, 2.72 ms on one, bench/step.py), but only while no composed
-    track waits to be rendered, so that its listener is not kept waiting behind the composing.
-    bench/load.py --users 8 (medians of 3 rounds): eight tracks at once in 6.5-6.7 s, against
-    6.9 s on one thread throughout. The runner passes at most 4 cores: only 2 were measured.
+    short to share (one track alone was no faster on two cores). `cores` for a wide batch, but only
+    while no composed track waits to be rendered, so that its listener is not kept waiting behind
+    the composing. Measured with the fp32 cache: a step of 8 rows 2.36 ms on 2 threads, 2.72 ms on
+    one (bench/step.py); eight tracks at once 6.5-6.7 s against 6.9 s on one thread throughout
+    (bench/load.py --users 8). With the bfloat16 cache, whose attention kernel is single-threaded,
+    the step of 8 rows is 1.70 ms on 2 threads against 1.88-1.91 on one, and whole runs of
+    bench/load.py came out the same either way within their noise (6.2-7.0 s at once, both).
+    The runner passes at most 4 cores: only 2 were measured.
     """
     return cores if batch >= WIDE_BATCH and not renders_pending else 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -104,11 +105,16 @@ def test_a_head_size_the_kernel_cannot_read_keeps_the_fp32_cache():
     assert getattr(for_decoding(model), "kv_dtype", None) is None
 
 
-def test_without_a_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path):
-    """A fresh process, as a machine without a compiler would start: no kernel, a warning in the
-    log, and a piece composed all the same."""
-    with pytest.raises(subprocess.CalledProcessError):
-        build(compiler="false")  # `false --version` fails as a missing compiler would
+@pytest.mark.parametrize(
+    ("compiler", "says"),
+    [
+        ("{tmp}/no-such-cc", "the attention kernel is unavailable"),  # no compiler at all
+        ("cc -fno-such-flag", "the attention kernel did not build"),  # one that fails to compile
+    ],
+)
+def test_without_a_working_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path, compiler, says):
+    """A fresh process, as a machine without a working compiler would start: no kernel, one
+    warning in the log with the reason, and a piece composed all the same."""
     script = (
         "import logging; logging.basicConfig(level=logging.WARNING)\n"
         "from conftest import tiny_model\n"
@@ -118,22 +124,55 @@ def test_without_a_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path):
         "assert getattr(fast, 'kv_dtype', None) is None, fast.kv_dtype\n"
         "print(len(generate(fast, [GenerationRequest('pop', max_new_tokens=20, seed=1)])[0].new_tokens))\n"
     )
-    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "XDG_CACHE_HOME": str(tmp_path)}
+    env = {**os.environ, "CC": compiler.format(tmp=tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
     tests_dir = os.path.dirname(__file__)
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=tests_dir, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "20"
-    assert done.stderr.count("the attention kernel is unavailable") == 1
-    assert not list(tmp_path.glob("melomania/kernels/*.so"))
+    assert done.stderr.count(says) == 1, done.stderr
+    if "fno-such-flag" in compiler:
+        assert "no-such-flag" in done.stderr  # the compiler's own complaint, for whoever reads the log
+    assert not list(tmp_path.rglob("*.so"))
 
 
-def test_a_kernel_directory_others_could_write_to_is_never_used(tmp_path, monkeypatch):
-    shared = tmp_path / "melomania" / "kernels"
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """The temp dir, under tmp_path: where a kernel goes when no private cache can be kept."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+def test_a_kernel_directory_others_could_write_to_is_never_used(tmp_path, monkeypatch, scratch):
+    shared = tmp_path / "cache" / "melomania" / "kernels"
     shared.mkdir(parents=True)
     shared.chmod(0o777)  # anyone could plant a library there, and we would load it
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     built = build()
-    assert shared not in built.parents
-    assert built.parent.stat().st_mode & 0o077 == 0 and built.exists()
+    assert built.is_file() and not list(shared.iterdir())
+    assert built.parent.parent == scratch and built.parent.stat().st_mode & 0o077 == 0
+
+
+def test_a_kernel_directory_that_is_a_link_elsewhere_is_judged_where_it_leads(tmp_path, monkeypatch, scratch):
+    elsewhere = tmp_path / "shared"
+    elsewhere.mkdir(mode=0o777)
+    elsewhere.chmod(0o777)  # someone else's world-writable directory, say
+    (tmp_path / "cache" / "melomania").mkdir(parents=True)
+    (tmp_path / "cache" / "melomania" / "kernels").symlink_to(elsewhere)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = build()
+    assert not list(elsewhere.iterdir())
+    assert built.parent.parent == scratch
+
+
+def test_a_private_cache_keeps_the_kernel_for_the_next_process(tmp_path, monkeypatch, scratch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = build()
+    assert first.parent == (tmp_path / "cache" / "melomania" / "kernels").resolve()
+    assert first.stat().st_mode & 0o022 == 0
+    assert build() == first and first.stat().st_mtime_ns == build().stat().st_mtime_ns  # found, not rebuilt
+    assert build(compiler="cc -O2") != first  # the compiler's arguments are part of what was built
+    assert not list(scratch.iterdir())

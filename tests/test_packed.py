@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 
 from generator import vocab as V
+from generator.attention_kernel import load
 from generator.packed import PackedLinear, for_decoding, supported
 
 needs_bf16 = pytest.mark.skipif(not supported(), reason="this CPU has no native bfloat16 products")
@@ -43,12 +44,12 @@ def test_the_decoding_copy_leaves_the_model_as_it_was():
     assert after.keys() == before.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
-    if not supported():
+    if not supported() and load() is None:
         assert fast is model
         return
     assert fast is not model
-    # in_proj, out_proj, linear1 and linear2 in each of the 2 layers, then Wout
-    assert sum(isinstance(m, PackedLinear) for m in fast.modules()) == 2 * 4 + 1
+    # in_proj, out_proj, linear1 and linear2 in each of the 2 layers, then Wout (where packed)
+    assert sum(isinstance(m, PackedLinear) for m in fast.modules()) == (2 * 4 + 1 if supported() else 0)
     tokens = torch.tensor([[V.genre_token("jazz"), 60, 300, 64, 200]])
     with torch.inference_mode():
         want, got = model(tokens), fast(tokens)
