@@ -1,6 +1,7 @@
-/* A decode step's attention reads, for every row and head, one query against a bfloat16 cache:
- * scores[r, t] = q[r] . k[r, t] and out[r] = sum_t w[r, t] v[r, t]. attention_kernel.py builds
- * this file with the machine's C compiler (-O3 -march=native) and calls it through ctypes.
+/* A decode step's attention, for every row and head: one query against its bfloat16 keys plus the
+ * relative-position table, a softmax, and the weighted sum of its bfloat16 values.
+ * attention_kernel.py builds this file with the machine's C compiler (-O3 -march=native) and
+ * calls it through ctypes.
  *
  * Why by hand: ATen has no kernel for fp32 queries against bfloat16 keys, and the cache does not
  * fit the CPU's caches at a batch of eight, so these two loops are limited by memory. They read
@@ -12,9 +13,8 @@
  * Layout: row r = batch * heads + head; row r's position t starts at r * row_stride + t * dim;
  * dim is a multiple of 16. Row r reads only its own positions, 0 … valid[r / heads] - 1: rows of
  * a batch differ in length by hundreds of positions once some have slid their window, and
- * reading to the longest row's end cost a third more. The sums here run over a row's own
- * positions in one fixed order, whatever else is in the batch (the softmax between the two
- * calls is torch's, at the batch's width).
+ * reading to the longest row's end cost a third more. Every sum runs over a row's own positions
+ * in one fixed order, so a row's result is the same, bit for bit, whatever else is in the batch.
  */
 
 typedef long long i64;
@@ -64,35 +64,78 @@ static inline void prefetch(const u16 *p, i64 dim) {
         __builtin_prefetch(p + c, 0, 0);
 }
 
-/* scores (rows, T) = q (rows, dim) . keys of the row's valid positions; 0 past them (where the
- * caller's bias is -inf) */
-void attention_scores(const float *q, const u16 *k, float *scores, const i64 *valid, i64 heads, i64 rows,
-                      i64 row_stride, i64 T, i64 dim) {
+typedef int i32x16 __attribute__((vector_size(64)));
+
+static inline f32x16 select16(i32x16 mask, f32x16 a, f32x16 b) {
+    return (f32x16)(((i32x16)a & mask) | ((i32x16)b & ~mask));
+}
+
+/* e^x for 16 values x ≤ 0 (a softmax's, after the maximum is taken off): relative error about
+ * 1e-7, and exactly 0 below -87.3, where e^x would be a denormal (slow, and nothing a softmax's
+ * sum would notice). Cephes' expf: x = n ln2 + r with |r| ≤ ln2/2, e^r by a polynomial, and 2^n
+ * written into the exponent bits. */
+static inline f32x16 exp16(f32x16 x) {
+    const f32x16 zero = {0};
+    f32x16 bottom = zero - 87.3365447504f;
+    i32x16 underflow = x < bottom;
+    x = select16(x > zero, zero, x);
+    x = select16(underflow, bottom, x);
+    f32x16 shifter = zero + 12582912.0f; /* 1.5 · 2^23: adding it rounds to an integer */
+    f32x16 n = (x * 1.44269504088896341f + shifter) - shifter;
+    f32x16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    f32x16 p = zero + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    f32x16 scale = (f32x16)((__builtin_convertvector(n, i32x16) + 127) << 23);
+    return select16(underflow, zero, p * scale);
+}
+
+/* One decode step's attention for every row r (= batch * heads + head), over its own n =
+ * valid[r / heads] positions (kept within 0 … min(capacity, er_rows); 0 gives zeros): logits q·k_t + q·er[er_rows - n + t] (er: the relative-position
+ * table, its last row distance 0), softmax, then the weighted sum of the values into out.
+ * scratch holds `capacity` floats. */
+void attention_step(const float *q, const u16 *k, const u16 *v, const float *er, float *out, float *scratch,
+                    const i64 *valid, i64 heads, i64 rows, i64 row_stride, i64 capacity, i64 er_rows, i64 dim) {
+    i64 most = capacity < er_rows ? capacity : er_rows;
     for (i64 r = 0; r < rows; r++) {
         const float *qr = q + r * dim;
-        const u16 *kr = k + r * row_stride;
-        i64 n = positions(valid, r, heads, T);
-        for (i64 t = n; t < T; t++)
-            scores[r * T + t] = 0.0f;
+        i64 n = positions(valid, r, heads, most);
+        float *o = out + r * dim;
+        for (i64 c = 0; c < dim; c++)
+            o[c] = 0.0f;
+        if (n == 0)
+            continue;
+        const u16 *kr = k + r * row_stride, *vr = v + r * row_stride;
+        const float *rel = er + (er_rows - n) * dim;
+        float top = -3.4e38f;
         for (i64 t = 0; t < n; t++) {
             const u16 *kt = kr + t * dim;
             if (t + AHEAD < n)
                 prefetch(kt + AHEAD * dim, dim);
-            f32x16 acc = load(qr) * widen(kt);
+            f32x16 acc = load(qr) * widen(kt) + load(qr) * load(rel + t * dim);
             for (i64 c = 16; c < dim; c += 16)
-                acc += load(qr + c) * widen(kt + c);
-            scores[r * T + t] = sum16(acc);
+                acc += load(qr + c) * widen(kt + c) + load(qr + c) * load(rel + t * dim + c);
+            float s = sum16(acc);
+            scratch[t] = s;
+            top = s > top ? s : top;
         }
-    }
-}
-
-/* out (rows, dim) = weights (rows, T) · values of the row's valid positions (the weights past
- * them are 0) */
-void attention_mix(const float *w, const u16 *v, float *out, const i64 *valid, i64 heads, i64 rows,
-                   i64 row_stride, i64 T, i64 dim) {
-    for (i64 r = 0; r < rows; r++) {
-        const u16 *vr = v + r * row_stride;
-        i64 n = positions(valid, r, heads, T);
+        f32x16 total = {0};
+        for (i64 t0 = 0; t0 < n; t0 += 16) {
+            f32x16 s = {0};
+            s -= 3.4e38f; /* past the end: e^-huge = 0 */
+            i64 m = n - t0 < 16 ? n - t0 : 16;
+            for (i64 i = 0; i < m; i++)
+                s[i] = scratch[t0 + i];
+            f32x16 e = exp16(s - top);
+            total += e;
+            for (i64 i = 0; i < m; i++)
+                scratch[t0 + i] = e[i];
+        }
+        float inv = 1.0f / sum16(total);
         for (i64 c0 = 0; c0 < dim; c0 += 64) { /* four accumulators at a time, 64 values */
             i64 width = dim - c0 < 64 ? dim - c0 : 64;
             f32x16 acc[4] = {{0}, {0}, {0}, {0}};
@@ -101,12 +144,12 @@ void attention_mix(const float *w, const u16 *v, float *out, const i64 *valid, i
                 if (t + AHEAD < n)
                     prefetch(vt + AHEAD * dim, width);
                 f32x16 wt = {0};
-                wt += w[r * T + t];
+                wt += scratch[t] * inv;
                 for (i64 c = 0; c < width; c += 16)
                     acc[c / 16] += wt * widen(vt + c);
             }
             for (i64 c = 0; c < width; c += 16)
-                __builtin_memcpy(out + r * dim + c0 + c, &acc[c / 16], sizeof acc[0]);
+                __builtin_memcpy(o + c0 + c, &acc[c / 16], sizeof acc[0]);
         }
     }
 }

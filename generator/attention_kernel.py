@@ -45,65 +45,65 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# Freestanding, and no loops turned into memset/memcpy calls: the library needs nothing linked.
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-ffreestanding", "-nostdlib"]
+FLAGS += ["-fno-tree-loop-distribute-patterns"]
 SCRATCH_PREFIX = "melomania-kernel-"  # a private directory for one process, when no cache can be kept
 
 
 class AttentionKernel:
-    """The built kernel; call it as `attend(q, k_cache, v_cache, bias, valid)`."""
+    """The built kernel; call it as `attend(q, k_cache, v_cache, er, valid)`."""
 
     def __init__(self, library: ctypes.CDLL):
-        self._lib = library  # keeps the library loaded as long as the functions are in use
+        self._lib = library  # keeps the library loaded as long as the function is in use
         p, n = ctypes.c_void_p, ctypes.c_int64
-        self._scores, self._mix = library.attention_scores, library.attention_mix
-        for fn in (self._scores, self._mix):
-            fn.argtypes = [p, p, p, p, n, n, n, n, n]
-            fn.restype = None
+        self._step = library.attention_step
+        self._step.argtypes = [p] * 7 + [n] * 6
+        self._step.restype = None
 
     def __call__(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, bias: torch.Tensor, valid: torch.Tensor
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, er: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """q (B, H, D) fp32; caches (B, H, capacity, D) bfloat16; bias (B, H, T) fp32 relative
-        logits, -inf where a key is past its row's end; valid (B,) int64, the positions each row
-        attends to (T for the longest) → (B, H, D) fp32. Caches as the model stores them
-        (contiguous); the other arguments are made so here."""
+        """q (B, H, D) fp32, already scaled; caches (B, H, capacity, D) bfloat16; er (max_len, D)
+        fp32, the layer's relative-position table (last row: distance 0); valid (B,) int64, the
+        positions each row attends to (its length, the new token included) → (B, H, D) fp32.
+        Caches as the model stores them (contiguous); the other arguments are made so here."""
         # The kernel reads raw memory: every shape is checked here, where a mistake is an error.
         B, H, capacity, D = k_cache.shape
-        T = bias.shape[-1]
-        tensors = (q, k_cache, v_cache, bias, valid)
+        tensors = (q, k_cache, v_cache, er, valid)
         if any(t.device.type != "cpu" for t in tensors):
             raise ValueError("the attention kernel runs on the CPU")
         if any(c.dtype != torch.bfloat16 or not c.is_contiguous() for c in (k_cache, v_cache)):
             raise ValueError("the attention kernel reads contiguous bfloat16 caches")
-        if v_cache.shape != k_cache.shape or q.shape != (B, H, D) or bias.shape != (B, H, T):
-            shapes = f"q {tuple(q.shape)}, caches {tuple(k_cache.shape)}, bias {tuple(bias.shape)}"
+        if v_cache.shape != k_cache.shape or q.shape != (B, H, D) or er.dim() != 2 or er.shape[1] != D:
+            shapes = f"q {tuple(q.shape)}, caches {tuple(k_cache.shape)}, er {tuple(er.shape)}"
             raise ValueError(f"shapes do not agree: {shapes}")
-        if D < 16 or D % 16 or not 0 < T <= capacity:
-            raise ValueError(f"head size {D} must be a positive multiple of 16 and width {T} in 1..{capacity}")
-        if valid.shape != (B,):
+        if D < 16 or D % 16:
+            raise ValueError(f"head size {D} must be a positive multiple of 16")
+        if valid.shape != (B,):  # its values the kernel keeps within 0 … min(capacity, len(er)) itself
             raise ValueError(f"valid must hold one length per row ({B}), got {tuple(valid.shape)}")
-        q, bias = q.float().contiguous(), bias.float().contiguous()
+        q, er = q.detach().float().contiguous(), er.detach().float().contiguous()
         valid = valid.to(torch.int64).contiguous()
         f32 = {"dtype": torch.float32, "device": "cpu"}  # whatever torch's defaults are set to
-        scores = torch.empty(B, H, T, **f32)
-        rows = (valid.data_ptr(), H, B * H, capacity * D, T, D)
-        self._scores(q.data_ptr(), k_cache.data_ptr(), scores.data_ptr(), *rows)
-        weights = scores.add_(bias).softmax(-1).contiguous()
-        out = torch.empty(B, H, D, **f32)
-        self._mix(weights.data_ptr(), v_cache.data_ptr(), out.data_ptr(), *rows)
+        out, scratch = torch.empty(B, H, D, **f32), torch.empty(capacity, **f32)
+        pointers = (q, k_cache, v_cache, er, out, scratch, valid)
+        self._step(*(t.data_ptr() for t in pointers), H, B * H, capacity * D, capacity, er.shape[0], D)
         return out
 
 
 def reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, bias: torch.Tensor, valid: torch.Tensor
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, er: torch.Tensor, valid: torch.Tensor
 ) -> torch.Tensor:
-    """What the kernel computes, in plain torch (for tests and for checking a fresh build); where
-    `bias` is -inf past each row's `valid` positions, as the model passes it, `valid` changes
-    nothing."""
-    T = bias.shape[-1]
-    keys, values = k_cache[:, :, :T].float(), v_cache[:, :, :T].float()
-    weights = ((keys @ q[..., None])[..., 0] + bias).softmax(-1)
-    return (weights[:, :, None] @ values)[:, :, 0]
+    """What the kernel computes, in plain torch, row by row (for tests and for checking a fresh
+    build): the model's eager attention for one row of length n = valid[b]."""
+    B, H, _, D = k_cache.shape
+    out = torch.zeros(B, H, D)
+    for b, n in enumerate(valid.tolist()):
+        if n > 0:
+            keys, values = k_cache[b, :, :n].float(), v_cache[b, :, :n].float()
+            logits = (keys @ q[b, :, :, None])[..., 0] + q[b] @ er[er.shape[0] - n :].T  # (H, n)
+            out[b] = (logits.softmax(-1)[:, None] @ values)[:, 0]
+    return out
 
 
 def _private(path: Path) -> bool:
@@ -180,11 +180,10 @@ def _load() -> AttentionKernel | None:
         for batch, heads, width, dim in ((1, 2, 5, 16), (3, 2, 16, 64), (2, 1, 9, 80)):
             q = torch.randn(batch, heads, dim, generator=gen)
             k_cache, v_cache = (torch.randn(batch, heads, 16, dim, generator=gen).bfloat16() for _ in range(2))
-            bias = torch.randn(batch, heads, width, generator=gen)
+            er = torch.randn(32, dim, generator=gen)
             valid = torch.full((batch,), width)
             valid[0] = width // 2 + 1
-            bias[0, :, valid[0] :] = float("-inf")
-            args = (q, k_cache, v_cache, bias, valid)
+            args = (q, k_cache, v_cache, er, valid)
             if not torch.allclose(kernel(*args), reference(*args), atol=1e-5):
                 raise RuntimeError("the built kernel disagrees with the reference")
     except subprocess.CalledProcessError as exc:

@@ -160,6 +160,8 @@ class RelativeSelfAttention(nn.Module):
         else:
             k_cache[plan.rows, :, plan.positions] = k[:, :, 0].to(k_cache.dtype)
             v_cache[plan.rows, :, plan.positions] = v[:, :, 0].to(v_cache.dtype)
+        if self.attend is not None:  # a bfloat16 cache: the kernel does the rest, row by row
+            return self._merge(self.attend(q[:, :, 0], k_cache, v_cache, self.Er, plan.valid)[:, :, None])
         T = plan.width
         Er = self.Er[self.Er.shape[0] - T :]  # distances T-1 … 0
         rel = q @ Er.transpose(0, 1)  # (B, H, 1, T): one small product, not a re-run
@@ -167,8 +169,6 @@ class RelativeSelfAttention(nn.Module):
             rel = rel.gather(-1, plan.shift)
         if plan.mask is not None:
             rel = rel.masked_fill(plan.mask, float("-inf"))
-        if self.attend is not None:  # a bfloat16 cache, read in place by the kernel
-            return self._merge(self.attend(q[:, :, 0], k_cache, v_cache, rel[:, :, 0], plan.valid)[:, :, None])
         keys, values = k_cache[:, :, :T], v_cache[:, :, :T]  # views, no copy
         # keys @ q, not q @ keysᵀ: the same dot products, but MKL reads each (row, head)'s keys
         # in their stored order; 8 rows at once step 8 % faster (the keys no longer fit in cache).
@@ -189,10 +189,14 @@ class StepPlan:
     mask: torch.Tensor | None = None  # (B, 1, 1, T) True where a key is past the row's end
 
     @classmethod
-    def for_lengths(cls, lengths: torch.Tensor, n_heads: int) -> StepPlan:
+    def for_lengths(cls, lengths: torch.Tensor, n_heads: int, kernel: bool = False) -> StepPlan:
+        """`kernel`: attention runs in the attention kernel, which needs only `valid`."""
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo == hi:
             return cls(width=hi + 1, uniform=hi, valid=lengths + 1)
+        rows = torch.arange(len(lengths), device=lengths.device)
+        if kernel:
+            return cls(width=hi + 1, uniform=None, valid=lengths + 1, rows=rows, positions=lengths)
         B, T = lengths.shape[0], hi + 1
         j = torch.arange(T, device=lengths.device)
         # key j of row b is at distance lengths[b]-j; the relative logits are laid out for
@@ -202,7 +206,7 @@ class StepPlan:
             width=T,
             uniform=None,
             valid=lengths + 1,
-            rows=torch.arange(B, device=lengths.device),
+            rows=rows,
             positions=lengths,
             shift=shift[:, None, None, :].expand(B, n_heads, 1, T),
             mask=(j[None, :] > lengths[:, None])[:, None, None, :],
@@ -285,7 +289,8 @@ class MusicTransformer(nn.Module):
 
     def step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed one token per row at position cache.lengths[b]; (B,) ids → (B, V) logits."""
-        plan = StepPlan.for_lengths(cache.lengths, self.config.n_heads)
+        kernel = self.encoder.layers[0].self_attn.attend is not None
+        plan = StepPlan.for_lengths(cache.lengths, self.config.n_heads, kernel)
         if plan.width > cache.capacity:
             raise ValueError(f"cache holds {cache.capacity} positions, step needs {plan.width}")
         x = self.embedding(tokens)[:, None] + self.positional_encoding.pe[cache.lengths]  # (B, 1, C)
