@@ -75,13 +75,16 @@ def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
     compiler could build that (attention_kernel.py; `kernel=False` keeps the fp32 cache). Only a
     model on the CPU in fp32 is changed.
 
-    A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout. Rounding
-    to bfloat16 magnifies the last-bit differences that a row picks up from the batch's widest
-    row (the relative logits and the softmax run at that width), so a piece composed among rows
-    of other lengths can differ from the same seed composed alone. fp32 only makes that unlikely,
-    not impossible. In our check (8 thirty-second pieces joining a running batch one step apart,
-    against each composed alone), none came apart in fp32; with bfloat16, 1 of the 8 did (2 with
-    the fp32 cache, 5 before attention read keys in their stored order).
+    A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout.
+
+    What shares the batch: with the kernel a row's step is its own, bit for bit (each product,
+    the attention kernel, the norms and the sampling work row by row), so a seed composes the
+    same piece alone or among others; prompts encoded together, padded to the longest, are the
+    exception. Where attention runs in torch instead (the fp32 cache, and exact decoding), it
+    reads every row at the batch's widest, and the last-bit differences that brings can tip a
+    draw in a long piece; bfloat16 rounding magnifies them. In our check (8 thirty-second pieces
+    joining a running batch one step apart, against each composed alone): 8 of 8 the same with
+    the kernel, 8 of 8 in fp32, 6 of 8 with bfloat16 products and the fp32 cache.
     """
     weight = model.embedding.weight
     exact = getattr(model, "exact_decoding", False)
