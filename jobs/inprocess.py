@@ -555,8 +555,8 @@ def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
     the composing. Measured with the fp32 cache: a step of 8 rows 2.36 ms on 2 threads, 2.72 ms on
     one (bench/step.py); eight tracks at once 6.5-6.7 s against 6.9 s on one thread throughout
     (bench/load.py --users 8). With the bfloat16 cache, whose attention kernel is single-threaded,
-    the step of 8 rows is 1.70 ms on 2 threads against 1.88-1.91 on one, and whole runs of
-    bench/load.py came out the same either way within their noise (6.2-7.0 s at once, both).
+    neither is steadily faster: a step of 8 rows took 1.70-2.37 ms on 2 threads and 1.86-2.22 on
+    one over alternating runs, and whole runs of bench/load.py matched within their noise.
     The runner passes at most 4 cores: only 2 were measured.
     """
     return cores if batch >= WIDE_BATCH and not renders_pending else 1
