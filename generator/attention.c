@@ -90,7 +90,7 @@ static inline f32x16 exp16(f32x16 x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    f32x16 scale = (f32x16)((__builtin_convertvector(n, i32x16) + 127) << 23);
+    f32x16 scale = (f32x16)((u32x16)(__builtin_convertvector(n, i32x16) + 127) << 23);
     return select16(underflow, zero, p * scale);
 }
 
@@ -105,13 +105,14 @@ void attention_step(const float *q, const u16 *k, const u16 *v, const float *er,
         const float *qr = q + r * dim;
         i64 n = positions(valid, r, heads, most);
         float *o = out + r * dim;
-        for (i64 c = 0; c < dim; c++)
-            o[c] = 0.0f;
-        if (n == 0)
+        if (n == 0) {
+            for (i64 c = 0; c < dim; c++)
+                o[c] = 0.0f;
             continue;
+        }
         const u16 *kr = k + r * row_stride, *vr = v + r * row_stride;
         const float *rel = er + (er_rows - n) * dim;
-        float top = -3.4e38f;
+        float top = -__builtin_inff();
         for (i64 t = 0; t < n; t++) {
             const u16 *kt = kr + t * dim;
             if (t + AHEAD < n)
@@ -126,7 +127,7 @@ void attention_step(const float *q, const u16 *k, const u16 *v, const float *er,
         f32x16 total = {0};
         for (i64 t0 = 0; t0 < n; t0 += 16) {
             f32x16 s = {0};
-            s -= 3.4e38f; /* past the end: e^-huge = 0 */
+            s -= __builtin_inff(); /* past the end: e^-inf = 0 */
             i64 m = n - t0 < 16 ? n - t0 : 16;
             for (i64 i = 0; i < m; i++)
                 s[i] = scratch[t0 + i];

@@ -3,8 +3,8 @@
 `BatchDecoder` is the engine the job runner drives (continuous batching); `generate` runs a
 fixed list of requests to the end. Every row carries its own sampling values, genre, length,
 seed and random stream, so what a row draws never depends on the other rows' draws. With the
-attention kernel (packed.for_decoding) its logits do not either, bit for bit, but for prompts
-encoded together. Where attention runs in torch instead, it reads every row at the longest
+attention kernel and bfloat16 products (packed.for_decoding) its logits did not either, bit for
+bit, in every check. Where attention runs in torch instead, it reads every row at the longest
 row's width, and a float sum over more (zero) terms may round differently: short pieces come
 out the same in any batch; a piece of a thousand events or more sometimes tips one draw and
 goes its own way from there.

@@ -289,7 +289,7 @@ class MusicTransformer(nn.Module):
 
     def step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed one token per row at position cache.lengths[b]; (B,) ids → (B, V) logits."""
-        kernel = self.encoder.layers[0].self_attn.attend is not None
+        kernel = all(layer.self_attn.attend is not None for layer in self.encoder.layers)
         plan = StepPlan.for_lengths(cache.lengths, self.config.n_heads, kernel)
         if plan.width > cache.capacity:
             raise ValueError(f"cache holds {cache.capacity} positions, step needs {plan.width}")

@@ -77,12 +77,14 @@ def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
 
     A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout.
 
-    What shares the batch: with the kernel a row's step is its own, bit for bit (each product,
-    the attention kernel, the norms and the sampling work row by row), so a seed composes the
-    same piece alone or among others; prompts encoded together, padded to the longest, are the
-    exception. Where attention runs in torch instead (the fp32 cache, and exact decoding), it
-    reads every row at the batch's widest, and the last-bit differences that brings can tip a
-    draw in a long piece; bfloat16 rounding magnifies them. In our check (8 thirty-second pieces
+    What shares the batch: with the kernel and native bfloat16 a row's step worked on that row
+    alone, bit for bit, in every check (the attention kernel, the norms and the sampling do by
+    construction; oneDNN's products did, though it promises nothing across row and thread
+    counts), so a seed composes the same piece alone or among others. Not so for MKL's fp32
+    products, whose last bits vary with the rows, nor for prompts encoded together, padded.
+    Where attention runs in torch instead (the fp32 cache, and exact decoding), it reads every
+    row at the batch's widest, and the last-bit differences that brings can tip a draw in a
+    long piece; bfloat16 rounding magnifies them. In our check (8 thirty-second pieces
     joining a running batch one step apart, against each composed alone): 8 of 8 the same with
     the kernel, 8 of 8 in fp32, 6 of 8 with bfloat16 products and the fp32 cache.
     """

@@ -14,7 +14,7 @@ from conftest import tiny_model
 
 from generator import BatchDecoder, GenerationRequest, ModelConfig, MusicTransformer, generate
 from generator.attention_kernel import build, load, reference
-from generator.packed import for_decoding
+from generator.packed import for_decoding, supported
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +65,33 @@ def test_a_row_never_reads_past_its_own_positions(kernel):
 def test_a_row_comes_out_the_same_bit_for_bit_whatever_rows_share_the_batch(kernel):
     q, k_cache, v_cache, er, valid = inputs(3, 4, 128, 64, [90, 128, 7])
     together = kernel(q, k_cache, v_cache, er, valid)
-    for b in range(3):
-        alone = kernel(
-            q[b : b + 1],
-            k_cache[b : b + 1, :, :100].contiguous(),
-            v_cache[b : b + 1, :, :100].contiguous(),
-            er,
-            valid[b : b + 1].clamp(max=100),
-        )
-        if valid[b] <= 100:  # a narrower cache: the same row, by itself
-            assert torch.equal(together[b], alone[0])
+    for b in range(3):  # each row alone, in a cache of its own capacity
+        alone = kernel(q[b : b + 1], k_cache[b : b + 1].clone(), v_cache[b : b + 1].clone(), er, valid[b : b + 1])
+        assert torch.equal(together[b], alone[0])
+
+
+def test_the_kernel_reads_relative_positions_as_the_model_s_eager_step_does(kernel):
+    """The model's own step both ways, rows of different lengths: its eager attention over an
+    fp32 cache, and the kernel over a bfloat16 one holding the same values."""
+    from generator.model import StepPlan
+
+    model = tiny_model(max_len=64)
+    attn = model.encoder.layers[0].self_attn
+    project = attn._qkv
+
+    def bfloat16_qkv(x):  # new keys and values a bfloat16 cache stores exactly, as the fp32 one does
+        return tuple(t.bfloat16().float() for t in project(x))
+
+    attn._qkv = bfloat16_qkv
+    lengths = torch.tensor([4, 36, 63, 17])  # 63: the step fills the context to its last position
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 1, 64, generator=gen)
+    k_cache, v_cache = (torch.randn(4, 4, 64, 16, generator=gen).bfloat16() for _ in range(2))
+    with torch.inference_mode():
+        eager = attn.step(x, k_cache.float(), v_cache.float(), StepPlan.for_lengths(lengths, 4))
+        attn.attend = kernel
+        fused = attn.step(x, k_cache, v_cache, StepPlan.for_lengths(lengths, 4, kernel=True))
+    torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_arguments_are_refused_with_the_reason(kernel):
@@ -94,9 +111,13 @@ def test_bad_arguments_are_refused_with_the_reason(kernel):
     assert torch.equal(kernel(q, k_cache, v_cache, er, torch.tensor([99])), kernel(q, k_cache, v_cache, er, valid))
 
 
+@pytest.mark.skipif(
+    not supported(), reason="MKL's fp32 products, used where bfloat16 ones are not native, vary with the rows"
+)
 def test_pieces_joining_a_batch_one_by_one_compose_what_they_would_alone_bit_for_bit(kernel):
-    """With the kernel every row's attention is its own, so bfloat16 no longer makes a piece
-    depend on what shares its batch: rows joining one step apart, sliding their windows."""
+    """With the kernel every row's attention is its own, and oneDNN's bfloat16 products are too,
+    so a piece does not depend on what shares its batch: rows joining one step apart, sliding
+    their windows."""
     model = tiny_model(max_len=64)
     requests = [
         GenerationRequest(g, max_new_tokens=150 + 20 * i, seed=40 + i)
