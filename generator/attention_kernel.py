@@ -20,8 +20,9 @@ fixed order, so a row's result is the same, bit for bit, whatever else is in the
 
 Where there is no C compiler (or it fails), `load()` returns None, decoding keeps the fp32 cache
 and eager attention, and the log says why once. `CC` picks the compiler (default `cc`); built
-kernels are kept in $XDG_CACHE_HOME/melomania/kernels (else ~/.cache/…, else a private directory
-in the temp dir), one per source, compiler and CPU.
+kernels are kept in $XDG_CACHE_HOME/melomania/kernels (else ~/.cache/…), one per source,
+compiler and CPU, when no one else could write there; otherwise the kernel is built for this
+process alone in a private scratch directory, removed once it is loaded.
 """
 
 from __future__ import annotations
