@@ -53,14 +53,15 @@ async def run_jobs(runner: InProcessRunner, requests: list[ComposeRequest]) -> t
 
 
 async def events_written(db: Database, track_ids: list[int]) -> list[int]:
-    """How many events each track's piece has (its tokens are stored as uint16)."""
-    from sqlalchemy import func, select
+    """How many events each track's piece has, as stored."""
+    from sqlalchemy import select
 
     from storage.models import Track
+    from storage.tracks import unpack_tokens
 
     async with db.sessions() as session:
-        rows = await session.execute(select(func.length(Track.tokens)).where(Track.id.in_(track_ids)))
-        return [n // 2 for (n,) in rows]
+        rows = await session.execute(select(Track.tokens).where(Track.id.in_(track_ids)))
+        return [len(unpack_tokens(data)) for (data,) in rows]
 
 
 async def main() -> None:
@@ -146,7 +147,7 @@ async def one_round(runner: InProcessRunner, args, genres: list[str], seed: int)
         f"({alone_events:.0f}); ratio over that: {concurrent / single / (busiest / alone_events):.2f}"
     )
     # The same jobs again, each alone: what batching costs each user, with the piece held fixed
-    # (the same seed writes the same piece alone, bar the rare one that bfloat16 tips elsewhere).
+    # (the same seed writes the same piece alone: packed.for_decoding says where that holds).
     own = [(await run_jobs(runner, [r]))[0][0] for r in requests]
     slowdown = sorted(at_once / alone for at_once, alone in zip(latencies, own))
     print(
