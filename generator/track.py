@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from . import vocab as V
 from .params import GenerationRequest, SamplingParams
 from .pianoroll import write_piano_roll
 from .postprocess import is_degenerate, postprocess
-from .render import RenderTimings, Tags, render_mp3
+from .render import RenderTimings, Tags, render_midi_file
 from .tokenizer import decode_notes, notes_to_midi
 
 MAX_TRIES = 3
@@ -132,11 +131,9 @@ def write_track(
     notes = decode_notes(postprocess(list(tokens)))
     midi = notes_to_midi(notes, program=program)
     mid, png, mp3 = stem.with_suffix(".mid"), stem.with_suffix(".png"), stem.with_suffix(".mp3")
-    t0 = time.perf_counter()
     midi.write(str(mid))
     write_piano_roll(notes, png)
-    _ = time.perf_counter() - t0
-    timings = render_mp3(midi, mp3, tags, soundfont=soundfont, program=program)
+    timings = render_midi_file(mid, mp3, tags, soundfont=soundfont)
     return TrackFiles(mp3, mid, png, timings.audio_seconds, len(notes), timings)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from generator.instruments import instrument_program
 from generator.pianoroll import write_piano_roll
-from generator.render import RenderError, Tags, find_soundfont, render_mp3
+from generator.render import AudioSettings, RenderError, Tags, find_soundfont, render_mp3, trim_and_fade
 from generator.tokenizer import Note, notes_to_midi
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -69,6 +69,17 @@ def test_trailing_silence_is_trimmed_and_the_end_fades_out(tmp_path):
     assert len(audio) / 44100 < 4.0
     tail = np.abs(audio[-2000:]).max()
     assert tail < 0.01
+
+
+def test_trim_keeps_sound_on_either_channel_and_cuts_silence_on_both():
+    rate, settings = 1000, AudioSettings(tail_seconds=0.5, fade_seconds=0.2)
+    audio = np.zeros((5 * rate, 2), dtype=np.float32)
+    audio[: 2 * rate, 0] = 0.5  # left sounds for 2 s
+    audio[: 3 * rate, 1] = 0.5  # right for 3 s: the louder channel per frame decides
+    audio[4 * rate, 1] = 1e-4  # below -60 dBFS: silence
+    trimmed = trim_and_fade(audio, rate, settings)
+    assert len(trimmed) == 3 * rate + rate // 2
+    assert trimmed[-1].max() == 0.0 and trimmed[2 * rate, 1] == 0.5  # faded at the end, untouched before
 
 
 def test_loudness_is_normalised_near_minus_16_lufs(tmp_path):
