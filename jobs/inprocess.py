@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 from generator import GeneratorError
@@ -54,7 +53,7 @@ class RunnerSettings:
     max_attempts: int = 3  # starts per job across crashes and restarts
     render_workers: int = 2  # processes (render_pool.py)
     progress_interval_s: float = 0.25
-    torch_threads: int | None = None  # None: all cores for large models, small_model_threads for small ones
+    torch_threads: int | None = None  # None: decoding_threads()
 
 
 class _Channel:
@@ -89,7 +88,6 @@ class InProcessRunner(StoredDeliveries):
         self._starts: dict[int, asyncio.Task] = {}
         self._closed = False
         self._last_db_progress: dict[int, float] = {}
-        self._rendering = 0
         from .render_pool import RenderPool  # not at import: Redis-mode bots need no audio libraries
 
         self._render_pool = RenderPool(settings.render_workers, soundfont)
@@ -318,23 +316,17 @@ class InProcessRunner(StoredDeliveries):
                 torch.set_num_threads(self.settings.torch_threads)
             model = self._load_model()
             cores = len(os.sched_getaffinity(0))  # what this process may use, in a container too
-            small = sum(p.numel() for p in model.parameters()) < 20_000_000
-            threads = None
-            if small and not self.settings.torch_threads:
-                threads = partial(small_model_threads, cores=min(cores, 4))
-            torch.set_num_threads(self.settings.torch_threads or (1 if small else cores))
+            threads = self.settings.torch_threads or decoding_threads(model, cores)
+            torch.set_num_threads(threads)
             decoding = for_decoding(model)  # built before start() returns: a failure here is start()'s
         except BaseException as exc:
             settle(loaded.set_exception, exc)
             return
         settle(loaded.set_result, model)
-        self._generation_loop(decoding, threads)
+        self._generation_loop(decoding)
 
-    def _generation_loop(self, model: Any, threads: Callable[[int, int], int] | None = None) -> None:
-        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding).
-        `threads(batch, renders pending)` picks the torch threads for each step (None: fixed)."""
-        import torch
-
+    def _generation_loop(self, model: Any) -> None:
+        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding)."""
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
         self.decoder = decoder = BatchDecoder(model, packed=False)
@@ -376,10 +368,6 @@ class InProcessRunner(StoredDeliveries):
                 elif now - started.get(row.tag, now) > self.settings.job_timeout_s:
                     row.cancelled = True
                     self._from_thread(self._spawn, self._failed(row.tag, "it took too long; try a shorter piece"))
-            if threads is not None:
-                want = threads(len(decoder.rows), self._rendering)
-                if want != torch.get_num_threads():
-                    torch.set_num_threads(want)
             try:
                 finished = decoder.step()
             except Exception:  # never let one bad step stop every user's music
@@ -461,14 +449,6 @@ class InProcessRunner(StoredDeliveries):
         self._finish(job_id, event if event.terminal else JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
-        # Pending from the moment it is composed: the generation thread gives a core up for it.
-        self._rendering += 1
-        try:
-            await self._render_or_compose_again(job_id, tokens, request)
-        finally:
-            self._rendering -= 1
-
-    async def _render_or_compose_again(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate
         from generator.tokenizer import decode_notes
 
@@ -545,21 +525,14 @@ class InProcessRunner(StoredDeliveries):
 STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); please try again later"
 
 
-WIDE_BATCH = 4
-
-
-def small_model_threads(batch: int, renders_pending: int, cores: int) -> int:
-    """Torch threads for a small model's next step. One while the batch is narrow: its ops are too
-    short to share (one track alone was no faster on two cores). `cores` for a wide batch, but only
-    while no composed track waits to be rendered, so that its listener is not kept waiting behind
-    the composing. Measured with the fp32 cache: a step of 8 rows 2.36 ms on 2 threads, 2.72 ms on
-    one (bench/step.py); eight tracks at once 6.5-6.7 s against 6.9 s on one thread throughout
-    (bench/load.py --users 8). With the bfloat16 cache, whose attention kernel is single-threaded,
-    neither is steadily faster: a step of 8 rows took 1.70-2.37 ms on 2 threads and 1.86-2.22 on
-    one over alternating runs, and whole runs of bench/load.py matched within their noise.
-    The runner passes at most 4 cores: only 2 were measured.
-    """
-    return cores if batch >= WIDE_BATCH and not renders_pending else 1
+def decoding_threads(model: Any, cores: int) -> int:
+    """Torch threads for the generation thread: every core for a large model; one for a small
+    one, whose ops are too short to share, leaving the other cores to render tracks.
+    Measured on 2 cores with the shipped model (bench/step.py, bench/load.py): a step of 8 rows
+    took 1.70-2.37 ms on 2 threads and 1.86-2.22 ms on one, and eight tracks at once finished
+    no sooner on two."""
+    small = sum(p.numel() for p in model.parameters()) < 20_000_000
+    return 1 if small else cores
 
 
 def failure_reason(exc: Exception) -> str:

@@ -442,12 +442,13 @@ async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track
     assert not set(killed) & set(render_processes())
 
 
-def test_a_small_model_composes_on_every_core_only_for_a_wide_batch_with_nothing_waiting_to_render():
-    from jobs.inprocess import WIDE_BATCH, small_model_threads
+def test_a_small_model_decodes_on_one_thread_and_a_large_one_on_every_core():
+    import torch
 
-    assert small_model_threads(WIDE_BATCH, 0, cores=2) == 2
-    assert small_model_threads(WIDE_BATCH, 1, cores=2) == 1  # a finished track gets the other core
-    assert small_model_threads(WIDE_BATCH - 1, 0, cores=2) == 1
+    from jobs.inprocess import decoding_threads
+
+    assert decoding_threads(runner_model(), cores=2) == 1
+    assert decoding_threads(torch.nn.Linear(5000, 5000), cores=8) == 8  # 25 M parameters
 
 
 async def test_a_full_disk_where_tracks_are_rendered_fails_the_job_saying_so(env, tiny_disk, monkeypatch):
