@@ -323,13 +323,18 @@ class InProcessRunner(StoredDeliveries):
             settle(loaded.set_exception, exc)
             return
         settle(loaded.set_result, model)
-        self._generation_loop(decoding)
+        self._generation_loop(decoding, window_threads=cores if threads < cores else None)
 
-    def _generation_loop(self, model: Any) -> None:
-        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding)."""
+    def _generation_loop(self, model: Any, window_threads: int | None = None) -> None:
+        """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding).
+        `window_threads`: torch threads for re-encoding a row's window (BatchDecoder)."""
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
-        self.decoder = decoder = BatchDecoder(model, packed=False)
+        def new_decoder() -> BatchDecoder:
+            self.decoder = BatchDecoder(model, packed=False, window_threads=window_threads)
+            return self.decoder
+
+        decoder = new_decoder()
         started: dict[int, float] = {}
         reported: dict[int, float] = {}
         while not self._stopping.is_set():
@@ -374,7 +379,7 @@ class InProcessRunner(StoredDeliveries):
                 log.exception("generation step failed; failing the rows in the batch")
                 for row in decoder.rows:
                     self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
-                decoder = self.decoder = BatchDecoder(model, packed=False)
+                decoder = new_decoder()
                 continue
             for row in finished:
                 started.pop(row.tag, None)
@@ -527,7 +532,8 @@ STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); ple
 
 def decoding_threads(model: Any, cores: int) -> int:
     """Torch threads for the generation thread: every core for a large model; one for a small
-    one, whose ops are too short to share, leaving the other cores to render tracks.
+    one, whose ops are too short to share, leaving the other cores to render tracks (and to help
+    re-encode a row's window, which does share: BatchDecoder's window_threads).
     Measured on 2 cores with the shipped model (bench/step.py, bench/load.py): a step of 8 rows
     took 1.70-2.37 ms on 2 threads and 1.86-2.22 ms on one, and eight tracks at once finished
     no sooner on two."""

@@ -180,3 +180,23 @@ def test_with_exact_decoding_long_pieces_joining_one_by_one_compose_what_they_wo
     assert min(row.windows for row in rows) >= 4
     for row, r in zip(rows, requests):
         assert row.tokens == generate(model, [r])[0].tokens
+
+
+def test_windows_are_re_encoded_on_the_threads_asked_for_and_decoding_goes_on_with_its_own():
+    import torch
+
+    from generator.decoding import torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch_threads(2):
+            inside = torch.get_num_threads()
+        decoder = BatchDecoder(tiny_model(max_len=64), window_threads=2)
+        (row,) = decoder.add([req(max_new_tokens=300)])
+        while decoder.rows:
+            decoder.step()
+            assert torch.get_num_threads() == 1
+        assert inside == 2 and row.windows >= 4 and len(row.new_tokens) == 300
+    finally:
+        torch.set_num_threads(before)
