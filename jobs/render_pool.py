@@ -11,7 +11,9 @@ and die with their parent.
 
 A render process that dies (a crash in FluidSynth, the OOM killer) breaks the whole executor and
 fails every track it held. The pool is replaced, and each of those tracks is rendered again in a
-process of its own, so one track that always crashes fails only itself.
+process of its own, so one track that always crashes fails only itself. Each process keeps its
+temporary files in a scratch directory named for it, removed when it ends; a killed process
+cannot do that, so every new one first removes those of processes that are gone.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import asyncio
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
+import shutil
 import signal
+import stat
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from generator.render import Tags
 from generator.track import RenderedTrack, render_track
@@ -33,12 +40,55 @@ log = logging.getLogger(__name__)
 
 
 PR_SET_PDEATHSIG = 1
+SCRATCH_PREFIX = "melomania-renderer-"  # then the process id, a dash, and mkdtemp's letters
 
 
 def _start_process(niceness: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     _die_with(parent)
     os.nice(niceness)
+    _own_scratch()
+
+
+def _own_scratch() -> None:
+    """Put this process's temporary files in a directory of its own, removed when it ends."""
+    base = Path(tempfile.gettempdir())
+    remove_scratch_of_dead_processes(base)
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base)
+    tempfile.tempdir = scratch
+    # Run as the process exits normally (multiprocessing's own exit hook); a kill skips it.
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(scratch,), kwargs={"ignore_errors": True}, exitpriority=0)
+
+
+def remove_scratch_of_dead_processes(base: Path) -> list[Path]:
+    """Remove the scratch directories in `base` of our render processes that are gone."""
+    removed = []
+    for path in base.glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX) :].partition("-")[0]
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not pid.isdigit() or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):  # not Linux: only what kill says
+        return True
+    return state not in ("Z", "X")
 
 
 def _die_with(parent: int) -> None:

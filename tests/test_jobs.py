@@ -419,6 +419,13 @@ async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track
     import os
     import signal
 
+    import tempfile
+    from pathlib import Path
+
+    def ours() -> set[str]:  # temporary files and directories of ours
+        return {p.name for p in Path(tempfile.gettempdir()).glob("melomania-*")}
+
+    before = ours()
     db, store = env
     runner = await started_runner(db, store)
     try:
@@ -440,6 +447,7 @@ async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track
     track = await db.run(lambda s: s.get(Track, event.track_id))
     assert store.exists(track.mp3_key)
     assert not set(killed) & set(render_processes())
+    assert ours() <= before  # the killed processes' scratch went with the ones that replaced them
 
 
 def test_a_small_model_decodes_on_one_thread_and_a_large_one_on_every_core():
