@@ -205,17 +205,19 @@ class BatchDecoder:
         for b in full:
             # The pending token is fed by the next step as usual, so the window ends before it.
             context = window(self.rows[b].tokens[:-1], self.max_len)
-            with torch_threads(self.window_threads):
+            with intra_op_threads(self.window_threads):
                 _, fresh = self.model.prefill([context], len(context))
             self.cache.replace_row(b, fresh)
             self.rows[b].windows += 1
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
+def intra_op_threads(n: int | None) -> Iterator[None]:
     """Run the block on `n` torch threads (None: as set). A window's 256 tokens at once split
     across cores, where one token per row does not: re-encoding one took 18.6-20.3 ms on one
     thread of the development CPU, 12.2-12.6 ms on two, and every row of the batch waits for it."""
+    # The count is the calling thread's own (OpenMP's), though torch also keeps it as the default
+    # for threads that have not yet run an op: only the generation thread runs torch here.
     before = torch.get_num_threads()
     if n is None or n == before:
         yield

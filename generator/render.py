@@ -167,8 +167,7 @@ def synthesizer(soundfont: Path, sample_rate: int = SAMPLE_RATE) -> Synthesizer:
 
 def trim_and_fade(audio: np.ndarray, rate: int, settings: AudioSettings = AudioSettings()) -> np.ndarray:
     """Cut the trailing silence (keeping a short tail), then fade the end out."""
-    # The louder channel per frame; numpy's max over an axis of two is 50x slower than this.
-    # (frames, channels); numpy's max along an axis of two is 50x slower than pairing the columns
+    # The louder channel per frame; numpy's max along an axis of two is 50x slower than this.
     level = np.zeros(len(audio), dtype=audio.dtype)
     for channel in audio.T:
         np.maximum(level, np.abs(channel), out=level)
@@ -266,6 +265,7 @@ def render_mp3(
 ) -> RenderTimings:
     """Render `midi` to an MP3 at `mp3_path` (written atomically). Returns how long each part took."""
     sf = find_soundfont(soundfont)
+    _tool("ffmpeg")  # before any work, not after
     if program is not None:
         for inst in midi.instruments:
             if not inst.is_drum:

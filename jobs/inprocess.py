@@ -323,7 +323,9 @@ class InProcessRunner(StoredDeliveries):
             settle(loaded.set_exception, exc)
             return
         settle(loaded.set_result, model)
-        self._generation_loop(decoding, window_threads=cores if threads < cores else None)
+        # Up to 4 for windows: only 2 cores were measured, and affinity does not see a CPU quota.
+        helpers = min(cores, 4) if not self.settings.torch_threads and threads < cores else None
+        self._generation_loop(decoding, window_threads=helpers)
 
     def _generation_loop(self, model: Any, window_threads: int | None = None) -> None:
         """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding).

@@ -13,13 +13,14 @@ A render process that dies (a crash in FluidSynth, the OOM killer) breaks the wh
 fails every track it held. The pool is replaced, and each of those tracks is rendered again in a
 process of its own, so one track that always crashes fails only itself. Each process keeps its
 temporary files in a scratch directory named for it, removed when it ends; a killed process
-cannot do that, so every new one first removes those of processes that are gone.
+cannot do that, so every new one first removes those whose owner's lock has gone with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 
 
 PR_SET_PDEATHSIG = 1
-SCRATCH_PREFIX = "melomania-renderer-"  # then the process id, a dash, and mkdtemp's letters
+SCRATCH_PREFIX = "melomania-renderer-"  # then the process id (for people), a dash, mkdtemp's letters
+SCRATCH_LOCK = ".owner"  # held locked by the process for its lifetime; the kernel lets go as it dies
+_scratch_lock: int | None = None  # the open lock, kept for the process's lifetime
 
 
 def _start_process(niceness: int, parent: int) -> None:
@@ -51,44 +54,47 @@ def _start_process(niceness: int, parent: int) -> None:
 
 
 def _own_scratch() -> None:
-    """Put this process's temporary files in a directory of its own, removed when it ends."""
+    """Put this process's temporary files in a directory of its own, removed when it ends. If it
+    cannot be made (a full disk, say), the default is kept: the render reports that, not this."""
+    global _scratch_lock
     base = Path(tempfile.gettempdir())
-    remove_scratch_of_dead_processes(base)
-    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base)
+    try:
+        remove_abandoned_scratch(base)
+        # Made under a name the cleaners pass over, and named for them only once locked.
+        making = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}", dir=base))
+        _scratch_lock = os.open(making / SCRATCH_LOCK, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(_scratch_lock, fcntl.LOCK_EX)
+        scratch = str(base / f"{SCRATCH_PREFIX}{os.getpid()}-{making.name[len(SCRATCH_PREFIX) + 1 :]}")
+        os.rename(making, scratch)
+    except OSError as exc:
+        log.warning("render process: no scratch directory of its own (%s); using %s", exc, base)
+        return
     tempfile.tempdir = scratch
     # Run as the process exits normally (multiprocessing's own exit hook); a kill skips it.
     multiprocessing.util.Finalize(None, shutil.rmtree, args=(scratch,), kwargs={"ignore_errors": True}, exitpriority=0)
 
 
-def remove_scratch_of_dead_processes(base: Path) -> list[Path]:
-    """Remove the scratch directories in `base` of our render processes that are gone."""
+def remove_abandoned_scratch(base: Path) -> list[Path]:
+    """Remove the scratch directories in `base` whose render process is gone: whose lock can be
+    taken. A lock, unlike a process id, holds across containers sharing the directory."""
     removed = []
     for path in base.glob(f"{SCRATCH_PREFIX}*"):
-        pid = path.name[len(SCRATCH_PREFIX) :].partition("-")[0]
         try:
             info = path.lstat()
-        except OSError:
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue  # a link, or someone else's
+            fd = os.open(path / SCRATCH_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile
             continue
-        if not pid.isdigit() or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _alive(int(pid)):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its process is alive
             continue
+        finally:
+            os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):  # not Linux: only what kill says
-        return True
-    return state not in ("Z", "X")
 
 
 def _die_with(parent: int) -> None:
@@ -177,5 +183,8 @@ class RenderPool:
         def shut_down() -> None:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
+            # What processes killed since the last start left, where ours put it (the same
+            # temporary directory, unless TMPDIR changed after this process first asked).
+            remove_abandoned_scratch(Path(tempfile.gettempdir()))
 
         await asyncio.wait_for(asyncio.to_thread(shut_down), timeout)

@@ -185,18 +185,22 @@ def test_with_exact_decoding_long_pieces_joining_one_by_one_compose_what_they_wo
 def test_windows_are_re_encoded_on_the_threads_asked_for_and_decoding_goes_on_with_its_own():
     import torch
 
-    from generator.decoding import torch_threads
+    decoder = BatchDecoder(tiny_model(max_len=64), window_threads=2)
+    prefill, threads_seen = decoder.model.prefill, []
 
+    def watched(*args, **kwargs):  # the model's own prefill, noting the threads it ran on
+        threads_seen.append(torch.get_num_threads())
+        return prefill(*args, **kwargs)
+
+    decoder.model.prefill = watched
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch_threads(2):
-            inside = torch.get_num_threads()
-        decoder = BatchDecoder(tiny_model(max_len=64), window_threads=2)
         (row,) = decoder.add([req(max_new_tokens=300)])
         while decoder.rows:
             decoder.step()
             assert torch.get_num_threads() == 1
-        assert inside == 2 and row.windows >= 4 and len(row.new_tokens) == 300
     finally:
         torch.set_num_threads(before)
+    assert row.windows >= 4 and len(row.new_tokens) == 300
+    assert threads_seen == [1] + [2] * row.windows  # the prompt on the decoding's one, windows on two

@@ -80,6 +80,7 @@ def test_trim_keeps_sound_on_either_channel_and_cuts_silence_on_both():
     trimmed = trim_and_fade(audio, rate, settings)
     assert len(trimmed) == 3 * rate + rate // 2
     assert trimmed[-1].max() == 0.0 and trimmed[2 * rate, 1] == 0.5  # faded at the end, untouched before
+    assert len(trim_and_fade(audio[:, ::-1].copy(), rate, settings)) == 3 * rate + rate // 2  # left longer
 
 
 def test_loudness_is_normalised_near_minus_16_lufs(tmp_path):
