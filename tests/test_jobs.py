@@ -452,6 +452,28 @@ async def test_a_render_process_killed_mid_render_still_yields_exactly_one_track
     assert not list(scratch.iterdir())
 
 
+def test_only_scratch_whose_render_process_is_gone_is_removed(tmp_path):
+    import fcntl
+    import os
+
+    from jobs.render_pool import SCRATCH_LOCK, SCRATCH_PREFIX, remove_abandoned_scratch
+
+    alive, gone, elsewhere = tmp_path / f"{SCRATCH_PREFIX}1-a", tmp_path / f"{SCRATCH_PREFIX}2-b", tmp_path / "x"
+    for d in (alive, gone, elsewhere):
+        d.mkdir()
+        (d / SCRATCH_LOCK).touch()
+        (d / "in.mid").write_bytes(b"MThd")
+    link = tmp_path / f"{SCRATCH_PREFIX}3-c"
+    link.symlink_to(elsewhere)  # a name like ours, leading to a directory that is not
+    held = os.open(alive / SCRATCH_LOCK, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as its living process holds it
+    try:
+        assert remove_abandoned_scratch(tmp_path) == [gone]
+    finally:
+        os.close(held)
+    assert alive.exists() and not gone.exists() and (elsewhere / "in.mid").exists() and link.is_symlink()
+
+
 def test_a_small_model_decodes_on_one_thread_and_a_large_one_on_every_core():
     import torch
 
