@@ -273,7 +273,7 @@ def render_mp3(
     with tempfile.TemporaryDirectory(prefix="melomania-render-") as tmp:
         mid = Path(tmp) / "in.mid"
         midi.write(str(mid))
-        return render_midi_file(mid, mp3_path, tags, sf, settings)
+        return _render_file(mid, Path(mp3_path), tags, sf, settings)
 
 
 def render_midi_file(
@@ -284,11 +284,15 @@ def render_midi_file(
     settings: AudioSettings = AudioSettings(),
 ) -> RenderTimings:
     """`render_mp3` for a MIDI file already on disk."""
+    sf = find_soundfont(soundfont)
+    _tool("ffmpeg")  # before synthesising, not after
+    return _render_file(midi_path, Path(mp3_path), tags, sf, settings)
+
+
+def _render_file(midi_path: Path, mp3_path: Path, tags: Tags, sf: Path, settings: AudioSettings) -> RenderTimings:
+    """Synthesise, normalise and encode; the soundfont and ffmpeg are already checked."""
     import time
 
-    sf = find_soundfont(soundfont)
-    mp3_path = Path(mp3_path)
-    _tool("ffmpeg")  # before synthesising, not after
     t0 = time.perf_counter()
     synth = synthesizer(sf, settings.sample_rate)
     audio, rate = synth.render(midi_path), synth.sample_rate
