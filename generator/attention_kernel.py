@@ -21,12 +21,14 @@ fixed order, so a row's result is the same, bit for bit, whatever else is in the
 Where there is no C compiler (or it fails), `load()` returns None, decoding keeps the fp32 cache
 and eager attention, and the log says why once. `CC` picks the compiler (default `cc`); built
 kernels are kept in $XDG_CACHE_HOME/melomania/kernels (else ~/.cache/…), one per source,
-compiler and CPU, when no one else could write there; otherwise the kernel is built for this
-process alone in a private scratch directory, removed once it is loaded.
+compiler and CPU, when no one else could write there, and one unused for 30 days is removed when
+another is built; otherwise the kernel is built for this process alone in a private scratch
+directory, removed once it is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -39,6 +41,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-ffreestanding", "-nostdlib", "-fno-stack-protector"]
 FLAGS += ["-Wl,-z,defs"]
 SCRATCH_PREFIX = "melomania-kernel-"  # a private directory for one process, when no cache can be kept
+# A kept kernel unused this long is removed when another is built: every upgrade, compiler or CPU
+# (a shared home) builds one of its own, and the old ones would otherwise pile up for good.
+UNUSED_DAYS = 30
 
 
 class AttentionKernel:
@@ -159,13 +165,38 @@ def build(compiler: str | None = None) -> Path:
     digest = hashlib.sha256(b"\0".join(recipe)).hexdigest()[:16]
     target = _cache_dir() / f"attention-{digest}.so"
     if target.is_file() and not target.is_symlink():
+        _mark_used(target)
         return target
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src, out = Path(tmp) / "attention.c", Path(tmp) / target.name
         src.write_bytes(source)
         subprocess.run([*cc, *FLAGS, "-o", str(out), str(src)], capture_output=True, check=True, timeout=120)
         os.replace(out, target)  # atomic: processes building at once all end with a whole file
+    remove_unused(target.parent, keep=target)
     return target
+
+
+def _mark_used(path: Path) -> None:
+    """Stamp the kernel's access time with now, its modification time kept. Set explicitly,
+    since mounts with relatime or noatime do not keep access times for us."""
+    with contextlib.suppress(OSError):  # someone else's file in a shared cache: their stamp stands
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+
+
+def remove_unused(directory: Path, keep: Path, days: float = UNUSED_DAYS) -> list[Path]:
+    """Remove the kernels in `directory` (but `keep`) that no process has loaded for `days`; the
+    paths removed. A process that has one loaded keeps its mapping: unlinking never breaks it."""
+    cutoff = time.time() - days * 86400
+    removed = []
+    for path in directory.glob("attention-*.so"):
+        try:
+            info = path.lstat()
+            if path != keep and stat.S_ISREG(info.st_mode) and max(info.st_atime, info.st_mtime) < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed
 
 
 _loading = threading.Lock()

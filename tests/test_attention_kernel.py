@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import torch
@@ -229,3 +230,19 @@ def test_a_private_cache_keeps_the_kernel_for_the_next_process(tmp_path, monkeyp
     assert build() == first and first.stat().st_mtime_ns == build().stat().st_mtime_ns  # found, not rebuilt
     assert build(compiler="cc -O2") != first  # the compiler's arguments are part of what was built
     assert not list(scratch.iterdir())
+
+
+def test_kernels_unused_for_a_month_are_removed_when_another_is_built(tmp_path, monkeypatch, scratch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = build()
+    kept = first.parent
+    month_ago = time.time() - 31 * 86400
+    old, recent = kept / "attention-0000000000000000.so", kept / "attention-1111111111111111.so"
+    for path, when in ((old, month_ago), (recent, time.time() - 86400)):
+        path.write_bytes(b"a kernel another version built")
+        os.utime(path, (when, when))
+    os.utime(first, (month_ago, month_ago))
+    assert build() == first and first.stat().st_atime > month_ago + 86400  # finding it marks it used
+    assert old.exists()  # nothing is removed while nothing new is built
+    other = build(compiler="cc -O2")
+    assert sorted(kept.glob("attention-*.so")) == sorted([first, recent, other])
