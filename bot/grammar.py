@@ -157,8 +157,8 @@ def seconds_of(raw: str) -> float:
     m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text) or re.fullmatch(r"(\d+):(\d{1,2})", text)
     if m and any(m.groups()) and ":" not in text:
         total = float(m.group(1) or 0) * 60 + float(m.group(2) or 0)
-    elif m and ":" in text:
-        total = int(m.group(1)) * 60 + int(m.group(2))
+    elif m and ":" in text:  # as floats: a minute count hundreds of digits long becomes inf, not an OverflowError
+        total = float(m.group(1)) * 60 + float(m.group(2))
     else:
         return float(RANGES["seconds"].check("len", raw))
     return float(RANGES["seconds"].check("len", f"{total:g}"))

@@ -152,6 +152,12 @@ words = st.one_of(
 )
 
 
+@pytest.mark.parametrize("length", ["9" * 400 + ":00", "len=" + "9" * 400 + ":00", "len=" + "9" * 330 + "m"])
+def test_a_length_too_long_to_count_is_refused_with_the_range(length):
+    with pytest.raises(UsageError, match=RANGES["seconds"].bounds):
+        parse(f"/compose jazz {length}")
+
+
 @settings(max_examples=10_000, deadline=None)
 @given(st.lists(words, max_size=8).map(" ".join))
 def test_no_input_crashes_the_parser(text):
