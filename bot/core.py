@@ -149,11 +149,16 @@ def track_caption(track: Track) -> str:
     )
 
 
-async def set_favourite(db: Database, user: User, track_id: int, favourite: bool, channel: Channel | None) -> bool:
-    """⭐ / ★: favourite or un-favourite a track the user can read here; returns the new state."""
+async def set_favourite(
+    db: Database, user: User, track_id: int, favourite: bool | None, channel: Channel | None
+) -> bool:
+    """⭐ / ★: favourite or un-favourite a track the user can read here; returns the new state.
+    None turns it over: in a shared chat the button cannot show each member their own state, so
+    it always reads ⭐, and a second press must take the favourite back."""
 
     async def toggle(s):
-        if favourite:
+        add = favourite if favourite is not None else not await is_favorite(s, user, track_id)
+        if add:
             await add_favorite(s, user, track_id, channel)
         else:
             await remove_favorite(s, user, track_id)

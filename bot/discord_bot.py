@@ -488,7 +488,8 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
     if press.action == "share":
         await say(interaction, f"To share it, use `/share track:{track.id} channel:#your-channel`")
     elif press.action in ("fav", "unfav"):
-        await toggle_favourite(interaction, user, track, press.action == "fav")
+        dm = interaction.guild_id is None  # in a server the buttons are everyone's and show no state
+        await toggle_favourite(interaction, user, track, press.action == "fav" if dm else None)
     elif not may_post_here(interaction):  # the new track would be posted here, as if by them
         await say(interaction, NO_POSTING)
     elif press.action == "continue":
@@ -497,9 +498,9 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
         await start_job(interaction, child_request(PLATFORM, track, press.action, uid, name, key))
 
 
-async def toggle_favourite(interaction: discord.Interaction, user: User, track: Track, favourite: bool) -> None:
+async def toggle_favourite(interaction: discord.Interaction, user: User, track: Track, favourite: bool | None) -> None:
+    """`favourite` None: turn the presser's favourite over (a server's button shows no state)."""
     core = core_of(interaction)
-
     now = await set_favourite(core.db, user, track.id, favourite, here(interaction))
     if interaction.guild_id is None:  # in a DM the buttons are only the user's: show the state
         await interaction.response.edit_message(view=track_view(track.id, now))

@@ -449,7 +449,8 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer(f"To share it, send /share {track.id} @yourchannel", show_alert=True)
         return
     if press.action in ("fav", "unfav"):
-        await toggle_favourite(update, context, user, track, press.action == "fav")
+        private = update.effective_chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
+        await toggle_favourite(update, context, user, track, press.action == "fav" if private else None)
         return
     chat = update.effective_chat
     if chat.type == ChatType.CHANNEL and not await may_post_in(context, chat.id, int(uid)):
@@ -471,8 +472,9 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def toggle_favourite(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, user: User, track: Track, favourite: bool
+    update: Update, context: ContextTypes.DEFAULT_TYPE, user: User, track: Track, favourite: bool | None
 ) -> None:
+    """`favourite` None: turn the presser's favourite over (a shared chat's button shows no state)."""
     core = core_of(context.application)
     query = update.callback_query
 

@@ -195,13 +195,18 @@ async def test_hotter_and_cooler_buttons_compose_children_for_whoever_pressed(en
     assert by_lineage["hotter"].owner_id != parent.owner_id == by_lineage["cooler"].owner_id
 
 
-async def test_favourite_button_records_a_favourite(env):
+async def test_favourite_button_in_a_channel_records_a_favourite_and_takes_it_back(env):
     message, post = await compose_one(env, genre="calm", seconds=5)
     track_id = track_id_of(post)
     env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=3))  # a listener in the channel
     callbacks = await env.stub.wait_for("callback", count=2)
-    assert callbacks[-1].ephemeral and "favourites" in callbacks[-1].payload["data"]["content"]
+    assert callbacks[-1].ephemeral and "Added to your favourites" in callbacks[-1].payload["data"]["content"]
     assert await env.count(Favorite, Favorite.track_id == track_id) == 1
+    # The button is everyone's and shows no state, so the same button takes it back.
+    env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=3))
+    callbacks = await env.stub.wait_for("callback", count=3)
+    assert "Removed from your favourites" in callbacks[-1].payload["data"]["content"]
+    assert await env.count(Favorite, Favorite.track_id == track_id) == 0
 
 
 async def test_a_button_pressed_after_a_restart_still_works(env):

@@ -249,6 +249,20 @@ async def test_favourite_button_toggles_a_favourite(env):
     assert answers == ["⭐ Added to your favourites", "Removed from your favourites"]
 
 
+async def test_in_a_group_the_favourite_button_turns_each_presser_s_own_favourite_over(env):
+    """A group's buttons are everyone's and cannot show each member their state: each press turns
+    the presser's own favourite over, and the keyboard is left alone."""
+    track_id = await stored_track(env)
+    post = {"message_id": 5, "date": 0, "chat": {"id": -100700, "type": "supergroup", "title": "g"}, "text": "a track"}
+    for n in (1, 2):
+        query = env.stub.callback(f"fav:{track_id}", 1, message=post)
+        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+        await env.stub.wait_for("answerCallbackQuery", count=n)
+    answers = [c.params.get("text", "") for c in env.stub.calls_to("answerCallbackQuery")]
+    assert answers == ["⭐ Added to your favourites", "Removed from your favourites"]
+    assert await env.count(Favorite) == 0 and not env.stub.calls_to("editMessageReplyMarkup")
+
+
 async def test_history_lists_tracks_a_page_at_a_time(env):
     ids = [await stored_track(env, seed=i) for i in range(12)]
     env.send("/history")
