@@ -28,11 +28,13 @@ from telegram.error import BadRequest, TelegramError
 from telegram.error import Forbidden as CannotWrite
 from telegram.ext import (
     Application,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     InlineQueryHandler,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -119,6 +121,31 @@ HELP = (
 
 
 # --- small helpers -----------------------------------------------------------------------------
+
+
+# Who Telegram names as the sender when it hides the person: an anonymous group admin
+# (@GroupAnonymousBot), someone posting as a channel (@Channel_Bot) and a channel's posts forwarded
+# into its discussion group (Telegram's own 777000). Many people share each id.
+STAND_IN_IDS = frozenset({1087968824, 136817688, 777000})
+ANONYMOUS = (
+    "🙈 I can't tell who you are when you post as the group or as a channel, and your tracks, favourites "
+    "and settings must be yours alone. Turn off “Remain anonymous” (or post as yourself) to use me."
+)
+
+
+async def refuse_hidden_senders(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Runs before every other handler. A message whose sender Telegram hides comes from an id
+    that many people share: answered with why, and handled no further (else they would all share
+    one account, each able to continue, cancel or delete the others' tracks)."""
+    message = update.message
+    if message is None:  # button presses and inline queries always name the real person
+        return
+    sender = message.from_user
+    if message.sender_chat is None and (sender is None or sender.id not in STAND_IN_IDS):
+        return
+    if (message.text or message.caption or "").startswith("/"):
+        await say(update, ANONYMOUS)
+    raise ApplicationHandlerStop
 
 
 def who(update: Update) -> tuple[str, str]:
@@ -619,6 +646,7 @@ def build_application(
         builder = builder.base_file_url(base_file_url)
     application = builder.build()
     application.bot_data["core"] = Core(backend, db, store, limits or Limits())
+    application.add_handler(TypeHandler(Update, refuse_hidden_senders), group=-1)
     for name, handler in (
         ("start", start),
         ("help", help_command),

@@ -780,3 +780,31 @@ async def test_in_a_group_my_history_goes_to_my_private_chat(env):
     env.send("/history", user_id=2, chat_id=-100900, kind="group")
     answer = (await env.stub.wait_for("sendMessage", count=4))[-1]
     assert answer.chat_id == "-100900" and "open a chat with me" in answer.params["text"]
+
+
+@pytest.mark.parametrize(
+    ("sender", "sender_chat"),
+    [
+        (1087968824, {"id": -100800, "type": "supergroup", "title": "g"}),  # an anonymous admin
+        (136817688, {"id": -100555, "type": "channel", "title": "c"}),  # someone posting as a channel
+    ],
+)
+async def test_a_sender_telegram_hides_is_refused_and_owns_nothing(env, sender, sender_chat):
+    """Every anonymous admin (and everyone posting as a channel) arrives as one shared id: served,
+    they would share one account and could continue, cancel or delete each other's tracks."""
+    track_id = await stored_track(env, owner=str(sender))  # as if composed before this guard
+    for text in ("/compose ambient len=5", f"/continue {track_id}", "/forgetme", "just chatting"):
+        message = env.stub.message(text, sender, chat_id=-100800, kind="supergroup")
+        message["sender_chat"] = sender_chat
+        env.stub.queue_update({"update_id": next(env.ids), "message": message})
+    replies = await env.stub.wait_for("sendMessage", count=3)
+    await asyncio.sleep(0.3)  # the plain message gets no answer at all
+    assert len(env.stub.calls_to("sendMessage")) == 3
+    assert all("Remain anonymous" in r.params["text"] for r in replies)
+    assert await env.count(Job) == 0 and await env.count(Track) == 1
+
+
+async def test_a_group_member_posting_as_themselves_is_served(env):
+    env.send("/genres", user_id=5, chat_id=-100800, kind="supergroup")
+    [reply] = await env.stub.wait_for("sendMessage")
+    assert reply.params["text"].startswith("Genres:")
