@@ -53,6 +53,7 @@ from bot.limits import Limits
 from bot.replies import (
     ACTIONS,
     BUTTON,
+    FORGET_CONFIRM,
     ButtonPress,
     parse_button,
     progress_line,
@@ -97,10 +98,6 @@ HELP = (
 )
 GENRES_TEXT = (
     "Genres: {genres}.\nFor example: `/compose genre:ambient` or `/compose genre:jazz temperature:0.9 seconds:60`"
-)
-FORGET_CONFIRM = (
-    "🗑 Delete your settings, favourites and every track you composed, for good? "
-    "(Tracks already posted in channels stay there.)"
 )
 EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
 

@@ -73,6 +73,12 @@ def caption(
     return "\n".join(lines)
 
 
+FORGET_CONFIRM = (
+    "🗑 Delete your settings, favourites and every track you composed, for good? "
+    "(Tracks already posted in channels stay there.)"
+)
+
+
 def track_buttons(track_id: int, favourite: bool = False) -> list[list[Button]]:
     row1 = [Button(ACTIONS[a], f"{a}:{track_id}") for a in ("reroll", "hotter", "cooler")]
     fav = "unfav" if favourite else "fav"

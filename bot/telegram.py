@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from telegram import BotCommand, Document, InlineQueryResultCachedAudio, InlineQueryResultsButton, Update
+from telegram import BotCommand, Chat, Document, InlineQueryResultCachedAudio, InlineQueryResultsButton, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.error import Forbidden as CannotWrite
@@ -61,7 +61,7 @@ from bot.grammar import (
     parse,
 )
 from bot.limits import Limits
-from bot.replies import parse_button, track_buttons
+from bot.replies import FORGET_CONFIRM, Button, parse_button, track_buttons
 from bot.telegram_delivery import (
     PLATFORM,
     Core,
@@ -390,12 +390,34 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context.application)
+    """Asks first, as Discord does: nothing is deleted until the asker presses the button. A
+    /forgetme is one tap on a link in any message, and in a group everyone sees the question, so
+    the buttons carry whose question it is."""
     uid, _ = who(update)
-    for job_id in await unfinished_job_ids(core, uid):
-        await core.backend.cancel(job_id, PLATFORM, uid)
-    gone = await forget_user(core.db, core.store, PLATFORM, uid)
-    await say(update, f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.")
+    buttons = [[Button("🗑 Delete everything", f"forgetme:confirm:{uid}"), Button("Keep it", f"forgetme:keep:{uid}")]]
+    await with_retries(lambda: update.effective_message.reply_text(FORGET_CONFIRM, reply_markup=keyboard(buttons)))
+
+
+async def forget_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The answer to /forgetme's question, taken only from the person it asked. Deleting cancels
+    their unfinished jobs, then removes everything of theirs (storage.privacy.forget_user)."""
+    query = update.callback_query
+    _, choice, asker = (query.data or "").split(":")  # the handler's pattern guarantees the shape
+    uid, _ = who(update)
+    if uid != asker:
+        await query.answer("This question was for someone else; send /forgetme to be asked yourself.", show_alert=True)
+        return
+    await query.answer()
+    if choice == "confirm":
+        core = core_of(context.application)
+        for job_id in await unfinished_job_ids(core, uid):
+            await core.backend.cancel(job_id, PLATFORM, uid)
+        gone = await forget_user(core.db, core.store, PLATFORM, uid)
+        answer = f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks."
+    else:
+        answer = "👍 Kept everything."
+    with contextlib.suppress(BadRequest):  # the question was deleted meanwhile: nothing to edit
+        await query.edit_message_text(answer)
 
 
 def may_post(chat_type: str, member) -> bool:
@@ -411,12 +433,12 @@ def may_post(chat_type: str, member) -> bool:
     return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER)
 
 
-async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat_id: int, user_id: int) -> bool:
+async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:
     try:
-        member = await with_retries(lambda: context.bot.get_chat_member(chat_id, user_id))
+        member = await with_retries(lambda: context.bot.get_chat_member(chat.id, user_id))
     except TelegramError:
         return False
-    return may_post(ChatType.CHANNEL, member)
+    return may_post(chat.type, member)
 
 
 async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -480,10 +502,12 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await toggle_favourite(update, context, user, track, press.action == "fav" if private else None)
         return
     chat = update.effective_chat
-    if chat.type == ChatType.CHANNEL and not await may_post_in(context, chat.id, int(uid)):
-        # subscribers see the buttons too, but only those who may post should make the bot post here
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(uid)):
+        # A channel's subscribers and a group's muted members see the buttons too, but the new
+        # track would be posted here as if by them.
+        who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
         await query.answer(
-            f"🔒 Only the channel's posters can compose here. Open a chat with me and send /continue {track.id}",
+            f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track.id}",
             show_alert=True,
         )
         return
@@ -578,7 +602,9 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     query = update.inline_query
     uid, _ = who(update)
     wanted = inline_filter(query.query)
-    offset = int(query.offset) if query.offset.isdigit() else None
+    # The client sends the offset back; a custom one could hold "²" (a digit to isdigit, not to
+    # int) or a number too long for the database.
+    offset = int(query.offset) if re.fullmatch(r"[0-9]{1,18}", query.offset) else None
     found: list[tuple[Track, str]] = []
     skipped, next_offset = 0, None
     if wanted is not None:
@@ -661,6 +687,7 @@ def build_application(
         ("share", share),
     ):
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
+    application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(button))
     application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, unknown))

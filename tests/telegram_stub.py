@@ -296,6 +296,12 @@ class BotApiStub:
             member: dict[str, Any] = {"status": self.member_status, "user": self.user(int(params["user_id"]))}
             if self.member_status == "kicked":
                 member["until_date"] = 0  # banned for ever
+            if self.member_status == "restricted":  # a muted member: in the group, may not send anything
+                sends = ("messages", "audios", "documents", "photos", "videos", "video_notes", "voice_notes", "polls")
+                rights = ("change_info", "invite_users", "pin_messages", "manage_topics", "add_web_page_previews")
+                rights += ("edit_tag", "react_to_messages")
+                member |= {f"can_send_{r}": False for r in (*sends, "other_messages")}
+                member |= {f"can_{r}": False for r in rights} | {"is_member": True, "until_date": 0}
             if self.member_status == "administrator":  # the rights Telegram always lists for one
                 rights = ("manage_chat", "delete_messages", "manage_video_chats", "restrict_members")
                 rights += ("promote_members", "change_info", "invite_users", "post_stories", "edit_stories")

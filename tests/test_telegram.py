@@ -373,8 +373,18 @@ async def test_favourites_are_listed_and_forgetme_deletes_everything(env):
     [listing] = await env.stub.wait_for("sendMessage")
     assert f"#{track_id} Ambient" in listing.params["text"]
     env.send("/forgetme")
-    replies = await env.stub.wait_for("sendMessage", count=2)
-    assert "1 tracks" in replies[-1].params["text"]
+    [_, question] = await env.stub.wait_for("sendMessage", count=2)
+    assert question.buttons == ["forgetme:confirm:1", "forgetme:keep:1"]
+    assert await env.count(Track) == 1  # nothing goes before the answer
+    env.press("forgetme:confirm:1", user_id=2)  # someone else in the chat pressing it
+    refusal = (await env.stub.wait_for("answerCallbackQuery", count=2))[-1]
+    assert "someone else" in refusal.params["text"] and await env.count(Track) == 1
+    env.press("forgetme:keep:1")
+    [kept] = await env.stub.wait_for("editMessageText")
+    assert "Kept everything" in kept.params["text"] and await env.count(Track) == 1
+    env.press("forgetme:confirm:1")
+    [_, done] = await env.stub.wait_for("editMessageText", count=2)
+    assert "1 tracks" in done.params["text"]
     assert await env.count(Track) == 0 and await env.count(Favorite) == 0
 
 
@@ -808,3 +818,32 @@ async def test_a_group_member_posting_as_themselves_is_served(env):
     env.send("/genres", user_id=5, chat_id=-100800, kind="supergroup")
     [reply] = await env.stub.wait_for("sendMessage")
     assert reply.params["text"].startswith("Genres:")
+
+
+async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env):
+    from storage.shares import record_share
+
+    track_id = await stored_track(env)
+    owner = await env.db.run(lambda s: get_or_create_user(s, "telegram", "1"))
+    await env.db.run(lambda s: record_share(s, owner, track_id, ("telegram", "-100700"), 5))
+    post = {"message_id": 5, "date": 0, "chat": {"id": -100700, "type": "supergroup", "title": "g"}, "text": "a track"}
+
+    def press(user_id: int) -> None:
+        query = env.stub.callback(f"reroll:{track_id}", user_id, message=post)
+        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+
+    env.stub.member_status = "restricted"
+    press(2)
+    [answer] = await env.stub.wait_for("answerCallbackQuery")
+    assert "Only members who may post here" in answer.params["text"]
+    assert await env.count(Job) == 0 and not env.stub.calls_to("sendMessage")
+    env.stub.member_status = "member"
+    press(2)
+    [progress] = await env.stub.wait_for("sendMessage")
+    assert progress.chat_id == "-100700" and await env.count(Job) == 1
+
+
+@pytest.mark.parametrize("offset", ["²", "9" * 40])
+async def test_an_inline_offset_no_client_of_ours_sends_still_gets_an_answer(env, offset):
+    env.stub.queue_update({"update_id": next(env.ids), "inline_query": env.stub.inline("", 1, offset=offset)})
+    await env.stub.wait_for("answerInlineQuery")
