@@ -30,8 +30,9 @@ from bot.replies import Button, progress_line, track_buttons
 from generator import GeneratorError
 from generator.vocab import display_name
 from jobs.api import ComposeRequest, JobBackend, Refused
-from storage import ArtifactStore, Database, NotFound, Track
+from storage import ArtifactStore, Database, NotFound, Track, User
 from storage.jobs import set_reply_to
+from storage.shares import record_share
 from storage.tracks import cache_file_id
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,12 @@ async def follow_job(app: Application, chat_id: int, message_id: int, job_id: in
                 final = event
     if final is not None and final.kind == "done" and final.track_id is not None:
         track = await core.db.run(lambda s: s.get(Track, final.track_id))
+        if chat_id < 0:  # a group or a channel (the Bot API's ids for them are negative)
+            # Shared there before it appears, as on Discord: anyone there may reroll it, continue
+            # it or keep it as a favourite, and a press the moment it appears already passes.
+            owner = await core.db.run(lambda s: s.get(User, track.owner_id))
+            here = (PLATFORM, str(chat_id))
+            await core.db.run(lambda s: record_share(s, owner, track.id, here, None, here))
         await send_track(app, chat_id, track)
         await core.backend.delivered(job_id)  # the track is the result: a restart must not send it again
         await send_score(app, chat_id, track)

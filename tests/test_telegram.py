@@ -425,6 +425,12 @@ async def test_compose_addressed_to_the_bot_in_a_group_is_posted_in_the_group(en
     assert audio.chat_id == "-100321"
     track = await env.track(track_id_of(audio))
     assert track.genre == "calm"
+    # Posted in the group, the track is shared there: another member's press under it composes.
+    post = {"message_id": 9, "date": 0, "chat": {"id": -100321, "type": "supergroup", "title": "g"}, "text": "a track"}
+    query = env.stub.callback(f"reroll:{track.id}", 6, message=post)
+    env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+    [answer] = await env.stub.wait_for("answerCallbackQuery")
+    assert answer.params["text"].startswith("🔁") and await env.count(Job) == 2
 
 
 # --- inline mode -------------------------------------------------------------------------------
