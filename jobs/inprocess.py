@@ -41,6 +41,10 @@ from .receipts import StoredDeliveries
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
+# How long a cancel is remembered for a job this runner does not hold: long enough for a job read
+# as queued (a Redis worker's) to arrive here, which takes milliseconds; the stored state covers
+# every later arrival. Without a limit a worker would keep every cancel of the whole fleet.
+CANCEL_MEMORY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class InProcessRunner(StoredDeliveries):
         self.db, self.store, self.settings = db, store, settings
         self._load_model = load_model
         self._incoming: queue.SimpleQueue[tuple[int, GenerationRequest] | None] = queue.SimpleQueue()
-        self._cancelled: set[int] = set()
+        self._cancelled: dict[int, float] = {}  # job id → when the cancel came (monotonic)
         self._lock = threading.Lock()
         self._active: dict[int, ComposeRequest] = {}  # accepted and not finished
         self._waiting: list[int] = []  # accepted, not yet in the batch, in order
@@ -192,8 +196,7 @@ class InProcessRunner(StoredDeliveries):
             await self.db.run(lambda s: cancel_users_job(s, job_id, platform, user_id))
         except InvalidTransition:
             return False
-        with self._lock:
-            self._cancelled.add(job_id)
+        self._remember_cancel(job_id)
         self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
         return True
 
@@ -212,10 +215,18 @@ class InProcessRunner(StoredDeliveries):
 
     def mark_cancelled(self, job_id: int) -> None:
         """Stop composing a job another process cancelled; its row leaves the batch at the next step."""
-        with self._lock:
-            self._cancelled.add(job_id)
+        self._remember_cancel(job_id)
         if job_id in self._active:
             self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
+
+    def _remember_cancel(self, job_id: int) -> None:
+        """For the generation thread (which drops the row at its next step) and for a job on its
+        way here; forgotten after CANCEL_MEMORY_S, by when both have long seen it."""
+        now = time.monotonic()
+        with self._lock:
+            self._cancelled[job_id] = now
+            for stale in [j for j, when in self._cancelled.items() if now - when > CANCEL_MEMORY_S]:
+                del self._cancelled[stale]
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """This job's events from now until it ends (the latest state first)."""
@@ -380,6 +391,8 @@ class InProcessRunner(StoredDeliveries):
             except Exception:  # never let one bad step stop every user's music
                 log.exception("generation step failed; failing the rows in the batch")
                 for row in decoder.rows:
+                    started.pop(row.tag, None)
+                    reported.pop(row.tag, None)
                     self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
                 decoder = new_decoder()
                 continue
@@ -408,7 +421,18 @@ class InProcessRunner(StoredDeliveries):
                 self._waiting.remove(job_id)
         self._emit(JobEvent(job_id, "running"))
         if not self._closed:
-            self._starts[job_id] = self._loop.create_task(self._store_running(job_id))
+            task = self._loop.create_task(self._store_running(job_id))
+            self._starts[job_id] = task
+            task.add_done_callback(lambda t, j=job_id: self._start_written(j, t))
+
+    def _start_written(self, job_id: int, task: asyncio.Task) -> None:
+        """A 'running' write no one awaits is let go here: a job that ends without _stored_start
+        (cancelled while composing, say) must not leave it behind."""
+        if self._starts.get(job_id) is not task:
+            return  # _stored_start took it, and reports how it went
+        del self._starts[job_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: could not store that it started", job_id, exc_info=task.exception())
 
     async def _stored_start(self, job_id: int) -> None:
         """Wait for the job's 'running' write, so its ending is never written before its start. A

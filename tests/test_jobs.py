@@ -114,6 +114,9 @@ async def test_cancel_stops_a_running_job_within_a_second(env):
             await asyncio.sleep(0.01)
         assert not await runner.cancel(job_id, "telegram", "u1")  # already over
         assert [e.kind async for e in runner.events(job_id)] == ["cancelled"]
+        # Nothing of the job is kept once it has ended, its start's write included.
+        await asyncio.sleep(0.1)
+        assert job_id not in runner._starts and job_id not in runner._active and job_id not in runner._channels
     finally:
         await runner.stop()
     assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.cancelled
@@ -358,6 +361,24 @@ async def test_a_job_cancelled_before_a_worker_adopts_it_ends_at_once(env):
     finally:
         await runner.stop()
     assert [e.kind for e in events][-1] == "cancelled"
+
+
+async def test_cancels_for_jobs_held_elsewhere_are_forgotten_in_time(env, monkeypatch):
+    """A Redis worker hears every cancel in the fleet: it keeps them only as long as a job read
+    as queued could take to reach it, so its memory does not grow with the fleet's history."""
+    import jobs.inprocess
+
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        for job_id in range(1000, 1100):
+            runner.mark_cancelled(job_id)
+        assert len(runner._cancelled) == 100
+        monkeypatch.setattr(jobs.inprocess, "CANCEL_MEMORY_S", 0.0)
+        runner.mark_cancelled(5000)
+        assert list(runner._cancelled) == [5000]
+    finally:
+        await runner.stop()
 
 
 async def _all(events):
