@@ -8,7 +8,6 @@ step, each row with its own sampling values, genre, length and seed; finished ro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import queue
@@ -25,6 +24,7 @@ from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFou
 from storage.errors import out_of_space, storage_trouble
 from storage.ingest import save_track
 from storage.jobs import (
+    FINISHED,
     cancel_users_job,
     create_job,
     fail_job,
@@ -87,6 +87,7 @@ class InProcessRunner(StoredDeliveries):
         self._reserved = 0  # submissions past the caps check, not yet accepted
         self._reserved_by: dict[tuple[str, str], int] = {}
         self._tries: dict[int, int] = {}
+        self._attempts: dict[int, int] = {}  # the stored attempt this runner started each job in
         self._channels: dict[int, _Channel] = {}
         self._tasks: set[asyncio.Task] = set()
         self._starts: dict[int, asyncio.Task] = {}
@@ -219,6 +220,18 @@ class InProcessRunner(StoredDeliveries):
         if job_id in self._active:
             self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
 
+    def attempt(self, job_id: int) -> int | None:
+        """The stored attempt this runner started the job in (None before its start is stored)."""
+        return self._attempts.get(job_id)
+
+    def release(self, job_id: int) -> None:
+        """Stop composing a job and let it go, telling its user nothing: it is no longer ours (a
+        Redis worker shutting down, or one whose job another worker started again). Its stored
+        state stays as it is, for whoever composes it now; its listeners here get 'released'."""
+        self._remember_cancel(job_id)  # the generation thread drops its row at the next step
+        if job_id in self._active:
+            self._finish(job_id, JobEvent(job_id, "released"))
+
     def _remember_cancel(self, job_id: int) -> None:
         """For the generation thread (which drops the row at its next step) and for a job on its
         way here; forgotten after CANCEL_MEMORY_S, by when both have long seen it."""
@@ -277,6 +290,7 @@ class InProcessRunner(StoredDeliveries):
             if job_id in self._waiting:
                 self._waiting.remove(job_id)
         self._tries.pop(job_id, None)
+        self._attempts.pop(job_id, None)
         self._last_db_progress.pop(job_id, None)
         self._channels.pop(job_id, None)
 
@@ -446,8 +460,11 @@ class InProcessRunner(StoredDeliveries):
                 log.exception("job %s: could not store that it started", job_id)
 
     async def _store_running(self, job_id: int) -> None:
-        with contextlib.suppress(InvalidTransition):  # a regeneration of a running job, or a cancel that won
-            await self.db.run(lambda s: start_job(s, job_id))
+        try:
+            job = await self.db.run(lambda s: start_job(s, job_id))
+        except InvalidTransition:  # a regeneration of a running job (its attempt stands), or a cancel that won
+            return
+        self._attempts[job_id] = job.attempts
 
     def _progress(self, job_id: int, done: int, total: int, eta: float | None) -> None:
         if job_id not in self._active:
@@ -461,8 +478,8 @@ class InProcessRunner(StoredDeliveries):
     async def _failed(self, job_id: int, reason: str) -> None:
         await self._stored_start(job_id)
         try:
-            await self.db.run(lambda s: fail_job(s, job_id, reason))
-        except InvalidTransition:  # it ended meanwhile: a cancel (already told), or elsewhere
+            await self.db.run(lambda s: fail_job(s, job_id, reason, self._attempts.get(job_id)))
+        except InvalidTransition:  # it ended meanwhile (a cancel, already told), or was started again elsewhere
             if job_id in self._active:
                 await self._end_as_stored(job_id, reason)
             return
@@ -471,13 +488,25 @@ class InProcessRunner(StoredDeliveries):
         self._finish(job_id, JobEvent(job_id, "failed", reason=reason))
 
     async def _end_as_stored(self, job_id: int, reason: str) -> None:
-        """End a job we still hold the way storage says it ended (failed with `reason` if it can't say)."""
+        """End a job we still hold the way storage says it ended (failed with `reason` if it can't
+        say); or let it go, if another worker has started it again since we did."""
+        from storage import Job
+
         try:
-            event = await self._stored_event(job_id)
+            job = await self.db.run(lambda s: s.get(Job, job_id))
         except Exception:
             log.exception("job %s: could not read how it ended", job_id)
+            job = None
+        mine = self._attempts.get(job_id)
+        if job is not None and job.state not in FINISHED and mine is not None and job.attempts != mine:
+            log.warning("job %s was started again elsewhere; letting it go", job_id)
+            self.release(job_id)
+            return
+        if job is not None and job.state in FINISHED:
+            event = JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+        else:
             event = JobEvent(job_id, "failed", reason=reason)
-        self._finish(job_id, event if event.terminal else JobEvent(job_id, "failed", reason=reason))
+        self._finish(job_id, event)
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate
@@ -548,7 +577,16 @@ class InProcessRunner(StoredDeliveries):
             note_count=files.notes,
         )
         track = await save_track(
-            self.db, self.store, compose.platform, compose.user_id, new, files.mp3, files.midi, files.png, job_id=job_id
+            self.db,
+            self.store,
+            compose.platform,
+            compose.user_id,
+            new,
+            files.mp3,
+            files.midi,
+            files.png,
+            job_id=job_id,
+            attempt=self._attempts.get(job_id),
         )
         return track.id
 

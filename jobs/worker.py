@@ -3,7 +3,9 @@ through the same generation loop as the in-process runner, and publishes progres
 
 A worker killed mid-job stops refreshing the job's in-progress key; once that lapses (a few
 heartbeats), another worker picks the job up again. Guarded job transitions in storage make sure
-only one of them can finish it, so the user gets exactly one result.
+only one of them can finish it, so the user gets exactly one result: each worker ends a job only
+in the attempt it started it in, and lets it go, saying nothing, once another has started it again
+(a worker whose claim lapsed while Redis was unreachable) or when arq cancels it (shutting down).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -21,7 +24,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
 from storage import Database, InvalidTransition, Job, JobState, LocalArtifactStore
-from storage.jobs import fail_job, requeue_job
+from storage.jobs import FINISHED, fail_job, requeue_job
 
 from .api import ComposeRequest, JobEvent
 from .inprocess import InProcessRunner, RunnerSettings
@@ -87,17 +90,34 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def _listen_for_cancels(redis, runner: InProcessRunner) -> None:
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(CANCEL_CHANNEL)
-    async for message in pubsub.listen():
-        if message.get("type") == "message":
-            runner.mark_cancelled(int(message["data"]))
+    """Hear cancels for as long as the worker runs: a dropped connection is listened on again, or
+    every job cancelled from then on would be composed to its end."""
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(CANCEL_CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    runner.mark_cancelled(int(message["data"]))
+        except Exception as exc:
+            log.warning("lost the cancel channel (%s); listening again", type(exc).__name__)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
 
 async def _heartbeat(redis, arq_job_id: str) -> None:
-    # Keep our claim short and fresh, so a dead worker's job is retried within a few heartbeats.
+    """Keep our claim short and fresh, so a dead worker's job is retried within a few heartbeats.
+    A refresh that fails is tried again: if the claim lapses meanwhile and another worker starts
+    the job, our attempt can no longer end it (storage.jobs), and the runner lets it go."""
+    key, claim_ms, last = in_progress_key_prefix + arq_job_id, int(HEARTBEAT_S * 3 * 1000), time.monotonic()
     while True:
-        await redis.pexpire(in_progress_key_prefix + arq_job_id, int(HEARTBEAT_S * 3 * 1000))
+        try:
+            await redis.pexpire(key, claim_ms)
+            last = time.monotonic()
+        except Exception as exc:
+            log.warning("could not refresh the claim on %s for %.0f s (%s)", arq_job_id, time.monotonic() - last, exc)
         await asyncio.sleep(HEARTBEAT_S)
 
 
@@ -106,25 +126,44 @@ async def compose(ctx: dict[str, Any], job_id: int) -> str:
     worker dying (then another tries again), the job ends failed with a reason its user sees."""
     try:
         return await _compose(ctx, job_id)
+    except asyncio.CancelledError:  # arq stopping (a shutdown, its timeout): whoever retries it tells the user
+        ctx["runner"].release(job_id)
+        raise
     except Exception:
         log.exception("job %s failed in the worker", job_id)
-        ctx["runner"].mark_cancelled(job_id)  # stop composing what can no longer be delivered
-        await _fail(ctx, job_id, "the composer hit an error; please try again")
+        runner: InProcessRunner = ctx["runner"]
+        attempt = runner.attempt(job_id)
+        runner.mark_cancelled(job_id)  # stop composing what can no longer be delivered
+        await _fail(ctx, job_id, "the composer hit an error; please try again", attempt)
         return "failed"
 
 
-async def _fail(ctx: dict[str, Any], job_id: int, reason: str) -> None:
+async def _fail(ctx: dict[str, Any], job_id: int, reason: str, attempt: int | None = None) -> None:
+    """Fail the job (in `attempt`, when this worker started it) and tell its user."""
     db: Database = ctx["db"]
     try:
-        await db.run(lambda s: fail_job(s, job_id, reason))
-    except InvalidTransition:
-        return  # it ended meanwhile (a cancel, another worker): that ending stands
+        await db.run(lambda s: fail_job(s, job_id, reason, attempt))
+    except InvalidTransition:  # it ended meanwhile (a cancel, another worker): that ending stands
+        await _publish_stored_ending(ctx, job_id)
+        return
     except Exception:
         log.exception("job %s: could not store its failure; telling the user anyway", job_id)
     try:
         await publish(ctx["redis"], JobEvent(job_id, "failed", reason=reason))
     except Exception:  # Redis gone too: the stored state (or the next start) has to tell them
         log.exception("job %s: could not publish its failure", job_id)
+
+
+async def _publish_stored_ending(ctx: dict[str, Any], job_id: int) -> None:
+    """Publish how storage says the job ended: whoever ended it may have died before telling
+    anyone, and the user's bot is still listening."""
+    job = await ctx["db"].run(lambda s: s.get(Job, job_id))
+    if job is not None and job.state in FINISHED:
+        event = JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+        try:
+            await publish(ctx["redis"], event)
+        except Exception:
+            log.exception("job %s: could not publish its ending", job_id)
 
 
 async def _compose(ctx: dict[str, Any], job_id: int) -> str:
@@ -134,22 +173,30 @@ async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     job = await db.run(lambda s: s.get(Job, job_id))
     if job is None:
         return "unknown job"
-    if job.state is JobState.done:  # finished by a worker that died before telling anyone
-        await publish(redis, JobEvent(job_id, "done", track_id=job.track_id))
-        return "done"
-    if job.state in (JobState.failed, JobState.cancelled):
+    if job.state in FINISHED:  # ended by a worker that may have died before telling anyone
+        await _publish_stored_ending(ctx, job_id)
         return job.state.value
     if job.state is JobState.running:  # a retry: the last worker died while composing it
         if ctx.get("job_try", 1) >= MAX_TRIES:  # arq would not call us again: say so now
             await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
             return "failed"
-        await db.run(lambda s: requeue_job(s, job_id))
+        try:
+            await db.run(lambda s: requeue_job(s, job_id))
+        except InvalidTransition:  # it ended meanwhile, at the last worker's hands
+            await _publish_stored_ending(ctx, job_id)
+            return "ended"
     beat = asyncio.create_task(_heartbeat(redis, ctx["job_id"]))
     try:
         async for event in runner.adopt(job_id, ComposeRequest.from_json(job.request)):
-            await publish(redis, event)
-            if event.terminal:
+            if event.kind == "released":  # another worker has it now, and tells the user
                 return event.kind
+            if event.terminal:
+                await publish(redis, event)
+                return event.kind
+            try:
+                await publish(redis, event)
+            except Exception as exc:  # a progress line lost is no reason to fail the job
+                log.warning("job %s: could not publish progress (%s)", job_id, type(exc).__name__)
     finally:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -29,9 +29,11 @@ async def save_track(
     midi: bytes,
     png: bytes,
     job_id: int | None = None,
+    attempt: int | None = None,
 ) -> Track:
     """Store the files, then record the track (and finish `job_id` with it, atomically; a job
-    that was cancelled or finished meanwhile raises InvalidTransition and nothing is recorded)."""
+    that was cancelled or finished meanwhile, or started again since `attempt`, raises
+    InvalidTransition and nothing is recorded)."""
     keys = {}
     for ext, data in (("mp3", mp3), ("mid", midi), ("png", png)):
         keys[ext] = await asyncio.to_thread(store.put, data, ext)
@@ -41,7 +43,7 @@ async def save_track(
         owner = await get_or_create_user(session, platform, platform_user_id)
         track = await record_track(session, owner, new)
         if job_id is not None:
-            await finish_job(session, job_id, track.id)
+            await finish_job(session, job_id, track.id, attempt)
         return track
 
     return await db.run(record)

@@ -1,7 +1,9 @@
 """Jobs: one row per compose request, moved through its states by guarded transitions.
 
-queued → running → done | failed;  queued | running → cancelled;  running | failed → queued (retry).
-Each move is one conditional UPDATE, so two workers can never both start, or both finish, a job.
+queued → running → done | failed;  queued | running → cancelled;  running → queued (retry, after the
+process composing it died). Each move is one conditional UPDATE, so two workers can never both
+start, or both finish, a job; and an end written for an attempt (`attempt`, the job's `attempts`
+when that worker started it) holds only while no other worker has started the job again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ALLOWED_FROM: dict[JobState, tuple[JobState, ...]] = {
     JobState.done: (JobState.running,),
     JobState.failed: (JobState.queued, JobState.running),
     JobState.cancelled: (JobState.queued, JobState.running),
-    JobState.queued: (JobState.running, JobState.failed),  # retry after a crash or a failure
+    JobState.queued: (JobState.running,),  # a failed job told its user so: it is never composed again
 }
 FINISHED = (JobState.done, JobState.failed, JobState.cancelled)
 
@@ -44,17 +46,21 @@ async def create_job(
     return job, result.rowcount == 1
 
 
-async def transition(session: AsyncSession, job_id: int, to: JobState, **values: Any) -> Job:
-    """Move a job to `to` if its current state allows it; else InvalidTransition (nothing changes)."""
+async def transition(
+    session: AsyncSession, job_id: int, to: JobState, attempt: int | None = None, **values: Any
+) -> Job:
+    """Move a job to `to` if its current state allows it (and, given `attempt`, if it is still in
+    that attempt); else InvalidTransition (nothing changes)."""
     now = utcnow()
     extra: dict[str, Any] = {"updated_at": now, **values}
     if to is JobState.running:
         extra |= {"started_at": now, "attempts": Job.attempts + 1, "progress": 0.0, "error": None}
     elif to in FINISHED:
         extra |= {"finished_at": now}
+    owned = [] if attempt is None else [Job.attempts == attempt]
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state.in_(ALLOWED_FROM[to]))
+        .where(Job.id == job_id, Job.state.in_(ALLOWED_FROM[to]), *owned)
         .values(state=to, **extra)
         .execution_options(synchronize_session=False)
     )
@@ -62,6 +68,8 @@ async def transition(session: AsyncSession, job_id: int, to: JobState, **values:
     if job is None:
         raise NotFound(f"there is no job #{job_id}")
     if result.rowcount != 1:
+        if attempt is not None and job.attempts != attempt:
+            raise InvalidTransition(f"job #{job_id} was started again (attempt {job.attempts}, not {attempt})")
         raise InvalidTransition(f"job #{job_id} is {job.state.value}; it cannot become {to.value}")
     return job
 
@@ -70,12 +78,12 @@ async def start_job(session: AsyncSession, job_id: int) -> Job:
     return await transition(session, job_id, JobState.running)
 
 
-async def finish_job(session: AsyncSession, job_id: int, track_id: int) -> Job:
-    return await transition(session, job_id, JobState.done, track_id=track_id, progress=1.0)
+async def finish_job(session: AsyncSession, job_id: int, track_id: int, attempt: int | None = None) -> Job:
+    return await transition(session, job_id, JobState.done, attempt, track_id=track_id, progress=1.0)
 
 
-async def fail_job(session: AsyncSession, job_id: int, error: str) -> Job:
-    return await transition(session, job_id, JobState.failed, error=error[:2000])
+async def fail_job(session: AsyncSession, job_id: int, error: str, attempt: int | None = None) -> Job:
+    return await transition(session, job_id, JobState.failed, attempt, error=error[:2000])
 
 
 async def cancel_job(session: AsyncSession, job_id: int, user: User) -> Job:

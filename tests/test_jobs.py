@@ -554,3 +554,28 @@ asyncio.run(main())
     while time.monotonic() < deadline and any(map(running, children)):
         time.sleep(0.1)
     assert not [p for p in children if running(p)]
+
+
+async def test_a_job_another_worker_started_again_is_let_go_without_a_word(env):
+    """A Redis worker whose claim lapsed (Redis unreachable for a while) goes on composing while
+    another worker starts the job again: the first can no longer end it, and tells no one."""
+    from storage.jobs import requeue_job
+
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        alice = await db.run(lambda s: get_or_create_user(s, "telegram", "alice"))
+        job, _ = await db.run(lambda s: create_job(s, alice, req("alice").to_json()))
+        events = []
+        async for event in runner.adopt(job.id, req("alice", tokens=400)):
+            events.append(event)
+            if len(events) == 1:
+                while (await db.run(lambda s: s.get(Job, job.id))).attempts != 1:  # our start is stored
+                    await asyncio.sleep(0.01)
+                await db.run(lambda s: requeue_job(s, job.id))  # the other worker takes it over
+                await db.run(lambda s: start_job(s, job.id))
+    finally:
+        await runner.stop()
+    assert events[-1].kind == "released" and not [e for e in events if e.kind in ("done", "failed")]
+    stored = await db.run(lambda s: s.get(Job, job.id))
+    assert stored.state is JobState.running and stored.attempts == 2 and await count(db, Track) == 0

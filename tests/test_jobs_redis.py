@@ -176,3 +176,44 @@ async def test_a_job_the_worker_cannot_compose_ends_failed_for_its_user(setup):
     events = await collect(backend, job_id)
     assert events[-1].kind == "failed" and "please try again" in events[-1].reason
     assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed
+
+
+async def test_an_ending_stored_by_a_worker_that_died_before_telling_still_reaches_the_user(setup):
+    """A worker stored the job's failure and died before publishing it: the user's bot is still
+    listening, and the worker that gets the job next tells it how the job ended."""
+    from storage.jobs import fail_job, start_job
+
+    db, backend, start_worker = setup
+    job_id = await backend.submit(req())
+    await db.run(lambda s: start_job(s, job_id))  # the first worker took it...
+    listener = asyncio.create_task(collect(backend, job_id, timeout=60))
+    await asyncio.sleep(0.5)
+    await db.run(lambda s: fail_job(s, job_id, "the composer hit an error; please try again"))  # ...and died here
+    start_worker()
+    events = await listener
+    assert [e.kind for e in events] == ["running", "failed"] and "please try again" in events[-1].reason
+
+
+async def test_a_worker_still_hears_cancels_after_its_connection_to_redis_drops(setup, redis_url):
+    import redis.asyncio as aioredis
+    from arq.constants import result_key_prefix
+
+    from jobs.redis_backend import arq_job_id
+
+    db, backend, start_worker = setup
+    start_worker()
+    job_id = await backend.submit(req(tokens=100_000, seed=5))
+    while (await db.run(lambda s: s.get(Job, job_id))).progress <= 0:
+        await asyncio.sleep(0.1)
+    admin = aioredis.from_url(redis_url)
+    try:
+        assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1  # the worker's cancel channel
+        await asyncio.sleep(2.0)  # it listens again within a second
+        assert await backend.cancel(job_id, "discord", "u1")
+        t0 = time.monotonic()
+        while not await admin.exists(result_key_prefix + arq_job_id(job_id)):  # compose() returned
+            assert time.monotonic() - t0 < 5, "the worker went on composing a cancelled job"
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.aclose()
+    assert await count(db, Track) == 0

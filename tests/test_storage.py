@@ -173,10 +173,16 @@ async def test_job_state_machine_is_guarded_and_idempotent(db):
 
     other, _ = await db.run(lambda s: create_job(s, alice, {"genre": "pop"}))
     await db.run(lambda s: start_job(s, other.id))
-    failed = await db.run(lambda s: fail_job(s, other.id, "model crashed"))
+    retried = await db.run(lambda s: requeue_job(s, other.id))  # its worker died: composed again
+    assert retried.state is JobState.queued and retried.attempts == 1
+    again = await db.run(lambda s: start_job(s, other.id))
+    assert again.attempts == 2
+    with pytest.raises(InvalidTransition, match="started again"):  # the first worker can no longer end it
+        await db.run(lambda s: fail_job(s, other.id, "lost its claim", attempt=1))
+    failed = await db.run(lambda s: fail_job(s, other.id, "model crashed", attempt=2))
     assert failed.error == "model crashed"
-    retried = await db.run(lambda s: requeue_job(s, other.id))
-    assert retried.state is JobState.queued
+    with pytest.raises(InvalidTransition):  # its user was told: it is never composed again
+        await db.run(lambda s: requeue_job(s, other.id))
     bob = await user(db, "bob")
     with pytest.raises(NotFound):
         await db.run(lambda s: cancel_job(s, other.id, bob))
