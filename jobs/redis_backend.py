@@ -3,7 +3,9 @@ progress over pub/sub; `melomania worker` processes elsewhere do the composing."
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from arq import create_pool
@@ -11,7 +13,7 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import cancel_users_job, create_job, unfinished_jobs
+from storage.jobs import cancel_users_job, create_job, fail_job, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, Refused
@@ -20,6 +22,7 @@ from .receipts import StoredDeliveries
 from .worker import CANCEL_CHANNEL, job_channel
 
 UNFINISHED = (JobState.queued, JobState.running)
+log = logging.getLogger(__name__)
 
 
 def arq_job_id(job_id: int) -> str:
@@ -63,8 +66,18 @@ class RedisBackend(StoredDeliveries):
                 raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
             return await create_job(s, user, request.to_json(), request.idempotency_key)
 
-        job, _created = await self.db.run(record)
-        await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+        job, created = await self.db.run(record)
+        try:
+            await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+        except Exception as exc:
+            log.error("job %s: could not queue it on Redis (%s)", job.id, type(exc).__name__)
+            if created:  # else its first delivery queued it, or the next start will
+                # Told it failed, the user must not get a track later: the next start queues
+                # every unfinished job, so this one is ended now. If even that cannot be written,
+                # it stays queued and is composed after all, as if this attempt had worked.
+                with contextlib.suppress(Exception):
+                    await self.db.run(lambda s: fail_job(s, job.id, "my queue was out of reach"))
+            raise Refused("I can't reach my composers right now; please try again in a minute") from None
         return job.id
 
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:

@@ -217,3 +217,25 @@ async def test_a_worker_still_hears_cancels_after_its_connection_to_redis_drops(
     finally:
         await admin.aclose()
     assert await count(db, Track) == 0
+
+
+async def test_a_job_redis_cannot_take_is_refused_and_never_composed_later(setup, redis_url):
+    """Redis refusing writes (its memory full): the user is told to try again, and the job they
+    were told about does not come back as a track at the next start."""
+    import redis.asyncio as aioredis
+
+    from jobs import Refused
+
+    db, backend, _start_worker = setup
+    admin = aioredis.from_url(redis_url)
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(Refused, match="try again in a minute"):
+            await backend.submit(req())
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+    [job] = await db.run(lambda s: s.scalars(select(Job)))
+    assert job.state is JobState.failed  # a restart queues the unfinished jobs: not this one
+    assert (await backend.submit(req(seed=8))) != job.id  # and its slot is free: the user may ask again
