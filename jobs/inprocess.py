@@ -8,6 +8,7 @@ step, each row with its own sampling values, genre, length and seed; finished ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -138,7 +139,14 @@ class InProcessRunner(StoredDeliveries):
         """Jobs a crash left queued are resumed; running ones start again, unless they already
         failed to finish too many times, in which case the user is told."""
         for job in await self.db.run(unfinished_jobs):
-            request = ComposeRequest.from_json(job.request)
+            try:  # a request stored by another version may no longer read, or no longer be valid
+                request = ComposeRequest.from_json(job.request)
+                request.generation_request(request.seed or 0)
+            except Exception as exc:  # one such job must not stop every start from here on
+                log.warning("job %s cannot be resumed (%s); failing it", job.id, exc)
+                with contextlib.suppress(InvalidTransition):
+                    await self.db.run(lambda s, j=job.id: fail_job(s, j, "I could not resume it; please ask again"))
+                continue
             if job.state is JobState.running:
                 if job.attempts >= self.settings.max_attempts:
                     await self.db.run(lambda s, j=job.id: fail_job(s, j, "the composer restarted while working on it"))
@@ -155,7 +163,8 @@ class InProcessRunner(StoredDeliveries):
 
     async def submit(self, request: ComposeRequest) -> int:
         """Accept a request (idempotent by its key) and return its job id; or Refused."""
-        request.generation_request(seed=0)  # GeneratorError for bad values, before anything is stored
+        # GeneratorError for bad values (its seed too), before anything is stored
+        request.generation_request(request.seed if request.seed is not None else 0)
         who = (request.platform, request.user_id)
         with self._lock:  # a slot is taken before the first await, so a burst cannot overshoot the caps
             if len(self._active) + self._reserved >= self.settings.queue_cap:

@@ -46,7 +46,7 @@ class RedisBackend(StoredDeliveries):
             await self.redis.aclose()
 
     async def submit(self, request: ComposeRequest) -> int:
-        request.generation_request(seed=0)  # GeneratorError for bad values, before anything is stored
+        request.generation_request(request.seed if request.seed is not None else 0)  # GeneratorError, before storing
 
         async def record(s):
             # the caps hold across every bot process: they are counted in the database

@@ -146,10 +146,13 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
         hopeless, _ = await create_job(s, user, req(tokens=30, seed=7).to_json())
         await start_job(s, hopeless.id)
         hopeless.attempts = 3  # it has already brought the composer down three times
-        return queued.id, running.id, hopeless.id
+        # stored by another version: one no longer reads, one asks for what this one refuses
+        garbled, _ = await create_job(s, user, {"platform": "telegram"})
+        refused, _ = await create_job(s, user, {**req(tokens=30).to_json(), "genre": "polka"})
+        return queued.id, running.id, hopeless.id, garbled.id, refused.id
 
-    queued, running, hopeless = await db.run(leftovers)
-    runner = await started_runner(db, store, max_attempts=3)
+    queued, running, hopeless, garbled, refused = await db.run(leftovers)
+    runner = await started_runner(db, store, max_attempts=3)  # those two must not stop the start
     try:
         results = await asyncio.gather(collect(runner, queued), collect(runner, running))
     finally:
@@ -158,6 +161,9 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
     assert (await db.run(lambda s: s.get(Job, running))).attempts == 2
     given_up = await db.run(lambda s: s.get(Job, hopeless))
     assert given_up.state is JobState.failed and "restarted" in given_up.error
+    for job_id in (garbled, refused):
+        unreadable = await db.run(lambda s, j=job_id: s.get(Job, j))
+        assert unreadable.state is JobState.failed and "could not resume" in unreadable.error
     assert await count(db, Track) == 2
 
 
