@@ -38,6 +38,9 @@ GENERATION_TIMEOUT_S = 900.0
 # one the runner times out says why.
 JOB_TIMEOUT_S = int(GENERATION_TIMEOUT_S * (RunnerSettings.max_tries + 1))
 MAX_TRIES = 5  # arq tries; a job picked up this often (its workers died or stopped) is failed on the last
+# arq is allowed one more, in which the job is only failed: a job whose worker died in the last try
+# before its start was stored is still queued, and would otherwise stay so with no word to its user.
+ARQ_TRIES = MAX_TRIES + 1
 
 
 def job_channel(job_id: int) -> str:
@@ -168,7 +171,6 @@ async def _publish_stored_ending(ctx: dict[str, Any], job_id: int) -> None:
 
 async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     db: Database = ctx["db"]
-    runner: InProcessRunner = ctx["runner"]
     redis = ctx["redis"]
     job = await db.run(lambda s: s.get(Job, job_id))
     if job is None:
@@ -176,6 +178,9 @@ async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     if job.state in FINISHED:  # ended by a worker that may have died before telling anyone
         await _publish_stored_ending(ctx, job_id)
         return job.state.value
+    if ctx.get("job_try", 1) > MAX_TRIES:
+        await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
+        return "failed"
     if job.state is JobState.running:  # a retry: the last worker died while composing it
         if ctx.get("job_try", 1) >= MAX_TRIES:  # arq would not call us again: say so now
             await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
@@ -185,6 +190,7 @@ async def _compose(ctx: dict[str, Any], job_id: int) -> str:
         except InvalidTransition:  # it ended meanwhile, at the last worker's hands
             await _publish_stored_ending(ctx, job_id)
             return "ended"
+    runner: InProcessRunner = ctx["runner"]
     beat = asyncio.create_task(_heartbeat(redis, ctx["job_id"]))
     try:
         async for event in runner.adopt(job_id, ComposeRequest.from_json(job.request)):
@@ -209,7 +215,7 @@ def redis_settings() -> RedisSettings:
 
 
 class WorkerSettings:
-    functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=MAX_TRIES)]  # noqa: RUF012
+    functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=ARQ_TRIES)]  # noqa: RUF012
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings()

@@ -239,3 +239,26 @@ async def test_a_job_redis_cannot_take_is_refused_and_never_composed_later(setup
     [job] = await db.run(lambda s: s.scalars(select(Job)))
     assert job.state is JobState.failed  # a restart queues the unfinished jobs: not this one
     assert (await backend.submit(req(seed=8))) != job.id  # and its slot is free: the user may ask again
+
+
+async def test_a_job_whose_workers_kept_dying_before_it_started_is_failed_for_its_user(setup, redis_url):
+    """Its last worker died before the start was stored: the job is still queued when arq hands
+    it out the last time, and that try tells the user instead of leaving it queued for ever."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    from jobs.worker import MAX_TRIES, compose
+
+    db, backend, _start_worker = setup
+    job_id = await backend.submit(req())
+    listener = asyncio.create_task(collect(backend, job_id, timeout=30))
+    await asyncio.sleep(0.3)
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        ctx = {"db": db, "redis": redis, "job_try": MAX_TRIES + 1, "job_id": f"compose:{job_id}"}
+        assert await compose(ctx, job_id) == "failed"
+    finally:
+        await redis.aclose()
+    events = await listener
+    assert events[-1].kind == "failed" and "several times" in events[-1].reason
+    assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed
