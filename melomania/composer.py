@@ -4,7 +4,7 @@ which case the bot process loads no model and never imports torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from storage import ArtifactStore, Database
 
 @dataclass(frozen=True)
 class Composer:
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     model: Any = None  # in-process only
     soundfont: Path | None = None  # in-process only; None: Debian's default font
     threads: int | None = None  # in-process only: torch threads for composing (None: the runner's choice)

@@ -39,9 +39,10 @@ class Settings(BaseSettings):
     out_dir: Path = Path("out")
     threads: int | None = None
     exact_decoding: bool = False
-    database_url: str = "sqlite+aiosqlite:///data/melomania.db"
+    # URLs may carry passwords: kept out of every repr, so a logged Settings shows none
+    database_url: str = Field("sqlite+aiosqlite:///data/melomania.db", repr=False)
     data_dir: Path = Path("data")
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, repr=False)
     rate_per_user: int = Field(6, ge=1)
     rate_per_chat: int = Field(20, ge=1)
     telegram_webhook_url: str | None = None

@@ -272,3 +272,15 @@ print(torch.get_num_threads(), runner.settings.torch_threads, composer.model is 
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "2", "True"], out.stdout
+
+
+def test_settings_and_composer_never_show_the_passwords_in_their_urls(monkeypatch):
+    from melomania.composer import Composer
+    from melomania.settings import Settings
+
+    monkeypatch.setenv("MELOMANIA_DATABASE_URL", "postgresql+asyncpg://melomania:db-pass@db/melomania")
+    monkeypatch.setenv("MELOMANIA_REDIS_URL", "redis://:redis-pass@cache:6379/0")
+    settings = Settings()
+    assert settings.database_url.endswith("@db/melomania") and settings.redis_url.startswith("redis://:redis-pass")
+    shown = repr(settings) + str(settings) + repr(Composer(redis_url=settings.redis_url))
+    assert "db-pass" not in shown and "redis-pass" not in shown
