@@ -52,8 +52,9 @@ class Env:
     def send(self, text: str, user_id: int = 1, **kw) -> dict:
         return self._queue("message", self.stub.message(text, user_id, **kw))
 
-    def press(self, data: str, user_id: int = 1) -> dict:
-        return self._queue("callback_query", self.stub.callback(data, user_id))
+    def press(self, data: str, user_id: int = 1, under: dict | None = None) -> dict:
+        """A press of a button under `under` (a message in some chat; default: the user's private chat)."""
+        return self._queue("callback_query", self.stub.callback(data, user_id, message=under))
 
     def reply(self, text: str, to: dict, user_id: int = 1) -> dict:
         return self._queue("message", self.stub.reply(text, to, user_id))
@@ -147,6 +148,21 @@ async def stored_track(env: Env, owner: str = "1", file_id: str | None = None, *
         return track.id
 
     return await env.db.run(make)
+
+
+def post_in(chat_id: int, kind: str) -> dict:
+    """A track's message as posted in a group or channel, for presses under it."""
+    return {"message_id": 5, "date": 0, "chat": {"id": chat_id, "type": kind, "title": "t"}, "text": "a track"}
+
+
+async def shared_track(env: Env, chat_id: int) -> int:
+    """A track of user 1's, shared into `chat_id`."""
+    from storage.shares import record_share
+
+    track_id = await stored_track(env)
+    owner = await env.db.run(lambda s: get_or_create_user(s, "telegram", "1"))
+    await env.db.run(lambda s: record_share(s, owner, track_id, ("telegram", str(chat_id)), 5))
+    return track_id
 
 
 def track_id_of(call) -> int:
@@ -253,10 +269,8 @@ async def test_in_a_group_the_favourite_button_turns_each_presser_s_own_favourit
     """A group's buttons are everyone's and cannot show each member their state: each press turns
     the presser's own favourite over, and the keyboard is left alone."""
     track_id = await stored_track(env)
-    post = {"message_id": 5, "date": 0, "chat": {"id": -100700, "type": "supergroup", "title": "g"}, "text": "a track"}
     for n in (1, 2):
-        query = env.stub.callback(f"fav:{track_id}", 1, message=post)
-        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+        env.press(f"fav:{track_id}", 1, under=post_in(-100700, "supergroup"))
         await env.stub.wait_for("answerCallbackQuery", count=n)
     answers = [c.params.get("text", "") for c in env.stub.calls_to("answerCallbackQuery")]
     assert answers == ["⭐ Added to your favourites", "Removed from your favourites"]
@@ -426,9 +440,7 @@ async def test_compose_addressed_to_the_bot_in_a_group_is_posted_in_the_group(en
     track = await env.track(track_id_of(audio))
     assert track.genre == "calm"
     # Posted in the group, the track is shared there: another member's press under it composes.
-    post = {"message_id": 9, "date": 0, "chat": {"id": -100321, "type": "supergroup", "title": "g"}, "text": "a track"}
-    query = env.stub.callback(f"reroll:{track.id}", 6, message=post)
-    env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
+    env.press(f"reroll:{track.id}", 6, under=post_in(-100321, "supergroup"))
     [answer] = await env.stub.wait_for("answerCallbackQuery")
     assert answer.params["text"].startswith("🔁") and await env.count(Job) == 2
 
@@ -757,18 +769,9 @@ async def test_updates_arrive_by_webhook_only_with_the_secret(tmp_path):
 async def test_in_a_channel_only_those_who_may_post_compose_with_the_buttons(env):
     """A channel's subscribers see a shared track's buttons too; their presses must not make the
     bot post into the channel."""
-    from storage.shares import record_share
-
-    track_id = await stored_track(env)
-    owner = await env.db.run(lambda s: get_or_create_user(s, "telegram", "1"))
-    await env.db.run(lambda s: record_share(s, owner, track_id, ("telegram", "-100555"), 5))
-    post = {"message_id": 5, "date": 0, "chat": {"id": -100555, "type": "channel", "title": "c"}, "text": "a track"}
-
-    def press(user_id: int) -> None:
-        query = env.stub.callback(f"hotter:{track_id}", user_id, message=post)
-        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
-
-    press(2)  # a subscriber: getChatMember says "member"
+    track_id = await shared_track(env, -100555)
+    post = post_in(-100555, "channel")
+    env.press(f"hotter:{track_id}", 2, under=post)  # a subscriber: getChatMember says "member"
     [answer] = await env.stub.wait_for("answerCallbackQuery")
     assert (
         answer.params["show_alert"] in (True, "true", "True") and "Only the channel's posters" in answer.params["text"]
@@ -776,7 +779,7 @@ async def test_in_a_channel_only_those_who_may_post_compose_with_the_buttons(env
     assert await env.count(Job) == 0 and not env.stub.calls_to("sendMessage")
 
     env.stub.member_status, env.stub.can_post_messages = "administrator", True
-    press(3)  # an admin who may post
+    env.press(f"hotter:{track_id}", 3, under=post)  # an admin who may post
     [progress] = await env.stub.wait_for("sendMessage")
     assert progress.chat_id == "-100555"
     assert await env.count(Job) == 1
@@ -827,24 +830,15 @@ async def test_a_group_member_posting_as_themselves_is_served(env):
 
 
 async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env):
-    from storage.shares import record_share
-
-    track_id = await stored_track(env)
-    owner = await env.db.run(lambda s: get_or_create_user(s, "telegram", "1"))
-    await env.db.run(lambda s: record_share(s, owner, track_id, ("telegram", "-100700"), 5))
-    post = {"message_id": 5, "date": 0, "chat": {"id": -100700, "type": "supergroup", "title": "g"}, "text": "a track"}
-
-    def press(user_id: int) -> None:
-        query = env.stub.callback(f"reroll:{track_id}", user_id, message=post)
-        env.stub.queue_update({"update_id": next(env.ids), "callback_query": query})
-
+    track_id = await shared_track(env, -100700)
+    post = post_in(-100700, "supergroup")
     env.stub.member_status = "restricted"
-    press(2)
+    env.press(f"reroll:{track_id}", 2, under=post)
     [answer] = await env.stub.wait_for("answerCallbackQuery")
     assert "Only members who may post here" in answer.params["text"]
     assert await env.count(Job) == 0 and not env.stub.calls_to("sendMessage")
     env.stub.member_status = "member"
-    press(2)
+    env.press(f"reroll:{track_id}", 2, under=post)
     [progress] = await env.stub.wait_for("sendMessage")
     assert progress.chat_id == "-100700" and await env.count(Job) == 1
 
