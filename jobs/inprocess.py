@@ -15,6 +15,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,6 +47,7 @@ RESEED = 1_000_003
 # as queued (a Redis worker's) to arrive here, which takes milliseconds; the stored state covers
 # every later arrival. Without a limit a worker would keep every cancel of the whole fleet.
 CANCEL_MEMORY_S = 600.0
+Queued = tuple[int, GenerationRequest]  # a job id and what to compose, on the generation thread's queue
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class RunnerSettings:
     max_batch: int = 16  # rows composed together in one forward pass
     queue_cap: int = 200  # accepted and unfinished jobs, all users together
     per_user: int = 3  # accepted and unfinished jobs per user
+    running_per_user: int = 1  # a user's jobs composed at once; the others wait their turn
     job_timeout_s: float = 900.0
     max_tries: int = 3  # compositions per job before a degenerate piece is accepted
     max_attempts: int = 3  # starts per job across crashes and restarts
@@ -80,7 +83,7 @@ class InProcessRunner(StoredDeliveries):
     ):
         self.db, self.store, self.settings = db, store, settings
         self._load_model = load_model
-        self._incoming: queue.SimpleQueue[tuple[int, GenerationRequest] | None] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._cancelled: dict[int, float] = {}  # job id → when the cancel came (monotonic)
         self._lock = threading.Lock()
         self._active: dict[int, ComposeRequest] = {}  # accepted and not finished
@@ -373,20 +376,11 @@ class InProcessRunner(StoredDeliveries):
         decoder = new_decoder()
         started: dict[int, float] = {}
         reported: dict[int, float] = {}
+        held: list[Queued] = []  # waiting for their user's running job to end
         while not self._stopping.is_set():
-            admitted: list[tuple[int, GenerationRequest]] = []
-            while len(decoder.rows) + len(admitted) < self.settings.max_batch:
-                try:
-                    idle = not decoder.rows and not admitted
-                    item = self._incoming.get(timeout=0.2) if idle else self._incoming.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    return
-                with self._lock:
-                    if item[0] in self._cancelled:
-                        continue
-                admitted.append(item)
+            admitted = self._admit(decoder.rows, held)
+            if admitted is None:
+                return
             if admitted:
                 try:
                     decoder.add([r for _, r in admitted], tags=[j for j, _ in admitted])
@@ -432,6 +426,52 @@ class InProcessRunner(StoredDeliveries):
                     elapsed = now - started.get(row.tag, now)
                     eta = elapsed * (total - done) / done if done else None
                     self._from_thread(self._progress, row.tag, done, total, eta)
+
+    def _admit(self, rows: list, held: list[Queued]) -> list[Queued] | None:
+        """The jobs that join the batch at this step, up to max_batch: held ones whose user is free
+        again first, then new arrivals; a job whose user already has running_per_user in the batch
+        is held back (so one user's several tracks cannot crowd out everyone else's). Waits a
+        little for work when there is none. None: the runner is stopping."""
+        admitted: list[Queued] = []
+        busy: Counter[tuple[str, str] | None] | None = None  # counted only once something may join
+
+        def admit(item: Queued) -> bool:
+            """False: hold it back. True: it joins, or is dropped (cancelled or ended meanwhile)."""
+            nonlocal busy
+            with self._lock:
+                request = None if item[0] in self._cancelled else self._active.get(item[0])
+                if request is None:
+                    return True
+                if busy is None:
+                    busy = Counter(self._user_of(row.tag) for row in rows)
+            user = (request.platform, request.user_id)
+            if busy[user] >= self.settings.running_per_user:
+                return False
+            busy[user] += 1
+            admitted.append(item)
+            return True
+
+        for item in list(held):
+            if len(rows) + len(admitted) >= self.settings.max_batch:
+                return admitted
+            if admit(item):
+                held.remove(item)
+        while len(rows) + len(admitted) < self.settings.max_batch:
+            try:
+                idle = not rows and not admitted
+                item = self._incoming.get(timeout=0.2) if idle else self._incoming.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return None
+            if not admit(item):
+                held.append(item)
+        return admitted
+
+    def _user_of(self, job_id: int) -> tuple[str, str] | None:
+        """Who asked for the job (call with the lock held); None once it has ended."""
+        request = self._active.get(job_id)
+        return None if request is None else (request.platform, request.user_id)
 
     # --- callbacks on the event loop -----------------------------------------------------------
 

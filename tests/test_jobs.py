@@ -99,6 +99,29 @@ async def test_requests_arriving_during_a_batch_join_it(env):
     assert all(r[-1].kind == "done" for r in results)
 
 
+async def test_a_user_s_second_track_waits_for_their_first_while_others_join(env):
+    """One running job per user: a user's second request is held until their first has left the
+    batch, while another user's request joins at once."""
+    db, store = env
+    runner = await started_runner(db, store)
+    try:
+        first = await runner.submit(req("a", tokens=2000, seed=1))
+        async for e in runner.events(first):
+            if e.kind == "running" and e.done > 0:
+                break
+        second = await runner.submit(req("a", tokens=60, seed=2))
+        other = await runner.submit(req("b", tokens=60, seed=3))
+        composing: set[int] = set()
+        while first in {row.tag for row in runner.decoder.rows}:
+            composing |= {row.tag for row in runner.decoder.rows}
+            await asyncio.sleep(0.005)
+        results = await asyncio.gather(*(collect(runner, j) for j in (first, second, other)))
+    finally:
+        await runner.stop()
+    assert other in composing and second not in composing
+    assert [r[-1].kind for r in results] == ["done"] * 3
+
+
 async def test_cancel_stops_a_running_job_within_a_second(env):
     db, store = env
     runner = await started_runner(db, store)
