@@ -80,11 +80,16 @@ class InProcessRunner(StoredDeliveries):
         load_model: Callable[[], Any],
         settings: RunnerSettings = RunnerSettings(),
         soundfont: str | None = None,
+        platforms: tuple[str, ...] | None = None,
     ):
-        self.db, self.store, self.settings = db, store, settings
+        """`platforms`: the chats this process serves, whose unfinished jobs a start resumes (None:
+        every job). A bot process serving one chat must leave another's jobs alone: the process
+        serving that one is composing them, or resumes them itself."""
+        self.db, self.store, self.settings, self.platforms = db, store, settings, platforms
         self._load_model = load_model
         self._incoming: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._cancelled: dict[int, float] = {}  # job id → when the cancel came (monotonic)
+        self._released: dict[int, float] = {}  # job id → when this runner let it go (release)
         self._lock = threading.Lock()
         self._active: dict[int, ComposeRequest] = {}  # accepted and not finished
         self._waiting: list[int] = []  # accepted, not yet in the batch, in order
@@ -141,7 +146,9 @@ class InProcessRunner(StoredDeliveries):
     async def _recover(self) -> None:
         """Jobs a crash left queued are resumed; running ones start again, unless they already
         failed to finish too many times, in which case the user is told."""
-        for job in await self.db.run(unfinished_jobs):
+        platforms = self.platforms if self.platforms is not None else (None,)
+        jobs = [job for p in platforms for job in await self.db.run(lambda s, p=p: unfinished_jobs(s, p))]
+        for job in sorted(jobs, key=lambda j: j.id):
             try:  # a request stored by another version may no longer read, or no longer be valid
                 request = ComposeRequest.from_json(job.request)
                 request.generation_request(request.seed or 0)
@@ -240,18 +247,23 @@ class InProcessRunner(StoredDeliveries):
         """Stop composing a job and let it go, telling its user nothing: it is no longer ours (a
         Redis worker shutting down, or one whose job another worker started again). Its stored
         state stays as it is, for whoever composes it now; its listeners here get 'released'."""
-        self._remember_cancel(job_id)  # the generation thread drops its row at the next step
+        self._remember_cancel(job_id, released=True)  # the generation thread drops its row at the next step
         if job_id in self._active:
             self._finish(job_id, JobEvent(job_id, "released"))
 
-    def _remember_cancel(self, job_id: int) -> None:
-        """For the generation thread (which drops the row at its next step) and for a job on its
-        way here; forgotten after CANCEL_MEMORY_S, by when both have long seen it."""
+    def _remember_cancel(self, job_id: int, released: bool = False) -> None:
+        """For the generation thread (which drops the row at its next step) and, a cancel, for a
+        job on its way here; forgotten after CANCEL_MEMORY_S, by when both have long seen it."""
         now = time.monotonic()
         with self._lock:
-            self._cancelled[job_id] = now
-            for stale in [j for j, when in self._cancelled.items() if now - when > CANCEL_MEMORY_S]:
-                del self._cancelled[stale]
+            (self._released if released else self._cancelled)[job_id] = now
+            for marks in (self._cancelled, self._released):
+                for stale in [j for j, when in marks.items() if now - when > CANCEL_MEMORY_S]:
+                    del marks[stale]
+
+    def _dropped(self, job_id: int) -> bool:
+        """Whether the job's row must leave the batch (call with the lock held)."""
+        return job_id in self._cancelled or job_id in self._released
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
         """This job's events from now until it ends (the latest state first)."""
@@ -309,6 +321,7 @@ class InProcessRunner(StoredDeliveries):
     def _accept(self, job_id: int, request: ComposeRequest) -> None:
         with self._lock:
             cancelled = job_id in self._cancelled
+            self._released.pop(job_id, None)  # let go once, ours again now (a Redis retry handed it back)
         if cancelled:  # cancelled elsewhere between being read as queued and arriving here
             self._channels.setdefault(job_id, _Channel())
             self._finish(job_id, JobEvent(job_id, "cancelled", reason="cancelled"))
@@ -397,7 +410,7 @@ class InProcessRunner(StoredDeliveries):
             now = time.monotonic()
             for row in decoder.rows:
                 with self._lock:
-                    cancelled = row.tag in self._cancelled
+                    cancelled = self._dropped(row.tag)
                 if cancelled:
                     row.cancelled = True
                 elif now - started.get(row.tag, now) > self.settings.job_timeout_s:
@@ -439,7 +452,7 @@ class InProcessRunner(StoredDeliveries):
             """False: hold it back. True: it joins, or is dropped (cancelled or ended meanwhile)."""
             nonlocal busy
             with self._lock:
-                request = None if item[0] in self._cancelled else self._active.get(item[0])
+                request = None if self._dropped(item[0]) else self._active.get(item[0])
                 if request is None:
                     return True
                 if busy is None:
@@ -513,7 +526,8 @@ class InProcessRunner(StoredDeliveries):
             job = await self.db.run(lambda s: start_job(s, job_id))
         except InvalidTransition:  # a regeneration of a running job (its attempt stands), or a cancel that won
             return
-        self._attempts[job_id] = job.attempts
+        if job_id in self._active:  # not ended (cancelled, released) while the start was written
+            self._attempts[job_id] = job.attempts
 
     def _progress(self, job_id: int, done: int, total: int, eta: float | None) -> None:
         if job_id not in self._active:
@@ -547,7 +561,8 @@ class InProcessRunner(StoredDeliveries):
             log.exception("job %s: could not read how it ended", job_id)
             job = None
         mine = self._attempts.get(job_id)
-        if job is not None and job.state not in FINISHED and mine is not None and job.attempts != mine:
+        taken = job is not None and (job.attempts != mine or job.state is JobState.queued)
+        if job is not None and job.state not in FINISHED and mine is not None and taken:
             log.warning("job %s was started again elsewhere; letting it go", job_id)
             self.release(job_id)
             return

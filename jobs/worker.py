@@ -43,6 +43,9 @@ MAX_TRIES = 5  # arq tries; a job picked up this often (its workers died or stop
 ARQ_TRIES = MAX_TRIES + 1
 
 
+MAX_JOBS = 16  # jobs a worker holds at once, composed together in one batch
+
+
 def job_channel(job_id: int) -> str:
     return f"melomania:job:{job_id}"
 
@@ -70,9 +73,12 @@ async def startup(ctx: dict[str, Any]) -> None:
         LocalArtifactStore(settings.data_dir / "artifacts"),
         lambda: load_model(ckpt, exact_decoding=settings.exact_decoding),
         RunnerSettings(
-            max_batch=16,
+            max_batch=MAX_JOBS,
             queue_cap=10_000,
             per_user=10_000,
+            # arq hands out at most max_jobs at once: jobs held back for their user's turn would
+            # fill those places and keep other users' jobs waiting in Redis
+            running_per_user=MAX_JOBS,
             job_timeout_s=GENERATION_TIMEOUT_S,
             torch_threads=settings.threads,
         ),
@@ -128,8 +134,18 @@ async def compose(ctx: dict[str, Any], job_id: int) -> str:
     """Compose one stored job and publish its events. Whatever goes wrong here, short of this
     worker dying (then another tries again), the job ends failed with a reason its user sees."""
     try:
-        return await _compose(ctx, job_id)
-    except asyncio.CancelledError:  # arq stopping (a shutdown, its timeout): whoever retries it tells the user
+        # Ours ends a minute before arq's: arq would cancel the job and not retry it, leaving it
+        # stored as running, with no one to tell its user.
+        async with asyncio.timeout(JOB_TIMEOUT_S - 60):
+            return await _compose(ctx, job_id)
+    except TimeoutError:
+        log.error("job %s ran for over %s s", job_id, JOB_TIMEOUT_S - 60)
+        runner: InProcessRunner = ctx["runner"]
+        attempt = runner.attempt(job_id)
+        runner.mark_cancelled(job_id)
+        await _fail(ctx, job_id, "it took too long; try a shorter piece", attempt)
+        return "failed"
+    except asyncio.CancelledError:  # arq stopping this worker: it runs the job again elsewhere, and that tells the user
         ctx["runner"].release(job_id)
         raise
     except Exception:
@@ -219,6 +235,6 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings()
-    max_jobs = 16  # jobs held at once, composed together in one batch
+    max_jobs = MAX_JOBS
     job_timeout = JOB_TIMEOUT_S
     keep_result = 60

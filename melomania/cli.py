@@ -558,7 +558,7 @@ def run_telegram() -> None:
 
     db = Database(settings.database_url)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
-    runner = composer.backend(db, store)
+    runner = composer.backend(db, store, platforms=("telegram",))
     application = build_application(token, runner, db, store, limits=settings.limits())
     on_start = application.post_init  # announces commands, resumes delivering unfinished jobs
 
@@ -616,7 +616,7 @@ def run_discord(
     async def serve() -> None:
         db = Database(settings.database_url)
         store = LocalArtifactStore(settings.data_dir / "artifacts")
-        runner = composer.backend(db, store)
+        runner = composer.backend(db, store, platforms=("discord",))
         await runner.start()
         try:
             async with build_client(runner, db, store, test_guild_id=test_guild, limits=settings.limits()) as client:

@@ -18,8 +18,10 @@ class Composer:
     soundfont: Path | None = None  # in-process only; None: Debian's default font
     threads: int | None = None  # in-process only: torch threads for composing (None: the runner's choice)
 
-    def backend(self, db: Database, store: ArtifactStore):
-        """A job backend the bots submit to; `start()` it before use and `stop()` it after."""
+    def backend(self, db: Database, store: ArtifactStore, platforms: tuple[str, ...] | None = None):
+        """A job backend the bots submit to; `start()` it before use and `stop()` it after.
+        `platforms`: the chats this process serves (None: all), whose jobs an in-process runner
+        resumes at its start."""
         if self.redis_url:
             from jobs.redis_backend import RedisBackend
 
@@ -33,6 +35,7 @@ class Composer:
             lambda: model,
             RunnerSettings(torch_threads=self.threads),
             soundfont=str(self.soundfont) if self.soundfont else None,
+            platforms=platforms,
         )
 
     def describe(self) -> str:

@@ -57,10 +57,13 @@ async def transition(
         extra |= {"started_at": now, "attempts": Job.attempts + 1, "progress": 0.0, "error": None}
     elif to in FINISHED:
         extra |= {"finished_at": now}
+    # An end written for an attempt also needs the job still running: requeued for another worker
+    # (attempts unchanged until that one starts it), it is no longer this attempt's to end.
+    allowed = ALLOWED_FROM[to] if attempt is None else (JobState.running,)
     owned = [] if attempt is None else [Job.attempts == attempt]
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state.in_(ALLOWED_FROM[to]), *owned)
+        .where(Job.id == job_id, Job.state.in_(allowed), *owned)
         .values(state=to, **extra)
         .execution_options(synchronize_session=False)
     )
@@ -68,8 +71,8 @@ async def transition(
     if job is None:
         raise NotFound(f"there is no job #{job_id}")
     if result.rowcount != 1:
-        if attempt is not None and job.attempts != attempt:
-            raise InvalidTransition(f"job #{job_id} was started again (attempt {job.attempts}, not {attempt})")
+        if attempt is not None and (job.attempts != attempt or job.state is JobState.queued):
+            raise InvalidTransition(f"job #{job_id} was taken over (attempt {job.attempts}, {job.state.value})")
         raise InvalidTransition(f"job #{job_id} is {job.state.value}; it cannot become {to.value}")
     return job
 

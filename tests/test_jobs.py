@@ -190,6 +190,28 @@ async def test_a_restart_resumes_queued_and_interrupted_jobs(env):
     assert await count(db, Track) == 2
 
 
+async def test_a_bot_process_resumes_only_the_jobs_of_the_chats_it_serves(env):
+    """`melomania run telegram` and `run discord` as two processes on one database: each start
+    resumes its own chat's jobs and leaves the other's to the process composing them."""
+    db, store = env
+
+    async def leftovers(s):
+        mine, _ = await create_job(s, await get_or_create_user(s, "telegram", "t1"), req("t1", tokens=30).to_json())
+        theirs, _ = await create_job(s, await get_or_create_user(s, "discord", "d1"), req("d1", tokens=30).to_json())
+        await start_job(s, theirs.id)  # the Discord process is composing it right now
+        return mine.id, theirs.id
+
+    mine, theirs = await db.run(leftovers)
+    runner = InProcessRunner(db, store, runner_model, RunnerSettings(), platforms=("telegram",))
+    await runner.start()
+    try:
+        assert [e.kind for e in await collect(runner, mine)][-1] == "done"
+    finally:
+        await runner.stop()
+    left = await db.run(lambda s: s.get(Job, theirs))
+    assert left.state is JobState.running and left.attempts == 1 and await count(db, Track) == 1
+
+
 async def test_undelivered_lists_a_platforms_open_jobs_with_where_their_results_go(env):
     db, store = env
     runner = InProcessRunner(db, store, runner_model)  # never started: what it accepts stays queued
@@ -603,8 +625,13 @@ async def test_a_job_another_worker_started_again_is_let_go_without_a_word(env):
                     await asyncio.sleep(0.01)
                 await db.run(lambda s: requeue_job(s, job.id))  # the other worker takes it over
                 await db.run(lambda s: start_job(s, job.id))
+        assert events[-1].kind == "released" and not [e for e in events if e.kind in ("done", "failed")]
+        stored = await db.run(lambda s: s.get(Job, job.id))
+        assert stored.state is JobState.running and stored.attempts == 2 and await count(db, Track) == 0
+        # The other worker dies in turn, and Redis hands the job back: composed here after all.
+        await db.run(lambda s: requeue_job(s, job.id))
+        again = await asyncio.wait_for(_all(runner.adopt(job.id, req("alice", tokens=60))), 60)
     finally:
         await runner.stop()
-    assert events[-1].kind == "released" and not [e for e in events if e.kind in ("done", "failed")]
-    stored = await db.run(lambda s: s.get(Job, job.id))
-    assert stored.state is JobState.running and stored.attempts == 2 and await count(db, Track) == 0
+    assert again[-1].kind == "done" and await count(db, Track) == 1
+    assert (await db.run(lambda s: s.get(Job, job.id))).attempts == 3

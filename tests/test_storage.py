@@ -173,12 +173,14 @@ async def test_job_state_machine_is_guarded_and_idempotent(db):
 
     other, _ = await db.run(lambda s: create_job(s, alice, {"genre": "pop"}))
     await db.run(lambda s: start_job(s, other.id))
-    retried = await db.run(lambda s: requeue_job(s, other.id))  # its worker died: composed again
+    retried = await db.run(lambda s: requeue_job(s, other.id))  # its worker lost it: composed again
     assert retried.state is JobState.queued and retried.attempts == 1
+    with pytest.raises(InvalidTransition, match="taken over"):  # the first worker can no longer end it...
+        await db.run(lambda s: fail_job(s, other.id, "lost its claim", attempt=1))
     again = await db.run(lambda s: start_job(s, other.id))
     assert again.attempts == 2
-    with pytest.raises(InvalidTransition, match="started again"):  # the first worker can no longer end it
-        await db.run(lambda s: fail_job(s, other.id, "lost its claim", attempt=1))
+    with pytest.raises(InvalidTransition, match="taken over"):  # ...before or after the next one starts it
+        await db.run(lambda s: finish_job(s, other.id, t.id, attempt=1))
     failed = await db.run(lambda s: fail_job(s, other.id, "model crashed", attempt=2))
     assert failed.error == "model crashed"
     with pytest.raises(InvalidTransition):  # its user was told: it is never composed again
