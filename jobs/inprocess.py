@@ -612,6 +612,7 @@ class InProcessRunner(StoredDeliveries):
         from generator.render import Tags
         from generator.track import Recipe, track_title
 
+        attempt = self._attempts.get(job_id)  # now: a job let go while it renders loses it from the dict
         model = self.model
         recipe = Recipe.of(
             request,
@@ -650,7 +651,7 @@ class InProcessRunner(StoredDeliveries):
             files.midi,
             files.png,
             job_id=job_id,
-            attempt=self._attempts.get(job_id),
+            attempt=attempt,
         )
         return track.id
 

@@ -136,25 +136,32 @@ async def compose(ctx: dict[str, Any], job_id: int) -> str:
     try:
         # Ours ends a minute before arq's: arq would cancel the job and not retry it, leaving it
         # stored as running, with no one to tell its user.
-        async with asyncio.timeout(JOB_TIMEOUT_S - 60):
+        async with asyncio.timeout(JOB_TIMEOUT_S - 60) as deadline:
             return await _compose(ctx, job_id)
     except TimeoutError:
+        if not deadline.expired():  # a library's own timeout, deep inside: an error like any other
+            return await _failed_in_worker(ctx, job_id)
         log.error("job %s ran for over %s s", job_id, JOB_TIMEOUT_S - 60)
-        runner: InProcessRunner = ctx["runner"]
-        attempt = runner.attempt(job_id)
-        runner.mark_cancelled(job_id)
-        await _fail(ctx, job_id, "it took too long; try a shorter piece", attempt)
-        return "failed"
+        return await _failed_in_worker(ctx, job_id, "it took too long; try a shorter piece")
     except asyncio.CancelledError:  # arq stopping this worker: it runs the job again elsewhere, and that tells the user
         ctx["runner"].release(job_id)
         raise
     except Exception:
         log.exception("job %s failed in the worker", job_id)
-        runner: InProcessRunner = ctx["runner"]
-        attempt = runner.attempt(job_id)
-        runner.mark_cancelled(job_id)  # stop composing what can no longer be delivered
-        await _fail(ctx, job_id, "the composer hit an error; please try again", attempt)
-        return "failed"
+        return await _failed_in_worker(ctx, job_id)
+
+
+async def _failed_in_worker(
+    ctx: dict[str, Any], job_id: int, reason: str = "the composer hit an error; please try again"
+) -> str:
+    """Stop composing the job here and fail it (in our attempt) for its user. Let go rather than
+    cancelled: if Redis hands the job back later (another worker took it over and died), it is
+    composed again, not ended as if its user had cancelled it."""
+    runner: InProcessRunner = ctx["runner"]
+    attempt = runner.attempt(job_id)
+    runner.release(job_id)
+    await _fail(ctx, job_id, reason, attempt)
+    return "failed"
 
 
 async def _fail(ctx: dict[str, Any], job_id: int, reason: str, attempt: int | None = None) -> None:
