@@ -143,7 +143,9 @@ async def refuse_hidden_senders(update: Update, context: ContextTypes.DEFAULT_TY
     sender = message.from_user
     if message.sender_chat is None and (sender is None or sender.id not in STAND_IN_IDS):
         return
-    if (message.text or message.caption or "").startswith("/"):
+    words = (message.text or message.caption or "").split(maxsplit=1)
+    command, _, addressee = (words[0] if words else "").partition("@")
+    if command.startswith("/") and addressee.lower() in ("", context.bot.username.lower()):  # ours to answer
         await say(update, ANONYMOUS)
     raise ApplicationHandlerStop
 

@@ -812,12 +812,12 @@ async def test_a_sender_telegram_hides_is_refused_and_owns_nothing(env, sender, 
     """Every anonymous admin (and everyone posting as a channel) arrives as one shared id: served,
     they would share one account and could continue, cancel or delete each other's tracks."""
     track_id = await stored_track(env, owner=str(sender))  # as if composed before this guard
-    for text in ("/compose ambient len=5", f"/continue {track_id}", "/forgetme", "just chatting"):
+    for text in ("/compose ambient len=5", f"/continue {track_id}", "/forgetme", "just chatting", "/help@another_bot"):
         message = env.stub.message(text, sender, chat_id=-100800, kind="supergroup")
         message["sender_chat"] = sender_chat
         env.stub.queue_update({"update_id": next(env.ids), "message": message})
     replies = await env.stub.wait_for("sendMessage", count=3)
-    await asyncio.sleep(0.3)  # the plain message gets no answer at all
+    await asyncio.sleep(0.3)  # the plain message and the command for another bot get no answer at all
     assert len(env.stub.calls_to("sendMessage")) == 3
     assert all("Remain anonymous" in r.params["text"] for r in replies)
     assert await env.count(Job) == 0 and await env.count(Track) == 1
