@@ -83,6 +83,11 @@ class JobEvent:
     def terminal(self) -> bool:
         return self.kind in TERMINAL
 
+    @classmethod
+    def stored(cls, job: Any) -> JobEvent:
+        """What a stored job (storage.Job) stands at: queued, running, or how it ended."""
+        return cls(job.id, job.state.value, track_id=job.track_id, reason=job.error)
+
 
 def primer_from_midi(data: bytes, seconds: float = PRIMER_SECONDS) -> tuple[int, ...]:
     """The last `seconds` of a user's MIDI file as a primer; bad files raise Refused with words

@@ -291,8 +291,7 @@ class InProcessRunner(StoredDeliveries):
         job = await self.db.run(lambda s: s.get(Job, job_id))
         if job is None:
             raise NotFound(f"there is no job #{job_id}")
-        kind = {"queued": "queued", "running": "running"}.get(job.state.value, job.state.value)
-        return JobEvent(job_id, kind, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+        return JobEvent.stored(job)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -560,17 +559,13 @@ class InProcessRunner(StoredDeliveries):
         except Exception:
             log.exception("job %s: could not read how it ended", job_id)
             job = None
+        ended = job is not None and job.state in FINISHED
         mine = self._attempts.get(job_id)
-        taken = job is not None and (job.attempts != mine or job.state is JobState.queued)
-        if job is not None and job.state not in FINISHED and mine is not None and taken:
-            log.warning("job %s was started again elsewhere; letting it go", job_id)
+        if job is not None and not ended and mine is not None:  # requeued, or started again, elsewhere
+            log.warning("job %s was taken over by another worker; letting it go", job_id)
             self.release(job_id)
             return
-        if job is not None and job.state in FINISHED:
-            event = JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
-        else:
-            event = JobEvent(job_id, "failed", reason=reason)
-        self._finish(job_id, event)
+        self._finish(job_id, JobEvent.stored(job) if ended else JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
         from generator.postprocess import is_degenerate

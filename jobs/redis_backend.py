@@ -100,7 +100,7 @@ class RedisBackend(StoredDeliveries):
             if job is None:
                 return
             if job.state in (JobState.done, JobState.failed, JobState.cancelled):
-                yield JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
+                yield JobEvent.stored(job)
                 return
             yield JobEvent(job_id, job.state.value, done=0)  # type: ignore[arg-type]
             async for message in pubsub.listen():

@@ -185,9 +185,8 @@ async def _publish_stored_ending(ctx: dict[str, Any], job_id: int) -> None:
     anyone, and the user's bot is still listening."""
     job = await ctx["db"].run(lambda s: s.get(Job, job_id))
     if job is not None and job.state in FINISHED:
-        event = JobEvent(job_id, job.state.value, track_id=job.track_id, reason=job.error)  # type: ignore[arg-type]
         try:
-            await publish(ctx["redis"], event)
+            await publish(ctx["redis"], JobEvent.stored(job))
         except Exception:
             log.exception("job %s: could not publish its ending", job_id)
 
@@ -201,13 +200,13 @@ async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     if job.state in FINISHED:  # ended by a worker that may have died before telling anyone
         await _publish_stored_ending(ctx, job_id)
         return job.state.value
-    if ctx.get("job_try", 1) > MAX_TRIES:
+    # Picked up this often, its workers kept dying: failed now, with a word to its user, from the
+    # last try if a worker died composing it (arq would not call again), else from the extra one.
+    tries = ctx.get("job_try", 1)
+    if tries > MAX_TRIES or (job.state is JobState.running and tries >= MAX_TRIES):
         await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
         return "failed"
     if job.state is JobState.running:  # a retry: the last worker died while composing it
-        if ctx.get("job_try", 1) >= MAX_TRIES:  # arq would not call us again: say so now
-            await _fail(ctx, job_id, "it stopped the composer several times; please try something else")
-            return "failed"
         try:
             await db.run(lambda s: requeue_job(s, job_id))
         except InvalidTransition:  # it ended meanwhile, at the last worker's hands
