@@ -3,12 +3,15 @@ a user's stored defaults, and one-line track listings. Telegram and Discord only
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from bot.grammar import GENRE_NAMES, Compose, UsageError
 from bot.replies import caption, child_temperature
 from generator.vocab import END, display_name
-from jobs.api import ComposeRequest
-from storage import Database, Track, User
+from jobs.api import ComposeRequest, JobBackend
+from storage import ArtifactStore, Database, Job, JobState, Platform, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.privacy import forget_user
 from storage.tracks import Channel, Page, history, unpack_tokens
 
 DEFAULT_SECONDS = 30.0
@@ -165,3 +168,36 @@ async def set_favourite(
         return await is_favorite(s, user, track_id)
 
     return await db.run(toggle)
+
+
+async def unfinished_job_ids(db: Database, platform: str, uid: str) -> list[int]:
+    """The user's queued and running jobs, newest first (none for someone never seen)."""
+    q = (
+        select(Job.id)
+        .join(User, User.id == Job.user_id)
+        .where(User.platform == Platform(platform), User.platform_user_id == uid)
+        .where(Job.state.in_((JobState.queued, JobState.running)))
+        .order_by(Job.id.desc())
+    )
+
+    async def ids(s) -> list[int]:
+        return list((await s.scalars(q)).all())
+
+    return await db.run(ids)
+
+
+async def cancel_newest_job(backend: JobBackend, db: Database, platform: str, uid: str) -> str:
+    """/cancel: the user's newest unfinished job is cancelled; the line that says what happened."""
+    for job_id in await unfinished_job_ids(db, platform, uid):
+        if await backend.cancel(job_id, platform, uid):
+            return "✖️ Cancelled your track."
+    return "Nothing to cancel: you have no track being composed."
+
+
+async def forget_everything(backend: JobBackend, db: Database, store: ArtifactStore, platform: str, uid: str) -> str:
+    """/forgetme, once confirmed: the user's unfinished jobs are cancelled, then everything of
+    theirs is deleted (storage.privacy.forget_user); the line that says so."""
+    for job_id in await unfinished_job_ids(db, platform, uid):
+        await backend.cancel(job_id, platform, uid)
+    gone = await forget_user(db, store, platform, uid)
+    return f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks."

@@ -39,9 +39,11 @@ from sqlalchemy import select
 
 from bot.core import (
     DEFAULT_SECONDS,
+    cancel_newest_job,
     child_request,
     compose_request,
     continue_request,
+    forget_everything,
     midi_continue_request,
     numbered_page,
     set_favourite,
@@ -63,8 +65,7 @@ from generator import GeneratorError
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, JobEvent, Refused, primer_from_midi
-from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Platform, Track, User
-from storage.privacy import forget_user
+from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Track, User
 from storage.shares import record_share
 from storage.tracks import get_track as stored_track
 from storage.users import get_or_create_user, set_defaults
@@ -760,31 +761,11 @@ async def settings(
     )
 
 
-async def unfinished_job_ids(core: Core, uid: str) -> list[int]:
-    """The user's queued and running jobs, newest first (none for someone never seen)."""
-    q = (
-        select(Job.id)
-        .join(User, User.id == Job.user_id)
-        .where(User.platform == Platform(PLATFORM), User.platform_user_id == uid)
-        .where(Job.state.in_((JobState.queued, JobState.running)))
-        .order_by(Job.id.desc())
-    )
-
-    async def ids(s) -> list[int]:
-        return list((await s.scalars(q)).all())
-
-    return await core.db.run(ids)
-
-
 @app_commands.command(description="Stop the track being composed for you")
 async def cancel(interaction: discord.Interaction) -> None:
     core = core_of(interaction)
     uid, _ = who(interaction)
-    for job_id in await unfinished_job_ids(core, uid):
-        if await core.backend.cancel(job_id, PLATFORM, uid):
-            await say(interaction, "✖️ Cancelled your track.")
-            return
-    await say(interaction, "Nothing to cancel: you have no track being composed.")
+    await say(interaction, await cancel_newest_job(core.backend, core.db, PLATFORM, uid))
 
 
 class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>confirm|keep)$"):
@@ -819,12 +800,8 @@ async def forget(interaction: discord.Interaction) -> None:
     core = core_of(interaction)
     uid, _ = who(interaction)
     await interaction.response.defer()
-    for job_id in await unfinished_job_ids(core, uid):
-        await core.backend.cancel(job_id, PLATFORM, uid)
-    gone = await forget_user(core.db, core.store, PLATFORM, uid)
-    await interaction.edit_original_response(
-        content=f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.", view=None
-    )
+    done = await forget_everything(core.backend, core.db, core.store, PLATFORM, uid)
+    await interaction.edit_original_response(content=done, view=None)
 
 
 @app_commands.command(name="forgetme", description="Delete everything I keep about you")

@@ -40,9 +40,11 @@ from telegram.ext import (
 
 from bot.core import (
     DEFAULT_SECONDS,
+    cancel_newest_job,
     child_request,
     compose_request,
     continue_request,
+    forget_everything,
     midi_continue_request,
     numbered_page,
     set_favourite,
@@ -75,9 +77,8 @@ from bot.telegram_delivery import (
 )
 from generator.vocab import display_name
 from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, Refused, primer_from_midi
-from storage import ArtifactStore, Database, Forbidden, Job, JobState, NotFound, Track, User
+from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Track, User
 from storage.favorites import list_favorites
-from storage.privacy import forget_user
 from storage.shares import record_share
 from storage.tracks import get_track
 from storage.users import get_or_create_user, get_user, set_defaults
@@ -372,23 +373,10 @@ async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def unfinished_job_ids(core: Core, uid: str) -> list[int]:
-    async def find(s):
-        user = await get_or_create_user(s, PLATFORM, uid)
-        q = select(Job.id).where(Job.user_id == user.id, Job.state.in_((JobState.queued, JobState.running)))
-        return list((await s.execute(q.order_by(Job.id.desc()))).scalars())
-
-    return await core.db.run(find)
-
-
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     core = core_of(context.application)
     uid, _ = who(update)
-    for job_id in await unfinished_job_ids(core, uid):
-        if await core.backend.cancel(job_id, PLATFORM, uid):
-            await say(update, "✖️ Cancelled your track.")
-            return
-    await say(update, "Nothing to cancel: you have no track being composed.")
+    await say(update, await cancel_newest_job(core.backend, core.db, PLATFORM, uid))
 
 
 async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -412,10 +400,7 @@ async def forget_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await query.answer()
     if choice == "confirm":
         core = core_of(context.application)
-        for job_id in await unfinished_job_ids(core, uid):
-            await core.backend.cancel(job_id, PLATFORM, uid)
-        gone = await forget_user(core.db, core.store, PLATFORM, uid)
-        answer = f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks."
+        answer = await forget_everything(core.backend, core.db, core.store, PLATFORM, uid)
     else:
         answer = "👍 Kept everything."
     with contextlib.suppress(BadRequest):  # the question was deleted meanwhile: nothing to edit
