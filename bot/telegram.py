@@ -13,6 +13,7 @@ background, so a handler returns at once, and resumes after a restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -486,6 +487,9 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     if press.action in ("fav", "unfav"):
         private = update.effective_chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
+        if not private and not first_delivery(context.application, update.update_id):
+            await query.answer()  # a press delivered again (a webhook retry) must not turn it back
+            return
         await toggle_favourite(update, context, user, track, press.action == "fav" if private else None)
         return
     chat = update.effective_chat
@@ -507,6 +511,18 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer(f"🙅 {refusal}", show_alert=True)
     else:
         await query.answer({"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}.get(press.action, "🎼 Composing…"))
+
+
+def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:
+    """Whether this update is seen for the first time, among the last `remembered` asked about
+    (a redelivery comes soon after the first, to the process that got it)."""
+    seen: collections.OrderedDict[int, None] = application.bot_data.setdefault("seen", collections.OrderedDict())
+    if update_id in seen:
+        return False
+    seen[update_id] = None
+    while len(seen) > remembered:
+        seen.popitem(last=False)
+    return True
 
 
 async def toggle_favourite(

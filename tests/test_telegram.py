@@ -275,6 +275,10 @@ async def test_in_a_group_the_favourite_button_turns_each_presser_s_own_favourit
     answers = [c.params.get("text", "") for c in env.stub.calls_to("answerCallbackQuery")]
     assert answers == ["⭐ Added to your favourites", "Removed from your favourites"]
     assert await env.count(Favorite) == 0 and not env.stub.calls_to("editMessageReplyMarkup")
+    press = env.press(f"fav:{track_id}", 1, under=post_in(-100700, "supergroup"))
+    env.stub.queue_update(press)  # Telegram delivers the same press again
+    await env.stub.wait_for("answerCallbackQuery", count=4)
+    assert await env.count(Favorite) == 1  # turned over once, not twice
 
 
 async def test_history_lists_tracks_a_page_at_a_time(env):
