@@ -389,8 +389,6 @@ async def show_progress(delivery: Delivery, events: AsyncIterator[JobEvent]) -> 
     shown, last_edit = None, 0.0
     async with asyncio.timeout(FOLLOW_TIMEOUT_S):
         async for event in events:
-            if event.kind == "released":  # composed elsewhere now: the next start follows it again
-                return None
             if event.terminal:
                 return event
             text, now = event_line(event), time.monotonic()

@@ -183,8 +183,6 @@ async def follow_job(app: Application, chat_id: int, message_id: int, job_id: in
     last_edit, final = 0.0, None
     async with asyncio.timeout(FOLLOW_TIMEOUT_S):
         async for event in core.backend.events(job_id):
-            if event.kind == "released":  # composed elsewhere now: the next start follows it again
-                return
             text = progress_line(event.kind, event.done, event.total, event.eta_s, event.position)
             if event.kind in ("failed", "cancelled") and event.reason and event.reason != "cancelled":
                 text = f"{text}: {event.reason}"

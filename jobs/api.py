@@ -15,8 +15,9 @@ from generator.params import GenerationRequest, SamplingParams, preset_sampling
 MAX_PRIMER_BYTES = 1_000_000  # a MIDI file a user attaches to continue from
 PRIMER_SECONDS = 20.0  # how much of its end the model hears
 
-# "released" never reaches a user: a Redis worker's runner let the job go (the worker is shutting
-# down, or another worker took the job over), and whoever composes it now tells its user.
+# "released" never reaches a front end (JobBackend.events ends without it): a Redis worker's
+# runner let the job go (shutting down, or another worker took it over), and whoever composes it
+# now tells its user.
 EventKind = Literal["queued", "running", "rendering", "done", "failed", "cancelled", "released"]
 TERMINAL: tuple[EventKind, ...] = ("done", "failed", "cancelled", "released")
 

@@ -225,7 +225,7 @@ class InProcessRunner(StoredDeliveries):
         if request.seed is None:
             request = replace(request, seed=secrets.randbelow(2**31))
         self._channels.setdefault(job_id, _Channel())
-        events = self.events(job_id)
+        events = self._events(job_id)
         first = asyncio.ensure_future(events.__anext__())
         await asyncio.sleep(0)  # subscribed before the first event can be emitted
         self._accept(job_id, request)
@@ -266,7 +266,16 @@ class InProcessRunner(StoredDeliveries):
         return job_id in self._cancelled or job_id in self._released
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
-        """This job's events from now until it ends (the latest state first)."""
+        """This job's events from now until it ends (the latest state first). A job this runner
+        lets go (release) ends the stream with no ending: whoever composes it now tells its user,
+        and a front end that saw no ending follows the job again at its next start."""
+        async for event in self._events(job_id):
+            if event.kind == "released":
+                return
+            yield event
+
+    async def _events(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """`events`, "released" included (adopt's caller, a Redis worker, acts on it)."""
         channel = self._channels.get(job_id)
         if channel is None:
             yield await self._stored_event(job_id)

@@ -618,14 +618,17 @@ async def test_a_job_another_worker_started_again_is_let_go_without_a_word(env):
         alice = await db.run(lambda s: get_or_create_user(s, "telegram", "alice"))
         job, _ = await db.run(lambda s: create_job(s, alice, req("alice").to_json()))
         events = []
+        followed = None
         async for event in runner.adopt(job.id, req("alice", tokens=400)):
             events.append(event)
             if len(events) == 1:
+                followed = asyncio.create_task(_all(runner.events(job.id)))  # as a front end follows it
                 while (await db.run(lambda s: s.get(Job, job.id))).attempts != 1:  # our start is stored
                     await asyncio.sleep(0.01)
                 await db.run(lambda s: requeue_job(s, job.id))  # the other worker takes it over
                 await db.run(lambda s: start_job(s, job.id))
         assert events[-1].kind == "released" and not [e for e in events if e.kind in ("done", "failed")]
+        assert not any(e.terminal for e in await followed)  # a front end sees no ending, "released" neither
         stored = await db.run(lambda s: s.get(Job, job.id))
         assert stored.state is JobState.running and stored.attempts == 2 and await count(db, Track) == 0
         # The other worker dies in turn, and Redis hands the job back: composed here after all.
