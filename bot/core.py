@@ -9,8 +9,9 @@ from bot.grammar import GENRE_NAMES, Compose, UsageError
 from bot.replies import caption, child_temperature
 from generator.vocab import END, display_name
 from jobs.api import ComposeRequest, JobBackend
-from storage import ArtifactStore, Database, Job, JobState, Platform, Track, User
+from storage import ArtifactStore, Database, Job, Platform, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.jobs import UNFINISHED
 from storage.privacy import forget_user
 from storage.tracks import Channel, Page, history, unpack_tokens
 
@@ -176,7 +177,7 @@ async def unfinished_job_ids(db: Database, platform: str, uid: str) -> list[int]
         select(Job.id)
         .join(User, User.id == Job.user_id)
         .where(User.platform == Platform(platform), User.platform_user_id == uid)
-        .where(Job.state.in_((JobState.queued, JobState.running)))
+        .where(Job.state.in_(UNFINISHED))
         .order_by(Job.id.desc())
     )
 

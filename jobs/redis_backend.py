@@ -13,7 +13,7 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import cancel_users_job, create_job, fail_job, unfinished_jobs
+from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .api import ComposeRequest, JobEvent, Refused
@@ -21,7 +21,6 @@ from .inprocess import RunnerSettings
 from .receipts import StoredDeliveries
 from .worker import CANCEL_CHANNEL, job_channel
 
-UNFINISHED = (JobState.queued, JobState.running)
 log = logging.getLogger(__name__)
 
 

@@ -26,6 +26,7 @@ ALLOWED_FROM: dict[JobState, tuple[JobState, ...]] = {
     JobState.queued: (JobState.running,),  # a failed job told its user so: it is never composed again
 }
 FINISHED = (JobState.done, JobState.failed, JobState.cancelled)
+UNFINISHED = (JobState.queued, JobState.running)
 
 
 async def create_job(
@@ -120,7 +121,7 @@ async def set_progress(session: AsyncSession, job_id: int, progress: float) -> N
 async def unfinished_jobs(session: AsyncSession, platform: str | None = None) -> list[Job]:
     """Jobs a crash may have left queued or running, oldest first (for recovery on start-up);
     only those asked for on `platform`, when given (a front end re-attaching to its own)."""
-    q = select(Job).where(Job.state.in_((JobState.queued, JobState.running)))
+    q = select(Job).where(Job.state.in_(UNFINISHED))
     if platform is not None:
         q = q.join(User, User.id == Job.user_id).where(User.platform == Platform(platform))
     return list((await session.execute(q.order_by(Job.id))).scalars())
@@ -139,7 +140,7 @@ async def undelivered_jobs(
     q = (
         select(Job)
         .join(User, User.id == Job.user_id)
-        .where(User.platform == Platform(platform), or_(Job.state.in_((JobState.queued, JobState.running)), ended))
+        .where(User.platform == Platform(platform), or_(Job.state.in_(UNFINISHED), ended))
     )
     return list((await session.execute(q.order_by(Job.id))).scalars())
 
