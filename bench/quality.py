@@ -99,13 +99,31 @@ def is_bad(notes: list[Note]) -> bool:
     return len(notes) < 20 or repetition_share(notes) > 0.9
 
 
-def validation_excerpts(data: Path, genre: str, length: int, per_piece: int = 4) -> list[list[Note]]:
+def reference_shard(data: Path, genre: str, reference: str):
+    """The genre's validation pieces; with reference "real", without the ambient our own code
+    realised (so the classifier, the densities and the NLL compare with the figures measured
+    before it existed)."""
+    from generator.dataset import REALISED_AMBIENT, Shard
+
+    shard = Shard.load(data, genre, "val")
+    if reference == "all":
+        return shard
+    names = json.loads((data / f"{genre}.val.pieces.json").read_text())
+    keep = [i for i, name in enumerate(names) if not name.startswith(REALISED_AMBIENT)]
+    if len(keep) == len(names):
+        return shard
+    parts = [np.asarray(shard.piece(i)) for i in keep]
+    offsets = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)
+    return Shard(genre, np.concatenate(parts) if parts else np.zeros(0, np.uint16), offsets)
+
+
+def validation_excerpts(
+    data: Path, genre: str, length: int, per_piece: int = 4, reference: str = "real"
+) -> list[list[Note]]:
     """Held-out music cut into excerpts as long as the generated pieces (up to `per_piece`
     consecutive ones per piece): like is compared with like, since a whole sonata wanders
     through more keys than 20 seconds of it, and the many excerpts steady the mean."""
-    from generator.dataset import Shard
-
-    shard = Shard.load(data, genre, "val")
+    shard = reference_shard(data, genre, reference)
     excerpts = []
     for i in range(shard.n_pieces):
         piece = shard.piece(i).tolist()
@@ -124,9 +142,50 @@ def genre_conditioning(model, windows: dict) -> dict[str, dict[str, float]]:
         out[g] = {}
         for h in V.GENRES:
             relabelled = x.clone()
-            relabelled[:, 0] = V.genre_token(h)
+            relabelled[:, 0] = V.genre_token(h)  # controls, if any, stay "unknown"
             out[g][h] = validation_nll(model, {g: (relabelled, y)})[g]
     return out
+
+
+def control_table(model, pieces_per_level: int, tokens: int, seed: int) -> dict[str, list[dict]]:
+    """Is each control followed? For every attribute and level, compose pieces (the genres in
+    turn, the other controls unknown) and measure the level each piece comes out at."""
+    from dataclasses import replace
+
+    from generator.controls import ATTRIBUTES, N_BINS, measure
+
+    spec = model.controls
+    requests, asked = [], []
+    for a in ATTRIBUTES:
+        for level in range(N_BINS):
+            for i in range(pieces_per_level):
+                g = V.GENRES[i % len(V.GENRES)]
+                sampling = replace(
+                    preset_sampling(g, model.presets), density=None, loudness=None, polyphony=None, **{a: level}
+                )
+                requests.append(GenerationRequest(g, sampling, max_new_tokens=tokens, seed=seed + len(requests)))
+                asked.append((a, level))
+    pieces = generate(model, requests)
+    table: dict[str, list[dict]] = {a: [] for a in ATTRIBUTES}
+    for a in ATTRIBUTES:
+        for level in range(N_BINS):
+            values = [
+                m.get(a)
+                for (aa, lv), p in zip(asked, pieces)
+                if aa == a and lv == level and (m := measure(p.new_tokens)) is not None
+            ]
+            bins = [spec.bin_of(a, v) for v in values]
+            table[a].append(
+                {
+                    "level": level,
+                    "range": spec.range_of(a, level),
+                    "mean": float(np.mean(values)) if values else float("nan"),
+                    "in_bin": bins.count(level) / len(bins) if bins else 0.0,
+                    "within_one": sum(abs(b - level) <= 1 for b in bins) / len(bins) if bins else 0.0,
+                    "measured_bins": [bins.count(b) for b in range(N_BINS)],
+                }
+            )
+    return table
 
 
 def main() -> None:
@@ -139,6 +198,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--temperature", type=float, help="instead of each genre's preset temperature")
+    ap.add_argument(
+        "--reference",
+        choices=("real", "all"),
+        default="real",
+        help="validation pieces the classifier, densities and NLL use: real music only (default), or "
+        "also the ambient our own code realised",
+    )
+    ap.add_argument("--control-pieces", type=int, default=8, help="pieces per control level (0: no control table)")
+    ap.add_argument("--skip-pieces", action="store_true", help="only the NLL and control tables")
     args = ap.parse_args()
 
     from melomania.settings import Settings
@@ -160,27 +228,34 @@ def main() -> None:
         for g in V.GENRES
         for i in range(args.pieces)
     ]
-    pieces = generate(model, requests)
+    pieces = generate(model, requests if not args.skip_pieces else requests[:: args.pieces])
     by_genre: dict[str, list[list[Note]]] = {g: [] for g in V.GENRES}
-    for r, p in zip(requests, pieces):
+    for r, p in zip(requests if not args.skip_pieces else requests[:: args.pieces], pieces):
         by_genre[r.genre].append(decode_notes(postprocess(p.new_tokens)))
 
-    val = {g: validation_excerpts(data, g, args.tokens) for g in V.GENRES} if have_data else {}
+    val = (
+        {g: validation_excerpts(data, g, args.tokens, reference=args.reference) for g in V.GENRES} if have_data else {}
+    )
+    everything = {g: validation_excerpts(data, g, args.tokens, reference="all") for g in V.GENRES} if have_data else {}
     val_profiles = {g: mean_profile(v) for g, v in val.items()}
     nll: dict[str, float] = {}
     conditioning: dict[str, dict[str, float]] = {}
+    nll_known: dict[str, float] = {}
     if have_data:
-        from generator.dataset import Shard
         from generator.train import TrainConfig, validation_nll, validation_set
 
-        cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32)
-        windows = validation_set({g: Shard.load(data, g, "val") for g in V.GENRES}, cfg)
+        cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32, controls=model.controls is not None)
+        shards = {g: reference_shard(data, g, args.reference) for g in V.GENRES}
+        windows = validation_set(shards, cfg)  # controls "unknown": comparable with a model without them
         nll = validation_nll(model.float(), windows)
         conditioning = genre_conditioning(model, windows)
+        if model.controls is not None:
+            nll_known = validation_nll(model, validation_set(shards, cfg, known_controls=True))
 
     rows = {}
-    header = f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'polyphony':>9} {'nll':>6}  " + " ".join(
-        f"{'d→' + V.display_name(h):>10}" for h in val
+    header = (
+        f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'(data)':>14} {'polyphony':>9} {'(data)':>6} {'nll':>6}  "
+        + " ".join(f"{'d→' + V.display_name(h):>10}" for h in val)
     )
     print(f"checkpoint {ckpt}: {args.pieces} pieces × {args.tokens} tokens per genre")
     print(header)
@@ -194,7 +269,14 @@ def main() -> None:
         others = [d for h, d in dists.items() if h != g]
         margin = (min(others) - dists[g]) if dists and others else float("nan")
         noise = split_half(notes)
+        data_nps = notes_per_second(val[g]) if val else float("nan")
+        all_nps = notes_per_second(everything[g]) if everything else float("nan")
+        data_poly = float(np.mean([polyphony(p) for p in val[g]])) if val else float("nan")
         rows[g] = {
+            "data_notes_per_s": data_nps,
+            "data_notes_per_s_with_realised": all_nps,
+            "data_polyphony": data_poly,
+            "val_nll_known_controls": nll_known.get(g),
             "margin": margin,
             "split_half_noise": noise,
             "degenerate_share": bad,
@@ -206,13 +288,13 @@ def main() -> None:
             "closest_to_own_genre": own_closest,
         }
         print(
-            f"{V.display_name(g):<8} {bad:>10.0%} {nps:>8.1f} {poly:>9.2f} "
-            f"{nll.get(g, float('nan')):>6.3f}  "
+            f"{V.display_name(g):<8} {bad:>10.0%} {nps:>8.1f} {f'({data_nps:.1f}, {all_nps:.1f})':>14} {poly:>9.2f} "
+            f"{f'({data_poly:.1f})':>6} {nll.get(g, float('nan')):>6.3f}  "
             + " ".join(f"{dists[h]:>10.3f}" for h in val)
             + (f"  ✓ own genre closest by {margin:.3f}" if own_closest else "  ✗")
             + f" (noise {noise:.3f})"
         )
-        tiles = [piano_roll(p, 480, 160) for p in notes[:8]]
+        tiles = [piano_roll(p, 480, 160) for p in notes[:8] if p]
         grid = Image.new("RGB", (960, 160 * ((len(tiles) + 1) // 2)))
         for i, tile in enumerate(tiles):
             grid.paste(tile, ((i % 2) * 480, (i // 2) * 160))
@@ -240,6 +322,23 @@ def main() -> None:
         print("validation NLL with each genre token (rows: the music's genre; lowest should be its own):")
         for g, row in conditioning.items():
             print(f"  {V.display_name(g):<8} " + " ".join(f"{V.display_name(h)} {v:.3f}" for h, v in row.items()))
+    if nll_known:
+        print(
+            "validation NLL with each window's own measured controls: "
+            + ", ".join(f"{V.display_name(g)} {v:.3f}" for g, v in nll_known.items())
+        )
+    if model.controls is not None and args.control_pieces:
+        table = control_table(model, args.control_pieces, min(args.tokens, 512), args.seed + 100_000)
+        print(f"attribute controls: {args.control_pieces} pieces per level (genres in turn), level asked vs measured")
+        for a, levels in table.items():
+            print(f"  {a}")
+            for r in levels:
+                print(
+                    f"    asked {r['level']} ({r['range']:<22}) measured mean {r['mean']:6.2f}, in the bin "
+                    f"{r['in_bin']:4.0%}, within one {r['within_one']:4.0%}; measured levels {r['measured_bins']}"
+                )
+        for g in rows:
+            rows[g]["controls"] = table
     print(f"piano-roll grids in {out}/")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

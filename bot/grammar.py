@@ -2,6 +2,7 @@
 
     /compose jazz temp=0.9 len=60 seed=7      keys and aliases
     /compose jazz 0.9 60s                     positional shorthand: a temperature, a length
+    /compose ambient sparse very soft thick   attribute controls (density, loudness, polyphony)
     /history 2   /continue 42   /share 42 @mychannel   /settings genre=ambient temp=1.0
 
 `parse` is a pure function: it returns a request or raises UsageError, whose message names the
@@ -14,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from generator.controls import ATTRIBUTES as CONTROLS
+from generator.controls import ControlError, parse_level, word_controls
 from generator.instruments import ALIASES as INSTRUMENT_ALIASES
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRE_ALIASES, GENRES, display_name
@@ -84,8 +87,11 @@ KEYS: dict[str, str] = {
     "instrument": "instrument",
     "inst": "instrument",
     "genre": "genre",
+    "density": "density",
+    "loudness": "loudness",
+    "polyphony": "polyphony",
 }
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed", *CONTROLS)
 SETTINGS_KEYS = ("genre", "temperature", "instrument", "seconds")
 GENRE_NAMES = ", ".join(display_name(g) for g in GENRES)
 
@@ -180,6 +186,11 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             values[name] = instrument_of(raw.replace("+", " "))
         elif name == "seconds":
             values[name] = seconds_of(raw)
+        elif name in CONTROLS:
+            try:
+                values[name] = parse_level(name, raw)
+            except ControlError as exc:
+                raise UsageError(f"{exc} (for example {key}=low)") from None
         else:
             values[name] = RANGES[name].check(key, raw)
     return values
@@ -189,15 +200,19 @@ def _compose(args: list[str]) -> Compose:
     genre = None
     if args and "=" not in args[0] and not re.fullmatch(r"[\d.:ms]+", args[0].lower()):
         genre, args = genre_of(args[0]), args[1:]
-    positional = [a for a in args if "=" not in a]
-    values = _key_values([a for a in args if "=" in a])
+    # Words like "sparse", "very soft", "thick" set the attribute controls.
+    controls, positional = word_controls([a for a in args if "=" not in a])
+    values = {**controls.as_dict(), **_key_values([a for a in args if "=" in a])}
     for word in positional:  # shorthand: a temperature (has a dot, under 3) and a length (60s, 1m, 90)
         if re.fullmatch(r"\d*\.\d+", word) and "temperature" not in values:
             values["temperature"] = RANGES["temperature"].check("temp", word)
         elif re.fullmatch(r"[\d.:ms]+", word.lower()) and "seconds" not in values:
             values["seconds"] = seconds_of(word)
         else:
-            raise UsageError(f"I can't read {word[:30]!r}; try /compose jazz 0.9 60s or /compose jazz temp=0.9 len=60")
+            raise UsageError(
+                f"I can't read {word[:30]!r}; try /compose jazz 0.9 60s, /compose ambient sparse soft"
+                " or /compose jazz temp=0.9 len=60"
+            )
     if "genre" in values:
         genre = values.pop("genre")
     return Compose(

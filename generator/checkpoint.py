@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import vocab
+from .controls import ControlSpec
 from .errors import CheckpointError, GeneratorError
 from .model import ModelConfig, MusicTransformer
 from .params import SamplingParams, presets_from
@@ -83,7 +84,8 @@ def load_model(
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
 
     The returned model is in eval mode and carries `genres` (names in token order), `presets`
-    (its own sampling presets per genre, if it has any), `name` (the file's stem),
+    (its own sampling presets per genre, if it has any), `controls` (its control vocabulary, or
+    None), `name` (the file's stem),
     `checkpoint_sha256` for recipes, and `exact_decoding` (fp32 products when decoding, even
     where bfloat16 ones would be faster: packed.py).
     """
@@ -97,22 +99,27 @@ def load_model(
         config = ModelConfig(**{k: v for k, v in blob["config"].items() if k in known})
         genres = tuple(blob.get("genres", vocab.GENRES))
         presets = _presets(path, blob)
+        controls = _controls(path, blob)
     elif isinstance(blob, dict) and all(isinstance(k, str) for k in blob):
         state_dict = blob
         config = infer_config(state_dict)
         genres = vocab.GENRES
         presets = {}
+        controls = None
     else:
         raise CheckpointError(f"{path} holds no state_dict")
-    if config.vocab_size != vocab.VOCAB_SIZE:
+    expected = vocab.VOCAB_SIZE + (controls.size if controls else 0)
+    if config.vocab_size != expected:
+        with_controls = f" and {controls.size} control tokens" if controls else ""
         raise CheckpointError(
-            f"checkpoint vocabulary has {config.vocab_size} tokens, the event vocabulary needs {vocab.VOCAB_SIZE}"
+            f"checkpoint vocabulary has {config.vocab_size} tokens, the events{with_controls} need {expected}"
         )
     model = MusicTransformer(config)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     model.genres = genres
     model.presets = presets  # the genre presets this checkpoint was tuned with; {}: the reference's
+    model.controls = controls  # its control vocabulary (controls.ControlSpec), None: it has none
     model.name = path.stem
     model.checkpoint_sha256 = _sha256(path)
     model.exact_decoding = exact_decoding
@@ -124,6 +131,16 @@ def _presets(path: Path, blob: dict) -> dict[str, SamplingParams]:
         return presets_from(blob.get("meta", {}).get("sampling_presets"))
     except (GeneratorError, TypeError) as exc:
         raise CheckpointError(f"{path} carries bad sampling presets: {exc}") from None
+
+
+def _controls(path: Path, blob: dict) -> ControlSpec | None:
+    raw = blob.get("controls")
+    if not raw:
+        return None
+    try:
+        return ControlSpec.from_dict(raw)
+    except GeneratorError as exc:
+        raise CheckpointError(f"{path} carries a bad control vocabulary: {exc}") from None
 
 
 def stored_presets(path: str | os.PathLike[str]) -> dict[str, SamplingParams]:
@@ -144,6 +161,7 @@ def save_checkpoint(model: MusicTransformer, path: str | os.PathLike[str], **met
         "version": FORMAT_VERSION,
         "config": asdict(model.config),
         "genres": list(getattr(model, "genres", vocab.GENRES)),
+        "controls": spec.as_dict() if (spec := getattr(model, "controls", None)) else None,
         "model": model.state_dict(),
         "meta": meta,
     }

@@ -22,6 +22,7 @@ from .errors import PrimerError
 from .tokenizer import encode_notes, load_midi, notes_of
 
 MIN_TOKENS = 32  # shorter pieces teach nothing
+REALISED_AMBIENT = "ambient-realised/"  # split key and source prefix of the ambient realiser's pieces
 LICENCES = {
     "asap": "CC BY-NC-SA 4.0",
     "piano-midi-de": "CC BY-SA 3.0 DE (by reference)",
@@ -46,6 +47,13 @@ class BuildConfig:
     jazz_leadsheets: bool = True  # realise ../shared/corpus/jazz-leadsheets into jazz piano
     jazz_versions: int = 2  # realisations per lead sheet (different tempo, key, comping)
     jazz_limit: int | None = None
+    # ambient realised by our own code (generator/ambient.py), beside the real low-arousal clips
+    ambient: bool = True
+    ambient_versions: int = 2
+    ambient_lead_sheets: int | None = 400
+    ambient_modal: int = 300
+    ambient_diatonic: int = 300
+    calm_sources: tuple[str, ...] | None = None  # real calm folders to keep (None: every one)
     workers: int = 2
 
 
@@ -69,6 +77,8 @@ def midi_items(config: BuildConfig) -> Iterator[Item]:
     for genre in V.GENRES:
         for folder in sorted((config.corpus / genre).glob("*")):
             if not folder.is_dir() or (config.permissive_only and folder.name not in PERMISSIVE):
+                continue
+            if genre == "calm" and config.calm_sources is not None and folder.name not in config.calm_sources:
                 continue
             for path in sorted(folder.rglob("*")):
                 if path.suffix.lower() in (".mid", ".midi"):
@@ -116,12 +126,20 @@ def build(config: BuildConfig, progress=None) -> Summary:
                 progress(len(encoded) + sum(skipped.values()), len(items))
     if config.jazz_leadsheets:
         encoded += list(_realised_jazz(config, skipped))
+    if config.ambient:
+        encoded += list(_realised_ambient(config, skipped))
 
     summary = Summary(skipped=dict(skipped), permissive_only=config.permissive_only)
     config.out.mkdir(parents=True, exist_ok=True)
     for genre in V.GENRES:
         mine = [(i, t) for i, t in encoded if i.genre == genre]
-        val = split_pieces([i.piece for i, _ in mine], config.val_fraction, config.seed)
+        # The realised ambient is split on its own, so adding it leaves the real pieces' split
+        # (and every figure measured on their validation side) as it was.
+        val = split_pieces(
+            [i.piece for i, _ in mine if not i.piece.startswith(REALISED_AMBIENT)], config.val_fraction, config.seed
+        ) | split_pieces(
+            [i.piece for i, _ in mine if i.piece.startswith(REALISED_AMBIENT)], config.val_fraction, config.seed
+        )
         summary.genres[genre] = {}
         for split in ("train", "val"):
             part = [(i, t) for i, t in mine if (i.piece in val) == (split == "val")]
@@ -147,6 +165,8 @@ def build(config: BuildConfig, progress=None) -> Summary:
 
 
 def _licence(source: str) -> str:
+    if source.startswith(REALISED_AMBIENT):
+        return "ours (modal and diatonic generators); parkR chord charts: MIT" if "parkr" in source else "ours"
     if source.startswith("jazz-leadsheets"):
         from . import jazz
 
@@ -186,6 +206,35 @@ def _realised_jazz(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple
         yield Item("jazz", sheet, "jazz-leadsheets/" + piece_id.split("/")[0]), tokens
     for why, n in reasons.items():
         skipped[f"jazz lead sheets: {why}"] += n
+
+
+def _realised_ambient(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple[Item, list[int]]]:
+    from . import ambient
+
+    root = config.corpus / "jazz-leadsheets"
+    reasons: Counter[str] = Counter()
+    for piece_id, midi, _note in ambient.realise_corpus(
+        root if root.is_dir() else None,
+        versions=config.ambient_versions,
+        seed=config.seed,
+        lead_sheets=config.ambient_lead_sheets,
+        modal=config.ambient_modal,
+        diatonic=config.ambient_diatonic,
+        skipped=reasons,
+    ):
+        tokens = encode_notes(notes_of(midi, piano_range=True))
+        if len(tokens) < MIN_TOKENS:
+            reasons["realised ambient too short"] += 1
+            continue
+        progression = piece_id.rsplit("/v", 1)[0]  # every version of one progression is one piece for the split
+        yield Item("calm", REALISED_AMBIENT + progression, REALISED_AMBIENT + progression.split("/")[0]), tokens
+    for why, n in reasons.items():
+        skipped[f"ambient: {why}"] += n
+
+
+def is_realised(piece: str) -> bool:
+    """Was this piece written by our realisers (not a real recording or score)?"""
+    return piece.startswith((REALISED_AMBIENT, "parkr/", "wjd/"))
 
 
 def write_shard(stem: Path, part: list[tuple[Item, list[int]]]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import vocab as V
+from .controls import ControlError, ControlSpec
 from .model import KVCache, MusicTransformer
 from .packed import for_decoding
 from .params import GenerationRequest
@@ -28,12 +29,14 @@ from .sampling import RowState, draw, next_token_probs
 
 @dataclass(eq=False)
 class Row:
-    """One piece being composed. `tokens` starts with the genre token, then the primer."""
+    """One piece being composed. `tokens` starts with the genre token (and the control tokens of
+    a model that has them: `prefix` ids in all), then the primer."""
 
     request: GenerationRequest
     tokens: list[int]
     prompt_length: int
     generator: torch.Generator
+    prefix: int = 1
     seconds: float = 0.0
     windows: int = 0  # how many times the context slid
     cancelled: bool = False  # set by the caller; the row leaves the batch at the next step
@@ -66,18 +69,31 @@ class Row:
 ProgressCallback = Callable[[int, int], None]
 
 
-def window(tokens: Sequence[int], max_len: int) -> list[int]:
-    """The context to re-encode once a row fills the model's window: its genre token and the most
-    recent half (Jukebox-style windowed sampling), so length is bounded by time, not context.
+def window(tokens: Sequence[int], max_len: int, prefix: int = 1) -> list[int]:
+    """The context to re-encode once a row fills the model's window: its genre (and control)
+    tokens and the most recent half (Jukebox-style windowed sampling), so length is bounded by
+    time, not context.
 
     Notes still held where the window is cut are restated first (velocity, note-on): without them
     the model cannot know those keys are down, never releases them, and they drone to the end.
     """
-    budget = max_len // 2 - 1
-    held = held_notes(tokens[1 : max(1, len(tokens) - budget)])[-(max_len // 8) :]  # the latest struck
+    budget = max_len // 2 - prefix
+    held = held_notes(tokens[prefix : max(prefix, len(tokens) - budget)])[-(max_len // 8) :]  # the latest struck
     restated = [t for pitch, vel_bin in held for t in (V.VELOCITY + vel_bin, V.NOTE_ON + pitch)]
     keep = budget - len(restated)
-    return [tokens[0], *restated, *tokens[-keep:]]
+    return [*tokens[:prefix], *restated, *tokens[-keep:]]
+
+
+def prompt_prefix(model: MusicTransformer, request: GenerationRequest) -> list[int]:
+    """The genre token, then the control tokens where the model has a control vocabulary.
+    Controls asked of a model without one are an error, not silently ignored."""
+    spec: ControlSpec | None = getattr(model, "controls", None)
+    controls = request.sampling.controls
+    if spec is None:
+        if controls.any:
+            raise ControlError(f"this checkpoint has no attribute controls; compose without {controls.describe()}")
+        return [V.genre_token(request.genre)]
+    return [V.genre_token(request.genre), *spec.tokens(controls)]
 
 
 def held_notes(tokens: Sequence[int]) -> list[tuple[int, int]]:
@@ -134,19 +150,21 @@ class BatchDecoder:
         # A request without a seed gets one now, recorded in its row, so every piece can be reproduced.
         requests = [r if r.seed is not None else replace(r, seed=secrets.randbits(62)) for r in requests]
         for i, r in enumerate(requests):
-            prompt = [V.genre_token(r.genre), *r.primer]
+            prefix = prompt_prefix(self.model, r)
+            prompt = [*prefix, *r.primer]
             g = torch.Generator()
             g.manual_seed(r.seed)
-            new_rows.append(Row(r, prompt, len(prompt), g, tag=None if tags is None else tags[i]))
+            new_rows.append(Row(r, prompt, len(prompt), g, len(prefix), tag=None if tags is None else tags[i]))
         prompts = [
-            row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len) for row in new_rows
+            row.tokens if len(row.tokens) < self.max_len else window(row.tokens, self.max_len, row.prefix)
+            for row in new_rows
         ]
         capacity = min(
             self.max_len,
             max(len(p) for p in prompts) + min(max(r.token_budget for r in requests), self.initial_capacity),
         )
         logits, cache = self.model.prefill(prompts, capacity)
-        down = keys_down([row.tokens for row in new_rows])
+        down = keys_down([row.tokens[row.prefix :] for row in new_rows])
         state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests], down)
         first = self._sample(logits, state, new_rows)
         if self.cache is None:
@@ -159,7 +177,8 @@ class BatchDecoder:
         return new_rows
 
     def _sample(self, logits: torch.Tensor, state: RowState, rows: list[Row]) -> torch.Tensor:
-        probs, order = next_token_probs(logits, state)
+        # A model with control tokens has more outputs than events; it never writes those.
+        probs, order = next_token_probs(logits[:, : V.VOCAB_SIZE], state)
         uniforms = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
         tokens = draw(probs, order, uniforms)
         state.advance(tokens)
@@ -204,7 +223,7 @@ class BatchDecoder:
         full = (self.cache.lengths >= self.max_len).nonzero().flatten().tolist()
         for b in full:
             # The pending token is fed by the next step as usual, so the window ends before it.
-            context = window(self.rows[b].tokens[:-1], self.max_len)
+            context = window(self.rows[b].tokens[:-1], self.max_len, self.rows[b].prefix)
             with intra_op_threads(self.window_threads):
                 _, fresh = self.model.prefill([context], len(context))
             self.cache.replace_row(b, fresh)

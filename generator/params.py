@@ -7,12 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import vocab as V
+from .controls import ATTRIBUTES as CONTROL_FIELDS
+from .controls import LEVELS, Controls
+from .controls import N_BINS as N_LEVELS
 from .errors import GeneratorError, SamplingError
 
 MAX_TEMPERATURE = 10.0
 MAX_RESTORE_SPEED = 100.0
 MAX_HOLD_SECONDS = 60.0
 TRUNCATE = ("all", "pitches")
+LEVELS_TEXT = "a level from 0 to 4 (" + ", ".join(LEVELS) + ")"
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class SamplingParams:
     rp_restore_speed: float = 0.7  # penalty restored per second of music
     max_hold: float = 6.0  # seconds a key may stay down before it is released; 0 turns this off
     truncate: str = "all"  # what top-k and top-p cut: "all" events (the reference) or only "pitches"
+    # Attribute controls (generator/controls.py), levels 0-4 from very low to very high; None
+    # leaves the attribute to the model. Only checkpoints with a control vocabulary follow them.
+    density: int | None = None  # notes per second
+    loudness: int | None = None  # mean velocity
+    polyphony: int | None = None  # notes sounding at once
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, valid: str, example: str) -> None:
@@ -74,6 +83,13 @@ class SamplingParams:
             "6",
         )
         check(self.truncate in TRUNCATE, "truncate", " or ".join(f'"{t}"' for t in TRUNCATE), '"pitches"')
+        for name in CONTROL_FIELDS:
+            value = getattr(self, name)
+            check(value is None or (_whole(value) and 0 <= value < N_LEVELS), name, LEVELS_TEXT, "1")
+
+    @property
+    def controls(self) -> Controls:
+        return Controls(self.density, self.loudness, self.polyphony)
 
 
 def _real(x: object) -> bool:

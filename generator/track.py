@@ -74,6 +74,7 @@ class Recipe:
             f"rp_restore_speed={s.rp_restore_speed:g}",
             f"max_hold={s.max_hold:g}",
             f"truncate={s.truncate}",
+            *(f"{name}={level}" for name, level in s.controls.as_dict().items()),
             f"instrument={self.instrument}",
         ]
         if self.primer:

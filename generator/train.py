@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import vocab as V
 from .checkpoint import FORMAT, FORMAT_VERSION
+from .controls import ATTRIBUTES, Controls, ControlSpec, measure
 from .dataset import Shard
 from .model import ModelConfig, MusicTransformer
 
@@ -59,6 +60,15 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     threads: int | None = None
+    # attribute controls (generator/controls.py): a prefix after the genre token
+    controls: bool = True
+    control_dropout: float = 0.15  # each attribute "unknown" this often …
+    control_drop_all: float = 0.25  # … and every attribute at once this often
+    # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
+    dtype: str = "auto"  # auto | fp32 | bf16
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    compile: bool = False  # torch.compile the model (kept only where it measures faster)
+    init: str | None = None  # start from these weights (a shipped or training checkpoint), not random
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -69,8 +79,13 @@ class TrainConfig:
             raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return replace(cls(**raw), **{k: v for k, v in overrides.items() if v is not None})
 
+    def control_spec(self) -> ControlSpec | None:
+        return ControlSpec() if self.controls else None
+
     def model_config(self) -> ModelConfig:
+        spec = self.control_spec()
         return ModelConfig(
+            vocab_size=V.VOCAB_SIZE + (spec.size if spec else 0),
             n_layers=self.n_layers,
             d_model=self.d_model,
             n_heads=self.n_heads,
@@ -114,12 +129,36 @@ def sample_window(shard: Shard, length: int, rng: np.random.Generator) -> np.nda
     return np.asarray(piece[start : start + length])
 
 
-def make_example(genre: str, window: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """[genre, w0, w1, …] shifted by one; padded positions are ignored by the loss."""
+def make_example(
+    genre: str, window: np.ndarray, seq_len: int, controls: list[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """[genre, controls…, w0, w1, …] shifted by one. Padded positions and the control tokens are
+    ignored by the loss: controls are given, never predicted."""
+    prefix = [V.genre_token(genre), *controls]
     seq = np.full(seq_len + 1, V.PAD, dtype=np.int64)
-    seq[0] = V.genre_token(genre)
-    seq[1 : 1 + len(window)] = window[:seq_len]
-    return seq[:-1], seq[1:]
+    seq[: len(prefix)] = prefix
+    body = window[: seq_len + 1 - len(prefix)]
+    seq[len(prefix) : len(prefix) + len(body)] = body
+    y = seq[1:].copy()
+    y[: len(prefix) - 1] = V.PAD
+    return seq[:-1], y
+
+
+def window_controls(
+    window: np.ndarray, spec: ControlSpec | None, rng: np.random.Generator | None, cfg: TrainConfig
+) -> list[int]:
+    """The control prefix of a training window: its own measured bins, some dropped to unknown
+    (at random with `rng`; none without it, as for validation)."""
+    if spec is None:
+        return []
+    bins = spec.bins(measure(window.tolist()))
+    if rng is not None:
+        if rng.random() < cfg.control_drop_all:
+            bins = Controls()
+        else:
+            drop = rng.random(len(ATTRIBUTES)) < cfg.control_dropout
+            bins = Controls(**{a: None if d else bins.get(a) for a, d in zip(ATTRIBUTES, drop)})
+    return spec.tokens(bins)
 
 
 class Batches:
@@ -135,6 +174,7 @@ class Batches:
             raise ValueError(f"genre_weights must be at least 0 and leave a genre to train on, got {cfg.genre_weights}")
         self.p = w / w.sum()
         self.cfg = cfg
+        self.spec = cfg.control_spec()
         self.rng = np.random.default_rng(cfg.seed)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,26 +182,38 @@ class Batches:
         for _ in range(self.cfg.batch_size):
             g = self.genres[int(self.rng.choice(len(self.genres), p=self.p))]
             w = augment(sample_window(self.shards[g], self.cfg.seq_len, self.rng), self.rng, self.cfg)
-            x, y = make_example(g, w, self.cfg.seq_len)
+            x, y = make_example(g, w, self.cfg.seq_len, window_controls(w, self.spec, self.rng, self.cfg))
             xs.append(x)
             ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def validation_set(shards: dict[str, Shard], cfg: TrainConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed windows per genre (no augmentation), the same for the whole run."""
+def validation_set(
+    shards: dict[str, Shard], cfg: TrainConfig, known_controls: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed windows per genre (no augmentation), the same for the whole run. Controls are
+    "unknown" unless `known_controls`, so the NLL compares with a model that has none."""
     rng = np.random.default_rng(cfg.seed + 1)
+    spec = cfg.control_spec()
     out = {}
     for g, shard in shards.items():
         if shard.n_pieces == 0:
             continue
-        pairs = [make_example(g, sample_window(shard, cfg.seq_len, rng), cfg.seq_len) for _ in range(cfg.eval_windows)]
+        windows = [sample_window(shard, cfg.seq_len, rng) for _ in range(cfg.eval_windows)]
+        pairs = [
+            make_example(g, w, cfg.seq_len, window_controls(w, spec, None, cfg) if known_controls else _unknown(spec))
+            for w in windows
+        ]
         out[g] = (torch.from_numpy(np.stack([x for x, _ in pairs])), torch.from_numpy(np.stack([y for _, y in pairs])))
     return out
 
 
+def _unknown(spec: ControlSpec | None) -> list[int]:
+    return spec.tokens(Controls()) if spec else []
+
+
 def loss_of(model: MusicTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
+    logits = model(x).float()  # the loss in fp32 whatever the products were
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=V.PAD)
 
 
@@ -175,9 +227,10 @@ def validation_nll(
     out = {}
     for g, (x, y) in val.items():
         total, count = 0.0, 0
+        device = next(model.parameters()).device
         for i in range(0, len(x), batch):
-            logits = model(x[i : i + batch])
-            tgt = y[i : i + batch]
+            logits = model(x[i : i + batch].to(device)).float()
+            tgt = y[i : i + batch].to(device)
             total += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=V.PAD, reduction="sum"
             ).item()
@@ -198,17 +251,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None):
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.cfg = cfg
+        self.log = log or (lambda message: None)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.device = training_device(cfg.device)
         data = Path(cfg.data)
         self.train_shards = {g: Shard.load(data, g, "train") for g in V.GENRES}
         self.val = validation_set({g: Shard.load(data, g, "val") for g in V.GENRES}, cfg)
         torch.manual_seed(cfg.seed)
         self.model = MusicTransformer(cfg.model_config())
+        if cfg.init and not (resume and (self.out / "last.pt").is_file()):
+            self.log(initialise_from(self.model, cfg.init))
+        self.model.to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "Er" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "Er" in n]
         self.opt = torch.optim.AdamW(
@@ -223,6 +281,12 @@ class Trainer:
         self.elapsed = 0.0  # training seconds over every session of this run
         if resume and (self.out / "last.pt").is_file():
             self._restore(torch.load(self.out / "last.pt", map_location="cpu", weights_only=False))
+        # Weights, gradients and optimizer state stay fp32 whatever the precision of the
+        # products, so a run resumes across dtypes (and devices) unchanged.
+        self.dtype = choose_dtype(self.model, cfg, self.device, self.log)
+        self.forward = self.model
+        if cfg.compile:
+            self.forward = torch.compile(self.model)
 
     # checkpoints hold everything needed to continue bit-for-bit
     def _state(self) -> dict:
@@ -231,7 +295,8 @@ class Trainer:
             "version": FORMAT_VERSION,
             "config": asdict(self.model.config),
             "genres": list(V.GENRES),
-            "model": self.model.state_dict(),
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "controls": self.batches.spec.as_dict() if self.batches.spec else None,
             "meta": {
                 "step": self.step,
                 "tokens_seen": self.tokens_seen,
@@ -245,6 +310,7 @@ class Trainer:
                 "best_val": self.best_val,
                 "elapsed": self.elapsed,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
                 "data_rng": self.batches.rng.bit_generator.state,
             },
         }
@@ -260,6 +326,8 @@ class Trainer:
             t["elapsed"],
         )
         torch.set_rng_state(t["torch_rng"])
+        if self.device.type == "cuda" and t.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(t["cuda_rng"])
         self.batches.rng.bit_generator.state = t["data_rng"]
 
     def save(self, name: str = "last.pt") -> Path:
@@ -274,7 +342,9 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, self.cfg)
         x, y = self.batches.next()
-        loss = loss_of(self.model, x, y)
+        x, y = x.to(self.device), y.to(self.device)
+        with autocast(self.device, self.dtype):
+            loss = loss_of(self.forward, x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -306,7 +376,8 @@ class Trainer:
                     tps = self.cfg.batch_size * self.cfg.seq_len / max(now - t0, 1e-9)
                     val = {}
                     if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
-                        val = validation_nll(self.model, self.val)
+                        with autocast(self.device, self.dtype):
+                            val = validation_nll(self.model, self.val)
                         mean = sum(val.values()) / max(len(val), 1)
                         if mean < self.best_val:
                             self.best_val = mean
@@ -336,6 +407,110 @@ class Trainer:
                 self.save()
 
 
+# --- precision, device and starting weights ---------------------------------------------------
+
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def training_device(name: str) -> torch.device:
+    """'auto': the first GPU when there is one, else the CPU. A GPU asked for and absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPUs")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return device
+
+
+@contextmanager
+def autocast(device: torch.device, dtype: str):
+    """bf16 products where chosen (CPU or CUDA autocast), plain fp32 otherwise."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        yield
+
+
+def step_seconds(
+    model: MusicTransformer, cfg: TrainConfig, device: torch.device, dtype: str, rows: int = 2, steps: int = 1
+) -> float:
+    """Seconds per forward and backward pass of `rows` windows of random events (after one
+    warm-up); gradients are cleared again, so the weights are untouched. A few rows are enough
+    to rank the precisions and keep the measurement to seconds where bf16 is emulated."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, V.END, (rows, cfg.seq_len), generator=g).to(device)
+    was_training = model.training
+    model.train()
+    times = []
+    for i in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with autocast(device, dtype):
+            loss = loss_of(model, x, x)
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return min(times)
+
+
+def choose_dtype(
+    model: MusicTransformer, cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print
+) -> str:
+    """The precision of the products: as asked, or for 'auto' whichever measures faster here
+    (bf16 autocast wins where the CPU multiplies bfloat16 in hardware and loses 5-10x where it
+    is emulated, so flags are not asked; a GPU with bf16 takes it without measuring)."""
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    fp32, bf16 = step_seconds(model, cfg, device, "fp32"), step_seconds(model, cfg, device, "bf16")
+    chosen = "bf16" if bf16 < fp32 else "fp32"
+    tokens = 2 * cfg.seq_len
+    log(f"precision: fp32 {tokens / fp32:,.0f}, bf16 {tokens / bf16:,.0f} tokens/s (forward and backward): {chosen}")
+    return chosen
+
+
+def initialise_from(model: MusicTransformer, path: str | Path) -> str:
+    """Copy a checkpoint's weights into `model` (a shipped fp16 one or a training one). A model
+    whose vocabulary is larger (control tokens added) keeps the checkpoint's rows for the events
+    and its own fresh rows for the new tokens; every other tensor must match exactly."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    weights = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
+    own = model.state_dict()
+    grown = []
+    for name, tensor in own.items():
+        if name not in weights:
+            raise ValueError(f"{path} has no tensor {name}")
+        src = weights[name].to(tensor.dtype)
+        if src.shape == tensor.shape:
+            own[name] = src
+        elif name in ("embedding.weight", "Wout.weight", "Wout.bias") and src.shape[1:] == tensor.shape[1:]:
+            if src.shape[0] > tensor.shape[0]:
+                raise ValueError(f"{path}'s vocabulary ({src.shape[0]}) is larger than the model's ({tensor.shape[0]})")
+            fresh = tensor.clone()
+            fresh[: src.shape[0]] = src
+            own[name] = fresh
+            grown.append(name)
+        else:
+            raise ValueError(f"{path}: {name} has shape {tuple(src.shape)}, the model needs {tuple(tensor.shape)}")
+    model.load_state_dict(own, strict=True)
+    extra = f"; new vocabulary rows in {', '.join(grown)}" if grown else ""
+    return f"initialised from {path}{extra}"
+
+
 class _StopFlag:
     """SIGTERM or SIGINT finish the current step, then the run checkpoints and returns."""
 
@@ -362,6 +537,8 @@ def export(src: str | Path, dst: str | Path, fp16: bool = True, **meta) -> Path:
         for k, v in blob["model"].items()
     }
     out = {k: blob[k] for k in ("format", "version", "config", "genres")}
+    if blob.get("controls"):
+        out["controls"] = blob["controls"]
     out["model"] = weights
     out["meta"] = {**blob.get("meta", {}), **meta}
     dst = Path(dst)

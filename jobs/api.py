@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
+from generator.controls import ATTRIBUTES as CONTROL_FIELDS
 from generator.errors import GeneratorError
 from generator.params import GenerationRequest, SamplingParams, preset_sampling
 
@@ -44,12 +45,22 @@ class ComposeRequest:
     # backends, stored with the request so a bot restarted mid-job can still deliver it.
     reply_to: dict[str, Any] | None = None
 
-    def generation_request(self, seed: int, presets: Mapping[str, SamplingParams] | None = None) -> GenerationRequest:
-        """Validated generator request; raises generator.GeneratorError with a user-facing message."""
+    def generation_request(
+        self, seed: int, presets: Mapping[str, SamplingParams] | None = None, controls: bool = True
+    ) -> GenerationRequest:
+        """Validated generator request; raises generator.GeneratorError with a user-facing message.
+        `controls`: whether the model follows attribute controls (sparse, soft, …); asked of one
+        that does not, they are refused here rather than ignored."""
         seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
+        sampling = preset_sampling(self.genre, presets, **self.sampling)
+        asked = SamplingParams(**{k: v for k, v in self.sampling.items() if k in CONTROL_FIELDS})
+        if not controls and asked.controls.any:
+            raise GeneratorError(
+                f"this composer's model has no attribute controls; compose without {asked.controls.describe()}"
+            )
         return GenerationRequest(
             self.genre,
-            preset_sampling(self.genre, presets, **self.sampling),
+            sampling,
             max_new_tokens=tokens,
             max_seconds=seconds,
             seed=seed,

@@ -151,7 +151,7 @@ class InProcessRunner(StoredDeliveries):
         for job in sorted(jobs, key=lambda j: j.id):
             try:  # a request stored by another version may no longer read, or no longer be valid
                 request = ComposeRequest.from_json(job.request)
-                request.generation_request(request.seed or 0)
+                request.generation_request(request.seed or 0, controls=self._follows_controls)
             except Exception as exc:  # one such job must not stop every start from here on
                 log.warning("job %s cannot be resumed (%s); failing it", job.id, exc)
                 with contextlib.suppress(InvalidTransition):
@@ -169,12 +169,18 @@ class InProcessRunner(StoredDeliveries):
                 await self.db.run(lambda s, j=job.id: requeue_job(s, j))
             self._accept(job.id, request)
 
+    @property
+    def _follows_controls(self) -> bool:
+        """Whether the model follows attribute controls (an unloaded model is given the benefit)."""
+        model = getattr(self, "model", None)
+        return model is None or getattr(model, "controls", None) is not None
+
     # --- the API -------------------------------------------------------------------------------
 
     async def submit(self, request: ComposeRequest) -> int:
         """Accept a request (idempotent by its key) and return its job id; or Refused."""
         # GeneratorError for bad values (its seed too), before anything is stored
-        request.generation_request(request.seed if request.seed is not None else 0)
+        request.generation_request(request.seed if request.seed is not None else 0, controls=self._follows_controls)
         who = (request.platform, request.user_id)
         with self._lock:  # a slot is taken before the first await, so a burst cannot overshoot the caps
             if len(self._active) + self._reserved >= self.settings.queue_cap:
@@ -341,7 +347,12 @@ class InProcessRunner(StoredDeliveries):
         self._channels.setdefault(job_id, _Channel())
         self._emit(JobEvent(job_id, "queued", position=position))
         presets = getattr(self.model, "presets", None)  # the loaded checkpoint's own genre presets
-        self._incoming.put((job_id, request.generation_request(request.seed, presets)))
+        try:
+            generation = request.generation_request(request.seed, presets, controls=self._follows_controls)
+        except GeneratorError as exc:  # a Redis job asking controls of a worker whose model has none
+            self._spawn(self._failed(job_id, str(exc)))
+            return
+        self._incoming.put((job_id, generation))
 
     def _spawn(self, coro) -> None:
         if self._closed:

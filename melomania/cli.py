@@ -19,6 +19,7 @@ from rich.table import Table
 
 from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
+from generator.controls import parse_level
 from generator.instruments import INSTRUMENTS, instrument_program
 from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
 
@@ -111,6 +112,11 @@ def compose(
     rp_restore_speed: Annotated[float | None, typer.Option(help="penalty restored per second")] = None,
     max_hold: Annotated[float | None, typer.Option(help="release a key held this many seconds (0: off)")] = None,
     truncate: Annotated[str | None, typer.Option(help="what top-k/top-p cut: 'all' events or only 'pitches'")] = None,
+    density: Annotated[
+        str | None, typer.Option(help="notes per second: very-low, low, medium, high, very-high (or sparse, busy)")
+    ] = None,
+    loudness: Annotated[str | None, typer.Option(help="mean velocity: very-low … very-high (or soft, loud)")] = None,
+    polyphony: Annotated[str | None, typer.Option(help="notes at once: very-low … very-high (or thin, thick)")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same piece")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
     primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
@@ -150,6 +156,9 @@ def compose(
             "rp_restore_speed": rp_restore_speed,
             "max_hold": max_hold,
             "truncate": truncate,
+            "density": parse_level("density", density),
+            "loudness": parse_level("loudness", loudness),
+            "polyphony": parse_level("polyphony", polyphony),
         }
         preset_sampling(genre, **overrides)  # a bad value is found before minutes of loading
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
@@ -262,7 +271,7 @@ def genres(
         presets = stored_presets(path) if path else {}
     except CheckpointError as exc:
         fail(str(exc))
-    table = Table("genre", "also", "temperature", "top_k", "top_p", "truncate")
+    table = Table("genre", "also", "temperature", "top_k", "top_p", "truncate", "controls")
     aliases = {canon: [a for a, c in V.GENRE_ALIASES.items() if c == canon] for canon in V.GENRES}
     for g in V.GENRES:
         p = preset_sampling(g, presets)
@@ -274,6 +283,7 @@ def genres(
             str(p.top_k),
             f"{p.top_p:g}",
             p.truncate,
+            p.controls.describe(),
         )
     out.print(table)
 
@@ -344,21 +354,48 @@ def train(
     max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes")] = None,
     max_steps: Annotated[int | None, typer.Option(help="total optimizer steps")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run folder for checkpoints and log.csv")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="auto (measure fp32 against bf16 here and keep the faster), fp32 or bf16 [default: auto]"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda[:N] [default: auto]")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="start from these weights (e.g. the shipped checkpoint) instead of random ones")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: every core)")] = None,
 ) -> None:
     """Train the Music Transformer on the shards (resumable; checkpoints every few minutes)."""
     from generator.train import TrainConfig, Trainer
 
+    if init is not None and not init.is_file():
+        fail(f"--init checkpoint not found: {init}")
     try:
         cfg = TrainConfig.from_toml(
-            config or "", max_minutes=max_minutes, max_steps=max_steps, out=str(out_dir) if out_dir else None
+            config or "",
+            max_minutes=max_minutes,
+            max_steps=max_steps,
+            out=str(out_dir) if out_dir else None,
+            dtype=dtype,
+            device=device,
+            init=str(init) if init else None,
+            threads=threads,
         )
     except (OSError, ValueError) as exc:
         fail(f"cannot use training config {config}: {exc}")
     if not Path(cfg.data, "summary.json").is_file():
         fail(f"no dataset in {cfg.data}; build one with: melomania data build --out {cfg.data}")
-    trainer = Trainer(cfg, resume=resume)
+    try:
+        trainer = Trainer(cfg, resume=resume, log=lambda message: out.print(message, highlight=False))
+    except ValueError as exc:
+        fail(f"cannot train: {exc}")
     params = sum(p.numel() for p in trainer.model.parameters())
-    out.print(f"training {params / 1e6:.1f}M parameters from step {trainer.step} → {cfg.out}", highlight=False)
+    out.print(
+        f"training {params / 1e6:.1f}M parameters from step {trainer.step} on {trainer.device} in {trainer.dtype}"
+        f" → {cfg.out}",
+        highlight=False,
+    )
     with Progress(
         TextColumn("[bold]step {task.completed}/{task.total}"),
         BarColumn(),

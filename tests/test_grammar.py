@@ -42,13 +42,28 @@ def test_compose_with_keys_and_every_alias():
         },
     )
     for alias, name in KEYS.items():
-        if name in ("genre", "instrument"):
+        if name in ("genre", "instrument", "density", "loudness", "polyphony"):
             continue
         value = {"seconds": "60", "seed": "5"}.get(name, RANGES[name].example)
         got = parse(f"/compose jazz {alias}={value}")
         assert getattr(got, name, None) == RANGES[name].check(alias, value) or got.sampling[name] == RANGES[name].check(
             alias, value
         )
+
+
+def test_control_words_and_keys_set_the_attribute_controls():
+    assert parse("/compose ambient sparse very soft 60s") == Compose(
+        genre="calm", seconds=60.0, sampling={"density": 1, "loudness": 0}
+    )
+    assert parse("/compose jazz density=busy polyphony=thin loudness=3").sampling == {
+        "density": 3,
+        "polyphony": 1,
+        "loudness": 3,
+    }
+    with pytest.raises(UsageError, match="very low, low, medium, high, very high"):
+        parse("/compose jazz density=loads")
+    with pytest.raises(UsageError, match="sparse soft"):
+        parse("/compose ambient sparkly")
 
 
 def test_positional_shorthand_and_genre_aliases():

@@ -37,7 +37,7 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     write_corpus(root)
     out = root / "dataset"
-    build(BuildConfig(corpus=root, out=out, val_fraction=0.2, jazz_leadsheets=False, workers=1))
+    build(BuildConfig(corpus=root, out=out, val_fraction=0.2, jazz_leadsheets=False, ambient=False, workers=1))
     return out
 
 
@@ -58,6 +58,7 @@ def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
         eval_every=20,
         eval_windows=4,
         threads=1,
+        dtype="fp32",
     )
     return TrainConfig(**(base | kw))
 

@@ -1,0 +1,153 @@
+"""Attribute controls: measuring, the control vocabulary, the dataset prefix, bf16 training that
+resumes exactly, weights grown from a checkpoint without controls, and composing with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_training import dataset, tiny_config  # noqa: F401  (the module-scoped toy dataset)
+
+from generator import GenerationRequest, SamplingParams, load_model
+from generator import vocab as V
+from generator.checkpoint import save_checkpoint
+from generator.controls import ControlError, Controls, ControlSpec, measure, parse_level, word_controls
+from generator.dataset import Shard
+from generator.decoding import generate, window
+from generator.model import ModelConfig, MusicTransformer
+from generator.train import Batches, Trainer, initialise_from, make_example, window_controls
+
+
+def shift(seconds: float) -> list[int]:
+    ticks = round(seconds * 100)
+    out = []
+    while ticks > 0:
+        out.append(V.TIME_SHIFT + min(ticks, 100) - 1)
+        ticks -= 100
+    return out
+
+
+def test_measure_counts_notes_per_second_mean_velocity_and_keys_down_at_onsets():
+    vel = V.VELOCITY + V.velocity_to_bin(64)
+    tokens = [vel, V.NOTE_ON + 60, V.NOTE_ON + 64, *shift(1.0), V.NOTE_ON + 67, *shift(1.0)]
+    tokens += [V.NOTE_OFF + 60, V.NOTE_OFF + 64, V.NOTE_OFF + 67, V.NOTE_ON + 72, *shift(2.0)]
+    a = measure(tokens)
+    assert a.density == pytest.approx(4 / 4.0)
+    assert a.loudness == pytest.approx(V.bin_to_velocity(V.velocity_to_bin(64)))
+    assert a.polyphony == pytest.approx((2 + 3 + 1) / 3)  # onsets with 2, 3 and 1 keys down
+    assert measure([V.NOTE_ON + 60]) is None  # no time: no rate
+
+
+def test_control_tokens_round_trip_and_follow_the_event_vocabulary():
+    spec = ControlSpec()
+    assert spec.first == V.VOCAB_SIZE and spec.size == 18
+    for controls in (Controls(), Controls(0, 4, 2), Controls(density=3)):
+        tokens = spec.tokens(controls)
+        assert len(tokens) == 3 and all(V.VOCAB_SIZE <= t < V.VOCAB_SIZE + spec.size for t in tokens)
+        assert spec.decode(tokens) == controls
+    edges = spec.edges["density"]
+    assert spec.bin_of("density", edges[0] - 0.01) == 0 and spec.bin_of("density", edges[-1]) == 4
+    assert ControlSpec.from_dict(spec.as_dict()) == spec
+
+
+def test_levels_and_words_people_type():
+    assert parse_level("density", "low") == 1 and parse_level("density", "very-high") == 4
+    assert parse_level("loudness", "soft") == 1 and parse_level("polyphony", 2) == 2
+    with pytest.raises(ControlError, match="very low, low, medium, high, very high"):
+        parse_level("density", "loads")
+    controls, rest = word_controls(["very", "sparse", "soft", "60s", "thick"])
+    assert controls == Controls(density=0, loudness=1, polyphony=3) and rest == ["60s"]
+    with pytest.raises(Exception, match="density must be a level from 0 to 4"):
+        SamplingParams(density=5)
+
+
+def test_controls_round_trip_through_the_dataset_builder(dataset, tmp_path):  # noqa: F811
+    cfg = tiny_config(dataset, tmp_path, seq_len=64, control_dropout=0.0, control_drop_all=0.0)
+    spec = cfg.control_spec()
+    shard = Shard.load(dataset, "pop", "train")
+    window_ = np.asarray(shard.piece(0)[:61])
+    x, y = make_example("pop", window_, 64, window_controls(window_, spec, np.random.default_rng(0), cfg))
+    assert x[0] == V.genre_token("pop")
+    assert spec.decode(x[1:4].tolist()) == spec.bins(measure(window_.tolist()))
+    assert (x[4:] == window_[:60]).all()
+    assert (y[:3] == V.PAD).all() and y[3] == window_[0]  # controls are given, never a target
+
+    batches = Batches({g: Shard.load(dataset, g, "train") for g in V.GENRES}, tiny_config(dataset, tmp_path))
+    x, _ = batches.next()
+    prefixes = [spec.decode(row[1:4]) for row in x.tolist()]
+    assert all(isinstance(c, Controls) for c in prefixes)
+
+
+def test_bf16_training_runs_and_resumes_exactly_and_across_dtypes(dataset, tmp_path):  # noqa: F811
+    cfg = tiny_config(dataset, tmp_path / "run", dtype="bf16")
+    first = Trainer(cfg)
+    assert first.dtype == "bf16" and first.model.embedding.weight.dtype == torch.float32
+    losses = [first.train_step() for _ in range(5)]
+    assert all(np.isfinite(losses))
+    first.save()
+    expected = [first.train_step() for _ in range(2)]
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.step == 5 and [resumed.train_step() for _ in range(2)] == expected
+    in_fp32 = Trainer(tiny_config(dataset, tmp_path / "run", dtype="fp32"), resume=True)
+    assert in_fp32.step == 5 and in_fp32.dtype == "fp32"
+    assert abs(in_fp32.train_step() - expected[0]) < 0.1  # same weights and batch, other rounding
+
+
+def test_auto_dtype_is_chosen_by_measurement_and_bad_choices_are_refused(dataset, tmp_path):  # noqa: F811
+    trainer = Trainer(tiny_config(dataset, tmp_path / "run", dtype="auto"))
+    assert trainer.dtype in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="dtype must be one of auto, fp32, bf16"):
+        Trainer(tiny_config(dataset, tmp_path / "run2", dtype="fp16"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            Trainer(tiny_config(dataset, tmp_path / "run3", device="cuda"))
+
+
+def small(vocab_size: int) -> MusicTransformer:
+    torch.manual_seed(0)
+    return MusicTransformer(ModelConfig(vocab_size=vocab_size, n_layers=1, d_model=32, n_heads=2, d_ff=64, max_len=64))
+
+
+def test_init_grows_the_vocabulary_keeping_every_trained_row(tmp_path):
+    plain = small(V.VOCAB_SIZE)
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    grown = small(V.VOCAB_SIZE + ControlSpec().size)
+    fresh_rows = grown.embedding.weight[V.VOCAB_SIZE :].clone()
+    message = initialise_from(grown, tmp_path / "plain.pt")
+    assert "new vocabulary rows" in message
+    assert torch.equal(grown.embedding.weight[: V.VOCAB_SIZE], plain.embedding.weight)
+    assert torch.equal(grown.Wout.weight[: V.VOCAB_SIZE], plain.Wout.weight)
+    assert torch.equal(grown.embedding.weight[V.VOCAB_SIZE :], fresh_rows)
+    assert torch.equal(
+        grown.transformer.encoder.layers[0].linear1.weight, plain.transformer.encoder.layers[0].linear1.weight
+    )
+
+
+def test_a_checkpoint_with_controls_composes_with_them_and_one_without_refuses_them(tmp_path):
+    spec = ControlSpec()
+    model = small(V.VOCAB_SIZE + spec.size)
+    model.controls = spec
+    save_checkpoint(model, tmp_path / "ours.pt")
+    ours = load_model(tmp_path / "ours.pt")
+    assert ours.controls == spec
+    asked = GenerationRequest("calm", SamplingParams(density=1, loudness=0), max_new_tokens=40, seed=3)
+    (piece,) = generate(ours, [asked])
+    assert piece.tokens[:4] == [V.genre_token("calm"), *spec.tokens(Controls(1, 0, None))]
+    assert all(t < V.END for t in piece.new_tokens)
+
+    plain = small(V.VOCAB_SIZE)
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    without = load_model(tmp_path / "plain.pt")
+    assert without.controls is None
+    (piece,) = generate(without, [GenerationRequest("calm", max_new_tokens=20, seed=3)])
+    assert piece.tokens[0] == V.genre_token("calm") and len(piece.new_tokens) == 20
+    with pytest.raises(ControlError, match="no attribute controls"):
+        generate(without, [asked])
+
+
+def test_the_sliding_window_keeps_the_whole_prefix():
+    prefix = [V.genre_token("jazz"), 394, 401, 408]
+    body = [V.VELOCITY + 10, V.NOTE_ON + 60] + [V.TIME_SHIFT + 9] * 100
+    cut = window(prefix + body, 64, prefix=4)
+    assert cut[:4] == prefix and len(cut) <= 32
+    assert V.NOTE_ON + 60 in cut[4:]  # the held key is restated after the prefix
