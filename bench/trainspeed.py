@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
+    ap.add_argument("--only", help="comma-separated variants to time (fp32, bf16, fp32+compile, bf16+compile)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -57,6 +58,8 @@ def measure(size: str, args: argparse.Namespace, device: torch.device) -> None:
     x = torch.randint(0, V.END, (args.batch, args.seq), device=device)
     forwards = {}
     for name, dtype, compiled in variants(args.compile):
+        if args.only and name not in args.only.split(",") and name != "fp32":
+            continue
         forwards[name] = (torch.compile(model) if compiled else model, dtype)
 
     def step(name: str) -> None:

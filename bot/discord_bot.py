@@ -62,6 +62,8 @@ from bot.replies import (
     track_buttons,
 )
 from generator import GeneratorError
+from generator.controls import ATTRIBUTES as CONTROLS
+from generator.controls import LEVELS, WORDS, ControlError, parse_level
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 from jobs.api import MAX_PRIMER_BYTES, ComposeRequest, JobBackend, JobEvent, Refused, primer_from_midi
@@ -86,6 +88,20 @@ POSTABLE_CHANNELS = (
     discord.ChannelType.news_thread,
 )
 GENRE_CHOICES = [Choice(name=display_name(g), value=g) for g in GENRES]
+LEVEL_CHOICES = {  # "sparse (low)", value 1
+    a: [Choice(name=f"{WORDS[a][level][0]} ({LEVELS[level]})", value=level) for level in range(len(LEVELS))]
+    for a in CONTROLS
+}
+
+
+def level_of(attribute: str, value: int) -> int:
+    """A level Discord should have offered, checked again (a forged payload skips Discord)."""
+    try:
+        return parse_level(attribute, value)
+    except ControlError as exc:
+        raise UsageError(str(exc)) from None
+
+
 HELP = (
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
@@ -532,8 +548,16 @@ def checked(name: str, value: float | None) -> float | int | None:
     rp_penalty="repetition penalty per repeated note (0: off)",
     rp_restore_speed="penalty restored per second",
     instrument="what plays it",
+    density="notes per second (the genre's own by default)",
+    loudness="how loud on average (the genre's own by default)",
+    polyphony="notes sounding at once (the genre's own by default)",
 )
-@app_commands.choices(genre=GENRE_CHOICES)
+@app_commands.choices(
+    genre=GENRE_CHOICES,
+    density=LEVEL_CHOICES["density"],
+    loudness=LEVEL_CHOICES["loudness"],
+    polyphony=LEVEL_CHOICES["polyphony"],
+)
 @app_commands.autocomplete(instrument=instrument_choices)
 async def compose(
     interaction: discord.Interaction,
@@ -547,17 +571,21 @@ async def compose(
     rp_penalty: RpPenalty | None = None,
     rp_restore_speed: RpRestore | None = None,
     instrument: str | None = None,
+    density: Choice[int] | None = None,
+    loudness: Choice[int] | None = None,
+    polyphony: Choice[int] | None = None,
 ) -> None:
     core = core_of(interaction)
     uid, name = who(interaction)
     given = locals()
     try:
+        levels = {a: level_of(a, given[a].value) for a in CONTROLS if given[a] is not None}
         cmd = Compose(
             genre=genre_of(genre.value) if genre else None,
             seconds=checked("seconds", seconds),
             seed=checked("seed", seed),
             instrument=instrument_of(instrument) if instrument else None,
-            sampling={k: checked(k, given[k]) for k in SAMPLING_KEYS if given[k] is not None},
+            sampling={k: checked(k, given[k]) for k in SAMPLING_KEYS if k in RANGES and given[k] is not None} | levels,
         )
         user = await known_user(core, interaction)
         request = compose_request(PLATFORM, cmd, user, uid, name, f"{PLATFORM}:{interaction.id}")

@@ -151,3 +151,18 @@ def test_the_sliding_window_keeps_the_whole_prefix():
     cut = window(prefix + body, 64, prefix=4)
     assert cut[:4] == prefix and len(cut) <= 32
     assert V.NOTE_ON + 60 in cut[4:]  # the held key is restated after the prefix
+
+
+def test_the_published_layout_still_loads_strictly_and_composes_without_controls(tmp_path):
+    from test_checkpoint import published_layout, random_state_dict
+
+    path = tmp_path / "music-composer.pt"
+    torch.save(random_state_dict(published_layout(n_layers=2, d=64, ff=128, head_dim=16, max_len=128)), path)
+    model = load_model(path)
+    assert model.controls is None and model.config.vocab_size == V.VOCAB_SIZE
+    (piece,) = generate(model, [GenerationRequest("jazz", max_new_tokens=24, seed=1)])
+    assert piece.tokens[0] == V.genre_token("jazz") and len(piece.new_tokens) == 24
+    grown = torch.load(path) | {"embedding.weight": torch.zeros(V.VOCAB_SIZE + 18, 64)}
+    torch.save(grown, path)
+    with pytest.raises(Exception, match="vocabulary has 412 tokens"):
+        load_model(path)
