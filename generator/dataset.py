@@ -166,7 +166,7 @@ def build(config: BuildConfig, progress=None) -> Summary:
 
 def _licence(source: str) -> str:
     if source.startswith(REALISED_AMBIENT):
-        return "ours (modal and diatonic generators); parkR chord charts: MIT" if "parkr" in source else "ours"
+        return "MIT (parkR chord charts), realised by our code" if "parkr" in source else "ours (generated progressions)"
     if source.startswith("jazz-leadsheets"):
         from . import jazz
 
