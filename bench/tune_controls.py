@@ -21,8 +21,9 @@ import numpy as np
 import style
 from quality import is_bad, notes_per_second, style_features, validation_excerpts
 
-from generator import GenerationRequest, load_model, preset_sampling
+from generator import GenerationRequest, SamplingParams, load_model, preset_sampling
 from generator import vocab as V
+from generator.checkpoint import stored_presets
 from generator.controls import ATTRIBUTES, N_BINS, Controls, measure
 from generator.decoding import generate
 from generator.postprocess import postprocess
@@ -71,11 +72,18 @@ def main() -> None:
     ap.add_argument("--density", type=float, default=1.5, help="allowed factor off the real notes per second")
     ap.add_argument("--genres", default=",".join(V.GENRES))
     ap.add_argument("--out", default="presets.toml")
+    ap.add_argument(
+        "--presets-from",
+        default="generator/checkpoints/melomania-small.pt",
+        help="sampling presets to keep, for a training checkpoint that carries none",
+    )
     args = ap.parse_args()
 
     model = load_model(args.checkpoint)
     if model.controls is None:
         raise SystemExit(f"{args.checkpoint} has no attribute controls to tune")
+    if not model.presets:
+        model.presets = {g: replace(p, **asdict(Controls())) for g, p in stored_presets(args.presets_from).items()}
     data = Path(args.data)
     excerpts = {g: validation_excerpts(data, g, args.tokens) for g in V.GENRES}
     classifier = style.NearestCentroid({g: style_features(e) for g, e in excerpts.items()})
@@ -106,11 +114,13 @@ def main() -> None:
         if g not in best or score < best[g][0]:
             best[g] = (score, c)
     lines = []
+    default = asdict(SamplingParams())
     for g, (_, c) in best.items():
-        p = preset_sampling(g, model.presets)
+        p = asdict(replace(preset_sampling(g, model.presets), **asdict(c)))
         print(f"chosen for {V.display_name(g)}: {c.describe()}")
-        lines += [f"[{g}]", f"temperature = {p.temperature:g}", f"top_p = {p.top_p:g}", f'truncate = "{p.truncate}"']
-        lines += [f"{a} = {level}" for a, level in c.as_dict().items()] + [""]
+        lines.append(f"[{g}]")
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in p.items() if v != default[k] and v is not None]
+        lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

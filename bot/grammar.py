@@ -149,6 +149,11 @@ def genre_of(word: str) -> str:
     return key
 
 
+def _is_genre(word: str) -> bool:
+    key = word.strip().lower()
+    return GENRE_ALIASES.get(key, key) in GENRES
+
+
 def instrument_of(word: str) -> str:
     key = " ".join(word.strip().lower().replace("_", " ").replace("-", " ").split())
     key = INSTRUMENT_ALIASES.get(key, key)
@@ -199,7 +204,10 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
 def _compose(args: list[str]) -> Compose:
     genre = None
     if args and "=" not in args[0] and not re.fullmatch(r"[\d.:ms]+", args[0].lower()):
-        genre, args = genre_of(args[0]), args[1:]
+        if word_controls(args[:2])[1] != args[:2] and not _is_genre(args[0]):
+            pass  # "/compose sparse soft": controls, the user's default genre
+        else:
+            genre, args = genre_of(args[0]), args[1:]
     # Words like "sparse", "very soft", "thick" set the attribute controls.
     controls, positional = word_controls([a for a in args if "=" not in a])
     values = {**controls.as_dict(), **_key_values([a for a in args if "=" in a])}

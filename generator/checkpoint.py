@@ -108,6 +108,14 @@ def load_model(
         controls = None
     else:
         raise CheckpointError(f"{path} holds no state_dict")
+    if controls is None and (steered := [g for g, p in presets.items() if p.controls.any]):
+        raise CheckpointError(
+            f"{path} has presets with attribute controls ({', '.join(steered)}) but no control vocabulary"
+        )
+    if controls is not None and controls.first != vocab.VOCAB_SIZE:
+        raise CheckpointError(
+            f"{path}'s control tokens must follow the {vocab.VOCAB_SIZE} events, not start at {controls.first}"
+        )
     expected = vocab.VOCAB_SIZE + (controls.size if controls else 0)
     if config.vocab_size != expected:
         with_controls = f" and {controls.size} control tokens" if controls else ""

@@ -166,7 +166,9 @@ def build(config: BuildConfig, progress=None) -> Summary:
 
 def _licence(source: str) -> str:
     if source.startswith(REALISED_AMBIENT):
-        return "MIT (parkR chord charts), realised by our code" if "parkr" in source else "ours (generated progressions)"
+        return (
+            "MIT (parkR chord charts), realised by our code" if "parkr" in source else "ours (generated progressions)"
+        )
     if source.startswith("jazz-leadsheets"):
         from . import jazz
 

@@ -151,7 +151,8 @@ def window_controls(
     (at random with `rng`; none without it, as for validation)."""
     if spec is None:
         return []
-    bins = spec.bins(measure(window.tolist()))
+    kept = window[: cfg.seq_len - len(spec.attributes)]  # what make_example keeps after the prefix
+    bins = spec.bins(measure(kept.tolist()))
     if rng is not None:
         if rng.random() < cfg.control_drop_all:
             bins = Controls()
@@ -229,7 +230,8 @@ def validation_nll(
         total, count = 0.0, 0
         device = next(model.parameters()).device
         for i in range(0, len(x), batch):
-            logits = model(x[i : i + batch].to(device)).float()
+            # over the events only, as the decoder samples them: comparable with a model without controls
+            logits = model(x[i : i + batch].to(device)).float()[..., : V.VOCAB_SIZE]
             tgt = y[i : i + batch].to(device)
             total += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=V.PAD, reduction="sum"
@@ -310,7 +312,7 @@ class Trainer:
                 "best_val": self.best_val,
                 "elapsed": self.elapsed,
                 "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "data_rng": self.batches.rng.bit_generator.state,
             },
         }
@@ -327,7 +329,7 @@ class Trainer:
         )
         torch.set_rng_state(t["torch_rng"])
         if self.device.type == "cuda" and t.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(t["cuda_rng"])
+            torch.cuda.set_rng_state(t["cuda_rng"], self.device)
         self.batches.rng.bit_generator.state = t["data_rng"]
 
     def save(self, name: str = "last.pt") -> Path:
@@ -448,6 +450,19 @@ def step_seconds(
     was_training = model.training
     model.train()
     times = []
+    # Dropout draws from the global generator: measuring must not move it, or a resumed run
+    # would no longer continue exactly.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        times = _timed_passes(model, x, device, dtype, steps)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return min(times)
+
+
+def _timed_passes(
+    model: MusicTransformer, x: torch.Tensor, device: torch.device, dtype: str, steps: int
+) -> list[float]:
+    times = []
     for i in range(steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -459,9 +474,7 @@ def step_seconds(
             torch.cuda.synchronize(device)
         if i:
             times.append(time.perf_counter() - t0)
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return min(times)
+    return times
 
 
 def choose_dtype(

@@ -52,12 +52,17 @@ class ComposeRequest:
         `controls`: whether the model follows attribute controls (sparse, soft, …); asked of one
         that does not, they are refused here rather than ignored."""
         seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
-        sampling = preset_sampling(self.genre, presets, **self.sampling)
-        asked = SamplingParams(**{k: v for k, v in self.sampling.items() if k in CONTROL_FIELDS})
+        values = dict(self.sampling)
+        asked = SamplingParams(**{k: v for k, v in values.items() if k in CONTROL_FIELDS})
         if not controls and asked.controls.any:
-            raise GeneratorError(
-                f"this composer's model has no attribute controls; compose without {asked.controls.describe()}"
-            )
+            if self.lineage is None:
+                raise GeneratorError(
+                    f"this composer's model has no attribute controls; compose without {asked.controls.describe()}"
+                )
+            # a reroll or continuation of a track from a model that had them: the levels came
+            # with the track (its preset), not from the user, so the piece is composed without
+            values = {k: v for k, v in values.items() if k not in CONTROL_FIELDS}
+        sampling = preset_sampling(self.genre, presets, **values)
         return GenerationRequest(
             self.genre,
             sampling,

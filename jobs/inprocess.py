@@ -449,7 +449,9 @@ class InProcessRunner(StoredDeliveries):
                 started.pop(row.tag, None)
                 reported.pop(row.tag, None)
                 if not row.cancelled:
-                    self._from_thread(self._spawn, self._generated(row.tag, list(row.tokens), row.request))
+                    self._from_thread(
+                        self._spawn, self._generated(row.tag, list(row.tokens), row.request, row.prompt_length)
+                    )
             now = time.monotonic()
             for row in decoder.rows:
                 if now - reported.get(row.tag, 0.0) >= self.settings.progress_interval_s:
@@ -587,7 +589,7 @@ class InProcessRunner(StoredDeliveries):
             return
         self._finish(job_id, JobEvent.stored(job) if ended else JobEvent(job_id, "failed", reason=reason))
 
-    async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
+    async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest, prompt_length: int) -> None:
         from generator.postprocess import is_degenerate
         from generator.tokenizer import decode_notes
 
@@ -595,7 +597,7 @@ class InProcessRunner(StoredDeliveries):
             return
         await self._stored_start(job_id)
         tries = self._tries.get(job_id, 1)
-        new = tokens[1 + len(request.primer) :]  # judged on what was composed, not on the primer
+        new = tokens[prompt_length:]  # judged on what was composed, not on the genre, controls or primer
         if is_degenerate(new) and tries < self.settings.max_tries:
             log.info("job %s: the piece came out degenerate, composing it again (try %d)", job_id, tries + 1)
             self._tries[job_id] = tries + 1

@@ -166,3 +166,12 @@ def test_the_published_layout_still_loads_strictly_and_composes_without_controls
     torch.save(grown, path)
     with pytest.raises(Exception, match="vocabulary has 412 tokens"):
         load_model(path)
+
+
+def test_measuring_the_precision_leaves_the_random_stream_alone(dataset, tmp_path):  # noqa: F811
+    from generator.train import step_seconds
+
+    trainer = Trainer(tiny_config(dataset, tmp_path / "run"))
+    before = torch.get_rng_state()
+    step_seconds(trainer.model, trainer.cfg, trainer.device, "fp32")
+    assert torch.equal(torch.get_rng_state(), before)  # so a resumed run's dropout goes on exactly
