@@ -7,7 +7,7 @@ apart from the ones bench/quality.py reports with; the sampling values stay the 
     python bench/tune_controls.py --checkpoint runs/controls/best.pt [--pieces 16] [--out presets.toml]
 
 Candidates per genre: no controls, the levels the genre's real excerpts measure at (their median),
-and single-level steps from there, plus a small grid for ambient.
+and single-level steps from there, plus a small grid for ambient and for jazz.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def candidates(genre: str, base: Controls) -> list[Controls]:
                 out.append(replace(base, **{a: level}))
     if genre == "calm":  # sparse, soft and sustained, the texture the realised ambient teaches
         out += [Controls(d, lo, p) for d, lo, p in itertools.product((0, 1), (0, 1), (3, 4))]
+    if genre == "jazz":  # busy, mezzo-forte, a few voices: where the realised jazz sits
+        out += [Controls(d, lo, p) for d, lo, p in itertools.product((2, 3), (2, 3), (1, 2, 3))]
     unique = []
     for c in out:
         if c not in unique:

@@ -214,7 +214,7 @@ class ControlSpec:
 
     def bin_of(self, attribute: str, value: float) -> int:
         edges = self.edges[attribute]
-        return sum(value >= e for e in edges)
+        return sum(float(value) >= e for e in edges)
 
     def bins(self, attributes: Attributes | None) -> Controls:
         if attributes is None:
