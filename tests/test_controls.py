@@ -175,3 +175,18 @@ def test_measuring_the_precision_leaves_the_random_stream_alone(dataset, tmp_pat
     before = torch.get_rng_state()
     step_seconds(trainer.model, trainer.cfg, trainer.device, "fp32")
     assert torch.equal(torch.get_rng_state(), before)  # so a resumed run's dropout goes on exactly
+
+
+def test_a_job_asking_controls_of_a_model_without_them_is_refused_but_a_reroll_composes():
+    from generator.errors import GeneratorError
+    from jobs.api import ComposeRequest
+
+    asked = ComposeRequest(platform="telegram", user_id="1", genre="calm", sampling={"density": 0, "temperature": 0.8})
+    assert asked.generation_request(7).sampling.density == 0
+    with pytest.raises(GeneratorError, match="no attribute controls; compose without density very low"):
+        asked.generation_request(7, controls=False)
+    reroll = ComposeRequest(
+        platform="telegram", user_id="1", genre="calm", sampling={"density": 0, "temperature": 0.8}, lineage="reroll"
+    )
+    request = reroll.generation_request(7, controls=False)
+    assert not request.sampling.controls.any and request.sampling.temperature == 0.8
