@@ -815,20 +815,10 @@ def _to_midi(notes: list[_Note], arr: Arrangement, rnd: random.Random) -> pretty
         end = min(_seconds(arr, n.end) + n.delay + rnd.uniform(-0.05, 0.1), start + MAX_HOLD)
         velocity = min(VELOCITY_RANGE[1], max(VELOCITY_RANGE[0], round(n.velocity + rnd.uniform(-2, 2))))
         placed.append([start, max(end, start + 0.2), float(_fold(n.pitch)), float(velocity)])
-    placed.sort(key=lambda x: (x[2], x[0]))
-    kept: list[list[float]] = []
-    for p in placed:
-        held = kept[-1] if kept and kept[-1][2] == p[2] else None
-        if held is not None and held[1] > p[0] - 0.01:
-            if p[0] - held[0] < 0.08:  # struck twice at once: one note, the longer and louder
-                held[1], held[3] = max(held[1], p[1]), max(held[3], p[3])
-                continue
-            held[1] = p[0] - 0.01
-        kept.append(p)
+    kept = jazz.one_strike_per_key(placed, gap=0.01, together=0.08)
     end = max(p[1] for p in kept)
     low, high = LENGTH_RANGE
     scale = (high - 0.5) / end if end > high - 0.5 else (low + 0.5) / end if end < low + 0.5 else 1.0
-    kept.sort(key=lambda x: (x[0], x[2]))
     midi = pretty_midi.PrettyMIDI(initial_tempo=arr.tempo / scale)
     midi.time_signature_changes.append(pretty_midi.TimeSignature(arr.beats_per_bar, 4, 0.0))
     piano = pretty_midi.Instrument(program=0, name="Ambient piano")

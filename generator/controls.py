@@ -82,6 +82,10 @@ class Controls:
         """These controls with every level `over` sets replacing ours."""
         return Controls(**{a: over.get(a) if over.get(a) is not None else self.get(a) for a in ATTRIBUTES})
 
+    def words(self) -> str:
+        """'very sparse, soft, thick': the levels as the words people type."""
+        return ", ".join(WORDS[a][b][0] for a in ATTRIBUTES if (b := self.get(a)) is not None) or "none"
+
     def describe(self) -> str:
         parts = [f"{a} {LEVELS[b]}" for a in ATTRIBUTES if (b := self.get(a)) is not None]
         return ", ".join(parts) or "none"

@@ -1138,6 +1138,23 @@ def _fold(pitch: int) -> int:
     return pitch
 
 
+def one_strike_per_key(placed: list[list[float]], gap: float, together: float) -> list[list[float]]:
+    """[start, end, pitch, velocity] notes, sorted by start, with no key struck while it still
+    sounds: a note ends `gap` seconds before its key is struck again, and two strikes of one key
+    within `together` seconds become one note, the longer and louder (a piano cannot do otherwise)."""
+    placed = sorted(placed, key=lambda x: (x[2], x[0]))
+    kept: list[list[float]] = []
+    for p in placed:
+        held = kept[-1] if kept and kept[-1][2] == p[2] else None
+        if held is not None and held[1] > p[0] - gap:
+            if p[0] - held[0] < together:
+                held[1], held[3] = max(held[1], p[1]), max(held[3], p[3])
+                continue
+            held[1] = p[0] - gap
+        kept.append(p)
+    return sorted(kept, key=lambda x: (x[0], x[2]))
+
+
 def _to_midi(notes: list[_Note], arr: Arrangement, beats_per_bar: int, rnd: random.Random) -> pretty_midi.PrettyMIDI:
     """Swing, seconds, a few milliseconds and velocity steps of humanising, and no key struck while held."""
     seconds_per_beat = 60.0 / arr.tempo
@@ -1150,17 +1167,7 @@ def _to_midi(notes: list[_Note], arr: Arrangement, beats_per_bar: int, rnd: rand
         end = max(start + 0.03, e * seconds_per_beat + max(-0.01, min(0.01, rnd.gauss(0, 0.004))))
         velocity = min(120, max(20, n.velocity + rnd.randint(-4, 4)))
         placed.append([start, end, float(_fold(n.pitch)), float(velocity)])
-    placed.sort(key=lambda x: (x[2], x[0]))
-    kept: list[list[float]] = []
-    for p in placed:
-        held = kept[-1] if kept and kept[-1][2] == p[2] else None
-        if held is not None and held[1] > p[0] - 0.005:
-            if p[0] - held[0] < 0.04:  # struck twice at once: one note, the longer and louder
-                held[1], held[3] = max(held[1], p[1]), max(held[3], p[3])
-                continue
-            held[1] = p[0] - 0.005
-        kept.append(p)
-    kept.sort(key=lambda x: (x[0], x[2]))
+    kept = one_strike_per_key(placed, gap=0.005, together=0.04)
     midi = pretty_midi.PrettyMIDI(initial_tempo=arr.tempo)
     midi.time_signature_changes.append(pretty_midi.TimeSignature(beats_per_bar, 4, 0.0))
     piano = pretty_midi.Instrument(program=0, name="Jazz piano")

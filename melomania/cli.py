@@ -283,7 +283,7 @@ def genres(
             str(p.top_k),
             f"{p.top_p:g}",
             p.truncate,
-            p.controls.describe(),
+            p.controls.words(),
         )
     out.print(table)
 
