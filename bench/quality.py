@@ -160,9 +160,8 @@ def control_table(model, pieces_per_level: int, tokens: int, seed: int) -> dict[
         for level in range(N_BINS):
             for i in range(pieces_per_level):
                 g = V.GENRES[i % len(V.GENRES)]
-                sampling = replace(
-                    preset_sampling(g, model.presets), density=None, loudness=None, polyphony=None, **{a: level}
-                )
+                levels = {x: None for x in ATTRIBUTES} | {a: level}
+                sampling = replace(preset_sampling(g, model.presets), **levels)
                 requests.append(GenerationRequest(g, sampling, max_new_tokens=tokens, seed=seed + len(requests)))
                 asked.append((a, level))
     pieces = generate(model, requests)
