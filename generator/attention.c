@@ -139,7 +139,11 @@ void attention_step(const float *q, const u16 *k, const u16 *v, const float *er,
         float inv = 1.0f / sum16(total);
         for (i64 c0 = 0; c0 < dim; c0 += 64) { /* four accumulators at a time, 64 values */
             i64 width = dim - c0 < 64 ? dim - c0 : 64;
-            f32x16 acc[4] = {{0}, {0}, {0}, {0}};
+            /* element by element, not `= {{0}, …}`: without AVX-512 the compiler zeroes an
+               aggregate that size with a call to memset, which -nostdlib leaves undefined */
+            const f32x16 nothing = {0};
+            f32x16 acc[4];
+            acc[0] = acc[1] = acc[2] = acc[3] = nothing;
             for (i64 t = 0; t < n; t++) {
                 const u16 *vt = vr + t * dim + c0;
                 if (t + AHEAD < n)
