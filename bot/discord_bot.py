@@ -939,6 +939,13 @@ class MelomaniaClient(discord.Client):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # discord.py waits a moment after READY for guilds before it dispatches 'ready'; closed
+        # within that moment, its waiting task would dispatch into a closed client and log a
+        # traceback. discord.py cancels it itself only when a new READY arrives.
+        ready = getattr(self._connection, "_ready_task", None)
+        if ready is not None:
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
         await super().close()
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
