@@ -797,14 +797,6 @@ def _bar_starts(bar_seconds: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _fold(pitch: int) -> int:
-    while pitch > HIGHEST_PITCH:
-        pitch -= 12
-    while pitch < LOWEST_PITCH:
-        pitch += 12
-    return pitch
-
-
 def _to_midi(notes: list[_Note], arr: Arrangement, rnd: random.Random) -> pretty_midi.PrettyMIDI:
     """Seconds with a little human looseness, soft velocities, one key never struck while it still sounds,
     and the whole stretched (by a few per cent at most) into LENGTH_RANGE."""
@@ -814,7 +806,7 @@ def _to_midi(notes: list[_Note], arr: Arrangement, rnd: random.Random) -> pretty
         start = max(0.0, _seconds(arr, n.start) + n.delay + jitter)
         end = min(_seconds(arr, n.end) + n.delay + rnd.uniform(-0.05, 0.1), start + MAX_HOLD)
         velocity = min(VELOCITY_RANGE[1], max(VELOCITY_RANGE[0], round(n.velocity + rnd.uniform(-2, 2))))
-        placed.append([start, max(end, start + 0.2), float(_fold(n.pitch)), float(velocity)])
+        placed.append([start, max(end, start + 0.2), float(jazz.fold_into_piano(n.pitch)), float(velocity)])
     kept = jazz.one_strike_per_key(placed, gap=0.01, together=0.08)
     end = max(p[1] for p in kept)
     low, high = LENGTH_RANGE

@@ -1130,7 +1130,8 @@ def _swing(t: float, ratio: float) -> float:
     return beat + (f * 2 * ratio if f <= 0.5 else ratio + (f - 0.5) * 2 * (1 - ratio))
 
 
-def _fold(pitch: int) -> int:
+def fold_into_piano(pitch: int) -> int:
+    """The pitch moved by octaves into the piano's range."""
     while pitch > HIGHEST_PITCH:
         pitch -= 12
     while pitch < LOWEST_PITCH:
@@ -1166,7 +1167,7 @@ def _to_midi(notes: list[_Note], arr: Arrangement, beats_per_bar: int, rnd: rand
         start = max(0.0, s * seconds_per_beat + max(-0.01, min(0.01, rnd.gauss(0, 0.004))))
         end = max(start + 0.03, e * seconds_per_beat + max(-0.01, min(0.01, rnd.gauss(0, 0.004))))
         velocity = min(120, max(20, n.velocity + rnd.randint(-4, 4)))
-        placed.append([start, end, float(_fold(n.pitch)), float(velocity)])
+        placed.append([start, end, float(fold_into_piano(n.pitch)), float(velocity)])
     kept = one_strike_per_key(placed, gap=0.005, together=0.04)
     midi = pretty_midi.PrettyMIDI(initial_tempo=arr.tempo)
     midi.time_signature_changes.append(pretty_midi.TimeSignature(beats_per_bar, 4, 0.0))
