@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import jazz
 from .errors import GeneratorError
-from .jazz import HIGHEST_PITCH, LOWEST_PITCH, Chord
+from .jazz import Chord
 from .midi_libs import pretty_midi
 
 BASS_RANGE = (28, 48)  # the low root, fifth or pedal
