@@ -200,14 +200,20 @@ def _realised_jazz(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple
         sources=sources,
         skipped=reasons,
     ):
-        tokens = encode_notes(notes_of(midi, piano_range=True))
-        if len(tokens) < MIN_TOKENS:
-            reasons["realised lead sheet too short"] += 1
-            continue
         sheet = piece_id.rsplit("/v", 1)[0]  # every version of one sheet is one piece for the split
-        yield Item("jazz", sheet, "jazz-leadsheets/" + piece_id.split("/")[0]), tokens
+        item = Item("jazz", sheet, "jazz-leadsheets/" + piece_id.split("/")[0])
+        yield from _encoded(item, midi, "realised lead sheet too short", reasons)
     for why, n in reasons.items():
         skipped[f"jazz lead sheets: {why}"] += n
+
+
+def _encoded(item: Item, midi, too_short: str, reasons: Counter[str]) -> Iterator[tuple[Item, list[int]]]:
+    """A realised piece as tokens, or counted in `reasons` as `too_short`."""
+    tokens = encode_notes(notes_of(midi, piano_range=True))
+    if len(tokens) < MIN_TOKENS:
+        reasons[too_short] += 1
+    else:
+        yield item, tokens
 
 
 def _realised_ambient(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple[Item, list[int]]]:
@@ -224,12 +230,9 @@ def _realised_ambient(config: BuildConfig, skipped: Counter[str]) -> Iterator[tu
         diatonic=config.ambient_diatonic,
         skipped=reasons,
     ):
-        tokens = encode_notes(notes_of(midi, piano_range=True))
-        if len(tokens) < MIN_TOKENS:
-            reasons["realised ambient too short"] += 1
-            continue
         progression = piece_id.rsplit("/v", 1)[0]  # every version of one progression is one piece for the split
-        yield Item("calm", REALISED_AMBIENT + progression, REALISED_AMBIENT + progression.split("/")[0]), tokens
+        item = Item("calm", REALISED_AMBIENT + progression, REALISED_AMBIENT + progression.split("/")[0])
+        yield from _encoded(item, midi, "realised ambient too short", reasons)
     for why, n in reasons.items():
         skipped[f"ambient: {why}"] += n
 
