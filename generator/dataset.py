@@ -257,13 +257,16 @@ class Shard:
     genre: str
     tokens: np.ndarray
     offsets: np.ndarray
+    realised: np.ndarray | None = None  # per piece: written by our realisers (None: not recorded)
 
     @classmethod
     def load(cls, root: Path, genre: str, split: str) -> Shard:
+        names = root / f"{genre}.{split}.pieces.json"
         return cls(
             genre,
             np.load(root / f"{genre}.{split}.tokens.npy", mmap_mode="r"),
             np.load(root / f"{genre}.{split}.offsets.npy"),
+            np.array([is_realised(n) for n in json.loads(names.read_text())], dtype=bool) if names.exists() else None,
         )
 
     @property

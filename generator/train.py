@@ -51,6 +51,9 @@ class TrainConfig:
     # data
     genre_balance: float = 0.5  # genre weight ∝ tokens^balance: 0 uniform, 1 proportional
     genre_weights: dict[str, float] | None = None  # then × these (a genre not named: 1; 0 leaves it out)
+    # share of a genre's windows drawn from pieces our realisers wrote (a genre not named: by tokens);
+    # realised ambient outweighs the real calm clips 4:1 in tokens, so left alone it crowds them out
+    realised_share: dict[str, float] | None = None
     transpose: int = 5
     stretch: float = 0.1
     velocity_jitter: int = 2
@@ -120,10 +123,17 @@ def augment(window: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> n
     return w
 
 
-def sample_window(shard: Shard, length: int, rng: np.random.Generator) -> np.ndarray:
-    """A random window of up to `length` tokens, a piece chosen in proportion to its length."""
-    sizes = np.diff(shard.offsets)
-    i = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+def sample_window(
+    shard: Shard, length: int, rng: np.random.Generator, realised_share: float | None = None
+) -> np.ndarray:
+    """A random window of up to `length` tokens, a piece chosen in proportion to its length; with
+    `realised_share`, first realised or real pieces with that probability (where the shard has both)."""
+    p = np.diff(shard.offsets).astype(np.float64)
+    kinds = shard.realised
+    if realised_share is not None and kinds is not None and kinds.any() and not kinds.all():
+        pick_realised = rng.random() < realised_share
+        p[kinds != pick_realised] = 0.0
+    i = int(rng.choice(len(p), p=p / p.sum()))
     piece = shard.piece(i)
     start = int(rng.integers(0, max(1, len(piece) - length + 1)))
     return np.asarray(piece[start : start + length])
@@ -174,6 +184,10 @@ class Batches:
         if not (w >= 0).all() or w.sum() <= 0:
             raise ValueError(f"genre_weights must be at least 0 and leave a genre to train on, got {cfg.genre_weights}")
         self.p = w / w.sum()
+        shares = {V.canonical_genre(g): float(x) for g, x in (cfg.realised_share or {}).items()}
+        if any(not 0.0 <= x <= 1.0 for x in shares.values()):
+            raise ValueError(f"realised_share must be between 0 and 1, got {cfg.realised_share}")
+        self.shares = [shares.get(g) for g in self.genres]
         self.cfg = cfg
         self.spec = cfg.control_spec()
         self.rng = np.random.default_rng(cfg.seed)
@@ -181,8 +195,10 @@ class Batches:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for _ in range(self.cfg.batch_size):
-            g = self.genres[int(self.rng.choice(len(self.genres), p=self.p))]
-            w = augment(sample_window(self.shards[g], self.cfg.seq_len, self.rng), self.rng, self.cfg)
+            k = int(self.rng.choice(len(self.genres), p=self.p))
+            g = self.genres[k]
+            window = sample_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
+            w = augment(window, self.rng, self.cfg)
             x, y = make_example(g, w, self.cfg.seq_len, window_controls(w, self.spec, self.rng, self.cfg))
             xs.append(x)
             ys.append(y)
