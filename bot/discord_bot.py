@@ -51,6 +51,7 @@ from bot.core import (
     track_line,
 )
 from bot.grammar import GENRE_NAMES, RANGES, SAMPLING_KEYS, Compose, UsageError, genre_of, instrument_of
+from bot.grammar import checked as grammar_checked
 from bot.limits import Limits
 from bot.replies import (
     ACTIONS,
@@ -533,7 +534,7 @@ async def instrument_choices(interaction: discord.Interaction, current: str) -> 
 
 def checked(name: str, value: float | None) -> float | int | None:
     """A value Discord should have range-checked, checked again (a forged payload skips Discord)."""
-    return None if value is None else RANGES[name].check(name, f"{value!r}")
+    return None if value is None else grammar_checked(RANGES[name], name, f"{value!r}")
 
 
 @app_commands.command(description="Compose a piano track")

@@ -17,8 +17,10 @@ from typing import Any
 
 from generator.controls import ATTRIBUTES as CONTROLS
 from generator.controls import ControlError, parse_level, word_controls
+from generator.errors import SamplingError
 from generator.instruments import ALIASES as INSTRUMENT_ALIASES
 from generator.instruments import INSTRUMENTS
+from generator.params import RANGES, Range
 from generator.vocab import GENRE_ALIASES, GENRES, display_name
 
 MAX_TEXT = 1000  # longer messages are not commands anyone typed
@@ -29,42 +31,14 @@ class UsageError(ValueError):
     """The user typed something we cannot do; the message says what to type instead."""
 
 
-@dataclass(frozen=True)
-class Range:
-    low: float
-    high: float
-    whole: bool = False
-    example: str = ""
-
-    @property
-    def bounds(self) -> str:
-        fmt = (lambda x: str(int(x))) if self.whole else (lambda x: f"{x:g}")
-        return f"from {fmt(self.low)} to {fmt(self.high)}"
-
-    def check(self, name: str, raw: str) -> float | int:
-        try:
-            value: float | int = int(raw) if self.whole else float(raw)
-        except ValueError:
-            kind = "a whole number" if self.whole else "a number"
-            raise UsageError(
-                f"{name} must be {kind} {self.bounds}, not {raw[:20]!r} (for example {name}={self.example})"
-            ) from None
-        if not (self.low <= value <= self.high) or value != value:
-            raise UsageError(f"{name} must be {self.bounds}, not {raw[:20]} (for example {name}={self.example})")
-        return value
+def checked(r: Range, name: str, raw: str | float | int) -> float | int:
+    """`raw` in the range `r` (generator.params.RANGES, the one place ranges live), or UsageError."""
+    try:
+        return r.check(name, raw)
+    except SamplingError as exc:
+        raise UsageError(str(exc)) from None
 
 
-# Friendly ranges for chat; the generator accepts wider ones.
-RANGES: dict[str, Range] = {
-    "temperature": Range(0.1, 2.0, example="0.9"),
-    "seconds": Range(5, 180, example="60"),
-    "seed": Range(0, 2**31 - 1, whole=True, example="42"),
-    "top_k": Range(0, 200, whole=True, example="40"),
-    "top_p": Range(0.05, 1.0, example="0.95"),
-    "at_least_k": Range(1, 50, whole=True, example="3"),
-    "rp_penalty": Range(0.0, 1.0, example="0.05"),
-    "rp_restore_speed": Range(0.0, 10.0, example="0.7"),
-}
 KEYS: dict[str, str] = {
     "temperature": "temperature",
     "temp": "temperature",
@@ -171,8 +145,8 @@ def seconds_of(raw: str) -> float:
     elif m and ":" in text:  # as floats: a minute count hundreds of digits long becomes inf, not an OverflowError
         total = float(m.group(1)) * 60 + float(m.group(2))
     else:
-        return float(RANGES["seconds"].check("len", raw))
-    return float(RANGES["seconds"].check("len", f"{total:g}"))
+        return float(checked(RANGES["seconds"], "len", raw))
+    return float(checked(RANGES["seconds"], "len", f"{total:g}"))
 
 
 def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -197,7 +171,7 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             except ControlError as exc:
                 raise UsageError(f"{exc} (for example {key}=low)") from None
         else:
-            values[name] = RANGES[name].check(key, raw)
+            values[name] = checked(RANGES[name], key, raw)
     return values
 
 
@@ -213,7 +187,7 @@ def _compose(args: list[str]) -> Compose:
     values = {**controls.as_dict(), **_key_values([a for a in args if "=" in a])}
     for word in positional:  # shorthand: a temperature (has a dot, under 3) and a length (60s, 1m, 90)
         if re.fullmatch(r"\d*\.\d+", word) and "temperature" not in values:
-            values["temperature"] = RANGES["temperature"].check("temp", word)
+            values["temperature"] = checked(RANGES["temperature"], "temp", word)
         elif re.fullmatch(r"[\d.:ms]+", word.lower()) and "seconds" not in values:
             values["seconds"] = seconds_of(word)
         else:
@@ -256,7 +230,7 @@ def parse(text: str) -> Request:
     if name in ("history", "favorites"):
         if len(args) > 1:
             raise UsageError(f"/{name} takes a page number, like /{name} 2")
-        page = RANGES_PAGE.check("page", args[0]) if args else 1
+        page = checked(RANGES_PAGE, "page", args[0]) if args else 1
         return Page(name, int(page))
     if name == "continue":
         if len(args) > 1:

@@ -13,7 +13,6 @@ goes its own way from there.
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -23,7 +22,7 @@ from . import vocab as V
 from .controls import ControlError, ControlSpec
 from .model import KVCache, MusicTransformer
 from .packed import for_decoding
-from .params import GenerationRequest
+from .params import GenerationRequest, draw_seed
 from .sampling import RowState, draw, next_token_probs
 
 
@@ -148,7 +147,7 @@ class BatchDecoder:
             return []
         new_rows = []
         # A request without a seed gets one now, recorded in its row, so every piece can be reproduced.
-        requests = [r if r.seed is not None else replace(r, seed=secrets.randbits(62)) for r in requests]
+        requests = [r if r.seed is not None else replace(r, seed=draw_seed()) for r in requests]
         for i, r in enumerate(requests):
             prefix = prompt_prefix(self.model, r)
             prompt = [*prefix, *r.primer]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from . import vocab as V
 from .controls import ATTRIBUTES as CONTROL_FIELDS
@@ -149,6 +151,115 @@ class GenerationRequest:
         return budget
 
 
+# --- what a user may change, and within which ranges ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """A friendly range for a value a person types (chat, buttons, Discord options, the CLI)."""
+
+    low: float
+    high: float
+    whole: bool = False
+    example: str = ""
+
+    @property
+    def bounds(self) -> str:
+        fmt = (lambda x: str(int(x))) if self.whole else (lambda x: f"{x:g}")
+        return f"from {fmt(self.low)} to {fmt(self.high)}"
+
+    def clamp(self, value: float) -> float:
+        return min(self.high, max(self.low, value))
+
+    def check(self, name: str, raw: str | float | int) -> float | int:
+        """`raw` (typed text or a number) as a value in range; SamplingError naming the range."""
+        try:
+            if isinstance(raw, str):
+                value: float | int = int(raw) if self.whole else float(raw)
+            elif isinstance(raw, bool) or not isinstance(raw, (int, float)) or (self.whole and raw != int(raw)):
+                raise ValueError
+            else:
+                value = int(raw) if self.whole else float(raw)
+        except (ValueError, OverflowError):
+            kind = "a whole number" if self.whole else "a number"
+            shown = raw[:20] if isinstance(raw, str) else raw
+            raise SamplingError(
+                f"{name} must be {kind} {self.bounds}, not {shown!r} (for example {name}={self.example})"
+            ) from None
+        if not (self.low <= value <= self.high):
+            shown = raw[:20] if isinstance(raw, str) else f"{raw:g}"
+            raise SamplingError(f"{name} must be {self.bounds}, not {shown} (for example {name}={self.example})")
+        return value
+
+
+# The one place a person's ranges live: the chat grammar, the buttons (🔥 ❄️), Discord's option
+# types and the CLI all read these. The generator itself accepts wider ones (SamplingParams).
+RANGES: dict[str, Range] = {
+    "temperature": Range(0.1, 2.0, example="0.9"),
+    "seconds": Range(5, 180, example="60"),
+    "seed": Range(0, 2**31 - 1, whole=True, example="42"),
+    "top_k": Range(0, 200, whole=True, example="40"),
+    "top_p": Range(0.05, 1.0, example="0.95"),
+    "at_least_k": Range(1, 50, whole=True, example="3"),
+    "rp_penalty": Range(0.0, 1.0, example="0.05"),
+    "rp_restore_speed": Range(0.0, 10.0, example="0.7"),
+}
+
+
+def draw_seed() -> int:
+    """The one place a seed is drawn for a piece that was not given one (then recorded with it)."""
+    return secrets.randbelow(2**31)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """A person's changes to the genre preset (None: the preset's value). Built at the edge
+    (chat, CLI), stored with the job as is, and checked once, at admission, by `validated`."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    topp_temperature: float | None = None
+    at_least_k: int | None = None
+    rp_penalty: float | None = None
+    rp_restore_speed: float | None = None
+    max_hold: float | None = None
+    truncate: str | None = None
+    density: int | None = None
+    loudness: int | None = None
+    polyphony: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def validated(self) -> Overrides:
+        """Itself, every value checked: a person's range where there is one, the generator's
+        otherwise; SamplingError names the range."""
+        for name, value in self.given().items():
+            if name in RANGES:
+                RANGES[name].check(name, value)
+        SamplingParams(**self.given())
+        return self
+
+    @property
+    def controls(self) -> Controls:
+        return Controls(self.density, self.loudness, self.polyphony)
+
+    def without_controls(self) -> Overrides:
+        return replace(self, **{name: None for name in CONTROL_FIELDS})
+
+    def resolve(self, genre: str, presets: Mapping[str, SamplingParams] | None = None) -> SamplingParams:
+        """The genre's preset with these values in its place."""
+        return preset_sampling(genre, presets, **self.given())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Overrides:
+        """Stored values (a job's request, a track's recipe) as overrides; names this version no
+        longer knows are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
 # Per-genre defaults, tuned as the reference tunes them for its 103M model; a checkpoint may carry
 # its own (a small model wants other temperatures), and a user's own values override either.
 GENRE_PRESETS: dict[str, SamplingParams] = {
@@ -164,8 +275,6 @@ def preset_sampling(
 ) -> SamplingParams:
     """The genre's preset (the model's own `presets` where it has one for the genre, else the
     reference's) with every value the user gave (not None) replacing the preset's."""
-    from dataclasses import replace
-
     genre = V.canonical_genre(genre)
     base = (presets or {}).get(genre) or GENRE_PRESETS[genre]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

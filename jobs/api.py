@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
-from generator.controls import ATTRIBUTES as CONTROL_FIELDS
 from generator.errors import GeneratorError
-from generator.params import GenerationRequest, SamplingParams, preset_sampling
+from generator.params import GenerationRequest, Overrides, SamplingParams
 
 MAX_PRIMER_BYTES = 1_000_000  # a MIDI file a user attaches to continue from
 PRIMER_SECONDS = 20.0  # how much of its end the model hears
@@ -33,7 +32,7 @@ class ComposeRequest:
     display_name: str = ""
     seconds: float | None = 30.0
     tokens: int | None = None
-    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, top_k, … overriding the preset
+    sampling: Overrides = field(default_factory=Overrides)  # in place of the genre preset's values
     seed: int | None = None
     instrument: str = "piano"
     primer: tuple[int, ...] = ()
@@ -45,35 +44,39 @@ class ComposeRequest:
     # backends, stored with the request so a bot restarted mid-job can still deliver it.
     reply_to: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampling, Overrides):  # a mapping, as stored or as a test writes it
+            object.__setattr__(self, "sampling", Overrides.from_json(self.sampling))
+
     def generation_request(
-        self, seed: int, presets: Mapping[str, SamplingParams] | None = None, controls: bool = True
+        self, presets: Mapping[str, SamplingParams] | None = None, controls: bool = True
     ) -> GenerationRequest:
-        """Validated generator request; raises generator.GeneratorError with a user-facing message.
-        `controls`: whether the model follows attribute controls (sparse, soft, …); asked of one
-        that does not, they are refused here rather than ignored."""
+        """What the generator composes for this request (its seed drawn already: jobs.admission);
+        raises generator.GeneratorError with a user-facing message. `controls`: whether the model
+        follows attribute controls (sparse, soft, …); asked of one that does not, they are
+        refused here rather than ignored."""
         seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
-        values = dict(self.sampling)
-        asked = SamplingParams(**{k: v for k, v in values.items() if k in CONTROL_FIELDS})
-        if not controls and asked.controls.any:
+        overrides = self.sampling
+        if not controls and overrides.controls.any:
             if self.lineage is None:
                 raise GeneratorError(
-                    f"this composer's model has no attribute controls; compose without {asked.controls.describe()}"
+                    f"this composer's model has no attribute controls; compose without {overrides.controls.describe()}"
                 )
             # a reroll or continuation of a track from a model that had them: the levels came
             # with the track (its preset), not from the user, so the piece is composed without
-            values = {k: v for k, v in values.items() if k not in CONTROL_FIELDS}
-        sampling = preset_sampling(self.genre, presets, **values)
+            overrides = overrides.without_controls()
         return GenerationRequest(
             self.genre,
-            sampling,
+            overrides.resolve(self.genre, presets),
             max_new_tokens=tokens,
             max_seconds=seconds,
-            seed=seed,
+            seed=self.seed,
             primer=tuple(self.primer),
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["sampling"] = self.sampling.given()
         data["primer"] = list(self.primer)
         return data
 
@@ -82,6 +85,7 @@ class ComposeRequest:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["primer"] = tuple(values.get("primer", ()))
+        values["sampling"] = Overrides.from_json(values.get("sampling"))
         return cls(**values)
 
 

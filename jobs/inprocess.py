@@ -12,16 +12,15 @@ import contextlib
 import logging
 import os
 import queue
-import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from generator import GeneratorError
-from generator.params import GenerationRequest
+from generator.params import GenerationRequest, draw_seed
 from storage import ArtifactStore, Database, InvalidTransition, JobState, NotFound
 from storage.errors import out_of_space, storage_trouble
 from storage.ingest import save_track
@@ -38,8 +37,10 @@ from storage.jobs import (
 from storage.tracks import NewTrack
 from storage.users import get_or_create_user
 
+from .admission import admit
 from .api import ComposeRequest, JobEvent, Refused
 from .receipts import StoredDeliveries
+from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
 RESEED = 1_000_003
@@ -48,20 +49,6 @@ RESEED = 1_000_003
 # every later arrival. Without a limit a worker would keep every cancel of the whole fleet.
 CANCEL_MEMORY_S = 600.0
 Queued = tuple[int, GenerationRequest]  # a job id and what to compose, on the generation thread's queue
-
-
-@dataclass(frozen=True)
-class RunnerSettings:
-    max_batch: int = 16  # rows composed together in one forward pass
-    queue_cap: int = 200  # accepted and unfinished jobs, all users together
-    per_user: int = 3  # accepted and unfinished jobs per user
-    running_per_user: int = 1  # a user's jobs composed at once; the others wait their turn
-    job_timeout_s: float = 900.0
-    max_tries: int = 3  # compositions per job before a degenerate piece is accepted
-    max_attempts: int = 3  # starts per job across crashes and restarts
-    render_workers: int = 2  # processes (render_pool.py)
-    progress_interval_s: float = 0.25
-    torch_threads: int | None = None  # None: decoding_threads()
 
 
 class _Channel:
@@ -78,14 +65,15 @@ class InProcessRunner(StoredDeliveries):
         db: Database,
         store: ArtifactStore,
         load_model: Callable[[], Any],
-        settings: RunnerSettings = RunnerSettings(),
+        settings: RunnerSettings | None = None,
         soundfont: str | None = None,
         platforms: tuple[str, ...] | None = None,
     ):
         """`platforms`: the chats this process serves, whose unfinished jobs a start resumes (None:
         every job). A bot process serving one chat must leave another's jobs alone: the process
         serving that one is composing them, or resumes them itself."""
-        self.db, self.store, self.settings, self.platforms = db, store, settings, platforms
+        self.db, self.store, self.platforms = db, store, platforms
+        self.settings = settings = settings or RunnerSettings()
         self._load_model = load_model
         self._incoming: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._cancelled: dict[int, float] = {}  # job id → when the cancel came (monotonic)
@@ -151,7 +139,7 @@ class InProcessRunner(StoredDeliveries):
         for job in sorted(jobs, key=lambda j: j.id):
             try:  # a request stored by another version may no longer read, or no longer be valid
                 request = ComposeRequest.from_json(job.request)
-                request.generation_request(request.seed or 0, controls=self._follows_controls)
+                generation = request.generation_request(self._presets, self._follows_controls)
             except Exception as exc:  # one such job must not stop every start from here on
                 log.warning("job %s cannot be resumed (%s); failing it", job.id, exc)
                 with contextlib.suppress(InvalidTransition):
@@ -167,7 +155,12 @@ class InProcessRunner(StoredDeliveries):
                     )
                     continue
                 await self.db.run(lambda s, j=job.id: requeue_job(s, j))
-            self._accept(job.id, request)
+            self._accept(job.id, request, generation)
+
+    @property
+    def _presets(self) -> dict:
+        """The loaded checkpoint's own genre presets ({}: the reference's)."""
+        return getattr(self.model, "presets", None) or {}
 
     @property
     def _follows_controls(self) -> bool:
@@ -179,8 +172,7 @@ class InProcessRunner(StoredDeliveries):
 
     async def submit(self, request: ComposeRequest) -> int:
         """Accept a request (idempotent by its key) and return its job id; or Refused."""
-        # GeneratorError for bad values (its seed too), before anything is stored
-        request.generation_request(request.seed if request.seed is not None else 0, controls=self._follows_controls)
+        request, generation = admit(request, self._presets, self._follows_controls)  # GeneratorError: nothing stored
         who = (request.platform, request.user_id)
         with self._lock:  # a slot is taken before the first await, so a burst cannot overshoot the caps
             if len(self._active) + self._reserved >= self.settings.queue_cap:
@@ -192,7 +184,7 @@ class InProcessRunner(StoredDeliveries):
             self._reserved += 1
             self._reserved_by[who] = self._reserved_by.get(who, 0) + 1
         try:
-            return await self._submit(request)
+            return await self._submit(request, generation)
         finally:
             with self._lock:
                 self._reserved -= 1
@@ -200,10 +192,7 @@ class InProcessRunner(StoredDeliveries):
                 if not self._reserved_by[who]:
                     del self._reserved_by[who]
 
-    async def _submit(self, request: ComposeRequest) -> int:
-        if request.seed is None:
-            request = replace(request, seed=secrets.randbelow(2**31))
-
+    async def _submit(self, request: ComposeRequest, generation: GenerationRequest) -> int:
         async def record(s):
             user = await get_or_create_user(s, request.platform, request.user_id, request.display_name or None)
             if user.banned:
@@ -212,7 +201,7 @@ class InProcessRunner(StoredDeliveries):
 
         job, created = await self.db.run(record)
         if created:
-            self._accept(job.id, request)
+            self._accept(job.id, request, generation)
         return job.id
 
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
@@ -228,8 +217,8 @@ class InProcessRunner(StoredDeliveries):
 
     async def adopt(self, job_id: int, request: ComposeRequest) -> AsyncIterator[JobEvent]:
         """Compose a job stored elsewhere (a Redis worker's) and yield its events to the end."""
-        if request.seed is None:
-            request = replace(request, seed=secrets.randbelow(2**31))
+        if request.seed is None:  # stored by a version that drew seeds later
+            request = replace(request, seed=draw_seed())
         self._channels.setdefault(job_id, _Channel())
         events = self._events(job_id)
         first = asyncio.ensure_future(events.__anext__())
@@ -332,7 +321,8 @@ class InProcessRunner(StoredDeliveries):
         self._last_db_progress.pop(job_id, None)
         self._channels.pop(job_id, None)
 
-    def _accept(self, job_id: int, request: ComposeRequest) -> None:
+    def _accept(self, job_id: int, request: ComposeRequest, generation: GenerationRequest | None = None) -> None:
+        """Queue a stored job; `generation`: what admission made of it, else made here once."""
         with self._lock:
             cancelled = job_id in self._cancelled
             self._released.pop(job_id, None)  # let go once, ours again now (a Redis retry handed it back)
@@ -346,9 +336,9 @@ class InProcessRunner(StoredDeliveries):
             position = len(self._waiting)
         self._channels.setdefault(job_id, _Channel())
         self._emit(JobEvent(job_id, "queued", position=position))
-        presets = getattr(self.model, "presets", None)  # the loaded checkpoint's own genre presets
         try:
-            generation = request.generation_request(request.seed, presets, controls=self._follows_controls)
+            if generation is None:
+                generation = request.generation_request(self._presets, self._follows_controls)
         except GeneratorError as exc:  # a Redis job asking controls of a worker whose model has none
             self._spawn(self._failed(job_id, str(exc)))
             return

@@ -4,7 +4,6 @@ progress over pub/sub; `melomania worker` processes elsewhere do the composing."
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,10 +15,11 @@ from storage import Database, InvalidTransition, Job, JobState
 from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, unfinished_jobs
 from storage.users import get_or_create_user
 
+from .admission import admit
 from .api import ComposeRequest, JobEvent, Refused
-from .inprocess import RunnerSettings
+from .channels import CANCEL_CHANNEL, event_from_json, event_json, job_channel
 from .receipts import StoredDeliveries
-from .worker import CANCEL_CHANNEL, job_channel
+from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ class RedisBackend(StoredDeliveries):
             await self.redis.aclose()
 
     async def submit(self, request: ComposeRequest) -> int:
-        request.generation_request(request.seed if request.seed is not None else 0)  # GeneratorError, before storing
+        # GeneratorError, before anything is stored; the workers' model and its presets are not
+        # known here, so controls are admitted and a worker whose model has none refuses them
+        request, _ = admit(request)
 
         async def record(s):
             # the caps hold across every bot process: they are counted in the database
@@ -85,9 +87,7 @@ class RedisBackend(StoredDeliveries):
         except InvalidTransition:
             return False
         await self.redis.publish(CANCEL_CHANNEL, str(job_id))
-        await self.redis.publish(
-            job_channel(job_id), json.dumps({"job_id": job_id, "kind": "cancelled", "reason": "cancelled"})
-        )
+        await self.redis.publish(job_channel(job_id), event_json(JobEvent(job_id, "cancelled", reason="cancelled")))
         return True
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
@@ -105,7 +105,7 @@ class RedisBackend(StoredDeliveries):
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
-                event = JobEvent(**json.loads(message["data"]))
+                event = event_from_json(message["data"])
                 yield event
                 if event.terminal:
                     return

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
@@ -27,10 +26,11 @@ from storage import Database, InvalidTransition, Job, JobState, LocalArtifactSto
 from storage.jobs import FINISHED, fail_job, requeue_job
 
 from .api import ComposeRequest, JobEvent
-from .inprocess import InProcessRunner, RunnerSettings
+from .channels import CANCEL_CHANNEL, publish
+from .inprocess import InProcessRunner
+from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
-CANCEL_CHANNEL = "melomania:cancel"
 HEARTBEAT_S = float(os.environ.get("MELOMANIA_WORKER_HEARTBEAT_S", "5"))
 GENERATION_TIMEOUT_S = 900.0
 # arq's own limit must outlast the runner's (each composition of a job gets its own timeout, a
@@ -46,26 +46,24 @@ ARQ_TRIES = MAX_TRIES + 1
 MAX_JOBS = 16  # jobs a worker holds at once, composed together in one batch
 
 
-def job_channel(job_id: int) -> str:
-    return f"melomania:job:{job_id}"
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs from the application's settings, handed down in arq's ctx (the worker
+    reads no settings of its own: `melomania worker` builds this from MELOMANIA_*)."""
 
-
-def event_json(event: JobEvent) -> str:
-    return json.dumps(asdict(event))
-
-
-async def publish(redis, event: JobEvent) -> None:
-    await redis.publish(job_channel(event.job_id), event_json(event))
+    checkpoint: Path
+    database_url: str = field(repr=False)  # may carry a password
+    data_dir: Path
+    soundfont: Path | None = None
+    threads: int | None = None
+    exact_decoding: bool = False
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     from generator import load_model
-    from melomania.settings import Settings
 
-    settings = Settings()
-    ckpt = settings.checkpoint_path()
-    if ckpt is None:
-        raise RuntimeError("no model checkpoint configured (MELOMANIA_CHECKPOINT)")
+    settings: WorkerConfig = ctx["config"]
+    ckpt = settings.checkpoint
     db = Database(settings.database_url)
 
     runner = InProcessRunner(
@@ -232,15 +230,10 @@ async def _compose(ctx: dict[str, Any], job_id: int) -> str:
     return "ended"
 
 
-def redis_settings() -> RedisSettings:
-    return RedisSettings.from_dsn(os.environ.get("MELOMANIA_REDIS_URL", "redis://127.0.0.1:6379/0"))
-
-
 class WorkerSettings:
     functions = [func(compose, name="compose", timeout=JOB_TIMEOUT_S, max_tries=ARQ_TRIES)]  # noqa: RUF012
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = redis_settings()
     max_jobs = MAX_JOBS
     job_timeout = JOB_TIMEOUT_S
     keep_result = 60

@@ -21,6 +21,7 @@ from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.controls import parse_level
 from generator.instruments import INSTRUMENTS, instrument_program
+from generator.params import Overrides, draw_seed
 from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
 
 from .settings import Settings
@@ -147,26 +148,27 @@ def compose(
         if primer_from not in ("start", "end"):
             fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
         program = instrument_program(instrument)
-        overrides = {
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "at_least_k": at_least_k,
-            "rp_penalty": rp_penalty,
-            "rp_restore_speed": rp_restore_speed,
-            "max_hold": max_hold,
-            "truncate": truncate,
-            "density": parse_level("density", density),
-            "loudness": parse_level("loudness", loudness),
-            "polyphony": parse_level("polyphony", polyphony),
-        }
-        preset_sampling(genre, **overrides)  # a bad value is found before minutes of loading
+        overrides = Overrides(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            at_least_k=at_least_k,
+            rp_penalty=rp_penalty,
+            rp_restore_speed=rp_restore_speed,
+            max_hold=max_hold,
+            truncate=truncate,
+            density=parse_level("density", density),
+            loudness=parse_level("loudness", loudness),
+            polyphony=parse_level("polyphony", polyphony),
+        )
+        # the generator's own ranges, wider than chat's (generator.params.RANGES): this is the lab tool
+        overrides.resolve(genre)  # a bad value is found before minutes of loading
         primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
         soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
-        first_seed = seed if seed is not None else secrets.randbelow(2**31)
+        first_seed = seed if seed is not None else draw_seed()
         ckpt_path, model = load_configured_model(settings, checkpoint)
-        sampling = preset_sampling(genre, model.presets, **overrides)  # the checkpoint's own presets
+        sampling = overrides.resolve(genre, model.presets)  # the checkpoint's own presets
         requests = [
             GenerationRequest(
                 genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
@@ -467,13 +469,26 @@ def worker() -> None:
     """Run a generator worker: pull compose jobs from Redis (MELOMANIA_REDIS_URL), batch, render, store."""
     import logging
 
+    from arq.connections import RedisSettings
     from arq.worker import run_worker
 
-    from jobs.worker import WorkerSettings
+    from jobs.worker import WorkerConfig, WorkerSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_settings()
-    run_worker(WorkerSettings)
+    settings = load_settings()
+    checkpoint = settings.checkpoint_path()
+    if checkpoint is None:
+        fail("no model checkpoint configured; set MELOMANIA_CHECKPOINT")
+    config = WorkerConfig(
+        checkpoint=checkpoint,
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        soundfont=settings.soundfont,
+        threads=settings.threads,
+        exact_decoding=settings.exact_decoding,
+    )
+    redis = RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379/0")
+    run_worker(WorkerSettings, redis_settings=redis, ctx={"config": config})
 
 
 def prepare_bot_process():

@@ -179,14 +179,30 @@ def test_measuring_the_precision_leaves_the_random_stream_alone(dataset, tmp_pat
 
 def test_a_job_asking_controls_of_a_model_without_them_is_refused_but_a_reroll_composes():
     from generator.errors import GeneratorError
+    from jobs.admission import admit
     from jobs.api import ComposeRequest
 
     asked = ComposeRequest(platform="telegram", user_id="1", genre="calm", sampling={"density": 0, "temperature": 0.8})
-    assert asked.generation_request(7).sampling.density == 0
+    stored, generation = admit(asked)
+    assert generation.sampling.density == 0 and stored.seed is not None and generation.seed == stored.seed
     with pytest.raises(GeneratorError, match="no attribute controls; compose without density very low"):
-        asked.generation_request(7, controls=False)
+        admit(asked, controls=False)
     reroll = ComposeRequest(
         platform="telegram", user_id="1", genre="calm", sampling={"density": 0, "temperature": 0.8}, lineage="reroll"
     )
-    request = reroll.generation_request(7, controls=False)
+    _, request = admit(reroll, controls=False)
     assert not request.sampling.controls.any and request.sampling.temperature == 0.8
+
+
+def test_admission_checks_overrides_against_the_ranges_people_may_ask_for_and_the_stored_form_round_trips():
+    from generator.errors import SamplingError
+    from generator.params import RANGES, Overrides
+    from jobs.admission import admit
+    from jobs.api import ComposeRequest
+
+    high = RANGES["temperature"].high
+    with pytest.raises(SamplingError, match=f"temperature must be from 0.1 to {high:g}"):
+        admit(ComposeRequest(platform="telegram", user_id="1", genre="jazz", sampling={"temperature": high + 0.5}))
+    request, _ = admit(ComposeRequest(platform="telegram", user_id="1", genre="jazz", sampling=Overrides(top_k=30)))
+    again = ComposeRequest.from_json(request.to_json())
+    assert again == request and again.sampling == Overrides(top_k=30)
