@@ -7,8 +7,8 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from generator import ambient as A
-from generator import jazz as J
+from training import ambient as A
+from training import jazz as J
 
 ROOT = Path("/work/shared/corpus/jazz-leadsheets")
 
@@ -114,6 +114,6 @@ def test_realise_corpus_groups_versions_under_the_progression_id():
     assert len(ids) == 6 and len(set(ids)) == 6
     groups = Counter(piece_id.rpartition("/v")[0] for piece_id in ids)
     assert groups == {"modal/0000": 2, "modal/0001": 2, "diatonic/0000": 2}
-    assert all("realised by generator.ambient, seed" in note for _, _, note in pieces)
+    assert all("realised by training.ambient, seed" in note for _, _, note in pieces)
     first, second = pieces[0][1], pieces[1][1]
     assert notes_of(first) != notes_of(second)  # versions differ

@@ -6,7 +6,7 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from generator import jazz as J
+from training import jazz as J
 
 ROOT = Path("/work/shared/corpus/jazz-leadsheets")
 

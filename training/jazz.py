@@ -34,8 +34,8 @@ from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 
-from .errors import GeneratorError
-from .midi_libs import pretty_midi
+from generator.errors import GeneratorError
+from generator.midi_libs import pretty_midi
 
 LOWEST_PITCH, HIGHEST_PITCH = 21, 96
 BASS_RANGE = (28, 48)
@@ -1215,5 +1215,5 @@ def realise_corpus(
             return
         for v in range(versions):
             piece_seed = zlib.crc32(f"{seed}:{sheet.id}:{v}".encode())
-            note = f"{sheet.title} — {sheet.source}; {sheet.licence}; realised by generator.jazz, seed {piece_seed}"
+            note = f"{sheet.title} — {sheet.source}; {sheet.licence}; realised by training.jazz, seed {piece_seed}"
             yield f"{sheet.id}/v{v}", realise(sheet, piece_seed), note

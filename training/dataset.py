@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import vocab as V
-from .errors import PrimerError
-from .tokenizer import encode_notes, load_midi, notes_of
+from generator import vocab as V
+from generator.errors import PrimerError
+from generator.tokenizer import encode_notes, load_midi, notes_of
 
 MIN_TOKENS = 32  # shorter pieces teach nothing
 REALISED_AMBIENT = "ambient-realised/"  # split key and source prefix of the ambient realiser's pieces
@@ -47,7 +47,7 @@ class BuildConfig:
     jazz_leadsheets: bool = True  # realise ../shared/corpus/jazz-leadsheets into jazz piano
     jazz_versions: int = 2  # realisations per lead sheet (different tempo, key, comping)
     jazz_limit: int | None = None
-    # ambient realised by our own code (generator/ambient.py), beside the real low-arousal clips
+    # ambient realised by our own code (training/ambient.py), beside the real low-arousal clips
     ambient: bool = True
     ambient_versions: int = 2
     ambient_lead_sheets: int | None = 400
