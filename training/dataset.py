@@ -170,9 +170,10 @@ def _licence(source: str) -> str:
             "MIT (parkR chord charts), realised by our code" if "parkr" in source else "ours (generated progressions)"
         )
     if source.startswith("jazz-leadsheets"):
-        from . import jazz
+        from . import leadsheets
 
-        return {"parkr": jazz.PARKR_LICENCE, "wjd": jazz.WJD_LICENCE}.get(source.split("/")[-1], "see README")
+        licences = {"parkr": leadsheets.PARKR_LICENCE, "wjd": leadsheets.WJD_LICENCE}
+        return licences.get(source.split("/")[-1], "see README")
     return LICENCES.get(source, "unknown")
 
 
@@ -186,11 +187,11 @@ def _realised_jazz(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple
     root = config.corpus / "jazz-leadsheets"
     if not root.is_dir():
         return
-    from . import jazz
+    from . import jazz, leadsheets
 
     # parkR's chord charts are the safest material; the Weimar solos are transcriptions of
     # copyrighted recordings, so a permissive-only build leaves them out.
-    sources = ("parkr",) if config.permissive_only else jazz.SOURCES
+    sources = ("parkr",) if config.permissive_only else leadsheets.SOURCES
     reasons: Counter[str] = Counter()
     for piece_id, midi, _note in jazz.realise_corpus(
         root,
