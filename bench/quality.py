@@ -103,7 +103,7 @@ def reference_shard(data: Path, genre: str, reference: str):
     """The genre's validation pieces; with reference "real", without the ambient our own code
     realised (so the classifier, the densities and the NLL compare with the figures measured
     before it existed)."""
-    from generator.dataset import REALISED_AMBIENT, Shard
+    from training.dataset import REALISED_AMBIENT, Shard
 
     shard = Shard.load(data, genre, "val")
     if reference == "all":
@@ -135,7 +135,7 @@ def validation_excerpts(
 def genre_conditioning(model, windows: dict) -> dict[str, dict[str, float]]:
     """Validation NLL of each genre's windows under every genre token: how much the model uses
     its conditioning (a row whose own token is not the lowest is a genre the model cannot tell)."""
-    from generator.train import validation_nll
+    from training.train import validation_nll
 
     out = {}
     for g, (x, y) in windows.items():
@@ -241,7 +241,7 @@ def main() -> None:
     conditioning: dict[str, dict[str, float]] = {}
     nll_known: dict[str, float] = {}
     if have_data:
-        from generator.train import TrainConfig, validation_nll, validation_set
+        from training.train import TrainConfig, validation_nll, validation_set
 
         cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32, controls=model.controls is not None)
         shards = {g: reference_shard(data, g, args.reference) for g in V.GENRES}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from generator import vocab as V
 from generator.model import ModelConfig, MusicTransformer
-from generator.train import autocast
+from training.train import autocast
 
 SIZES = {
     "small": dict(n_layers=4, d_model=256, n_heads=4, d_ff=1024),  # the shipped model, 3.5 M

@@ -312,7 +312,7 @@ def data_build(
     seed: int = 0,
 ) -> None:
     """Encode the corpus into token shards split by piece, with a JSON summary."""
-    from generator.dataset import BuildConfig, build
+    from training.dataset import BuildConfig, build
 
     if not corpus.is_dir():
         fail(f"corpus folder not found: {corpus} (pass --corpus DIR)")
@@ -369,7 +369,7 @@ def train(
     threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: every core)")] = None,
 ) -> None:
     """Train the Music Transformer on the shards (resumable; checkpoints every few minutes)."""
-    from generator.train import TrainConfig, Trainer
+    from training.train import TrainConfig, Trainer
 
     if init is not None and not init.is_file():
         fail(f"--init checkpoint not found: {init}")
@@ -426,7 +426,7 @@ def export_model(
     import tomllib
 
     from generator.params import presets_from
-    from generator.train import export
+    from training.train import export
 
     if not src.is_file():
         fail(f"checkpoint not found: {src}")

@@ -7,8 +7,9 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from generator import ambient as A
-from generator import jazz as J
+from training import ambient as A
+from training import chords as C
+from training import leadsheets as L
 
 ROOT = Path("/work/shared/corpus/jazz-leadsheets")
 
@@ -39,7 +40,7 @@ def test_a_progression_realises_to_one_piano_in_range_and_60_to_150_seconds():
         midi = A.realise(progression, seed)
         assert len(midi.instruments) == 1 and midi.instruments[0].program == 0
         notes = notes_of(midi)
-        assert all(J.LOWEST_PITCH <= p <= J.HIGHEST_PITCH for _, _, p, _ in notes)
+        assert all(C.LOWEST_PITCH <= p <= C.HIGHEST_PITCH for _, _, p, _ in notes)
         assert all(e > s for s, e, _, _ in notes)
         assert all(A.VELOCITY_RANGE[0] <= v <= A.VELOCITY_RANGE[1] for _, _, _, v in notes)
         assert A.LENGTH_RANGE[0] <= midi.get_end_time() <= A.LENGTH_RANGE[1]
@@ -86,9 +87,9 @@ def test_lead_sheet_chords_are_thinned_and_reharmonised():
     chart = [("Dm7", 2), ("G7", 2), ("Cmaj7", 12), ("Fm7", 2), ("Bb7", 2), ("Ebmaj7", 12), ("Am7", 16)]
     chart += [("Em7b5", 2), ("A7b9", 2), ("Dm7", 12), ("Dm7", 2), ("G7", 2), ("C6", 12)]
     for symbol, beats in chart:
-        spans.append(J.ChordSpan(t, beats, symbol, J.parse_chord(symbol), "A"))
+        spans.append(L.ChordSpan(t, beats, symbol, C.parse_chord(symbol), "A"))
         t += beats
-    sheet = J.LeadSheet("test/chart", "Test", "test", "ours", tuple(spans))
+    sheet = L.LeadSheet("test/chart", "Test", "test", "ours", tuple(spans))
     progression = A.from_lead_sheet(sheet)
     assert progression is not None and progression.id == "test/chart"
     # one chord per window (the arrival, not the ii–V), and the last C left out as the cycle returns to it
@@ -105,7 +106,7 @@ def test_lead_sheet_progressions_from_the_corpus_realise():
     for seed, progression in enumerate(charts[:3]):
         midi = A.realise(progression, seed)
         assert A.LENGTH_RANGE[0] <= midi.get_end_time() <= A.LENGTH_RANGE[1]
-        assert all(J.LOWEST_PITCH <= p <= J.HIGHEST_PITCH for _, _, p, _ in notes_of(midi))
+        assert all(C.LOWEST_PITCH <= p <= C.HIGHEST_PITCH for _, _, p, _ in notes_of(midi))
 
 
 def test_realise_corpus_groups_versions_under_the_progression_id():
@@ -114,6 +115,6 @@ def test_realise_corpus_groups_versions_under_the_progression_id():
     assert len(ids) == 6 and len(set(ids)) == 6
     groups = Counter(piece_id.rpartition("/v")[0] for piece_id in ids)
     assert groups == {"modal/0000": 2, "modal/0001": 2, "diatonic/0000": 2}
-    assert all("realised by generator.ambient, seed" in note for _, _, note in pieces)
+    assert all("realised by training.ambient, seed" in note for _, _, note in pieces)
     first, second = pieces[0][1], pieces[1][1]
     assert notes_of(first) != notes_of(second)  # versions differ

@@ -12,10 +12,10 @@ from generator import GenerationRequest, SamplingParams, load_model
 from generator import vocab as V
 from generator.checkpoint import save_checkpoint
 from generator.controls import ControlError, Controls, ControlSpec, measure, parse_level, word_controls
-from generator.dataset import Shard
 from generator.decoding import generate, window
 from generator.model import ModelConfig, MusicTransformer
-from generator.train import Batches, Trainer, initialise_from, make_example, window_controls
+from training.dataset import Shard
+from training.train import Batches, Trainer, initialise_from, make_example, window_controls
 
 
 def shift(seconds: float) -> list[int]:
@@ -169,7 +169,7 @@ def test_the_published_layout_still_loads_strictly_and_composes_without_controls
 
 
 def test_measuring_the_precision_leaves_the_random_stream_alone(dataset, tmp_path):  # noqa: F811
-    from generator.train import step_seconds
+    from training.train import step_seconds
 
     trainer = Trainer(tiny_config(dataset, tmp_path / "run"))
     before = torch.get_rng_state()

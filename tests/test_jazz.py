@@ -6,7 +6,9 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from generator import jazz as J
+from training import chords as C
+from training import jazz as J
+from training import leadsheets as L
 
 ROOT = Path("/work/shared/corpus/jazz-leadsheets")
 
@@ -26,12 +28,12 @@ CHANGES = [  # eight bars of 4/4, every change on a beat
 ]
 
 
-def sheet(changes=CHANGES, feel="swing", tempo=None, beats_per_bar=4) -> J.LeadSheet:
+def sheet(changes=CHANGES, feel="swing", tempo=None, beats_per_bar=4) -> L.LeadSheet:
     spans, t = [], 0.0
     for symbol, beats in changes:
-        spans.append(J.ChordSpan(t, beats, symbol, J.parse_chord(symbol), "A"))
+        spans.append(L.ChordSpan(t, beats, symbol, C.parse_chord(symbol), "A"))
         t += beats
-    return J.LeadSheet(
+    return L.LeadSheet(
         id="test/chart",
         title="Test chart",
         source="test",
@@ -89,7 +91,7 @@ def seconds_per_beat(midi: pretty_midi.PrettyMIDI) -> float:
     ],
 )
 def test_chord_symbols_parse_to_pitch_class_sets(symbol, root, intervals):
-    chord = J.parse_chord(symbol)
+    chord = C.parse_chord(symbol)
     assert chord is not None
     assert chord.root == root
     assert chord.pitch_classes == {(root + i) % 12 for i in intervals}
@@ -109,23 +111,23 @@ def test_chord_symbols_parse_to_pitch_class_sets(symbol, root, intervals):
     ],
 )
 def test_parkr_and_wjd_spelling_puts_the_accidental_after_the_tension(symbol, intervals):
-    chord = J.parse_chord(symbol, accidentals_after=True)
+    chord = C.parse_chord(symbol, accidentals_after=True)
     assert chord is not None and chord.pitch_classes == frozenset(intervals)
 
 
 def test_slash_chords_keep_their_bass_and_no_chord_is_none():
-    chord = J.parse_chord("Dm7/G")
+    chord = C.parse_chord("Dm7/G")
     assert chord is not None and chord.root == 2 and chord.bass == 7 and chord.bass_pc == 7
     assert chord.pitch_classes == {2, 5, 9, 0, 7}
-    assert J.parse_chord("NC") is None
-    with pytest.raises(J.ChordSymbolError):
-        J.parse_chord("H7")
+    assert C.parse_chord("NC") is None
+    with pytest.raises(C.ChordSymbolError):
+        C.parse_chord("H7")
 
 
 def test_parkr_flat_roots_moved_behind_the_tension_are_put_back():
-    assert J._parkr_symbol("B9b") == "Bb9"
-    assert J.parse_chord(J._parkr_symbol("A13b9b"), accidentals_after=True) == J.parse_chord("Ab13b9")
-    assert J._parkr_symbol("C79b") == "C79b"  # a real C7(b9) has its 7
+    assert L._parkr_symbol("B9b") == "Bb9"
+    assert C.parse_chord(L._parkr_symbol("A13b9b"), accidentals_after=True) == C.parse_chord("Ab13b9")
+    assert L._parkr_symbol("C79b") == "C79b"  # a real C7(b9) has its 7
 
 
 def test_a_chart_realises_to_one_piano_with_notes_in_range():
@@ -133,7 +135,7 @@ def test_a_chart_realises_to_one_piano_with_notes_in_range():
     assert len(midi.instruments) == 1 and midi.instruments[0].program == 0
     notes = notes_of(midi)
     assert len(notes) > 50
-    assert all(J.LOWEST_PITCH <= p <= J.HIGHEST_PITCH for _, _, p, _ in notes)
+    assert all(C.LOWEST_PITCH <= p <= C.HIGHEST_PITCH for _, _, p, _ in notes)
     assert all(end > start for start, end, _, _ in notes)
 
 
@@ -177,7 +179,7 @@ def test_a_waltz_realises_in_three():
     chart = sheet(changes=[("Am7", 3), ("D7", 3), ("Gmaj7", 3), ("E7b9", 3)], beats_per_bar=3)
     midi = J.realise(chart, seed=1)
     assert midi.time_signature_changes[0].numerator == 3
-    assert all(J.LOWEST_PITCH <= p <= J.HIGHEST_PITCH for _, _, p, _ in notes_of(midi))
+    assert all(C.LOWEST_PITCH <= p <= C.HIGHEST_PITCH for _, _, p, _ in notes_of(midi))
 
 
 def test_same_seed_same_midi_and_another_seed_another():
@@ -189,7 +191,7 @@ def test_same_seed_same_midi_and_another_seed_another():
 @pytest.mark.skipif(not ROOT.is_dir(), reason="the jazz lead-sheet corpus is not here")
 def test_the_corpus_yields_hundreds_of_sheets_and_the_first_twenty_realise():
     skipped: Counter[str] = Counter()
-    sheets = list(J.iter_lead_sheets(ROOT, skipped))
+    sheets = list(L.iter_lead_sheets(ROOT, skipped))
     assert len(sheets) >= 300
     assert sum(skipped.values()) < len(sheets) / 10
     assert len({s.id for s in sheets}) == len(sheets)
@@ -198,7 +200,7 @@ def test_the_corpus_yields_hundreds_of_sheets_and_the_first_twenty_realise():
     for chart in [*sheets[:20], solos[0]]:
         notes = notes_of(J.realise(chart, seed=0))
         assert notes
-        assert all(J.LOWEST_PITCH <= p <= J.HIGHEST_PITCH and e > s for s, e, p, _ in notes)
+        assert all(C.LOWEST_PITCH <= p <= C.HIGHEST_PITCH and e > s for s, e, p, _ in notes)
 
 
 @pytest.mark.skipif(not ROOT.is_dir(), reason="the jazz lead-sheet corpus is not here")

@@ -11,9 +11,9 @@ import torch
 
 from generator import load_model
 from generator import vocab as V
-from generator.dataset import BuildConfig, Shard, build
 from generator.tokenizer import Note, notes_to_midi
-from generator.train import TrainConfig, Trainer, augment, export
+from training.dataset import BuildConfig, Shard, build
+from training.train import TrainConfig, Trainer, augment, export
 
 
 def write_corpus(root: Path, per_genre: int = 6) -> None:
@@ -91,7 +91,7 @@ def test_smoke_training_lowers_the_loss(dataset, tmp_path):
     trainer = Trainer(tiny_config(dataset, tmp_path / "run"))
     losses = [trainer.train_step() for _ in range(60)]
     assert sum(losses[-5:]) / 5 < losses[0] - 1.0
-    val = __import__("generator.train", fromlist=["validation_nll"]).validation_nll(trainer.model, trainer.val)
+    val = __import__("training.train", fromlist=["validation_nll"]).validation_nll(trainer.model, trainer.val)
     assert set(val) == set(V.GENRES) and all(v < losses[0] for v in val.values())
 
 
@@ -136,7 +136,7 @@ def test_sigterm_finishes_the_step_then_checkpoints(dataset, tmp_path):
 
 
 def test_genre_weights_scale_how_often_each_genre_is_drawn(dataset, tmp_path):
-    from generator.train import Batches
+    from training.train import Batches
 
     shards = {g: Shard.load(dataset, g, "train") for g in V.GENRES}
     cfg = tiny_config(dataset, tmp_path, genre_balance=0.0, genre_weights={"jazz": 0, "ambient": 3})

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import vocab as V
-from .errors import PrimerError
-from .tokenizer import encode_notes, load_midi, notes_of
+from generator import vocab as V
+from generator.errors import PrimerError
+from generator.tokenizer import encode_notes, load_midi, notes_of
 
 MIN_TOKENS = 32  # shorter pieces teach nothing
 REALISED_AMBIENT = "ambient-realised/"  # split key and source prefix of the ambient realiser's pieces
@@ -47,7 +47,7 @@ class BuildConfig:
     jazz_leadsheets: bool = True  # realise ../shared/corpus/jazz-leadsheets into jazz piano
     jazz_versions: int = 2  # realisations per lead sheet (different tempo, key, comping)
     jazz_limit: int | None = None
-    # ambient realised by our own code (generator/ambient.py), beside the real low-arousal clips
+    # ambient realised by our own code (training/ambient.py), beside the real low-arousal clips
     ambient: bool = True
     ambient_versions: int = 2
     ambient_lead_sheets: int | None = 400
@@ -170,9 +170,10 @@ def _licence(source: str) -> str:
             "MIT (parkR chord charts), realised by our code" if "parkr" in source else "ours (generated progressions)"
         )
     if source.startswith("jazz-leadsheets"):
-        from . import jazz
+        from . import leadsheets
 
-        return {"parkr": jazz.PARKR_LICENCE, "wjd": jazz.WJD_LICENCE}.get(source.split("/")[-1], "see README")
+        licences = {"parkr": leadsheets.PARKR_LICENCE, "wjd": leadsheets.WJD_LICENCE}
+        return licences.get(source.split("/")[-1], "see README")
     return LICENCES.get(source, "unknown")
 
 
@@ -186,11 +187,11 @@ def _realised_jazz(config: BuildConfig, skipped: Counter[str]) -> Iterator[tuple
     root = config.corpus / "jazz-leadsheets"
     if not root.is_dir():
         return
-    from . import jazz
+    from . import jazz, leadsheets
 
     # parkR's chord charts are the safest material; the Weimar solos are transcriptions of
     # copyrighted recordings, so a permissive-only build leaves them out.
-    sources = ("parkr",) if config.permissive_only else jazz.SOURCES
+    sources = ("parkr",) if config.permissive_only else leadsheets.SOURCES
     reasons: Counter[str] = Counter()
     for piece_id, midi, _note in jazz.realise_corpus(
         root,

@@ -1,16 +1,7 @@
 """Jazz lead sheets → solo jazz-piano MIDI, realised by our own code, as training data for the "jazz" genre.
 
-Real jazz piano MIDI is nearly absent from the corpus, but chord charts are plentiful. This module reads
-the two sources of `/work/shared/corpus/jazz-leadsheets/` that are already parsed into tables:
-
-- `parkr/irb_*.csv`: 1,185 iRealBook chord charts with durations in beats (MIT). Chords only, the
-  lowest-risk material. The forum's style names (`ireal-jazz1300`) give each chart a feel and a tempo.
-- `jazzodata/wjd_*.csv`: Weimar Jazz Database solos (MIT), a chord track at beat resolution plus the
-  transcribed solo line, which the right hand plays. Transcriptions of copyrighted recordings: the
-  riskiest material, kept apart by `sources` and named in every sheet's licence note.
-
-Impro-Visor, OpenBook, the raw iReal strings and the Omnibook (no durations, no beat-level chords) are
-left alone: they need fragile parsers for little that these two lack.
+Real jazz piano MIDI is nearly absent from the corpus, but chord charts are plentiful: `leadsheets`
+reads the parkR iRealBook charts and the Weimar Jazz Database solos, and this module plays them.
 
 A performance is one piano in three layers, all placed in straight beats and swung only when they
 become seconds: a bass line (walking quarters or a two-feel, MIDI 28–48), left-hand comping (rootless
@@ -21,256 +12,40 @@ swung eighths, phrased with rests, MIDI 60–88). Every choice comes from the se
 
 from __future__ import annotations
 
-import csv
 import math
 import random
-import re
 import zlib
 from bisect import bisect_right
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 
-from .errors import GeneratorError
-from .midi_libs import pretty_midi
+from generator.errors import GeneratorError
+from generator.midi_libs import pretty_midi
 
-LOWEST_PITCH, HIGHEST_PITCH = 21, 96
+from .chords import HIGHEST_PITCH, Chord, fold_into_piano, one_strike_per_key
+from .leadsheets import (
+    CODA_SECTIONS,
+    FEELS,
+    INTRO_SECTIONS,
+    SOURCES,
+    ChordSpan,
+    LeadSheet,
+    MelodyNote,
+    iter_lead_sheets,
+)
+
 BASS_RANGE = (28, 48)
 COMP_RANGE = (50, 72)  # lowest and highest note of a left-hand voicing
 RIGHT_RANGE = (60, 88)
-SOURCES = ("parkr", "wjd")
-FEELS = ("swing", "ballad", "straight")
 
 EPS = 1e-6
 
 
-class ChordSymbolError(GeneratorError):
-    """A chord symbol whose root (or slash bass) is not a note name."""
-
-
-# ---------------------------------------------------------------------------------------------- chords
-
-_NOTE_PCS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_ROOT = re.compile(r"([A-G])([#b♯♭]?)")
-_NO_CHORD = frozenset({"NC", "N.C.", "N.C", "n", "X"})
-# Quality words, each before any word that begins it ("min" before "mi" before "m"). Case matters: M is
-# major, m minor.
-_WORDS = (
-    ("maj", "M"),
-    ("min", "m"),
-    ("dim", "o"),
-    ("aug", "+"),
-    ("sus", "sus"),
-    ("alt", "alt"),
-    ("add", "add"),
-    ("ma", "M"),
-    ("mi", "m"),
-    ("M", "M"),
-    ("j", "M"),
-    ("^", "M"),
-    ("Δ", "M"),
-    ("m", "m"),
-    ("-", "m"),
-    ("o", "o"),
-    ("°", "o"),
-    ("h", "h"),
-    ("ø", "h"),
-    ("+", "+"),
-)
-_NUMBERS = ("13", "11", "9", "7", "6", "5", "4", "3", "2")
-_TENSION_DEGREES = {2: 2, 4: 5, 9: 2, 11: 5, 13: 9}  # semitones above the root
-
-
-@dataclass(frozen=True)
-class Chord:
-    """A parsed chord symbol: the root's pitch class and the chord's intervals above it."""
-
-    root: int
-    third: int | None = 4  # 3 minor, 4 major, None suspended
-    fifth: int | None = 7  # 6 flat, 7 perfect, 8 sharp, None when left open (7alt)
-    seventh: int | None = None  # 9 diminished, 10 minor, 11 major; a plain 6th is a tension
-    tensions: frozenset[int] = frozenset()  # semitones above the root: 1 b9, 2 9, 3 #9, 5 11, 6 #11, 8 b13, 9 13
-    bass: int | None = None  # slash bass pitch class
-
-    @property
-    def intervals(self) -> frozenset[int]:
-        parts = {0, self.third, self.fifth, self.seventh} | self.tensions
-        return frozenset(i for i in parts if i is not None)
-
-    @property
-    def pitch_classes(self) -> frozenset[int]:
-        pcs = {(self.root + i) % 12 for i in self.intervals}
-        return frozenset(pcs | ({self.bass} if self.bass is not None else set()))
-
-    @property
-    def bass_pc(self) -> int:
-        return self.root if self.bass is None else self.bass
-
-    @property
-    def is_diminished_seventh(self) -> bool:
-        return self.third == 3 and self.fifth == 6 and self.seventh == 9
-
-    @property
-    def is_dominant(self) -> bool:
-        return self.third in (4, None) and self.seventh == 10
-
-    def transposed(self, semitones: int) -> Chord:
-        bass = None if self.bass is None else (self.bass + semitones) % 12
-        return replace(self, root=(self.root + semitones) % 12, bass=bass)
-
-
-def _note_pc(name: str) -> int | None:
-    m = _ROOT.fullmatch(name)
-    if m is None:
-        return None
-    return (_NOTE_PCS[m[1]] + sum(1 if c in "#♯" else -1 for c in m[2])) % 12
-
-
-def _quality_tokens(quality: str) -> list[tuple[str, int]]:
-    """Words as (word, 0), numbers as ("n", number), accidentals as ("acc", -1) for flat, ("acc", 1) for sharp."""
-    tokens: list[tuple[str, int]] = []
-    i = 0
-    while i < len(quality):
-        c = quality[i]
-        if c in "b♭#♯":
-            tokens.append(("acc", -1 if c in "b♭" else 1))
-            i += 1
-            continue
-        number = next((n for n in _NUMBERS if quality.startswith(n, i)), None)
-        if number is not None:
-            tokens.append(("n", int(number)))
-            i += len(number)
-            continue
-        word = next((w for w in _WORDS if quality.startswith(w[0], i)), None)
-        if word is not None:
-            tokens.append((word[1], 0))
-            i += len(word[0])
-            continue
-        i += 1  # "(", ")", ",", spaces and anything unknown: ignored, the rest still counts
-    return tokens
-
-
-def _bind_accidentals(tokens: list[tuple[str, int]], accidentals_after: bool) -> list[tuple[str, int, int]]:
-    """Attach each accidental to its number: (kind, number, shift).
-
-    Lead sheets write the accidental first (7b9, 13b9, 9#11); parkR and the WJD write it after the
-    tension (79b, 711#, 79b13 = 7 b9 13). With `accidentals_after`, an accidental right after a 5, 9,
-    11 or 13 that has none of its own belongs to it; otherwise only a trailing one does (7b9 and 79b
-    both read as b9), and the rest belong to the number that follows.
-    """
-    out: list[tuple[str, int, int]] = []
-    pending = 0
-    for k, (kind, value) in enumerate(tokens):
-        if kind == "acc":
-            last = out[-1] if out else None
-            number_follows = k + 1 < len(tokens) and tokens[k + 1][0] == "n"
-            takes = last and last[0] == "n" and last[1] in (5, 9, 11, 13) and last[2] == 0 and not pending
-            if takes and last and (accidentals_after or not number_follows):
-                out[-1] = ("n", last[1], value)
-            else:
-                pending = value
-            continue
-        if kind == "n":
-            out.append(("n", value, pending))
-        else:
-            out.append((kind, 0, 0))
-        pending = 0
-    return out
-
-
-@lru_cache(maxsize=4096)
-def parse_chord(symbol: str, accidentals_after: bool = False) -> Chord | None:
-    """`Cm7b5`, `F#7alt`, `Bbmaj7/D`, `Eb-69`, `G13b9` → Chord; `NC` → None.
-
-    `accidentals_after` reads parkR/WJD spelling, where the accidental follows its tension (`A79b13`
-    is A7 b9 13, not A7 9 b13). Unknown quality letters are ignored (the rest of the symbol still
-    counts, an empty quality is a major triad); a root or slash bass that is not a note name raises
-    ChordSymbolError.
-    """
-    text = symbol.strip()
-    if text in _NO_CHORD or not text:
-        return None
-    m = _ROOT.match(text)
-    if m is None:
-        raise ChordSymbolError(f"chord symbol {symbol!r} does not start with a note name (A–G, then # or b)")
-    root = _note_pc(m[0])
-    assert root is not None
-    quality, bass = text[m.end() :], None
-    if "/" in quality:
-        quality, _, slash = quality.rpartition("/")
-        if slash[:1].isdigit():  # 6/9 written with a slash
-            quality += slash
-        else:
-            bass = _note_pc(slash)
-            if bass is None:
-                raise ChordSymbolError(f"chord symbol {symbol!r} has a slash bass that is not a note name")
-
-    third: int | None = 4
-    fifth: int | None = 7
-    seventh: int | None = None
-    tensions: set[int] = set()
-    major7 = six = False
-    natural_upper = False  # a plain 11 or 13 implies the 9 below it
-    tokens = _bind_accidentals(_quality_tokens(quality), accidentals_after)
-    for i, (kind, number, shift) in enumerate(tokens):
-        after = tokens[i - 1][0] if i else ""
-        if kind == "m":
-            third = 3
-        elif kind == "M":
-            major7 = True
-        elif kind == "o":
-            third, fifth, seventh = 3, 6, 9
-        elif kind == "h":
-            third, fifth, seventh = 3, 6, 10
-        elif kind == "+":
-            fifth = 8
-        elif kind == "alt":
-            seventh, fifth = 10, None
-            tensions |= {1, 3, 6, 8}
-        elif kind == "sus":
-            third = None
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-            if not (nxt and nxt[0] == "n" and nxt[1] in (2, 4)):
-                tensions.add(5)
-        elif kind == "n":
-            added = after == "add"
-            if number == 7:
-                if seventh is None:
-                    seventh = 11 if major7 else 10
-            elif number == 6:
-                tensions.add(8 if shift < 0 else 9)
-                six = True
-            elif number == 5:
-                fifth = 7 + shift
-            elif number == 3:  # 7susadd3
-                third = 4 + shift
-            elif number in (2, 4):  # sus2, sus4, add2, add4, or a bare 4 meaning sus4
-                if number == 4 and after != "add":
-                    third = None
-                tensions.add(_TENSION_DEGREES[number] + shift)
-            else:  # 9, 11, 13
-                tensions.add((_TENSION_DEGREES[number] + shift) % 12)
-                if not added and not six and seventh is None:
-                    seventh = 11 if major7 else 10
-                if number in (11, 13) and shift == 0 and not added:
-                    natural_upper = True
-                if number == 11 and shift == 0 and not added and third == 4 and not major7:
-                    third = None  # a dominant 11 is a 9sus4
-    if natural_upper and not tensions & {1, 3}:
-        tensions.add(2)
-    if major7 and seventh is None and third == 3 and not six and not tensions:
-        seventh = 11  # "-^" alone: minor-major
-    tensions -= {0, third, fifth, seventh}
-    return Chord(root, third, fifth, seventh, frozenset(tensions), bass)
-
-
-def _parkr_symbol(symbol: str) -> str:
-    """Undo a parkR conversion slip: "Bb9" became "B9b", "Ab13b9" became "A13b9b" (the root's flat moved)."""
-    m = re.fullmatch(r"([A-G])(9|11|13)([b#])(.*)", symbol)
-    return f"{m[1]}{m[3]}{m[2]}{m[4]}" if m else symbol
+# ------------------------------------------------------------------------------------- chord voicings
 
 
 @lru_cache(maxsize=4096)
@@ -336,265 +111,6 @@ def _unique(values: Sequence[int]) -> tuple[int, ...]:
         if v % 12 not in seen:
             seen.append(v % 12)
     return tuple(seen)
-
-
-# ------------------------------------------------------------------------------------------ lead sheets
-
-
-@dataclass(frozen=True)
-class ChordSpan:
-    """One chord of a chart: where it starts and how long it lasts, in beats from the sheet's start."""
-
-    start: float
-    duration: float
-    symbol: str
-    chord: Chord | None  # None: no chord (N.C.)
-    section: str = ""  # A, B, N1, Intro, Coda … as the source names it
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-
-@dataclass(frozen=True)
-class MelodyNote:
-    start: float  # beats from the sheet's start, straight (unswung)
-    duration: float
-    pitch: int  # MIDI, concert pitch, as written
-
-
-@dataclass(frozen=True)
-class LeadSheet:
-    id: str  # "parkr/0001-26-2", "wjd/wjd_001_ArtPepper_Anthropology_FINAL"
-    title: str
-    source: str
-    licence: str  # the source's licence and the risk of what is in this sheet
-    chords: tuple[ChordSpan, ...]
-    melody: tuple[MelodyNote, ...] | None = None
-    beats_per_bar: int = 4
-    feel: str = "swing"  # one of FEELS
-    tempo: float | None = None  # the source's tempo, where it names one
-
-    @property
-    def length_beats(self) -> float:
-        return max(span.end for span in self.chords)
-
-
-_INTRO_SECTIONS = frozenset({"Intro"})
-_CODA_SECTIONS = frozenset({"Coda"})
-_DROPPED_SECTIONS = frozenset({"Verse", "N1V", "N2V"})  # rubato verses are not part of the swinging form
-_METERS = {"4/4": 4, "3/4": 3}
-_IREAL_STYLES = {  # iReal style → (feel, typical tempo)
-    "ballad": ("ballad", 66.0),
-    "slow swing": ("swing", 100.0),
-    "medium swing": ("swing", 140.0),
-    "medium up swing": ("swing", 180.0),
-    "up tempo swing": ("swing", 215.0),
-    "waltz": ("swing", 150.0),
-    "bossa nova": ("straight", 130.0),
-    "even 8ths": ("straight", 120.0),
-    "latin": ("straight", 130.0),
-    "samba": ("straight", 150.0),
-    "funk": ("straight", 100.0),
-    "rock pop": ("straight", 110.0),
-    "afro": ("straight", 120.0),
-}
-PARKR_LICENCE = (
-    "MIT (klausfrieler/parkR, iRealBook corpus); chord progression of a possibly copyrighted standard: "
-    "lowest-risk material"
-)
-WJD_LICENCE = (
-    "MIT (klausfrieler/jazzodata, Weimar Jazz Database); the right hand is a transcribed solo from a "
-    "copyrighted recording: highest-risk material, a person should decide before release"
-)
-
-
-def iter_lead_sheets(
-    root: Path, skipped: Counter[str] | None = None, sources: Collection[str] = SOURCES
-) -> Iterator[LeadSheet]:
-    """Every sheet the chosen sources yield, parkR charts first; what can't be used is counted in `skipped`."""
-    root = Path(root)
-    skipped = Counter() if skipped is None else skipped
-    unknown = set(sources) - set(SOURCES)
-    if unknown:
-        raise GeneratorError(f"unknown lead-sheet sources {sorted(unknown)}; choose from {list(SOURCES)}")
-    if "parkr" in sources:
-        yield from _parkr_sheets(root, skipped)
-    if "wjd" in sources:
-        yield from _wjd_sheets(root, skipped)
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "untitled"
-
-
-def _title_key(title: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", re.sub(r"^the\s+", "", title.lower()))
-
-
-def _ireal_styles(root: Path) -> dict[str, str]:
-    """Title key → iReal style name, from the header lines of the decoded Jazz 1300 playlist."""
-    path = root / "ireal-jazz1300" / "jazz1300.decoded.txt"
-    styles: dict[str, str] = {}
-    if not path.is_file():
-        return styles
-    title = None
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("Title: "):
-                title = _title_key(line[7:].strip())
-            elif line.startswith("Style: ") and title:
-                styles.setdefault(title, line[7:].strip().lower())
-    return styles
-
-
-def _parkr_sheets(root: Path, skipped: Counter[str]) -> Iterator[LeadSheet]:
-    folder = root / "parkr"
-    tunes_path, chords_path = folder / "irb_tunes.csv", folder / "irb_chords.csv"
-    if not (tunes_path.is_file() and chords_path.is_file()):
-        skipped["parkr: tables missing"] += 1
-        return
-    rows_by_tune: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in _read_csv(chords_path):
-        rows_by_tune[row["compid"]].append(row)
-    styles = _ireal_styles(root)
-    for tune in _read_csv(tunes_path):
-        rows = rows_by_tune.get(tune["compid"])
-        beats_per_bar = _METERS.get(tune["time"])
-        if not rows:
-            skipped["parkr: no chords"] += 1
-            continue
-        if beats_per_bar is None:
-            skipped[f"parkr: unsupported meter {tune['time']}"] += 1
-            continue
-        spans: list[ChordSpan] = []
-        t = 0.0
-        try:
-            for row in rows:
-                if row["section"] in _DROPPED_SECTIONS:
-                    continue
-                duration = float(row["duration"])
-                if not duration > 0:
-                    raise ValueError(row["duration"])
-                symbol = _parkr_symbol(row["chord"])
-                chord = parse_chord(symbol, accidentals_after=True)
-                spans.append(ChordSpan(t, duration, symbol, chord, row["section"]))
-                t += duration
-        except ChordSymbolError:
-            skipped["parkr: unparseable chord symbol"] += 1
-            continue
-        except ValueError:
-            skipped["parkr: bad duration"] += 1
-            continue
-        form = [s for s in spans if s.section not in _INTRO_SECTIONS | _CODA_SECTIONS]
-        form_beats = sum(s.duration for s in form)
-        if not form or all(s.chord is None for s in form):
-            skipped["parkr: empty form"] += 1
-            continue
-        if abs(form_beats / beats_per_bar - round(form_beats / beats_per_bar)) > EPS:
-            skipped["parkr: form is not whole bars"] += 1
-            continue
-        feel, tempo = _IREAL_STYLES.get(styles.get(_title_key(tune["title"]), ""), ("swing", None))
-        yield LeadSheet(
-            id=f"parkr/{int(tune['compid']):04d}-{_slug(tune['title'])}",
-            title=tune["title"],
-            source="parkr iRealBook chord chart",
-            licence=PARKR_LICENCE,
-            chords=tuple(spans),
-            beats_per_bar=beats_per_bar,
-            feel=feel,
-            tempo=tempo,
-        )
-
-
-def _wjd_sheets(root: Path, skipped: Counter[str]) -> Iterator[LeadSheet]:
-    folder = root / "jazzodata"
-    meta_path = folder / "wjd_meta.csv"
-    if not meta_path.is_file():
-        skipped["wjd: meta table missing"] += 1
-        return
-    for meta in _read_csv(meta_path):
-        stem = meta["file_stem"]
-        beats_path, notes_path = folder / f"{stem}.beats.csv", folder / f"{stem}.notes.csv"
-        if not (beats_path.is_file() and notes_path.is_file()):
-            skipped["wjd: beats or notes table missing"] += 1
-            continue
-        reason, sheet = _wjd_sheet(meta, _read_csv(beats_path), _read_csv(notes_path))
-        if sheet is None:
-            skipped[f"wjd: {reason}"] += 1
-        else:
-            yield sheet
-
-
-def _wjd_sheet(
-    meta: dict[str, str], beats: list[dict[str, str]], notes: list[dict[str, str]]
-) -> tuple[str, LeadSheet | None]:
-    periods = {row["period"] for row in beats}
-    if not beats or len(periods) != 1 or int(next(iter(periods))) not in (3, 4):
-        return f"unsupported meter (beats per bar {sorted(periods)})", None
-    beats_per_bar = int(next(iter(periods)))
-    offset = int(beats[0]["beat"]) - 1  # a pickup: beat 0 stays a downbeat
-    index: dict[tuple[str, str], int] = {}
-    for i, row in enumerate(beats):
-        if (i + offset) % beats_per_bar != int(row["beat"]) - 1:
-            return "irregular beat grid", None
-        index[(row["bar"], row["beat"])] = i + offset
-
-    spans: list[ChordSpan] = []
-    try:
-        for i, row in enumerate(beats):
-            symbol = row["chord"].strip() or "NC"
-            if spans and spans[-1].symbol == symbol and spans[-1].section == row["form_part"]:
-                last = spans[-1]
-                spans[-1] = replace(last, duration=last.duration + 1)
-            else:
-                chord = parse_chord(symbol, accidentals_after=True)
-                spans.append(ChordSpan(float(i + offset), 1.0, symbol, chord, row["form_part"]))
-    except ChordSymbolError:
-        return "unparseable chord symbol", None
-
-    beat_seconds = [_number(row["duration_s"], 0.0) for row in beats]
-    typical = sorted(beat_seconds)[len(beat_seconds) // 2] or 0.5
-    melody: list[MelodyNote] = []
-    for row in notes:
-        at = index.get((row["bar"], row["beat"]))
-        if at is None:
-            return "note off the beat grid", None
-        start = at + (int(row["tatum"]) - 1) / max(int(row["division"]), 1)
-        seconds = _number(row["duration_s"], math.nan)
-        local = beat_seconds[at - offset] if 0 <= at - offset < len(beat_seconds) else typical
-        duration = seconds / (local if local > 0 else typical) if seconds == seconds else 1.0
-        melody.append(MelodyNote(start, min(max(duration, 0.1), 4.0), round(float(row["pitch"]))))
-    if not melody:
-        return "no notes", None
-    melody.sort(key=lambda n: (n.start, n.pitch))
-
-    feel_name = meta["rhythmfeel"].upper()
-    feel = "swing" if feel_name in ("SWING", "TWOBEAT") else "ballad" if feel_name == "BALLAD" else "straight"
-    tempo = _number(meta["avgtempo"], math.nan)
-    return "", LeadSheet(
-        id=f"wjd/{meta['file_stem']}",
-        title=f"{meta['title']} ({meta['performer']} solo)",
-        source="Weimar Jazz Database solo with its chord track",
-        licence=WJD_LICENCE,
-        chords=tuple(spans),
-        melody=tuple(melody),
-        beats_per_bar=beats_per_bar,
-        feel=feel,
-        tempo=tempo if tempo == tempo and tempo > 0 else None,
-    )
-
-
-def _number(text: str, default: float) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return default
 
 
 # ---------------------------------------------------------------------------------------- realisation
@@ -681,7 +197,7 @@ def _draw_arrangement(sheet: LeadSheet, rnd: random.Random) -> Arrangement:
     if sheet.melody:
         choruses = 1
     else:
-        form = sum(s.duration for s in sheet.chords if s.section not in _INTRO_SECTIONS | _CODA_SECTIONS)
+        form = sum(s.duration for s in sheet.chords if s.section not in INTRO_SECTIONS | CODA_SECTIONS)
         seconds = rnd.uniform(60, 180)
         choruses = max(1, min(5, round(seconds * tempo / 60 / max(form, 1.0))))
     low = rnd.randint(RIGHT_RANGE[0], RIGHT_RANGE[0] + 5)
@@ -712,9 +228,9 @@ def _perform(sheet: LeadSheet, arr: Arrangement, rnd: random.Random) -> tuple[_T
         walking = feel == "swing"
         return _Timeline(spans), [_Chorus(0.0, spans[-1].end, arr.density * 0.7, walking, False, arr.shells)]
 
-    intro = [s for s in sheet.chords if s.section in _INTRO_SECTIONS]
-    coda = [s for s in sheet.chords if s.section in _CODA_SECTIONS]
-    form = [s for s in sheet.chords if s.section not in _INTRO_SECTIONS | _CODA_SECTIONS]
+    intro = [s for s in sheet.chords if s.section in INTRO_SECTIONS]
+    coda = [s for s in sheet.chords if s.section in CODA_SECTIONS]
+    form = [s for s in sheet.chords if s.section not in INTRO_SECTIONS | CODA_SECTIONS]
     spans: list[_Span] = []
     choruses: list[_Chorus] = []
     t = 0.0
@@ -1130,32 +646,6 @@ def _swing(t: float, ratio: float) -> float:
     return beat + (f * 2 * ratio if f <= 0.5 else ratio + (f - 0.5) * 2 * (1 - ratio))
 
 
-def fold_into_piano(pitch: int) -> int:
-    """The pitch moved by octaves into the piano's range."""
-    while pitch > HIGHEST_PITCH:
-        pitch -= 12
-    while pitch < LOWEST_PITCH:
-        pitch += 12
-    return pitch
-
-
-def one_strike_per_key(placed: list[list[float]], gap: float, together: float) -> list[list[float]]:
-    """[start, end, pitch, velocity] notes, sorted by start, with no key struck while it still
-    sounds: a note ends `gap` seconds before its key is struck again, and two strikes of one key
-    within `together` seconds become one note, the longer and louder (a piano cannot do otherwise)."""
-    placed = sorted(placed, key=lambda x: (x[2], x[0]))
-    kept: list[list[float]] = []
-    for p in placed:
-        held = kept[-1] if kept and kept[-1][2] == p[2] else None
-        if held is not None and held[1] > p[0] - gap:
-            if p[0] - held[0] < together:
-                held[1], held[3] = max(held[1], p[1]), max(held[3], p[3])
-                continue
-            held[1] = p[0] - gap
-        kept.append(p)
-    return sorted(kept, key=lambda x: (x[0], x[2]))
-
-
 def _to_midi(notes: list[_Note], arr: Arrangement, beats_per_bar: int, rnd: random.Random) -> pretty_midi.PrettyMIDI:
     """Swing, seconds, a few milliseconds and velocity steps of humanising, and no key struck while held."""
     seconds_per_beat = 60.0 / arr.tempo
@@ -1215,5 +705,5 @@ def realise_corpus(
             return
         for v in range(versions):
             piece_seed = zlib.crc32(f"{seed}:{sheet.id}:{v}".encode())
-            note = f"{sheet.title} — {sheet.source}; {sheet.licence}; realised by generator.jazz, seed {piece_seed}"
+            note = f"{sheet.title} — {sheet.source}; {sheet.licence}; realised by training.jazz, seed {piece_seed}"
             yield f"{sheet.id}/v{v}", realise(sheet, piece_seed), note

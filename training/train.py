@@ -21,11 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import vocab as V
-from .checkpoint import FORMAT, FORMAT_VERSION
-from .controls import ATTRIBUTES, Controls, ControlSpec, measure
+from generator import vocab as V
+from generator.checkpoint import FORMAT, FORMAT_VERSION
+from generator.controls import ATTRIBUTES, Controls, ControlSpec, measure
+from generator.model import ModelConfig, MusicTransformer
+
 from .dataset import Shard
-from .model import ModelConfig, MusicTransformer
 
 
 @dataclass(frozen=True)
