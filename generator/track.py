@@ -101,13 +101,24 @@ def compose(
 
     results = list(generate(model, requests, progress))
     for attempt in range(1, tries):
-        bad = [i for i, g in enumerate(results) if is_degenerate(g.new_tokens)]
-        if not bad:
+        again = [regenerate(g.request, g.new_tokens, attempt, tries) for g in results]
+        redo = {i: r for i, r in enumerate(again) if r is not None}
+        if not redo:
             break
-        redo = [replace(results[i].request, seed=(results[i].request.seed or 0) + RESEED * attempt) for i in bad]
-        for i, g in zip(bad, generate(model, redo)):
+        for i, g in zip(redo, generate(model, list(redo.values()))):
             results[i] = g
     return results
+
+
+def regenerate(
+    request: GenerationRequest, new_tokens: Sequence[int], attempt: int, tries: int = MAX_TRIES
+) -> GenerationRequest | None:
+    """The one regeneration policy (the CLI and both job backends): a piece that came out
+    degenerate in its `attempt`-th composition (1, 2, …) is composed again with the next seed,
+    until `tries` compositions are spent; None keeps what was composed."""
+    if attempt >= tries or not is_degenerate(new_tokens):
+        return None
+    return replace(request, seed=(request.seed or 0) + RESEED * attempt)
 
 
 @dataclass(frozen=True)

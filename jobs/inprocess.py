@@ -43,7 +43,6 @@ from .receipts import StoredDeliveries
 from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
-RESEED = 1_000_003
 # How long a cancel is remembered for a job this runner does not hold: long enough for a job read
 # as queued (a Redis worker's) to arrive here, which takes milliseconds; the stored state covers
 # every later arrival. Without a limit a worker would keep every cancel of the whole fleet.
@@ -580,18 +579,19 @@ class InProcessRunner(StoredDeliveries):
         self._finish(job_id, JobEvent.stored(job) if ended else JobEvent(job_id, "failed", reason=reason))
 
     async def _generated(self, job_id: int, tokens: list[int], request: GenerationRequest, prompt_length: int) -> None:
-        from generator.postprocess import is_degenerate
         from generator.tokenizer import decode_notes
+        from generator.track import regenerate
 
         if job_id not in self._active:
             return
         await self._stored_start(job_id)
         tries = self._tries.get(job_id, 1)
         new = tokens[prompt_length:]  # judged on what was composed, not on the genre, controls or primer
-        if is_degenerate(new) and tries < self.settings.max_tries:
+        again = regenerate(request, new, tries, self.settings.max_tries)
+        if again is not None:
             log.info("job %s: the piece came out degenerate, composing it again (try %d)", job_id, tries + 1)
             self._tries[job_id] = tries + 1
-            self._incoming.put((job_id, replace(request, seed=(request.seed or 0) + RESEED * tries)))
+            self._incoming.put((job_id, again))
             return
         if not decode_notes(new):  # silent every time: a track of nothing helps no one
             await self._failed(job_id, "the composer wrote only silence; please try again or pick another seed")

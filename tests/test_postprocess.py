@@ -34,3 +34,16 @@ def test_a_piece_without_notes_is_degenerate():
     assert is_degenerate([V.TIME_SHIFT + 99] * 3)  # three seconds of nothing
     assert is_degenerate([V.VELOCITY + 20, V.NOTE_ON + 60, V.NOTE_OFF + 60])  # zero length: no note
     assert not is_degenerate([V.NOTE_ON + 60, V.TIME_SHIFT + 9, V.NOTE_OFF + 60])
+
+
+def test_one_regeneration_policy_composes_a_degenerate_piece_again_with_the_next_seed_until_tries_run_out():
+    from generator.params import GenerationRequest
+    from generator.track import RESEED, regenerate
+
+    request = GenerationRequest("jazz", max_new_tokens=100, seed=7)
+    hammered = encode_notes([Note(i * 10, i * 10 + 10, 60, 80) for i in range(50)])
+    melody = encode_notes([Note(i * 20, i * 20 + 15, 60 + i % 5, 80) for i in range(50)])
+    assert regenerate(request, hammered, attempt=1, tries=3).seed == 7 + RESEED
+    assert regenerate(request, hammered, attempt=2, tries=3).seed == 7 + 2 * RESEED
+    assert regenerate(request, hammered, attempt=3, tries=3) is None  # spent: the last one is kept
+    assert regenerate(request, melody, attempt=1, tries=3) is None
