@@ -37,6 +37,9 @@ RUN pip install --no-deps . \
  && useradd --create-home --uid 10001 melomania \
  && mkdir -p /data && chown melomania /data
 USER melomania
+# The decoding attention kernel, built for the CPU that builds the image (-march=native; a
+# container on another CPU finds none and decodes with an fp32 cache, saying so once).
+RUN melomania build-kernel || true
 ENV MELOMANIA_OUT_DIR=/data/out
 VOLUME ["/data"]
 

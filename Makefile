@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	# /opt/wheels (pip.conf find-links); elsewhere add --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/melomania build-kernel || true  # optional: without it decoding keeps an fp32 cache
 	touch $@
 
 demo: setup

@@ -1,5 +1,6 @@
 """A decode step's attention over a bfloat16 key/value cache, in a small C kernel (attention.c)
-built on first use with the machine's compiler and called through ctypes.
+built at install with the machine's compiler (`make setup`, `melomania build-kernel`, the Docker
+build; never on a user's request) and called through ctypes.
 
 Why: at a batch of eight the cache no longer fits the CPU's caches, and reading it is what a
 step costs beyond one user's step. With fp32 keys, MKL's batched matrix-vector products read at
@@ -18,19 +19,18 @@ is fp32. Validation NLL through the cached decode path (16 windows of 500 events
 by at most 0.0002 nats against the fp32 cache. Every sum runs over a row's own positions in a
 fixed order, so a row's result is the same, bit for bit, whatever else is in the batch.
 
-Where there is no C compiler (or it fails), `load()` returns None, decoding keeps the fp32 cache
-and eager attention, and the log says why once. `CC` picks the compiler (default `cc`); built
-kernels are kept in $XDG_CACHE_HOME/melomania/kernels (else ~/.cache/…), one per source,
-compiler and CPU, when no one else could write there, and one unused for 30 days is removed when
-another is built; otherwise the kernel is built for this process alone in a private scratch
-directory, removed once it is loaded.
+Where it was not built (no C compiler, a failed build, another CPU), `load()` returns None,
+decoding keeps the fp32 cache and eager attention, and the log says why once. `CC` picks the
+compiler (default `cc`); built kernels are kept in $XDG_CACHE_HOME/melomania/kernels (else
+~/.cache/…), one per source, compiler and CPU, when no one else could write there, and one unused
+for 30 days is removed when another is built; otherwise the kernel is built for this process
+alone in a private scratch directory, removed once it is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import hashlib
 import logging
 import os
@@ -44,6 +44,7 @@ import threading
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -154,16 +155,33 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
-def build(compiler: str | None = None) -> Path:
-    """Build attention.c (or find it built) and return the shared library's path; raises
-    OSError, ValueError (a `CC` that does not parse) or subprocess.CalledProcessError where that
-    cannot be done."""
+def _target(compiler: str | None = None) -> tuple[list[str], bytes, Path]:
+    """The compiler command, the source, and where its build for this compiler and CPU is kept."""
     cc = shlex.split(compiler or os.environ.get("CC") or "cc")
     source = files("generator").joinpath("attention.c").read_bytes()
     version = subprocess.run([*cc, "--version"], capture_output=True, check=True, timeout=30).stdout
     recipe = [source, "\0".join(cc).encode(), version, " ".join(FLAGS).encode(), _cpu_signature().encode()]
     digest = hashlib.sha256(b"\0".join(recipe)).hexdigest()[:16]
-    target = _cache_dir() / f"attention-{digest}.so"
+    return cc, source, _cache_dir() / f"attention-{digest}.so"
+
+
+def built(compiler: str | None = None) -> Path | None:
+    """The kernel built for this source, compiler and CPU (by `build`, at install), or None."""
+    _, _, target = _target(compiler)
+    if target.is_file() and not target.is_symlink():
+        _mark_used(target)
+        return target
+    if target.parent.name.startswith(SCRATCH_PREFIX):  # no cache could be kept: nothing to find
+        shutil.rmtree(target.parent, ignore_errors=True)
+    return None
+
+
+def build(compiler: str | None = None) -> Path:
+    """Build attention.c (or find it built) and return the shared library's path; raises
+    OSError, ValueError (a `CC` that does not parse) or subprocess.CalledProcessError where that
+    cannot be done. Run at install (`make setup`, `melomania build-kernel`, the Docker build),
+    never on a user's request: `load` only loads what this built."""
+    cc, source, target = _target(compiler)
     if target.is_file() and not target.is_symlink():
         _mark_used(target)
         return target
@@ -200,12 +218,18 @@ def remove_unused(directory: Path, keep: Path, days: float = UNUSED_DAYS) -> lis
 
 
 _loading = threading.Lock()
+_loaded: dict[str, Any] = {}  # what load() found: "kernel" (or None), "tried_build"
 
 
-@functools.cache
-def _load() -> AttentionKernel | None:
+def _load(build_if_missing: bool) -> AttentionKernel | None:
     try:
-        path = build()
+        path = build() if build_if_missing else built()
+        if path is None:
+            log.warning(
+                "the attention kernel is not built for this machine (make setup, or melomania build-kernel); "
+                "decoding keeps an fp32 cache"
+            )
+            return None
         kernel = AttentionKernel(ctypes.CDLL(str(path)))
         if path.parent.name.startswith(SCRATCH_PREFIX):  # mapped now; nothing to keep
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -229,8 +253,12 @@ def _load() -> AttentionKernel | None:
     return kernel
 
 
-def load() -> AttentionKernel | None:
-    """The kernel, built and checked against `reference`, or None where it cannot be had (the
-    log says why, once per process)."""
-    with _loading:  # threads that start decoders together build it once
-        return _load()
+def load(build_if_missing: bool = False) -> AttentionKernel | None:
+    """The kernel built at install, checked against `reference`, or None where there is none
+    (the log says why, once per process). `build_if_missing`: build it now (install, tests)."""
+    with _loading:  # threads that start decoders together load it once
+        kernel, tried_build = _loaded.get("kernel"), _loaded.get("tried_build")
+        if "kernel" in _loaded and (kernel is not None or tried_build or not build_if_missing):
+            return kernel  # known already: one warning per process, not one per call
+        _loaded.update(kernel=_load(build_if_missing), tried_build=build_if_missing)
+        return _loaded["kernel"]

@@ -464,6 +464,20 @@ def db_upgrade(
     out.print(f"database at revision {revision}", highlight=False)
 
 
+@app.command("build-kernel")
+def build_kernel() -> None:
+    """Build the decoding attention kernel for this machine (make setup and the Docker build run this)."""
+    from generator.attention_kernel import build, load
+
+    try:
+        path = build()
+    except Exception as exc:  # no compiler, or it failed: decoding keeps an fp32 cache, slower
+        fail(f"the attention kernel did not build ({exc}); composing works without it, more slowly")
+    if load() is None:
+        fail("the attention kernel built but disagrees with plain torch; composing works without it")
+    out.print(f"attention kernel built: {path}", highlight=False)
+
+
 @app.command()
 def worker() -> None:
     """Run a generator worker: pull compose jobs from Redis (MELOMANIA_REDIS_URL), batch, render, store."""

@@ -24,6 +24,15 @@ def runner_model() -> MusicTransformer:
     return m
 
 
+@pytest.fixture(scope="session", autouse=True)
+def installed_kernel():
+    """The attention kernel as `make setup` leaves it: built before anything decodes (decoding
+    itself never builds it)."""
+    from generator.attention_kernel import load
+
+    return load(build_if_missing=True)
+
+
 @pytest.fixture(scope="session")
 def model() -> MusicTransformer:
     return tiny_model()

@@ -20,7 +20,7 @@ from generator.packed import for_decoding, supported
 
 @pytest.fixture(scope="module")
 def kernel():
-    built = load()
+    built = load(build_if_missing=True)
     assert built is not None, "the test command installs a C compiler; the kernel must build"
     return built
 
@@ -160,17 +160,20 @@ def test_a_head_size_the_kernel_cannot_read_keeps_the_fp32_cache():
 
 
 @pytest.mark.parametrize(
-    ("compiler", "says"),
+    ("compiler", "install", "says"),
     [
-        ("{tmp}/no-such-cc", "the attention kernel is unavailable"),  # no compiler at all
-        ("cc -fno-such-flag", "the attention kernel did not build"),  # one that fails to compile
+        ("{tmp}/no-such-cc", True, "the attention kernel is unavailable"),  # no compiler at all
+        ("cc -fno-such-flag", True, "the attention kernel did not build"),  # one that fails to compile
+        ("cc", False, "the attention kernel is not built for this machine"),  # installed without it
     ],
 )
-def test_without_a_working_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path, compiler, says):
-    """A fresh process, as a machine without a working compiler would start: no kernel, one
-    warning in the log with the reason, and a piece composed all the same."""
+def test_without_a_working_compiler_decoding_keeps_fp32_and_says_why_once(tmp_path, compiler, install, says):
+    """A fresh process, as a machine without a working compiler would start (the install tried
+    to build the kernel), or one installed without building it: no kernel, one warning in the
+    log with the reason, and a piece composed all the same. Decoding itself never builds."""
     script = (
         "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        f"from generator.attention_kernel import load; load(build_if_missing={install})\n"
         "from conftest import tiny_model\n"
         "from generator import GenerationRequest, generate\n"
         "from generator.packed import for_decoding\n"

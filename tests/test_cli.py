@@ -284,3 +284,10 @@ def test_settings_and_composer_never_show_the_passwords_in_their_urls(monkeypatc
     assert settings.database_url.endswith("@db/melomania") and settings.redis_url.startswith("redis://:redis-pass")
     shown = repr(settings) + str(settings) + repr(Composer(redis_url=settings.redis_url))
     assert "db-pass" not in shown and "redis-pass" not in shown
+
+
+def test_build_kernel_builds_the_attention_kernel_for_this_machine_and_says_where():
+    result = run("build-kernel")
+    assert result.exit_code == 0, result.output
+    path = result.output.split("attention kernel built:", 1)[1].split()[0]
+    assert path.endswith(".so") and os.path.isfile(path)

@@ -244,7 +244,7 @@ async def test_bad_values_are_refused_before_anything_is_stored(env):
     db, store = env
     runner = await started_runner(db, store)
     try:
-        with pytest.raises(GeneratorError, match="temperature must be from 0.1 to 2"):
+        with pytest.raises(GeneratorError, match=r"temperature must be from 0\.1 to 2"):
             await runner.submit(req(sampling={"temperature": 0}))
         with pytest.raises(GeneratorError, match="unknown genre"):
             await runner.submit(req(genre="polka"))
