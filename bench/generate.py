@@ -88,7 +88,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.checkpoint:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint).model
     else:
         model = MusicTransformer(
             ModelConfig(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_ff=args.ff)

@@ -147,21 +147,21 @@ def genre_conditioning(model, windows: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def control_table(model, pieces_per_level: int, tokens: int, seed: int) -> dict[str, list[dict]]:
+def control_table(loaded, pieces_per_level: int, tokens: int, seed: int) -> dict[str, list[dict]]:
     """Is each control followed? For every attribute and level, compose pieces (the genres in
     turn, the other controls unknown) and measure the level each piece comes out at."""
     from dataclasses import replace
 
     from generator.controls import ATTRIBUTES, N_BINS, measure
 
-    spec = model.controls
+    model, spec = loaded.model, loaded.model.controls
     requests, asked = [], []
     for a in ATTRIBUTES:
         for level in range(N_BINS):
             for i in range(pieces_per_level):
                 g = V.GENRES[i % len(V.GENRES)]
                 levels = {x: None for x in ATTRIBUTES} | {a: level}
-                sampling = replace(preset_sampling(g, model.presets), **levels)
+                sampling = replace(preset_sampling(g, loaded.presets), **levels)
                 requests.append(GenerationRequest(g, sampling, max_new_tokens=tokens, seed=seed + len(requests)))
                 asked.append((a, level))
     pieces = generate(model, requests)
@@ -211,7 +211,8 @@ def main() -> None:
     from melomania.settings import Settings
 
     ckpt = args.checkpoint or Settings().checkpoint_path()
-    model = load_model(ckpt)
+    loaded = load_model(ckpt)
+    model = loaded.model
     data = Path(args.data)
     have_data = (data / "summary.json").is_file()
     out = Path(args.out)
@@ -220,7 +221,7 @@ def main() -> None:
     requests = [
         GenerationRequest(
             g,
-            preset_sampling(g, model.presets, temperature=args.temperature),
+            preset_sampling(g, loaded.presets, temperature=args.temperature),
             max_new_tokens=args.tokens,
             seed=args.seed + i,
         )
@@ -327,7 +328,7 @@ def main() -> None:
             + ", ".join(f"{V.display_name(g)} {v:.3f}" for g, v in nll_known.items())
         )
     if model.controls is not None and args.control_pieces:
-        table = control_table(model, args.control_pieces, min(args.tokens, 512), args.seed + 100_000)
+        table = control_table(loaded, args.control_pieces, min(args.tokens, 512), args.seed + 100_000)
         print(f"attribute controls: {args.control_pieces} pieces per level (genres in turn), level asked vs measured")
         for a, levels in table.items():
             print(f"  {a}")

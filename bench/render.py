@@ -56,12 +56,12 @@ def main() -> None:
         if ckpt is None:
             print("compose: skipped, no checkpoint configured or shipped")
         else:
-            model = load_model(ckpt)
+            loaded = load_model(ckpt)
             request = GenerationRequest(
-                "calm", preset_sampling("calm", model.presets), max_seconds=args.seconds, seed=42
+                "calm", preset_sampling("calm", loaded.presets), max_seconds=args.seconds, seed=42
             )
             t1 = time.perf_counter()
-            (piece,) = compose(model, [request])
+            (piece,) = compose(loaded.model, [request])
             t_gen = time.perf_counter() - t1
             t2 = time.perf_counter()
             files = write_track(piece.tokens, tmpdir / "ambient-42", Tags("Ambient #42", "ambient"))

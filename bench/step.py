@@ -23,10 +23,11 @@ from generator.decoding import BatchDecoder
 from generator.packed import for_decoding
 
 
-def ms_per_step(model, batch: int, tokens: int) -> float:
-    """`model` as the decoder will run it (already through for_decoding, or plain fp32)."""
+def ms_per_step(model, presets: dict, batch: int, tokens: int) -> float:
+    """`model` as the decoder will run it (already through for_decoding, or plain fp32);
+    `presets`: the checkpoint's own."""
     requests = [
-        GenerationRequest(g, preset_sampling(g, model.presets), max_new_tokens=tokens, seed=10 + i)
+        GenerationRequest(g, preset_sampling(g, presets), max_new_tokens=tokens, seed=10 + i)
         for i, g in zip(range(batch), V.GENRES * batch)
     ]
     decoder = BatchDecoder(model, packed=False)
@@ -51,7 +52,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ckpt = args.checkpoint or Settings().checkpoint_path()
-    model = load_model(ckpt)
+    loaded = load_model(ckpt)
+    model = loaded.model
     batches = [int(b) for b in args.batches.split(",")]
     variants = {"fp32": model.eval(), "packed": for_decoding(model, kernel=False), "decoder": for_decoding(model)}
     print(f"checkpoint {ckpt}: {args.tokens} tokens per row, {args.threads} torch thread(s)")
@@ -60,9 +62,10 @@ def main() -> None:
             print(f"{name}: not available on this machine (see the log), so not timed")
             del variants[name]
     for decoding in variants.values():  # warm-up: allocator, MKL and oneDNN kernels
-        ms_per_step(decoding, 1, 32)
+        ms_per_step(decoding, loaded.presets, 1, 32)
     print(f"{'batch':>5} " + " ".join(f"{name + ' ms/step (× first)':>24}" for name in variants))
-    table = {b: [ms_per_step(decoding, b, args.tokens) for decoding in variants.values()] for b in batches}
+    presets = loaded.presets
+    table = {b: [ms_per_step(decoding, presets, b, args.tokens) for decoding in variants.values()] for b in batches}
     base = table[batches[0]]
     for b, row in table.items():
         print(f"{b:>5} " + " ".join(f"{ms:>16.2f} ({ms / base[i]:.2f}×)" for i, ms in enumerate(row)))

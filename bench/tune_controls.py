@@ -81,11 +81,13 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    model = load_model(args.checkpoint)
+    loaded = load_model(args.checkpoint)
+    model = loaded.model
     if model.controls is None:
         raise SystemExit(f"{args.checkpoint} has no attribute controls to tune")
-    if not model.presets:
-        model.presets = {g: replace(p, **asdict(Controls())) for g, p in stored_presets(args.presets_from).items()}
+    presets = loaded.presets or {
+        g: replace(p, **asdict(Controls())) for g, p in stored_presets(args.presets_from).items()
+    }
     data = Path(args.data)
     excerpts = {g: validation_excerpts(data, g, args.tokens) for g in V.GENRES}
     classifier = style.NearestCentroid({g: style_features(e) for g, e in excerpts.items()})
@@ -94,7 +96,7 @@ def main() -> None:
     requests, keys = [], []
     for g in args.genres.split(","):
         for c in candidates(g, typical(model, data, g, args.tokens)):
-            sampling = replace(preset_sampling(g, model.presets), **asdict(c))
+            sampling = replace(preset_sampling(g, presets), **asdict(c))
             for i in range(args.pieces):
                 requests.append(GenerationRequest(g, sampling, max_new_tokens=args.tokens, seed=TUNING_SEED + i))
                 keys.append((g, c))
@@ -118,7 +120,7 @@ def main() -> None:
     lines = []
     default = asdict(SamplingParams())
     for g, (_, c) in best.items():
-        p = asdict(replace(preset_sampling(g, model.presets), **asdict(c)))
+        p = asdict(replace(preset_sampling(g, presets), **asdict(c)))
         print(f"chosen for {V.display_name(g)}: {c.describe()}")
         lines.append(f"[{g}]")
         lines += [f"{k} = {v!r}".replace("'", '"') for k, v in p.items() if v != default[k] and v is not None]

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--out", default="presets.toml")
     args = ap.parse_args()
 
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint).model
     excerpts = {g: validation_excerpts(Path(args.data), g, args.tokens) for g in V.GENRES}
     if missing := [V.display_name(g) for g, e in excerpts.items() if not e]:
         raise SystemExit(f"no validation pieces for {', '.join(missing)} in {args.data}: every genre needs some")

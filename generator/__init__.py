@@ -18,6 +18,7 @@ _LAZY = {
     "generate": "decoding",
     "ModelConfig": "model",
     "MusicTransformer": "model",
+    "LoadedModel": "checkpoint",
     "load_model": "checkpoint",
     "save_checkpoint": "checkpoint",
 }
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import load_model, save_checkpoint  # noqa: F401
+    from .checkpoint import LoadedModel, load_model, save_checkpoint  # noqa: F401
     from .decoding import BatchDecoder, Generation, generate  # noqa: F401
     from .model import ModelConfig, MusicTransformer  # noqa: F401
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 import pickle
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +75,31 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__} {first}".strip()) from None
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with what its checkpoint said about it. What decoding reads (the control
+    vocabulary, exact decoding) is on the model itself; this holds what only callers need."""
+
+    model: MusicTransformer  # in eval mode
+    name: str  # the file's stem, the model a recipe names
+    sha256: str  # of the checkpoint file, for recipes
+    presets: dict[str, SamplingParams] = field(default_factory=dict)  # its own per genre; {}: the reference's
+    genres: tuple[str, ...] = vocab.GENRES  # names in token order
+
+    @property
+    def controls(self) -> ControlSpec | None:
+        return self.model.controls
+
+
 def load_model(
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     exact_decoding: bool = False,
-) -> MusicTransformer:
+) -> LoadedModel:
     """Load the published music-composer state_dict unchanged, or one of our checkpoints.
-
-    The returned model is in eval mode and carries `genres` (names in token order), `presets`
-    (its own sampling presets per genre, if it has any), `controls` (its control vocabulary, or
-    None), `name` (the file's stem),
-    `checkpoint_sha256` for recipes, and `exact_decoding` (fp32 products when decoding, even
-    where bfloat16 ones would be faster: packed.py).
-    """
+    `exact_decoding`: fp32 products when decoding, even where bfloat16 ones would be faster
+    (packed.py)."""
     path = Path(path)
     blob = _read(path)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
@@ -125,13 +136,9 @@ def load_model(
     model = MusicTransformer(config)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
-    model.genres = genres
-    model.presets = presets  # the genre presets this checkpoint was tuned with; {}: the reference's
-    model.controls = controls  # its control vocabulary (controls.ControlSpec), None: it has none
-    model.name = path.stem
-    model.checkpoint_sha256 = _sha256(path)
+    model.controls = controls
     model.exact_decoding = exact_decoding
-    return model.to(device=device, dtype=dtype).eval()
+    return LoadedModel(model.to(device=device, dtype=dtype).eval(), path.stem, _sha256(path), presets, genres)
 
 
 def _presets(path: Path, blob: dict) -> dict[str, SamplingParams]:
@@ -161,15 +168,19 @@ def stored_presets(path: str | os.PathLike[str]) -> dict[str, SamplingParams]:
     return _presets(path, blob)
 
 
-def save_checkpoint(model: MusicTransformer, path: str | os.PathLike[str], **meta: Any) -> None:
-    """Write weights with their config, atomically (a crash never leaves half a file)."""
+def save_checkpoint(model: MusicTransformer | LoadedModel, path: str | os.PathLike[str], **meta: Any) -> None:
+    """Write weights with their config and control vocabulary, atomically (a crash never leaves
+    half a file). A loaded model keeps the genres its checkpoint had; presets go in `meta`
+    (sampling_presets), as export does."""
     path = Path(path)
+    genres = model.genres if isinstance(model, LoadedModel) else vocab.GENRES
+    model = model.model if isinstance(model, LoadedModel) else model
     blob = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "config": asdict(model.config),
-        "genres": list(getattr(model, "genres", vocab.GENRES)),
-        "controls": spec.as_dict() if (spec := getattr(model, "controls", None)) else None,
+        "genres": list(genres),
+        "controls": model.controls.as_dict() if model.controls else None,
         "model": model.state_dict(),
         "meta": meta,
     }

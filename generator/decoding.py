@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import vocab as V
-from .controls import ControlError, ControlSpec
+from .controls import ControlError
 from .model import KVCache, MusicTransformer
 from .packed import for_decoding
 from .params import GenerationRequest, draw_seed
@@ -86,7 +86,7 @@ def window(tokens: Sequence[int], max_len: int, prefix: int = 1) -> list[int]:
 def prompt_prefix(model: MusicTransformer, request: GenerationRequest) -> list[int]:
     """The genre token, then the control tokens where the model has a control vocabulary.
     Controls asked of a model without one are an error, not silently ignored."""
-    spec: ControlSpec | None = getattr(model, "controls", None)
+    spec = model.controls
     controls = request.sampling.controls
     if spec is None:
         if controls.any:

@@ -19,6 +19,7 @@ from . import vocab
 
 if TYPE_CHECKING:
     from .attention_kernel import AttentionKernel
+    from .controls import ControlSpec
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,10 @@ class PositionalEncoding(nn.Module):
 class MusicTransformer(nn.Module):
     kv_dtype: torch.dtype | None = None  # the cache's type, when not the weights' (packed.for_decoding)
     decoding_copy: bool = False  # made by packed.for_decoding, ready to decode as it is
+    # Set by checkpoint.load_model; they live on the model, not beside it, because decoding reads
+    # them wherever the model goes (a decoding copy, a worker's BatchDecoder).
+    controls: ControlSpec | None = None  # the control tokens past the events; None: it takes none
+    exact_decoding: bool = False  # fp32 products when decoding, even where bfloat16 ones are faster
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .model import MusicTransformer
 
 EXACT_ROWS = 32  # row counts up to this (a decode step's batch) get their own kernel
 
@@ -68,7 +72,7 @@ class PackedLinear(nn.Module):
         return y.float().reshape(*x.shape[:-1], self.out_features)
 
 
-def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
+def for_decoding(model: MusicTransformer, kernel: bool = True) -> MusicTransformer:
     """An inference copy of `model` for decoding on this CPU, or `model` itself where nothing
     here would be faster. The copy's projections are PackedLinear when the CPU has native
     bfloat16, and its key/value cache is bfloat16, read by the attention kernel, where a C
@@ -89,8 +93,7 @@ def for_decoding(model: nn.Module, kernel: bool = True) -> nn.Module:
     the kernel, 8 of 8 in fp32, 6 of 8 with bfloat16 products and the fp32 cache.
     """
     weight = model.embedding.weight
-    exact = getattr(model, "exact_decoding", False)
-    if exact or weight.device.type != "cpu" or weight.dtype != torch.float32 or getattr(model, "decoding_copy", False):
+    if model.exact_decoding or weight.device.type != "cpu" or weight.dtype != torch.float32 or model.decoding_copy:
         return model
     from .attention_kernel import load
     from .model import RelativeSelfAttention

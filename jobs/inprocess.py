@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator import GeneratorError
 from generator.params import GenerationRequest, draw_seed
@@ -42,6 +42,10 @@ from .api import ComposeRequest, JobEvent, Refused
 from .receipts import StoredDeliveries
 from .settings import RunnerSettings
 
+if TYPE_CHECKING:  # not at run time: a Redis-mode bot imports this and never torch
+    from generator.checkpoint import LoadedModel
+    from generator.model import MusicTransformer
+
 log = logging.getLogger(__name__)
 # How long a cancel is remembered for a job this runner does not hold: long enough for a job read
 # as queued (a Redis worker's) to arrive here, which takes milliseconds; the stored state covers
@@ -63,7 +67,7 @@ class InProcessRunner(StoredDeliveries):
         self,
         db: Database,
         store: ArtifactStore,
-        load_model: Callable[[], Any],
+        load_model: Callable[[], LoadedModel],
         settings: RunnerSettings | None = None,
         soundfont: str | None = None,
         platforms: tuple[str, ...] | None = None,
@@ -94,7 +98,7 @@ class InProcessRunner(StoredDeliveries):
         self._render_pool = RenderPool(settings.render_workers, soundfont)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.model: Any = None
+        self.loaded: LoadedModel | None = None
         self.decoder: Any = None  # the generation thread's BatchDecoder, for inspection
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -107,8 +111,7 @@ class InProcessRunner(StoredDeliveries):
         loaded: asyncio.Future = self._loop.create_future()
         self._thread = threading.Thread(target=self._generation_thread, args=(loaded,), name="generation", daemon=True)
         self._thread.start()
-        self.model = await loaded
-        self.model_id = getattr(self.model, "name", "model")
+        self.loaded = await loaded
         if recover:
             await self._recover()
 
@@ -159,13 +162,12 @@ class InProcessRunner(StoredDeliveries):
     @property
     def _presets(self) -> dict:
         """The loaded checkpoint's own genre presets ({}: the reference's)."""
-        return getattr(self.model, "presets", None) or {}
+        return self.loaded.presets if self.loaded else {}
 
     @property
     def _follows_controls(self) -> bool:
         """Whether the model follows attribute controls (an unloaded model is given the benefit)."""
-        model = getattr(self, "model", None)
-        return model is None or getattr(model, "controls", None) is not None
+        return self.loaded is None or self.loaded.model.controls is not None
 
     # --- the API -------------------------------------------------------------------------------
 
@@ -374,18 +376,18 @@ class InProcessRunner(StoredDeliveries):
                 torch.set_num_threads(self.settings.torch_threads)
             model = self._load_model()
             cores = len(os.sched_getaffinity(0))  # what this process may use, in a container too
-            threads = self.settings.torch_threads or decoding_threads(model, cores)
+            threads = self.settings.torch_threads or decoding_threads(model.model, cores)
             torch.set_num_threads(threads)
-            decoding = for_decoding(model)  # built before start() returns: a failure here is start()'s
+            decoding = for_decoding(model.model)  # built before start() returns: a failure here is start()'s
         except BaseException as exc:
             settle(loaded.set_exception, exc)
             return
-        settle(loaded.set_result, model)
+        settle(loaded.set_result, model)  # the LoadedModel: start() keeps it for presets and recipes
         # Up to 4 for windows: only 2 cores were measured, and affinity does not see a CPU quota.
         helpers = min(cores, 4) if not self.settings.torch_threads and threads < cores else None
         self._generation_loop(decoding, window_threads=helpers)
 
-    def _generation_loop(self, model: Any, window_threads: int | None = None) -> None:
+    def _generation_loop(self, model: MusicTransformer, window_threads: int | None = None) -> None:
         """Compose until stopped; `model` is already prepared for decoding (packed.for_decoding).
         `window_threads`: torch threads for re-encoding a row's window (BatchDecoder)."""
         from generator.decoding import BatchDecoder, tokens_done_and_expected
@@ -620,11 +622,11 @@ class InProcessRunner(StoredDeliveries):
         from generator.track import Recipe, track_title
 
         attempt = self._attempts.get(job_id)  # now: a job let go while it renders loses it from the dict
-        model = self.model
+        assert self.loaded is not None  # a job renders only after start() loaded the model
         recipe = Recipe.of(
             request,
-            getattr(model, "name", "model"),
-            getattr(model, "checkpoint_sha256", ""),
+            self.loaded.name,
+            self.loaded.sha256,
             instrument=compose.instrument,
             primer=compose.primer_ref,
         )
@@ -666,7 +668,7 @@ class InProcessRunner(StoredDeliveries):
 STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); please try again later"
 
 
-def decoding_threads(model: Any, cores: int) -> int:
+def decoding_threads(model: MusicTransformer, cores: int) -> int:
     """Torch threads for the generation thread: every core for a large model; one for a small
     one, whose ops are too short to share, leaving the other cores to render tracks (and to help
     re-encode a row's window, which does share: BatchDecoder's window_threads).

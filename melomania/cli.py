@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +25,9 @@ from generator.params import Overrides, draw_seed
 from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
 
 from .settings import Settings
+
+if TYPE_CHECKING:  # torch is imported only by the commands that compose
+    from generator.checkpoint import LoadedModel
 
 app = typer.Typer(
     add_completion=False,
@@ -84,7 +87,7 @@ def writable_dir(path: Path) -> Path:
     return path
 
 
-def load_configured_model(settings: Settings, checkpoint: Path | None):
+def load_configured_model(settings: Settings, checkpoint: Path | None) -> tuple[Path, LoadedModel]:
     path = checkpoint or settings.checkpoint_path()
     if path is None:
         fail(
@@ -167,8 +170,8 @@ def compose(
         soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
         first_seed = seed if seed is not None else draw_seed()
-        ckpt_path, model = load_configured_model(settings, checkpoint)
-        sampling = overrides.resolve(genre, model.presets)  # the checkpoint's own presets
+        ckpt_path, loaded = load_configured_model(settings, checkpoint)
+        sampling = overrides.resolve(genre, loaded.presets)  # the checkpoint's own presets
         requests = [
             GenerationRequest(
                 genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
@@ -188,7 +191,7 @@ def compose(
         ) as bar:
             task = bar.add_task(f"composing {count} × {V.display_name(genre)}", total=None)
             pieces = compose_pieces(
-                model, requests, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                loaded.model, requests, progress=lambda done, total: bar.update(task, completed=done, total=total)
             )
         t_generate = time.perf_counter() - t0
 
@@ -197,7 +200,7 @@ def compose(
             recipe = Recipe.of(
                 r,
                 model=ckpt_path.name,
-                checkpoint_sha256=model.checkpoint_sha256,
+                checkpoint_sha256=loaded.sha256,
                 instrument=instrument,
                 primer=primer.name if primer else None,
             )
@@ -530,10 +533,10 @@ def prepare_bot_process():
     torch.set_num_threads(1)
     try:
         soundfont = check_render_tools(settings)
-        _, model = load_configured_model(settings.model_copy(update={"threads": None}), None)
+        _, loaded = load_configured_model(settings.model_copy(update={"threads": None}), None)
     except (GeneratorError, RenderError) as exc:
         fail(str(exc))
-    return settings, Composer(model=model, soundfont=soundfont, threads=settings.threads)
+    return settings, Composer(loaded=loaded, soundfont=soundfont, threads=settings.threads)
 
 
 def check_redis(url: str) -> None:

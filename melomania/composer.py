@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from storage import ArtifactStore, Database
+
+if TYPE_CHECKING:  # a Redis-mode bot never imports torch
+    from generator.checkpoint import LoadedModel
 
 
 @dataclass(frozen=True)
 class Composer:
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
-    model: Any = None  # in-process only
+    loaded: LoadedModel | None = None  # in-process only
     soundfont: Path | None = None  # in-process only; None: Debian's default font
     threads: int | None = None  # in-process only: torch threads for composing (None: the runner's choice)
 
@@ -28,11 +31,13 @@ class Composer:
             return RedisBackend(db, self.redis_url)
         from jobs.inprocess import InProcessRunner, RunnerSettings
 
-        model = self.model
+        loaded = self.loaded
+        if loaded is None:
+            raise ValueError("an in-process composer needs a loaded model")
         return InProcessRunner(
             db,
             store,
-            lambda: model,
+            lambda: loaded,
             RunnerSettings(torch_threads=self.threads),
             soundfont=str(self.soundfont) if self.soundfont else None,
             platforms=platforms,
@@ -41,4 +46,4 @@ class Composer:
     def describe(self) -> str:
         if self.redis_url:
             return "melomania worker processes over Redis"
-        return f"one in-process runner (model {getattr(self.model, 'name', 'model')})"
+        return f"one in-process runner (model {self.loaded.name if self.loaded else 'none'})"

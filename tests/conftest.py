@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import torch
 
-from generator import ModelConfig, MusicTransformer
+from generator import LoadedModel, ModelConfig, MusicTransformer
 
 pytest_plugins = ["storage_fixtures"]
 
@@ -17,11 +17,9 @@ def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransfor
     return MusicTransformer(config).eval()
 
 
-def runner_model() -> MusicTransformer:
+def runner_model() -> LoadedModel:
     """A tiny model named as a loaded checkpoint is, for the job runner's recipes (its loader)."""
-    m = tiny_model(max_len=256)
-    m.name, m.checkpoint_sha256 = "tiny", "0" * 64
-    return m
+    return LoadedModel(tiny_model(max_len=256), name="tiny", sha256="0" * 64)
 
 
 @pytest.fixture(scope="session", autouse=True)

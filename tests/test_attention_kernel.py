@@ -156,7 +156,7 @@ def test_the_decoding_copy_stores_a_bfloat16_cache_and_composes_close_to_fp32(ke
 
 def test_a_head_size_the_kernel_cannot_read_keeps_the_fp32_cache():
     model = MusicTransformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, max_len=64)).eval()  # head size 8
-    assert getattr(for_decoding(model), "kv_dtype", None) is None
+    assert for_decoding(model).kv_dtype is None
 
 
 @pytest.mark.parametrize(
@@ -178,7 +178,7 @@ def test_without_a_working_compiler_decoding_keeps_fp32_and_says_why_once(tmp_pa
         "from generator import GenerationRequest, generate\n"
         "from generator.packed import for_decoding\n"
         "fast = for_decoding(tiny_model(max_len=64))\n"
-        "assert getattr(fast, 'kv_dtype', None) is None, fast.kv_dtype\n"
+        "assert fast.kv_dtype is None, fast.kv_dtype\n"
         "print(len(generate(fast, [GenerationRequest('pop', max_new_tokens=20, seed=1)])[0].new_tokens))\n"
     )
     env = {**os.environ, "CC": compiler.format(tmp=tmp_path), "XDG_CACHE_HOME": str(tmp_path)}

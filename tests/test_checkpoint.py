@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import tiny_model
 
 from generator import CheckpointError, GeneratorError, ModelConfig, load_model, save_checkpoint
+from generator import vocab as V
 
 
 def published_layout(n_layers=12, d=1024, ff=2048, head_dim=64, vocab=394, max_len=2048) -> dict[str, tuple]:
@@ -50,7 +53,7 @@ def test_published_103m_state_dict_loads_strictly_and_unchanged(tmp_path):
     path = tmp_path / "music-composer.pt"
     torch.save(weights, path)
 
-    model = load_model(path)
+    model = load_model(path).model
 
     assert model.config == ModelConfig(n_layers=12, d_model=1024, n_heads=16, d_ff=2048, max_len=2048)
     loaded = model.state_dict()
@@ -64,17 +67,24 @@ def test_published_103m_state_dict_loads_strictly_and_unchanged(tmp_path):
 def test_dimensions_are_read_off_the_tensors(tmp_path):
     path = tmp_path / "small.pt"
     torch.save(random_state_dict(published_layout(n_layers=3, d=96, ff=200, head_dim=32, max_len=300)), path)
-    config = load_model(path).config
+    config = load_model(path).model.config
     assert (config.n_layers, config.d_model, config.n_heads, config.d_ff, config.max_len) == (3, 96, 3, 200, 300)
 
 
 def test_our_checkpoint_round_trips_config_and_weights(tmp_path):
     model = tiny_model(max_len=128)
     save_checkpoint(model, tmp_path / "ours.pt", note="test")
-    again = load_model(tmp_path / "ours.pt")
+    loaded = load_model(tmp_path / "ours.pt")
+    again = loaded.model
     assert again.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert len(again.checkpoint_sha256) == 64
+    assert loaded.name == "ours" and len(loaded.sha256) == 64 and loaded.genres == V.GENRES
+    assert loaded.presets == {} and loaded.controls is None and again.exact_decoding is False
+    # a loaded model saves as the model it wraps, keeping the genres its checkpoint named
+    save_checkpoint(replace(loaded, genres=V.GENRES[::-1]), tmp_path / "again.pt")
+    twice = load_model(tmp_path / "again.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twice.model.state_dict().values()))
+    assert twice.genres == V.GENRES[::-1] and twice.name == "again"
 
 
 def test_wrong_shapes_are_named_in_one_clear_error(tmp_path):

@@ -247,9 +247,9 @@ def test_exact_decoding_reaches_the_loaded_model(env, monkeypatch):
     from melomania.cli import load_configured_model, load_settings
 
     monkeypatch.delenv("MELOMANIA_EXACT_DECODING", raising=False)
-    assert load_configured_model(load_settings(), None)[1].exact_decoding is False
+    assert load_configured_model(load_settings(), None)[1].model.exact_decoding is False
     monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "true")
-    assert load_configured_model(load_settings(), None)[1].exact_decoding is True
+    assert load_configured_model(load_settings(), None)[1].model.exact_decoding is True
     monkeypatch.setenv("MELOMANIA_EXACT_DECODING", "perhaps")
     assert_one_line_error(run("compose", "jazz"), "MELOMANIA_EXACT_DECODING is invalid")
 
@@ -263,7 +263,7 @@ from melomania.cli import prepare_bot_process
 settings, composer = prepare_bot_process()
 from storage import Database, LocalArtifactStore
 runner = composer.backend(Database(settings.database_url), LocalArtifactStore(settings.data_dir))
-print(torch.get_num_threads(), runner.settings.torch_threads, composer.model is not None)
+print(torch.get_num_threads(), runner.settings.torch_threads, composer.loaded is not None)
 """
     env = {**os.environ, "MELOMANIA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"}
     env["MELOMANIA_THREADS"] = "2"

@@ -131,7 +131,7 @@ def test_a_checkpoint_with_controls_composes_with_them_and_one_without_refuses_t
     ours = load_model(tmp_path / "ours.pt")
     assert ours.controls == spec
     asked = GenerationRequest("calm", SamplingParams(density=1, loudness=0), max_new_tokens=40, seed=3)
-    (piece,) = generate(ours, [asked])
+    (piece,) = generate(ours.model, [asked])
     assert piece.tokens[:4] == [V.genre_token("calm"), *spec.tokens(Controls(1, 0, None))]
     assert all(t < V.END for t in piece.new_tokens)
 
@@ -139,10 +139,10 @@ def test_a_checkpoint_with_controls_composes_with_them_and_one_without_refuses_t
     save_checkpoint(plain, tmp_path / "plain.pt")
     without = load_model(tmp_path / "plain.pt")
     assert without.controls is None
-    (piece,) = generate(without, [GenerationRequest("calm", max_new_tokens=20, seed=3)])
+    (piece,) = generate(without.model, [GenerationRequest("calm", max_new_tokens=20, seed=3)])
     assert piece.tokens[0] == V.genre_token("calm") and len(piece.new_tokens) == 20
     with pytest.raises(ControlError, match="no attribute controls"):
-        generate(without, [asked])
+        generate(without.model, [asked])
 
 
 def test_the_sliding_window_keeps_the_whole_prefix():
@@ -158,7 +158,7 @@ def test_the_published_layout_still_loads_strictly_and_composes_without_controls
 
     path = tmp_path / "music-composer.pt"
     torch.save(random_state_dict(published_layout(n_layers=2, d=64, ff=128, head_dim=16, max_len=128)), path)
-    model = load_model(path)
+    model = load_model(path).model
     assert model.controls is None and model.config.vocab_size == V.VOCAB_SIZE
     (piece,) = generate(model, [GenerationRequest("jazz", max_new_tokens=24, seed=1)])
     assert piece.tokens[0] == V.genre_token("jazz") and len(piece.new_tokens) == 24

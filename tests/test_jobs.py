@@ -281,8 +281,8 @@ def silent_model():
 
     m = runner_model()
     with torch.no_grad():
-        m.Wout.bias.fill_(-50.0)
-        m.Wout.bias[V.TIME_SHIFT + 49] = 50.0
+        m.model.Wout.bias.fill_(-50.0)
+        m.model.Wout.bias[V.TIME_SHIFT + 49] = 50.0
     return m
 
 
@@ -338,12 +338,12 @@ async def test_a_job_that_ended_unseen_is_listed_until_its_receipt(env):
 
 
 async def test_jobs_compose_with_the_loaded_checkpoints_own_presets(env):
+    from dataclasses import replace
+
     from generator import SamplingParams
 
     def tuned():
-        m = runner_model()
-        m.presets = {"calm": SamplingParams(temperature=0.7)}
-        return m
+        return replace(runner_model(), presets={"calm": SamplingParams(temperature=0.7)})
 
     db, store = env
     runner = InProcessRunner(db, store, tuned)
@@ -551,7 +551,7 @@ def test_a_small_model_decodes_on_one_thread_and_a_large_one_on_every_core():
 
     from jobs.inprocess import decoding_threads
 
-    assert decoding_threads(runner_model(), cores=2) == 1
+    assert decoding_threads(runner_model().model, cores=2) == 1
     assert decoding_threads(torch.nn.Linear(5000, 5000, device="meta"), cores=8) == 8  # 25 M parameters
 
 

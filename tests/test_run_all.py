@@ -19,7 +19,7 @@ from discord_stub import DiscordApiStub
 from telegram_stub import BotApiStub
 from typer.testing import CliRunner
 
-from generator import save_checkpoint
+from generator import LoadedModel, save_checkpoint
 from melomania.cli import app
 from melomania.composer import Composer
 from melomania.run_all import build_bots
@@ -85,14 +85,14 @@ def test_run_all_refuses_a_telegram_webhook_setting(monkeypatch, tmp_path):
 
 
 async def test_both_bots_are_built_on_one_runner_with_the_one_loaded_model(tmp_path):
-    model = tiny_model(max_len=64)
+    loaded = LoadedModel(tiny_model(max_len=64), name="tiny", sha256="0" * 64)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", data_dir=tmp_path, rate_per_user=2)
-    bots = build_bots(settings, Composer(model=model), TELEGRAM_TOKEN)
+    bots = build_bots(settings, Composer(loaded=loaded), TELEGRAM_TOKEN)
     await bots.db.create_all()
     await bots.runner.start()
     try:
         assert bots.telegram.bot_data["core"].backend is bots.runner is bots.discord.core.backend
-        assert bots.runner.model is model
+        assert bots.runner.loaded is loaded
         assert bots.discord.limits.per_user.limit == bots.telegram.bot_data["core"].limits.per_user.limit == 2
         assert bots.discord.limits is not bots.telegram.bot_data["core"].limits  # each platform counts its own
     finally:

@@ -114,7 +114,7 @@ def test_run_writes_log_and_checkpoints_that_load_and_export(dataset, tmp_path):
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,tokens,elapsed_s,lr,loss") and len(log) == 21
     shipped = export(tmp_path / "run" / "best.pt", tmp_path / "small.pt", fp16=True)
-    model = load_model(shipped)
+    model = load_model(shipped).model
     assert model.config.max_len == 64 and model.Wout.weight.dtype == torch.float32
     assert shipped.stat().st_size < (tmp_path / "run" / "best.pt").stat().st_size
 
