@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.grammar import RANGES
 from generator.vocab import display_name
 
 ACTIONS = {
@@ -32,10 +33,92 @@ class Button:
 
 
 @dataclass(frozen=True)
+class TrackCard:
+    """A stored track as a chat shows it; the keys are the artifact store's, read through the service."""
+
+    track_id: int
+    genre: str
+    title: str  # Ambient #42
+    stem: str  # ambient-42, for file names
+    caption: str
+    duration_s: float
+    file_id: str | None = None  # this platform's copy of the audio, when it was uploaded before
+    mp3_key: str | None = None
+    midi_key: str | None = None
+    png_key: str | None = None
+
+    def buttons(self, favourite: bool = False) -> list[list[Button]]:
+        return track_buttons(self.track_id, favourite)
+
+
+# What a reply is, so each platform can mark it its own way (🤔, 🙅, ⏳ …); "" is a plain answer.
+USAGE = "usage"  # the user typed or picked something we cannot do, or a track they may not see
+REFUSED = "refused"  # the job backend said no (busy, quota)
+LIMITED = "limited"  # over a rate limit
+UNREADABLE = "unreadable"  # a file they sent cannot be used
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     buttons: list[list[Button]] = field(default_factory=list)
     ephemeral: bool = False  # only the asking user sees it (Discord), or a private answer
+    kind: str = ""
+    track: TrackCard | None = None
+
+    @property
+    def silent(self) -> bool:
+        """Nothing to say: the same update or interaction came again, and the first is answered."""
+        return not self.text
+
+
+SILENT = Reply("")
+
+
+@dataclass(frozen=True)
+class Started:
+    """A job was accepted; the platform now shows its progress and delivers it."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A numbered page of the user's history or favourites: one line a track."""
+
+    kind: str  # history, favorites
+    page_no: int
+    lines: list[str]
+    more: bool = False
+
+
+def listing_text(
+    listing: Listing, empty: dict[str, str], code=lambda c: c, page_arg: str = "", footer: str | None = None
+) -> str:
+    """The page as a message; `code` marks a command the way the platform writes one and
+    `page_arg` names the page option (Discord's `page:`)."""
+    kind, n = listing.kind, listing.page_no
+    if not listing.lines:
+        return f"There is no page {n}; try {code(f'/{kind}')}" if n > 1 else empty[kind]
+    title = "Your tracks" if kind == "history" else "Your favourites"
+    lines = [f"{title} (page {n}):", *listing.lines]
+    if listing.more:
+        lines.append(f"More: {code(f'/{kind} {page_arg}{n + 1}')}")
+    if footer:
+        lines.append(footer)
+    return "\n".join(lines)
+
+
+def expired(track_id: int) -> str:
+    return f"the audio of track #{track_id} has expired; /compose a new one"
+
+
+def event_line(kind: str, done: int, total: int, eta_s: float | None, position: int | None, reason: str | None) -> str:
+    """A job event's progress line, with the reason of a failure."""
+    text = progress_line(kind, done, total, eta_s, position)
+    if kind in ("failed", "cancelled") and reason and reason != "cancelled":
+        text = f"{text}: {reason}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -86,10 +169,11 @@ def track_buttons(track_id: int, favourite: bool = False) -> list[list[Button]]:
     return [row1, row2]
 
 
-def child_temperature(action: str, temperature: float, low: float = 0.1, high: float = 2.0) -> float:
-    """Hotter and Cooler move by 0.1 within the chat range; Reroll keeps the temperature."""
+def child_temperature(action: str, temperature: float) -> float:
+    """Hotter and Cooler move by 0.1 within the grammar's temperature range; Reroll keeps it."""
     delta = {"hotter": TEMPERATURE_STEP, "cooler": -TEMPERATURE_STEP}.get(action, 0.0)
-    return round(min(max(temperature + delta, low), high), 2)
+    limits = RANGES["temperature"]
+    return round(min(max(temperature + delta, limits.low), limits.high), 2)
 
 
 def progress_line(

@@ -675,7 +675,7 @@ def run_discord(
 
     import discord
 
-    from bot.discord_bot import build_client
+    from bot.discord import build_client
     from storage import Database, LocalArtifactStore
 
     settings, composer = prepare_bot_process()

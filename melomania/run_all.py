@@ -21,7 +21,7 @@ import discord
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
-from bot.discord_bot import MelomaniaClient, build_client
+from bot.discord import MelomaniaClient, build_client
 from bot.telegram import build_application
 from jobs.inprocess import InProcessRunner
 from jobs.redis_backend import RedisBackend

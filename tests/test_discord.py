@@ -18,7 +18,7 @@ from conftest import runner_model
 from discord_stub import CHANNEL_ID, GUILD_ID, DiscordApiStub
 from sqlalchemy import func, select
 
-from bot.discord_bot import MelomaniaClient, build_client
+from bot.discord import MelomaniaClient, build_client
 from bot.limits import Limits, RateLimiter
 from generator import vocab as V
 from generator.tokenizer import Note, notes_to_midi

@@ -1,0 +1,43 @@
+"""The platform-neutral command service every chat front end calls (see `bot.core.service`), and
+the types a front end needs from it. Telegram and Discord only translate."""
+
+from jobs.api import MAX_PRIMER_BYTES, JobBackend
+from storage import ArtifactStore, Database
+
+from .delivery import Followers, Pending, Unavailable, progress_of, watch
+from .requests import (
+    ComposeTrack,
+    ContinueMidi,
+    Derive,
+    Origin,
+    PageAsk,
+    SetFavourite,
+    SettingsAsk,
+    TrackAsk,
+    Where,
+    Who,
+)
+from .service import CommandService
+
+__all__ = [
+    "MAX_PRIMER_BYTES",
+    "ArtifactStore",
+    "CommandService",
+    "ComposeTrack",
+    "ContinueMidi",
+    "Database",
+    "Derive",
+    "Followers",
+    "JobBackend",
+    "Origin",
+    "PageAsk",
+    "Pending",
+    "SetFavourite",
+    "SettingsAsk",
+    "TrackAsk",
+    "Unavailable",
+    "Where",
+    "Who",
+    "progress_of",
+    "watch",
+]

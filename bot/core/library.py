@@ -1,0 +1,168 @@
+"""The user's own tracks: reading one (only theirs, or one shared where they are), favourites,
+numbered pages of history and favourites, their settings, and recording a share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.core.recipes import DEFAULT_SECONDS
+from bot.core.requests import PageAsk, SetFavourite, SettingsAsk, TrackAsk, Where, Who
+from bot.replies import USAGE, Listing, Reply, TrackCard, caption, track_buttons
+from generator.vocab import display_name
+from storage import Database, Forbidden, NotFound, Track, User
+from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
+from storage.shares import record_share
+from storage.tracks import Page, get_track, history
+from storage.users import get_or_create_user, get_user, set_defaults
+
+
+def card(track: Track, platform: str) -> TrackCard:
+    """How a stored track is shown: its caption, title, file names and this platform's upload."""
+    return TrackCard(
+        track_id=track.id,
+        genre=track.genre,
+        title=f"{display_name(track.genre).capitalize()} #{track.id}",
+        stem=f"{display_name(track.genre)}-{track.id}",
+        caption=caption(
+            track.id,
+            track.genre,
+            track.duration_s,
+            track.seed,
+            track.sampling,
+            track.instrument,
+            parent_id=track.parent_id,
+            lineage=track.lineage,
+        ),
+        duration_s=track.duration_s,
+        file_id=(track.file_ids or {}).get(platform),
+        mp3_key=track.mp3_key,
+        midi_key=track.midi_key,
+        png_key=track.png_key,
+    )
+
+
+def track_line(track: Track) -> str:
+    m, s = divmod(round(track.duration_s), 60)
+    temp = track.sampling.get("temperature", 1.0)
+    return f"#{track.id} {display_name(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
+
+
+def settings_text(user: User, saved: bool) -> str:
+    genre = display_name(user.default_genre) if user.default_genre else "none (say it each time)"
+    temp = f"{user.default_temperature:g}" if user.default_temperature is not None else "the genre's preset"
+    return (
+        f"{'✅ Saved. Your defaults:' if saved else 'Your defaults:'}\ngenre: {genre}\ntemperature: {temp}\n"
+        f"length: {user.default_seconds or round(DEFAULT_SECONDS)} s\ninstrument: {user.default_instrument or 'piano'}"
+    )
+
+
+class Library:
+    """The service's reading and bookkeeping side (mixed into `CommandService`)."""
+
+    platform: str
+    db: Database
+
+    async def user(self, who: Who) -> User:
+        """The asker's account, created on first sight."""
+        return await self.db.run(lambda s: get_or_create_user(s, who.platform, who.user_id, who.name))
+
+    async def readable(self, user: User, track_id: int, where: Where) -> Track:
+        """The track if the user may read it here (their own, or shared here); NotFound or Forbidden."""
+        return await self.db.run(lambda s: get_track(s, track_id, user, where.channel))
+
+    async def track(self, ask: TrackAsk) -> TrackCard | Reply:
+        """A track the asker may read here, or why not."""
+        user = await self.user(ask.origin.who)
+        try:
+            return card(await self.readable(user, ask.track_id, ask.origin.where), self.platform)
+        except (NotFound, Forbidden) as exc:
+            return Reply(str(exc), kind=USAGE)
+
+    async def favourite(self, ask: SetFavourite) -> Reply:
+        """⭐ / ★: favourite or un-favourite a track the user can read here. `favourite` None turns it
+        over: in a shared chat the button cannot show each member their own state, so it always
+        reads ⭐, and a second press must take the favourite back. The reply's buttons show the state."""
+        user, track_id, where = await self.user(ask.origin.who), ask.track_id, ask.origin.where
+
+        async def toggle(s):
+            await get_track(s, track_id, user, where.channel)
+            add = ask.favourite if ask.favourite is not None else not await is_favorite(s, user, track_id)
+            if add:
+                await add_favorite(s, user, track_id, where.channel)
+            else:
+                await remove_favorite(s, user, track_id)
+            return await is_favorite(s, user, track_id)
+
+        try:
+            now = await self.db.run(toggle)
+        except (NotFound, Forbidden) as exc:
+            return Reply(str(exc), kind=USAGE)
+        text = "⭐ Added to your favourites" if now else "Removed from your favourites"
+        return Reply(text, track_buttons(track_id, now))
+
+    async def page(self, ask: PageAsk) -> Listing:
+        """Page `page_no` (from 1) of the user's history or favourites; no lines past the last page.
+        Pages are keyset pages underneath, so a numbered one is reached by walking from the first."""
+        user = await self.user(ask.origin.who)
+        fetch = history if ask.kind == "history" else list_favorites
+
+        async def walk(s) -> Page[Track] | None:
+            before = None
+            for _ in range(ask.page_no - 1):
+                earlier = await fetch(s, user, ask.size, before)
+                if earlier.next_before is None:
+                    return None
+                before = earlier.next_before
+            return await fetch(s, user, ask.size, before)
+
+        found = await self.db.run(walk)
+        if found is None:
+            return Listing(ask.kind, ask.page_no, [])
+        return Listing(ask.kind, ask.page_no, [track_line(t) for t in found.items], found.next_before is not None)
+
+    async def settings(self, ask: SettingsAsk) -> Reply:
+        """Show the user's defaults, after changing those given."""
+        who, values = ask.origin.who, dict(ask.values)
+        if values.get("seconds"):
+            values["seconds"] = round(values["seconds"])
+
+        async def apply(s):
+            user = await get_or_create_user(s, who.platform, who.user_id, who.name)
+            if values:
+                await set_defaults(s, user, **values)
+            return user
+
+        return Reply(settings_text(await self.db.run(apply), bool(values)))
+
+    async def shared(self, ask: TrackAsk, into: Where, message_id: str | int | None) -> None:
+        """📤 /share: the asker posted the track into `into` (they may read it where they asked)."""
+        user, source = await self.user(ask.origin.who), ask.origin.where.channel
+        await self.db.run(lambda s: record_share(s, user, ask.track_id, into.channel, message_id, source))
+
+    async def favourites_to_send(
+        self, who: Who, matches: Callable[[TrackCard], bool], before: int | None, most: int, pages: int
+    ) -> tuple[list[TrackCard], int, int | None]:
+        """The asker's own favourites that match and were uploaded to this platform before (so
+        they can be sent by file id), up to `most`, reading at most `pages` pages: (those, how
+        many matched without an upload, the cursor for more). Looks up only: creates no account."""
+
+        async def find(s):
+            user = await get_user(s, who.platform, who.user_id)
+            found: list[TrackCard] = []
+            skipped, cursor = 0, before
+            if user is None:
+                return found, skipped, None
+            for _ in range(pages):
+                # ask for exactly what is missing, so the cursor never passes a favourite unseen
+                page = await list_favorites(s, user, most - len(found), cursor)
+                for shown in filter(matches, (card(t, self.platform) for t in page.items)):
+                    if shown.file_id:
+                        found.append(shown)
+                    else:
+                        skipped += 1
+                cursor = page.next_before
+                if cursor is None or len(found) >= most:
+                    break
+            return found, skipped, cursor
+
+        return await self.db.run(find)

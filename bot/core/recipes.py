@@ -1,0 +1,128 @@
+"""The job requests chat intents become: a /compose with the user's stored defaults filled in, and
+🔁 / 🔥 / ❄️ / ➕ made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bot.core.requests import Who
+from bot.grammar import GENRE_NAMES, Compose, UsageError
+from bot.replies import child_temperature
+from generator.params import Overrides
+from generator.vocab import END
+from jobs.api import ComposeRequest
+from storage import Track, User
+from storage.tracks import unpack_tokens
+
+DEFAULT_SECONDS = 30.0
+PRIMER_TOKENS = 500  # how much of a track ➕ Continue carries over
+
+
+def new_request(
+    who: Who,
+    key: str,
+    genre: str,
+    *,
+    seconds: float | None,
+    sampling: Overrides,
+    instrument: str,
+    tokens: int | None = None,
+    seed: int | None = None,
+    primer: tuple[int, ...] = (),
+    primer_ref: str | None = None,
+    parent_track_id: int | None = None,
+    lineage: str | None = None,
+) -> ComposeRequest:
+    """The job request for `who`, idempotent under `key`."""
+    return ComposeRequest(
+        platform=who.platform,
+        user_id=who.user_id,
+        genre=genre,
+        display_name=who.name,
+        seconds=seconds,
+        tokens=tokens,
+        sampling=sampling,
+        seed=seed,
+        instrument=instrument,
+        primer=primer,
+        primer_ref=primer_ref,
+        parent_track_id=parent_track_id,
+        lineage=lineage,
+        idempotency_key=key,
+    )
+
+
+def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequest:
+    """A /compose command with the user's stored defaults filled in where they typed nothing."""
+    genre = cmd.genre or user.default_genre
+    if genre is None:
+        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+    sampling = Overrides(**cmd.sampling)
+    if sampling.temperature is None and user.default_temperature is not None:
+        sampling = replace(sampling, temperature=user.default_temperature)
+    return new_request(
+        who,
+        key,
+        genre,
+        seconds=cmd.seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=sampling,
+        seed=cmd.seed,
+        instrument=cmd.instrument or user.default_instrument or "piano",
+    )
+
+
+def child_request(who: Who, key: str, track: Track, action: str) -> ComposeRequest:
+    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature."""
+    recipe = Overrides.from_json(track.sampling)  # the track's whole recipe, kept but for its temperature
+    sampling = replace(recipe, temperature=child_temperature(action, recipe.temperature or 1.0))
+    return new_request(
+        who,
+        key,
+        track.genre,
+        seconds=track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None,
+        tokens=track.max_new_tokens if track.max_seconds is None else None,
+        sampling=sampling,
+        seed=None if action == "reroll" else track.seed,
+        instrument=track.instrument,
+        parent_track_id=track.id,
+        lineage=action,
+    )
+
+
+def continue_request(who: Who, key: str, track: Track, user: User) -> ComposeRequest:
+    """➕: a new piece in the track's genre, primed with its last few hundred events."""
+    events = [t for t in unpack_tokens(track.tokens)[1:] if t < END]  # after the genre token
+    return new_request(
+        who,
+        key,
+        track.genre,
+        seconds=track.max_seconds or user.default_seconds or DEFAULT_SECONDS,
+        sampling=Overrides.from_json(track.sampling),
+        instrument=track.instrument,
+        primer=tuple(events[-PRIMER_TOKENS:]),
+        primer_ref=f"track:{track.id}",
+        parent_track_id=track.id,
+        lineage="continue",
+    )
+
+
+def midi_continue_request(
+    who: Who, key: str, primer: tuple[int, ...], primer_ref: str, genre: str | None, user: User
+) -> ComposeRequest:
+    """A continuation of a MIDI file the user sent (`primer`, from `jobs.api.primer_from_midi`):
+    the genre they named or their default, and their stored length, temperature and instrument."""
+    genre = genre or user.default_genre
+    if genre is None:
+        raise UsageError(f"which genre should it continue in? choose one of: {GENRE_NAMES}, or set a default genre")
+    sampling = Overrides(temperature=user.default_temperature)
+    return new_request(
+        who,
+        key,
+        genre,
+        seconds=user.default_seconds or DEFAULT_SECONDS,
+        sampling=sampling,
+        instrument=user.default_instrument or "piano",
+        primer=tuple(primer),
+        primer_ref=primer_ref,
+        lineage="continue",
+    )

@@ -1,0 +1,173 @@
+"""The command service: every chat intent, platform-neutral. A front end turns an update into an
+intent (`bot.core.requests`), calls one method, and shows the `Reply` (or follows the `Started`
+job) its own way. This package is the only part of `bot` that touches storage and the job backend.
+
+The service owns the user lookup, idempotency (one job per update or interaction), the rate
+limits, access checks (a user reads and changes only their own tracks, or ones shared where they
+are) and the bookkeeping of shares and deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from bot.core.delivery import Deliveries, Followers
+from bot.core.library import Library
+from bot.core.recipes import child_request, compose_request, continue_request, midi_continue_request
+from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, TrackAsk, Who
+from bot.grammar import UsageError
+from bot.limits import Limits
+from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started
+from generator import GeneratorError
+from jobs.api import ComposeRequest, JobBackend, Refused, primer_from_midi
+from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Platform, User
+from storage.jobs import UNFINISHED
+from storage.privacy import forget_user
+
+
+class CommandService(Library, Deliveries):
+    """One platform's commands: its job backend, the database, the artifact store, its limits."""
+
+    def __init__(
+        self, platform: str, backend: JobBackend, db: Database, store: ArtifactStore, limits: Limits | None = None
+    ) -> None:
+        self.platform = platform
+        self.backend = backend
+        self.db = db
+        self.store = store
+        self.limits = limits or Limits()  # in memory: a restart forgives everyone, which is fine
+        self.followers = Followers()
+
+    # --- starting jobs ---------------------------------------------------------------------------
+
+    async def seen(self, key: str) -> bool:
+        """Whether a job exists for this update or interaction (it came again)."""
+        if not key:
+            return False
+        return await self.db.run(lambda s: s.scalar(select(Job.id).where(Job.idempotency_key == key))) is not None
+
+    def over_limit(self, origin: Origin) -> Reply | None:
+        """The polite refusal when this user, or this chat, asks for tracks too fast; else None
+        (and the action is counted)."""
+        refusal = self.limits.check(origin.who.limit_key, origin.where.limit_key)
+        return None if refusal is None else Reply(refusal, kind=LIMITED)
+
+    async def _start(
+        self, origin: Origin, build: Callable[[User], Awaitable[ComposeRequest]], counted: bool = False
+    ) -> Reply | Started:
+        """Once per key: the request built for the user, rate-limited (unless `counted` already),
+        submitted with where its result goes."""
+        if await self.seen(origin.key):
+            return SILENT
+        user = await self.user(origin.who)
+        try:
+            request = await build(user)
+        except (UsageError, NotFound, Forbidden) as exc:
+            return Reply(str(exc), kind=USAGE)
+        refusal = None if counted else self.over_limit(origin)
+        if refusal is not None:
+            return refusal
+        try:
+            return Started(await self.backend.submit(replace(request, reply_to=origin.where.reply_to)))
+        except (Refused, GeneratorError) as exc:
+            return Reply(str(exc), kind=REFUSED)
+
+    async def compose(self, ask: ComposeTrack) -> Reply | Started:
+        """/compose, with the user's defaults where they gave nothing."""
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            return compose_request(origin.who, origin.key, ask.spec, user)
+
+        return await self._start(origin, build)
+
+    async def continue_track(self, ask: TrackAsk) -> Reply | Started:
+        """/continue 42 and ➕: a new piece primed with the end of one the user may read here."""
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            track = await self.readable(user, ask.track_id, origin.where)
+            return continue_request(origin.who, origin.key, track, user)
+
+        return await self._start(origin, build)
+
+    async def derive(self, ask: Derive) -> Reply | Started:
+        """🔁 reroll, 🔥 hotter, ❄️ cooler."""
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            track = await self.readable(user, ask.track_id, origin.where)
+            return child_request(origin.who, origin.key, track, ask.action)
+
+        return await self._start(origin, build)
+
+    async def reroll(self, origin: Origin, track_id: int) -> Reply | Started:
+        return await self.derive(Derive(origin, "reroll", track_id))
+
+    async def hotter(self, origin: Origin, track_id: int) -> Reply | Started:
+        return await self.derive(Derive(origin, "hotter", track_id))
+
+    async def cooler(self, origin: Origin, track_id: int) -> Reply | Started:
+        return await self.derive(Derive(origin, "cooler", track_id))
+
+    async def prepare_midi(self, ask: ContinueMidi) -> Reply | None:
+        """Before a MIDI file is downloaded: the genre (given or the user's default) and the rate
+        limits, which bound downloads too. None: download it and call `continue_midi`."""
+        origin = ask.origin
+        if await self.seen(origin.key):
+            return SILENT
+        user = await self.user(origin.who)
+        try:
+            midi_continue_request(origin.who, origin.key, (), ask.primer_ref, ask.genre, user)
+        except UsageError as exc:
+            return Reply(str(exc), kind=USAGE)
+        return self.over_limit(origin)
+
+    async def continue_midi(self, ask: ContinueMidi, data: bytes) -> Reply | Started:
+        """The downloaded file's last bars become the primer of a new piece (counted already)."""
+        try:
+            primer = await asyncio.to_thread(primer_from_midi, data)
+        except Refused as exc:
+            return Reply(str(exc), kind=UNREADABLE)
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            return midi_continue_request(origin.who, origin.key, primer, ask.primer_ref, ask.genre, user)
+
+        return await self._start(origin, build, counted=True)
+
+    # --- stopping and forgetting -----------------------------------------------------------------
+
+    async def _unfinished(self, who: Who) -> list[int]:
+        """The user's queued and running jobs, newest first (none for someone never seen)."""
+        q = (
+            select(Job.id)
+            .join(User, User.id == Job.user_id)
+            .where(User.platform == Platform(who.platform), User.platform_user_id == who.user_id)
+            .where(Job.state.in_(UNFINISHED))
+            .order_by(Job.id.desc())
+        )
+
+        async def ids(s) -> list[int]:
+            return list((await s.scalars(q)).all())
+
+        return await self.db.run(ids)
+
+    async def cancel(self, who: Who) -> Reply:
+        """/cancel: the user's newest unfinished job is cancelled."""
+        for job_id in await self._unfinished(who):
+            if await self.backend.cancel(job_id, who.platform, who.user_id):
+                return Reply("✖️ Cancelled your track.")
+        return Reply("Nothing to cancel: you have no track being composed.")
+
+    async def forget(self, who: Who) -> Reply:
+        """/forgetme, once confirmed: the user's unfinished jobs are cancelled, then everything of
+        theirs is deleted (storage.privacy.forget_user)."""
+        for job_id in await self._unfinished(who):
+            await self.backend.cancel(job_id, who.platform, who.user_id)
+        gone = await forget_user(self.db, self.store, who.platform, who.user_id)
+        return Reply(f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.")

@@ -1,0 +1,44 @@
+"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.core import Derive, SetFavourite, TrackAsk
+from bot.discord.delivery import start_job
+from bot.discord.talk import core_of, may_post_here, origin, say, text_of
+from bot.discord.views import buttons_view
+from bot.replies import ButtonPress, Reply
+
+NO_POSTING = (
+    "🙅 You can't send messages in this channel, so I won't post a track here for you; "
+    "use /compose in a channel where you can post, or in a DM with me."
+)
+
+
+async def on_button(interaction: discord.Interaction, press: ButtonPress) -> None:
+    core, asked = core_of(interaction), origin(interaction)
+    track = await core.track(TrackAsk(asked, press.track_id))
+    if isinstance(track, Reply):
+        await say(interaction, text_of(track))
+    elif press.action == "share":
+        await say(interaction, f"To share it, use `/share track:{track.track_id} channel:#your-channel`")
+    elif press.action in ("fav", "unfav"):
+        dm = interaction.guild_id is None  # in a server the buttons are everyone's and show no state
+        await toggle_favourite(interaction, track.track_id, press.action == "fav" if dm else None)
+    elif not may_post_here(interaction):  # the new track would be posted here, as if by them
+        await say(interaction, NO_POSTING)
+    elif press.action == "continue":
+        await start_job(interaction, await core.continue_track(TrackAsk(asked, track.track_id)))
+    else:
+        await start_job(interaction, await core.derive(Derive(asked, press.action, track.track_id)))
+
+
+async def toggle_favourite(interaction: discord.Interaction, track_id: int, favourite: bool | None) -> None:
+    """`favourite` None: turn the presser's favourite over (a server's button shows no state)."""
+    reply = await core_of(interaction).favourite(SetFavourite(origin(interaction), track_id, favourite))
+    if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
+        await interaction.response.edit_message(view=buttons_view(reply.buttons))
+        await interaction.followup.send(reply.text)
+    else:
+        await say(interaction, text_of(reply))

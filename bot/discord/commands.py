@@ -1,0 +1,198 @@
+"""Discord's other slash commands: pages of tracks, sharing, settings, cancelling, forgetting,
+help. Each becomes an intent for the command service and its reply a private answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands, ui
+from discord.app_commands import Choice, Range
+
+from bot.core import PageAsk, SettingsAsk, TrackAsk, Unavailable, Where
+from bot.discord.compose import (
+    GENRE_CHOICES,
+    Seconds,
+    Temperature,
+    TrackId,
+    checked,
+    compose,
+    continue_command,
+    instrument_choices,
+)
+from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, track_files
+from bot.discord.talk import PLATFORM, core_of, origin, say, text_of, who
+from bot.discord.views import track_embed, track_view
+from bot.grammar import GENRE_NAMES, UsageError, genre_of, instrument_of
+from bot.replies import FORGET_CONFIRM, Reply, listing_text
+
+PAGE_SIZE = 10
+PageNumber = Range[int, 1, 1000]
+POSTABLE_CHANNELS = (
+    discord.ChannelType.text,
+    discord.ChannelType.news,
+    discord.ChannelType.voice,
+    discord.ChannelType.public_thread,
+    discord.ChannelType.private_thread,
+    discord.ChannelType.news_thread,
+)
+EMPTY = {"history": "No tracks yet: try `/compose`", "favorites": "No favourites yet"}
+HELP = (
+    "🎹 I compose piano music.\n\n"
+    "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
+    "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument\n"
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share — anyone in the "
+    "channel may reroll a posted track; the new one is theirs.\n\n"
+    "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
+    "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
+    "`/genres` — what I can play · `/settings` — your defaults · `/cancel` — stop your current track\n"
+    "`/forgetme` — delete everything I keep about you"
+)
+GENRES_TEXT = (
+    "Genres: {genres}.\nFor example: `/compose genre:ambient` or `/compose genre:jazz temperature:0.9 seconds:60`"
+)
+
+
+async def list_tracks(interaction: discord.Interaction, kind: str, page_no: int) -> None:
+    listing = await core_of(interaction).page(PageAsk(origin(interaction), kind, page_no, PAGE_SIZE))
+    await say(interaction, listing_text(listing, EMPTY, code=lambda c: f"`{c}`", page_arg="page:"))
+
+
+@app_commands.command(name="history", description="Your tracks, newest first")
+async def history_command(interaction: discord.Interaction, page: PageNumber = 1) -> None:
+    await list_tracks(interaction, "history", page)
+
+
+@app_commands.command(description="Your favourite tracks")
+async def favorites(interaction: discord.Interaction, page: PageNumber = 1) -> None:
+    await list_tracks(interaction, "favorites", page)
+
+
+@app_commands.command(description="Post a track into a channel")
+@app_commands.describe(track="the track number", channel="where to post it")
+async def share(interaction: discord.Interaction, track: TrackId, channel: app_commands.AppCommandChannel) -> None:
+    core = core_of(interaction)
+    ask = TrackAsk(origin(interaction), track)
+    found = await core.track(ask)
+    if isinstance(found, Reply):
+        await say(interaction, text_of(found))
+        return
+    if channel.type not in POSTABLE_CHANNELS:
+        await say(interaction, f"🙅 I can only post into text channels, not {channel.mention}.")
+        return
+    allowed = channel.permissions  # the sharer's own permissions there, as Discord resolved them
+    if not (allowed.view_channel and allowed.send_messages and allowed.attach_files):
+        await say(interaction, f"🙅 You can't post files in {channel.mention}, so I won't share into it for you.")
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    target = interaction.client.get_partial_messageable(channel.id, guild_id=channel.guild_id)
+    try:
+        files = await track_files(interaction.client, found, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
+        sent = await target.send(embed=track_embed(found), files=files, view=track_view(found.track_id))
+    except discord.Forbidden:
+        await say(interaction, f"🙅 I'm not allowed to post in {channel.mention}; ask an admin to let me in.")
+        return
+    except (discord.HTTPException, Unavailable) as exc:
+        await say(interaction, f"🙅 I couldn't post into {channel.mention}: {exc}")
+        return
+    await core.shared(ask, Where(PLATFORM, str(channel.id)), sent.id)
+    await say(interaction, f"📤 Shared #{found.track_id} into {channel.mention}.")
+
+
+@app_commands.command(description="Your defaults for /compose")
+@app_commands.describe(genre="default genre", temperature="default temperature", seconds="default length")
+@app_commands.choices(genre=GENRE_CHOICES)
+@app_commands.autocomplete(instrument=instrument_choices)
+async def settings(
+    interaction: discord.Interaction,
+    genre: Choice[str] | None = None,
+    temperature: Temperature | None = None,
+    seconds: Seconds | None = None,
+    instrument: str | None = None,
+) -> None:
+    try:
+        values: dict[str, Any] = {}
+        if genre is not None:
+            values["genre"] = genre_of(genre.value)
+        if temperature is not None:
+            values["temperature"] = checked("temperature", temperature)
+        if seconds is not None:
+            values["seconds"] = round(checked("seconds", seconds))
+        if instrument is not None:
+            values["instrument"] = instrument_of(instrument)
+    except UsageError as exc:
+        await say(interaction, f"🤔 {exc}")
+        return
+    await say(interaction, (await core_of(interaction).settings(SettingsAsk(origin(interaction), values))).text)
+
+
+@app_commands.command(description="Stop the track being composed for you")
+async def cancel(interaction: discord.Interaction) -> None:
+    await say(interaction, (await core_of(interaction).cancel(who(interaction))).text)
+
+
+class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>confirm|keep)$"):
+    """The two answers under /forgetme's question. The choice lives in the custom id and what is
+    deleted is always the presser's own data, so the question needs no state and survives a restart."""
+
+    def __init__(self, choice: str) -> None:
+        confirm = choice == "confirm"
+        super().__init__(
+            ui.Button(
+                label="🗑 Delete everything" if confirm else "Keep it",
+                style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
+                custom_id=f"forgetme:{choice}",
+            )
+        )
+        self.choice = choice
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> ForgetButton:
+        return cls(match["choice"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        if self.choice == "confirm":
+            await forget(interaction)
+        else:
+            await interaction.response.edit_message(content="👍 Kept everything.", view=None)
+
+
+async def forget(interaction: discord.Interaction) -> None:
+    """As Telegram's /forgetme: the user's unfinished jobs are cancelled, then everything of theirs
+    is deleted. Deferred first: deleting files may take a while."""
+    await interaction.response.defer()
+    done = await core_of(interaction).forget(who(interaction))
+    await interaction.edit_original_response(content=done.text, view=None)
+
+
+@app_commands.command(name="forgetme", description="Delete everything I keep about you")
+async def forget_me(interaction: discord.Interaction) -> None:
+    """Asks first, privately: nothing is deleted until the user presses the button."""
+    view = ui.View(timeout=None)
+    view.add_item(ForgetButton("confirm"))
+    view.add_item(ForgetButton("keep"))
+    await interaction.response.send_message(FORGET_CONFIRM, view=view, ephemeral=True)
+
+
+@app_commands.command(description="The genres I can compose in")
+async def genres(interaction: discord.Interaction) -> None:
+    await say(interaction, GENRES_TEXT.format(genres=GENRE_NAMES))
+
+
+@app_commands.command(name="help", description="How to talk to me")
+async def help_command(interaction: discord.Interaction) -> None:
+    await say(interaction, HELP.format(genres=GENRE_NAMES))
+
+
+COMMANDS = (
+    compose,
+    continue_command,
+    history_command,
+    favorites,
+    share,
+    settings,
+    cancel,
+    genres,
+    forget_me,
+    help_command,
+)

@@ -1,0 +1,76 @@
+"""Discord's words for the service's types: who asks and where, a `Reply` as a private answer."""
+
+from __future__ import annotations
+
+import contextlib
+
+import discord
+
+from bot.core import CommandService, Origin, Where, Who
+from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Reply
+
+PLATFORM = "discord"
+MARKS = {USAGE: "🤔 ", REFUSED: "🙅 ", LIMITED: "⏳ ", UNREADABLE: "🙅 "}
+EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
+
+
+def core_of(interaction: discord.Interaction) -> CommandService:
+    return interaction.client.core  # type: ignore[attr-defined]
+
+
+def who(interaction: discord.Interaction) -> Who:
+    return Who(PLATFORM, str(interaction.user.id), interaction.user.display_name)
+
+
+def here(interaction: discord.Interaction) -> Where:
+    """The channel the interaction came from (a DM is a channel too): its members share a rate
+    budget, and a job's result goes back to it."""
+    channel_id = interaction.channel_id
+    return Where(
+        PLATFORM,
+        str(channel_id or interaction.user.id),
+        f"{PLATFORM}-channel:{channel_id}" if channel_id else None,
+        None if channel_id is None else {"channel_id": channel_id, "guild_id": interaction.guild_id},
+    )
+
+
+def origin(interaction: discord.Interaction) -> Origin:
+    return Origin(who(interaction), here(interaction), f"{PLATFORM}:{interaction.id}")
+
+
+def text_of(reply: Reply) -> str:
+    return MARKS.get(reply.kind, "") + reply.text
+
+
+async def say(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer, whether or not the interaction was answered already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+async def withdraw(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer after a public defer. Discord makes the first follow-up take the public
+    "thinking…" placeholder's place, ignoring its ephemeral flag; so the placeholder is resolved
+    and deleted first, and the answer then goes out as a private follow-up."""
+    with contextlib.suppress(discord.HTTPException):  # gone already: the follow-up still reaches the user
+        await interaction.edit_original_response(content="🤔")
+        await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True)
+
+
+def may_post_here(interaction: discord.Interaction) -> bool:
+    """Whether the user may send messages where they pressed a button (in a DM, always: Discord
+    resolves no permissions there). In a thread the right is "send messages in threads"."""
+    if interaction.guild_id is None:
+        return True
+    allowed = interaction.permissions
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    return bool(allowed.send_messages_in_threads if in_thread else allowed.send_messages)
+
+
+def token_expired(exc: discord.HTTPException) -> bool:
+    """Whether Discord refused a call on the interaction's webhook because its token is gone
+    (15 minutes passed), so only the channel itself can still be reached."""
+    return exc.status == 401 or exc.code in EXPIRED_WEBHOOK

@@ -1,0 +1,47 @@
+"""What a track looks like on Discord: an embed of its caption, and a persistent view of
+`DynamicItem` buttons that parse their state from the custom id, so they work after a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import ui
+
+from bot.replies import ACTIONS, BUTTON, Button, ButtonPress, TrackCard, parse_button, track_buttons
+
+
+class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
+    """🔁 🔥 ❄️ ⭐ ➕ 📤: the action and the track live in the custom id, so no state survives in memory.
+    A press goes to the client's `on_track_button`."""
+
+    def __init__(self, press: ButtonPress, row: int | None = None) -> None:
+        style = discord.ButtonStyle.primary if press.action in ("hotter", "cooler") else discord.ButtonStyle.secondary
+        super().__init__(
+            ui.Button(label=ACTIONS[press.action], custom_id=f"{press.action}:{press.track_id}", style=style, row=row)
+        )
+        self.press = press
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> TrackButton:
+        return cls(parse_button(match.group(0)))  # the template matched, so it parses
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_track_button(interaction, self.press)  # type: ignore[attr-defined]
+
+
+def buttons_view(rows: list[list[Button]]) -> ui.View:
+    view = ui.View(timeout=None)
+    for row, buttons in enumerate(rows):
+        for b in buttons:
+            view.add_item(TrackButton(parse_button(b.data), row=row))
+    return view
+
+
+def track_view(track_id: int, favourite: bool = False) -> ui.View:
+    return buttons_view(track_buttons(track_id, favourite))
+
+
+def track_embed(track: TrackCard) -> discord.Embed:
+    title, _, recipe = track.caption.partition("\n")
+    return discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())

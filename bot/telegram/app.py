@@ -1,0 +1,140 @@
+"""The Telegram front end (python-telegram-bot v22), wired: every handler registered, the
+command service (`bot.core`) in `bot_data["core"]`. Handlers only translate updates into intents
+and replies into messages.
+
+    app = build_application(token, runner, db, store)
+    app.run_polling()   # or, with a public https URL: app.run_webhook(**webhook.run_options())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    InlineQueryHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.core import ArtifactStore, CommandService, Database, JobBackend
+from bot.limits import Limits
+from bot.telegram import commands as c
+from bot.telegram.buttons import button, forget_answer, forget_me
+from bot.telegram.delivery import resume_deliveries, stop_following
+from bot.telegram.inline import inline_query
+from bot.telegram.talk import PLATFORM, say
+
+log = logging.getLogger(__name__)
+
+NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
+COMMANDS = {
+    "compose": "compose a track: /compose jazz 0.9 60s",
+    "genres": "the genres you can ask for",
+    "history": "your tracks, newest first: /history 2",
+    "favorites": "your favourite tracks",
+    "continue": "continue a track: /continue 42, or reply /continue to a MIDI file",
+    "share": "post a track into a channel: /share 42 @channel",
+    "settings": "your defaults: /settings genre=jazz temp=0.9",
+    "cancel": "stop the track being composed",
+    "forgetme": "delete everything I keep about you",
+    "help": "how to talk to me",
+}
+
+# Who Telegram names as the sender when it hides the person: an anonymous group admin
+# (@GroupAnonymousBot), someone posting as a channel (@Channel_Bot) and a channel's posts forwarded
+# into its discussion group (Telegram's own 777000). Many people share each id.
+STAND_IN_IDS = frozenset({1087968824, 136817688, 777000})
+ANONYMOUS = (
+    "🙈 I can't tell who you are when you post as the group or as a channel, and your tracks, favourites "
+    "and settings must be yours alone. Turn off “Remain anonymous” (or post as yourself) to use me."
+)
+
+
+async def refuse_hidden_senders(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Runs before every other handler. A message whose sender Telegram hides comes from an id
+    that many people share: answered with why, and handled no further (else they would all share
+    one account, each able to continue, cancel or delete the others' tracks)."""
+    message = update.message
+    if message is None:  # button presses and inline queries always name the real person
+        return
+    sender = message.from_user
+    if message.sender_chat is None and (sender is None or sender.id not in STAND_IN_IDS):
+        return
+    words = (message.text or message.caption or "").split(maxsplit=1)
+    command, _, addressee = (words[0] if words else "").partition("@")
+    if command.startswith("/") and addressee.lower() in ("", context.bot.username.lower()):  # ours to answer
+        await say(update, ANONYMOUS)
+    raise ApplicationHandlerStop
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """One place for every unexpected error: log it (never the token) and tell the user, if any."""
+    token = context.bot.token
+    detail = str(context.error).replace(token, "<token>")
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("update %s failed: %s: %s", update_id, context.error.__class__.__name__, detail)
+    if isinstance(update, Update) and update.effective_message is not None:
+        with contextlib.suppress(TelegramError):
+            await update.effective_message.reply_text("⚠️ Something went wrong on my side; please try again.")
+
+
+async def register_commands(application: Application) -> None:
+    await application.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS.items()])
+
+
+async def on_start(application: Application) -> None:
+    """After connecting: announce the commands, then deliver the jobs a restart left unfinished."""
+    await register_commands(application)
+    await resume_deliveries(application)
+
+
+def build_application(
+    token: str,
+    backend: JobBackend,
+    db: Database,
+    store: ArtifactStore,
+    base_url: str | None = None,
+    base_file_url: str | None = None,
+    limits: Limits | None = None,
+) -> Application:
+    """The bot on a job backend, a database and an artifact store: every handler registered; on
+    start-up it announces its commands and resumes delivering unfinished jobs, and on stop it
+    stops following them (the next start resumes)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry URLs with the token
+    builder = Application.builder().token(token).post_init(on_start).post_stop(stop_following)
+    if base_url:
+        builder = builder.base_url(base_url)
+    if base_file_url:
+        builder = builder.base_file_url(base_file_url)
+    application = builder.build()
+    application.bot_data["core"] = CommandService(PLATFORM, backend, db, store, limits)
+    application.add_handler(TypeHandler(Update, refuse_hidden_senders), group=-1)
+    for name, handler in (
+        ("start", c.start),
+        ("help", c.help_command),
+        ("genres", c.genres),
+        ("compose", c.compose),
+        ("continue", c.continue_command),
+        ("history", c.history_command),
+        (("favorites", "favourites", "favs"), c.favorites_command),
+        ("settings", c.settings),
+        ("cancel", c.cancel),
+        (("forgetme", "forget_me"), forget_me),
+        ("share", c.share),
+    ):
+        application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
+    application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
+    application.add_handler(CallbackQueryHandler(button))
+    application.add_handler(InlineQueryHandler(inline_query))
+    application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, c.unknown))
+    application.add_error_handler(on_error)
+    return application

@@ -1,0 +1,129 @@
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track, and /forgetme's question."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+
+from telegram import Chat, Update
+from telegram.constants import ChatType
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application, ContextTypes
+
+from bot.core import Derive, SetFavourite, TrackAsk
+from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
+from bot.telegram.commands import may_post
+from bot.telegram.delivery import post_progress
+from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
+
+STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
+
+
+async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🔁 🔥 ❄️ ⭐ ➕ 📤 under a track."""
+    core = core_of(context.application)
+    query = update.callback_query
+    press = parse_button(query.data or "")
+    if press is None or update.effective_chat is None:  # ours? (and not under a message sent inline)
+        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        return
+    asked = origin(update)
+    if await core.seen(asked.key):
+        await query.answer()
+        return
+    track = await core.track(TrackAsk(asked, press.track_id))
+    if isinstance(track, Reply):
+        await query.answer(text_of(track), show_alert=True)
+        return
+    if press.action == "share":
+        await query.answer(f"To share it, send /share {track.track_id} @yourchannel", show_alert=True)
+        return
+    chat = update.effective_chat
+    if press.action in ("fav", "unfav"):
+        private = chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
+        if not private and not first_delivery(context.application, update.update_id):
+            await query.answer()  # a press delivered again (a webhook retry) must not turn it back
+            return
+        await toggle_favourite(update, context, track.track_id, press.action == "fav" if private else None)
+        return
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
+        # A channel's subscribers and a group's muted members see the buttons too, but the new
+        # track would be posted here as if by them.
+        who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
+        await query.answer(
+            f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track.track_id}",
+            show_alert=True,
+        )
+        return
+    if press.action == "continue":
+        result = await core.continue_track(TrackAsk(asked, track.track_id))
+    else:
+        result = await core.derive(Derive(asked, press.action, track.track_id))
+    if isinstance(result, Started):
+        await post_progress(context.application, chat.id, result.job_id)
+        await query.answer(STARTING.get(press.action, "🎼 Composing…"))
+    elif result.silent:
+        await query.answer()
+    else:
+        await query.answer(text_of(result), show_alert=True)
+
+
+def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:
+    """Whether this update is seen for the first time, among the last `remembered` asked about
+    (a redelivery comes soon after the first, to the process that got it)."""
+    seen: collections.OrderedDict[int, None] = application.bot_data.setdefault("seen", collections.OrderedDict())
+    if update_id in seen:
+        return False
+    seen[update_id] = None
+    while len(seen) > remembered:
+        seen.popitem(last=False)
+    return True
+
+
+async def toggle_favourite(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, track_id: int, favourite: bool | None
+) -> None:
+    """`favourite` None: turn the presser's favourite over (a shared chat's button shows no state)."""
+    query = update.callback_query
+    reply = await core_of(context.application).favourite(SetFavourite(origin(update), track_id, favourite))
+    if reply.kind:
+        await query.answer(text_of(reply), show_alert=True)
+        return
+    await query.answer(reply.text)
+    if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_reply_markup(keyboard(reply.buttons))
+
+
+async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:
+    try:
+        member = await with_retries(lambda: context.bot.get_chat_member(chat.id, user_id))
+    except TelegramError:
+        return False
+    return may_post(chat.type, member)
+
+
+async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Asks first, as Discord does: nothing is deleted until the asker presses the button. A
+    /forgetme is one tap on a link in any message, and in a group everyone sees the question, so
+    the buttons carry whose question it is."""
+    uid = who(update).user_id
+    buttons = [[Button("🗑 Delete everything", f"forgetme:confirm:{uid}"), Button("Keep it", f"forgetme:keep:{uid}")]]
+    await with_retries(lambda: update.effective_message.reply_text(FORGET_CONFIRM, reply_markup=keyboard(buttons)))
+
+
+async def forget_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The answer to /forgetme's question, taken only from the person it asked. Deleting cancels
+    their unfinished jobs, then removes everything of theirs."""
+    query = update.callback_query
+    _, choice, asker = (query.data or "").split(":")  # the handler's pattern guarantees the shape
+    if who(update).user_id != asker:
+        await query.answer("This question was for someone else; send /forgetme to be asked yourself.", show_alert=True)
+        return
+    await query.answer()
+    if choice == "confirm":
+        answer = (await core_of(context.application).forget(who(update))).text
+    else:
+        answer = "👍 Kept everything."
+    with contextlib.suppress(BadRequest):  # the question was deleted meanwhile: nothing to edit
+        await query.edit_message_text(answer)

@@ -1,0 +1,256 @@
+"""Telegram's commands, one handler per intent, each short: the message becomes an intent for
+the command service (`bot.core`), and its reply a message; an accepted job gets a progress
+message and is followed (`bot.telegram.delivery`)."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+from telegram import Document, Update
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import Forbidden as CannotWrite
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from bot.core import (
+    MAX_PRIMER_BYTES,
+    ComposeTrack,
+    ContinueMidi,
+    PageAsk,
+    SettingsAsk,
+    TrackAsk,
+    Unavailable,
+    Where,
+)
+from bot.grammar import (
+    GENRE_NAMES,
+    Compose,
+    Page,
+    SettingsCommand,
+    ShareCommand,
+    TrackCommand,
+    UsageError,
+    genre_of,
+    parse,
+)
+from bot.replies import Listing, Reply, Started, listing_text
+from bot.telegram.delivery import post_progress, send_track
+from bot.telegram.talk import PLATFORM, answer, core_of, origin, say, who, with_retries
+
+T = TypeVar("T")
+PAGE_SIZE = 10
+MIDI_NAMES = (".mid", ".midi", ".kar")
+MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
+EMPTY = {"history": "No tracks yet: try /compose ambient", "favorites": "No favourites yet: press ⭐ under a track"}
+HELP = (
+    "🎹 I compose piano music.\n\n"
+    "/compose ambient — a track (genres: {genres})\n"
+    "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
+    "/compose jazz 0.9 60s — the same, shorter\n"
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share.\n\n"
+    "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
+    "Reply /continue (or /continue jazz) to a MIDI file to carry it on.\n"
+    "In any chat, type @{bot} (or @{bot} jazz) to send one of your favourites.\n"
+    "/settings genre=jazz temp=0.9 len=60 instrument=strings — your defaults\n"
+    "/cancel — stop the current track · /forgetme — delete your data"
+)
+
+
+def help_text(context: ContextTypes.DEFAULT_TYPE) -> str:
+    return HELP.format(genres=GENRE_NAMES, bot=context.bot.username)
+
+
+async def parsed(update: Update, kind: type[T], usage: str) -> T | None:
+    """The message as a command of `kind`, or None once the user was told what to type instead."""
+    try:
+        cmd = parse(update.effective_message.text or "")
+        if not isinstance(cmd, kind):
+            raise UsageError(usage)
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return None
+    return cmd
+
+
+async def started(update: Update, context: ContextTypes.DEFAULT_TYPE, result: Reply | Started) -> None:
+    """An accepted job gets its progress message and is followed; a refusal is the answer."""
+    if isinstance(result, Started):
+        await post_progress(context.application, update.effective_chat.id, result.job_id)
+    else:
+        await answer(update, result)
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await core_of(context.application).user(who(update))
+    if context.args == ["favorites"]:  # from the button under an empty inline answer
+        await show_page(update, context, "favorites", 1)
+        return
+    await say(update, "Hello! " + help_text(context))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await say(update, help_text(context))
+
+
+async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await say(update, f"Genres: {GENRE_NAMES}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
+
+
+async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    if (cmd := await parsed(update, Compose, "try /compose ambient")) is None:
+        return
+    await started(update, context, await core_of(context.application).compose(ComposeTrack(origin(update), cmd)))
+
+
+async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/continue 42 carries on a track; /continue [genre] in reply to a MIDI file carries on that."""
+    message = update.effective_message
+    text = message.text or ""
+    replied = message.reply_to_message
+    if replied is not None and replied.document is not None and not re.fullmatch(r"\S+\s+#?\d+", text.strip()):
+        await continue_midi(update, context, replied.document, text.split()[1:])
+        return
+    usage = "/continue takes a track number, like /continue 42, or reply /continue to a MIDI file"
+    if (cmd := await parsed(update, TrackCommand, usage)) is None:
+        return
+    if cmd.track_id is None:
+        await say(update, f"🤔 {usage}")
+        return
+    core = core_of(context.application)
+    await started(update, context, await core.continue_track(TrackAsk(origin(update), cmd.track_id)))
+
+
+def check_midi_document(document: Document) -> None:
+    """Refuse what is plainly not a MIDI file, or too big, before downloading anything."""
+    name, mime = (document.file_name or "").lower(), (document.mime_type or "").lower()
+    if (name or mime) and not (name.endswith(MIDI_NAMES) or mime in MIDI_TYPES):
+        raise UsageError("that file isn't MIDI; reply /continue to a .mid file (or send /continue 42 for a track)")
+    if document.file_size and document.file_size > MAX_PRIMER_BYTES:
+        size, most = document.file_size / 1e6, MAX_PRIMER_BYTES // 1_000_000
+        raise UsageError(f"that MIDI file is {size:.1f} MB; send one up to {most} MB")
+
+
+async def continue_midi(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, document: Document, args: list[str]
+) -> None:
+    """Carry on a user's MIDI file: its last bars become the primer of a new piece in the genre
+    they name, or their default one (asked for when they have none)."""
+    core = core_of(context.application)
+    try:
+        if len(args) > 1:
+            raise UsageError("reply /continue or /continue jazz to a MIDI file")
+        genre = genre_of(args[0]) if args else None
+        check_midi_document(document)
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    ask = ContinueMidi(origin(update), genre, f"telegram-file:{document.file_unique_id}")
+    refusal = await core.prepare_midi(ask)  # the genre, then the limits: they also bound downloads
+    if refusal is not None:
+        await answer(update, refusal)
+        return
+    file = await with_retries(lambda: context.bot.get_file(document.file_id))
+    data = bytes(await file.download_as_bytearray())
+    await started(update, context, await core.continue_midi(ask, data))
+
+
+async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await list_tracks(update, context, "history")
+
+
+async def favorites_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await list_tracks(update, context, "favorites")
+
+
+async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str) -> None:
+    try:
+        cmd = parse(update.effective_message.text or "")
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    await show_page(update, context, kind, cmd.page if isinstance(cmd, Page) else 1)
+
+
+async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str, page_no: int) -> None:
+    listing: Listing = await core_of(context.application).page(PageAsk(origin(update), kind, page_no, PAGE_SIZE))
+    text = listing_text(listing, EMPTY, footer="Send /continue <number> or /share <number> @channel.")
+    if not listing.lines or update.effective_chat.type == ChatType.PRIVATE:
+        await say(update, text)
+        return
+    # in a group the list is the asker's alone: it goes to their private chat with the bot
+    try:
+        await with_retries(lambda: context.bot.send_message(update.effective_user.id, text))
+    except CannotWrite:  # they never opened a chat with the bot, so it may not write to them
+        await say(update, f"🔒 Your {kind} is private: open a chat with me (@{context.bot.username}) and send /{kind}")
+        return
+    await say(update, f"📬 Sent your {kind} to our private chat.")
+
+
+async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    try:
+        cmd = parse(update.effective_message.text or "")
+    except UsageError as exc:
+        await say(update, f"🤔 {exc}")
+        return
+    values = cmd.values if isinstance(cmd, SettingsCommand) else {}
+    reply = await core_of(context.application).settings(SettingsAsk(origin(update), values))
+    await say(update, f"{reply.text}\nChange with /settings genre=jazz temp=0.9 len=60")
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await answer(update, await core_of(context.application).cancel(who(update)))
+
+
+def may_post(chat_type: str, member) -> bool:
+    """Whether a user may put a message in a chat: in a channel only its owner or an admin with the
+    right to post (a subscriber is a 'member' too, but cannot post); elsewhere any member who is
+    not muted."""
+    if member.status == ChatMemberStatus.OWNER:
+        return True
+    if chat_type == ChatType.CHANNEL:
+        return member.status == ChatMemberStatus.ADMINISTRATOR and bool(getattr(member, "can_post_messages", False))
+    if member.status == ChatMemberStatus.RESTRICTED:
+        return bool(getattr(member, "is_member", False) and getattr(member, "can_send_messages", False))
+    return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.MEMBER)
+
+
+async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    core = core_of(context.application)
+    if (
+        cmd := await parsed(update, ShareCommand, "/share needs a track and a channel, like /share 42 @mychannel")
+    ) is None:
+        return
+    ask = TrackAsk(origin(update), cmd.track_id)
+    track = await core.track(ask)
+    if isinstance(track, Reply):
+        await answer(update, track)
+        return
+    target: int | str = int(cmd.channel) if cmd.channel.lstrip("-").isdigit() else cmd.channel
+    try:
+        chat = await with_retries(lambda: context.bot.get_chat(target))
+        member = await with_retries(lambda: context.bot.get_chat_member(target, int(ask.origin.who.user_id)))
+    except TelegramError:
+        await say(update, f"🙅 I can't see {cmd.channel}; add me to it first, then share again.")
+        return
+    if not may_post(chat.type, member):
+        where = "an admin of the channel who may post" if chat.type == ChatType.CHANNEL else "a member who may write"
+        await say(update, f"🙅 To share into {cmd.channel} you need to be {where} there.")
+        return
+    try:
+        sent = await send_track(context.application, target, track)
+    except (TelegramError, Unavailable) as exc:
+        await say(update, f"🙅 I couldn't post into {cmd.channel}: {exc}")
+        return
+    await core.shared(ask, Where(PLATFORM, str(sent.chat.id)), sent.message_id)
+    await say(update, f"📤 Shared #{track.track_id} into {cmd.channel}.")
+
+
+async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Anything else typed to the bot: the grammar says what to type instead."""
+    try:
+        parse(update.effective_message.text or "")
+        message = "try /compose ambient, /genres or /help"
+    except UsageError as exc:
+        message = str(exc)
+    await say(update, f"🤔 {message}")

@@ -1,0 +1,144 @@
+"""Telegram: getting a job's result to its chat — the progress message, the audio, the score.
+
+A job is followed by a background task of ours (`bot.core.Followers`, not `Application.create_task`,
+which stopping the bot would wait on for as long as a track takes). Each job stores where its
+result goes (the chat and the progress message), so when the bot stops mid-job its followers are
+simply cancelled, and on the next start `resume_deliveries` re-attaches to every unfinished job of
+ours and delivers it exactly as for a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from telegram import InputFile, Message
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application
+
+from bot.core import progress_of, watch
+from bot.replies import TrackCard, progress_line
+from bot.telegram.talk import core_of, keyboard, with_retries
+
+log = logging.getLogger(__name__)
+
+PERFORMER = "Melomania"
+EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
+FAILED = "⚠️ Something went wrong on my side; please try again."
+
+
+async def send_score(app: Application, chat_id: int | str, track: TrackCard) -> None:
+    """The piece's MIDI as a document and its piano roll as a photo, after the audio; quietly
+    skipped when retention has removed them (the audio is what matters)."""
+    core = core_of(app)
+    if track.midi_key:
+        midi = await core.artifact(track.midi_key)
+        await with_retries(lambda: app.bot.send_document(chat_id, InputFile(midi, filename=f"{track.stem}.mid")))
+    if track.png_key:
+        png = await core.artifact(track.png_key)
+        await with_retries(lambda: app.bot.send_photo(chat_id, InputFile(png, filename=f"{track.stem}.png")))
+
+
+async def send_track(app: Application, chat_id: int | str, track: TrackCard, favourite: bool = False) -> Message:
+    """The track as an audio message with its caption and buttons; reuses Telegram's file_id
+    when it was uploaded before, and remembers it after the first upload (`Unavailable` when its
+    audio expired)."""
+    core = core_of(app)
+    if track.file_id is None:
+        data = await core.audio(track)
+        audio: str | InputFile = InputFile(data, filename=f"{track.title.replace(' #', '-')}.mp3")
+    else:
+        audio = track.file_id
+    sent = await with_retries(
+        lambda: app.bot.send_audio(
+            chat_id,
+            audio=audio,
+            title=track.title,
+            performer=PERFORMER,
+            duration=round(track.duration_s),
+            caption=track.caption,
+            reply_markup=keyboard(track.buttons(favourite)),
+        )
+    )
+    if track.file_id is None and sent.audio is not None:
+        await core.remember_file_id(track.track_id, sent.audio.file_id)
+    return sent
+
+
+async def post_progress(app: Application, chat_id: int, job_id: int) -> None:
+    """A new progress message for an accepted job, stored as where its result goes, then
+    followed. A restart before the message id is stored finds none and posts a new one."""
+    text = progress_line("queued")
+    progress = await with_retries(lambda: app.bot.send_message(chat_id, text))
+    await core_of(app).set_reply_to(job_id, {"chat_id": chat_id, "message_id": progress.message_id})
+    follow(app, chat_id, progress.message_id, job_id, shown=text)
+
+
+def follow(app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None = None) -> None:
+    """Follow the job in a task of ours (one per job), cancelled by `stop_following`."""
+    work = follow_job(app, chat_id, message_id, job_id, shown)
+    core_of(app).followers.start(job_id, reported(app, chat_id, message_id, work))
+
+
+async def reported(app: Application, chat_id: int, message_id: int, work: Awaitable[None]) -> None:
+    """Run a follower; an unexpected error goes to the bot's error handler (which logs it without
+    the token) and the progress message says something went wrong, rather than spinning forever."""
+    try:
+        await work
+    except Exception as exc:
+        await app.process_error(None, exc)
+        with contextlib.suppress(TelegramError):
+            await app.bot.edit_message_text(FAILED, chat_id=chat_id, message_id=message_id)
+
+
+async def follow_job(app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None) -> None:
+    """Edit the progress message as the job advances (throttled; the ending always), then send
+    the track."""
+    core = core_of(app)
+
+    async def edit(text: str) -> None:
+        with contextlib.suppress(BadRequest):  # "message is not modified", or deleted by the user
+            await with_retries(lambda: app.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id))
+
+    final = await watch(core.events(job_id), edit, EDIT_INTERVAL_S, shown)
+    if final is None:
+        return
+    await edit(progress_of(final))
+    if final.kind == "done" and final.track_id is not None:
+        if chat_id < 0:  # a group or a channel (the Bot API's ids for them are negative)
+            await core.share_here(final.track_id, str(chat_id))  # as on Discord: anyone there may use it
+        track = await core.finished(final.track_id)
+        await send_track(app, chat_id, track)
+        await core.delivered(job_id)  # the track is the result: a restart must not send it again
+        await send_score(app, chat_id, track)
+    else:
+        await core.delivered(job_id)
+
+
+async def resume_deliveries(app: Application) -> int:
+    """On start-up: follow every job of ours whose ending its user has not seen (still going, or
+    ended while we were away) and that knows its chat, as if it had just been submitted.
+    Returns how many were picked up."""
+    resumed = 0
+    for pending in await core_of(app).undelivered():
+        chat_id, message_id = pending.reply_to.get("chat_id"), pending.reply_to.get("message_id")
+        if not isinstance(chat_id, int):
+            continue  # not submitted from a chat (or before jobs said where they go)
+        try:
+            if isinstance(message_id, int):
+                follow(app, chat_id, message_id, pending.job_id)
+            else:  # the bot stopped between accepting the job and posting its progress message
+                await post_progress(app, chat_id, pending.job_id)
+        except TelegramError as exc:  # e.g. the user blocked the bot meanwhile; the others still go
+            log.warning("cannot resume job %s: %s", pending.job_id, exc.__class__.__name__)
+            continue
+        resumed += 1
+    if resumed:
+        log.info("resumed delivering %d jobs", resumed)
+    return resumed
+
+
+async def stop_following(app: Application) -> None:
+    """On stop: cancel the followers; their jobs stay unfinished and are resumed on the next start."""
+    await core_of(app).followers.stop()

@@ -1,0 +1,85 @@
+"""Telegram's words for the service's types: who asks and where, a `Reply` as a message, buttons
+as an inline keyboard, and Bot API calls retried on flood waits and network errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.ext import Application
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.core import CommandService, Origin, Where, Who
+from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Button, Reply
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PLATFORM = "telegram"
+RETRIES = 4
+MARKS = {USAGE: "🤔 ", REFUSED: "🙅 ", LIMITED: "🙅 ", UNREADABLE: "🤔 "}
+
+
+def core_of(app: Application) -> CommandService:
+    return app.bot_data["core"]
+
+
+def who(update: Update) -> Who:
+    """The sender (handlers only see new messages, button presses and inline queries, which all
+    have one)."""
+    user = update.effective_user
+    return Who(PLATFORM, str(user.id), user.full_name)
+
+
+def here(update: Update) -> Where:
+    """The chat; a group's members share its rate budget, and a job's result goes back to it."""
+    chat = update.effective_chat
+    return Where(PLATFORM, str(chat.id), f"{PLATFORM}-chat:{chat.id}", {"chat_id": chat.id})
+
+
+def origin(update: Update) -> Origin:
+    return Origin(who(update), here(update), f"{PLATFORM}:{update.update_id}")
+
+
+def text_of(reply: Reply) -> str:
+    return MARKS.get(reply.kind, "") + reply.text
+
+
+def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows])
+
+
+async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
+    """A Bot API call, retried on flood waits (429 retry_after) and network errors, with backoff."""
+    delay = 1.0
+    for _ in range(RETRIES):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            with warnings.catch_warnings():  # an int until PTB 23, a timedelta after: both are handled
+                warnings.simplefilter("ignore", PTBDeprecationWarning)
+                wait = exc.retry_after
+            await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else float(wait))
+        except BadRequest:
+            raise
+        except NetworkError as exc:
+            log.warning("Telegram network error, retrying in %g s: %s", delay, exc.__class__.__name__)
+            await asyncio.sleep(delay)
+            delay *= 2
+    return await call()
+
+
+async def say(update: Update, text: str) -> None:
+    await with_retries(lambda: update.effective_message.reply_text(text))
+
+
+async def answer(update: Update, reply: Reply) -> None:
+    """The service's reply in the chat; nothing for a silent one (the update came again)."""
+    if not reply.silent:
+        await say(update, text_of(reply))
