@@ -11,10 +11,10 @@ from pathlib import Path
 
 from . import vocab as V
 from .params import GenerationRequest, SamplingParams
-from .pianoroll import write_piano_roll
-from .postprocess import is_degenerate, postprocess
+from .pianoroll import clock, write_piano_roll
+from .postprocess import is_degenerate, postprocess, remove_long_pauses
 from .render import RenderTimings, Tags, render_midi_file
-from .tokenizer import decode_notes, notes_to_midi
+from .tokenizer import Note, decode_notes, duration_seconds, notes_to_midi
 
 MAX_TRIES = 3
 RESEED = 1_000_003  # a regenerated piece gets seed + RESEED·attempt, recorded in its recipe
@@ -137,16 +137,32 @@ def write_track(
     tags: Tags,
     program: int = 0,
     soundfont: str | os.PathLike[str] | None = None,
+    *,
+    seed: int | None = None,
+    primer_until: int | None = None,
 ) -> TrackFiles:
-    """Clean the piece up as the reference does, then write stem.mid, stem.png and stem.mp3."""
+    """Clean the piece up as the reference does, then write stem.mid, stem.png and stem.mp3.
+
+    `seed` goes in the piano roll's title; `primer_until` is where in `tokens` a primer ends (the
+    first composed token), marked on the roll."""
     stem = Path(stem)
-    notes = decode_notes(postprocess(list(tokens)))
+    tokens = list(tokens)
+    notes = decode_notes(postprocess(tokens))
     midi = notes_to_midi(notes, program=program)
     mid, png, mp3 = stem.with_suffix(".mid"), stem.with_suffix(".png"), stem.with_suffix(".mp3")
     midi.write(str(mid))
-    write_piano_roll(notes, png)
+    primer_end = duration_seconds(remove_long_pauses(tokens[:primer_until])) if primer_until else None
+    write_piano_roll(notes, png, title=roll_title(tags, notes, seed), primer_end=primer_end)
     timings = render_midi_file(mid, mp3, tags, soundfont=soundfont)
     return TrackFiles(mp3, mid, png, timings.audio_seconds, len(notes), timings)
+
+
+def roll_title(tags: Tags, notes: Sequence[Note], seed: int | None = None) -> str:
+    """'Ambient · seed 42 · 0:30'; without a seed the track's own title ('Ambient #12 · 0:30')."""
+    length = clock(max((n.end for n in notes), default=0) * V.TICK_SECONDS)
+    if seed is None or not tags.genre:
+        return f"{tags.title} · {length}"
+    return f"{V.display_name(tags.genre).capitalize()} · seed {seed} · {length}"
 
 
 @dataclass(frozen=True)
@@ -161,11 +177,17 @@ class RenderedTrack:
 
 
 def render_track(
-    tokens: Sequence[int], tags: Tags, program: int = 0, soundfont: str | os.PathLike[str] | None = None
+    tokens: Sequence[int],
+    tags: Tags,
+    program: int = 0,
+    soundfont: str | os.PathLike[str] | None = None,
+    *,
+    seed: int | None = None,
+    primer_until: int | None = None,
 ) -> RenderedTrack:
     """`write_track` into a scratch directory that is gone when this returns."""
     with tempfile.TemporaryDirectory(prefix="melomania-track-") as tmp:
-        files = write_track(tokens, Path(tmp) / "track", tags, program, soundfont)
+        files = write_track(tokens, Path(tmp) / "track", tags, program, soundfont, seed=seed, primer_until=primer_until)
         return RenderedTrack(
             files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes(), files.seconds, files.notes
         )

@@ -213,6 +213,8 @@ def compose(
                     Tags(title, V.display_name(genre), recipe.summary()),
                     program,
                     soundfont,
+                    seed=r.seed,
+                    primer_until=len(piece.tokens) - len(piece.new_tokens) if r.primer else None,
                 )
             out.print(f"[bold green]♪ {title}[/]  {files.seconds:.1f} s, {files.notes} notes")
             out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)
@@ -232,7 +234,7 @@ def render(
 ) -> None:
     """Render a MIDI file to MP3 (and a piano-roll PNG) with the configured soundfont, as it is:
     every instrument, drum and pause kept; only the instrument choice, if given, is applied."""
-    from generator.pianoroll import write_piano_roll
+    from generator.pianoroll import clock, write_piano_roll
     from generator.render import render_mp3
     from generator.tokenizer import load_midi, notes_of
 
@@ -254,7 +256,8 @@ def render(
                 soundfont=soundfont,
                 program=program,
             )
-            write_piano_roll(notes, stem.with_suffix(".png"))
+            seconds = max(n.end for n in notes) * V.TICK_SECONDS
+            write_piano_roll(notes, stem.with_suffix(".png"), title=f"{midi_file.stem} · {clock(seconds)}")
         out.print(
             f"[bold green]♪ {escape(midi_file.name)}[/]  {timings.audio_seconds:.1f} s\n"
             f"  mp3  {stem.with_suffix('.mp3')}\n  png  {stem.with_suffix('.png')}",

@@ -1,4 +1,4 @@
-"""Rendering through the real FluidSynth, soundfont and ffmpeg; the piano-roll preview."""
+"""Rendering through the real FluidSynth, soundfont and ffmpeg (the piano roll: test_pianoroll.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from generator.instruments import instrument_program
-from generator.pianoroll import write_piano_roll
 from generator.render import AudioSettings, RenderError, Tags, find_soundfont, render_mp3, trim_and_fade
 from generator.tokenizer import Note, notes_to_midi
 
@@ -155,16 +153,6 @@ def test_one_synthesizer_renders_track_after_track_without_carrying_sound_over(t
     again = synth.render(loud)  # the same sound again (not the same samples: the effects' LFOs run on)
     assert abs(len(again) - len(first)) < synth.sample_rate // 10
     assert np.sqrt((again**2).mean()) == pytest.approx(np.sqrt((first**2).mean()), rel=0.05)
-
-
-def test_piano_roll_is_a_small_png_showing_the_notes(tmp_path):
-    path = tmp_path / "roll.png"
-    write_piano_roll(melody(10.0), path)
-    img = Image.open(path)
-    assert img.format == "PNG" and img.size == (960, 320)
-    assert path.stat().st_size < 60_000
-    pixels = np.asarray(img.convert("RGB")).astype(int)
-    assert (pixels.sum(axis=2) > 300).sum() > 1000  # bright note bars on the dark background
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP starts no extra threads on one core")
