@@ -603,7 +603,7 @@ class InProcessRunner(StoredDeliveries):
             return  # cancelled while its start was being stored
         self._emit(JobEvent(job_id, "rendering"))
         try:
-            track_id = await self._render_and_store(job_id, compose, tokens, request)
+            track_id = await self._render_and_store(job_id, compose, tokens, request, prompt_length)
         except InvalidTransition:
             if job_id in self._active:  # not a cancel (that ended it already): its start was never stored
                 await self._failed(job_id, STORAGE_TROUBLE)
@@ -615,7 +615,7 @@ class InProcessRunner(StoredDeliveries):
         self._finish(job_id, JobEvent(job_id, "done", track_id=track_id))
 
     async def _render_and_store(
-        self, job_id: int, compose: ComposeRequest, tokens: list[int], request: GenerationRequest
+        self, job_id: int, compose: ComposeRequest, tokens: list[int], request: GenerationRequest, prompt_length: int
     ) -> int:
         from generator.instruments import instrument_program
         from generator.render import Tags
@@ -632,7 +632,11 @@ class InProcessRunner(StoredDeliveries):
         )
         title = track_title(request.genre, job_id)
         files = await self._render_pool.render(
-            tokens, Tags(title, recipe.genre, recipe.summary()), instrument_program(compose.instrument)
+            tokens,
+            Tags(title, recipe.genre, recipe.summary()),
+            instrument_program(compose.instrument),
+            seed=recipe.seed,
+            primer_until=prompt_length if request.primer else None,
         )
         new = NewTrack(
             genre=recipe.genre,

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 from generator.render import Tags
@@ -150,9 +151,19 @@ class RenderPool:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: not logged at exit
         return futures
 
-    async def render(self, tokens: Sequence[int], tags: Tags, program: int = 0) -> RenderedTrack:
+    async def render(
+        self,
+        tokens: Sequence[int],
+        tags: Tags,
+        program: int = 0,
+        seed: int | None = None,
+        primer_until: int | None = None,
+    ) -> RenderedTrack:
+        """Render in a process; `seed` and `primer_until` (the tokens up to the primer's end) label
+        the piano roll."""
         loop = asyncio.get_running_loop()
-        args = (render_track, list(tokens), tags, program, self.soundfont)
+        labelled = partial(render_track, seed=seed, primer_until=primer_until)
+        args = (labelled, list(tokens), tags, program, self.soundfont)
         pool = self._pool
         try:
             return await loop.run_in_executor(pool, *args)
