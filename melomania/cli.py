@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
@@ -589,14 +589,9 @@ def run_telegram() -> None:
     MELOMANIA_TELEGRAM_WEBHOOK_URL is set; tracks are composed in this process, or by workers
     when MELOMANIA_REDIS_URL is set."""
     import asyncio
-    import os
-    import re
 
-    token = os.environ.get("MELOMANIA_TELEGRAM_TOKEN", "").strip()
-    if not token:
-        fail("MELOMANIA_TELEGRAM_TOKEN is not set; create a bot with @BotFather and export its token")
-    if not re.fullmatch(r"\d+:[\w-]+", token):
-        fail("MELOMANIA_TELEGRAM_TOKEN is not a bot token (it looks like 123456:ABC-def… from @BotFather)")
+    settings = load_settings()
+    token = bot_token(settings.telegram_token, "Telegram", TELEGRAM_TOKEN_SHAPE, TELEGRAM_LOOKS_LIKE, TELEGRAM_GET_ONE)
 
     from telegram import Bot
     from telegram.error import InvalidToken, NetworkError
@@ -605,7 +600,6 @@ def run_telegram() -> None:
     from bot.telegram import build_application, webhook_from
     from storage import Database, LocalArtifactStore
 
-    settings = load_settings()
     secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
     try:  # a bad webhook setting is found before minutes of loading
         webhook = webhook_from(
@@ -657,7 +651,7 @@ def run_telegram() -> None:
 
 # Discord syncs global commands slowly; a test guild gets them at once.
 TestGuild = Annotated[
-    int | None, typer.Option(envvar="MELOMANIA_DISCORD_TEST_GUILD", help="sync Discord commands to this guild only")
+    int | None, typer.Option(help="sync Discord commands to this guild only [env: MELOMANIA_DISCORD_TEST_GUILD]")
 ]
 
 
@@ -669,12 +663,11 @@ def run_discord(
     by workers when MELOMANIA_REDIS_URL is set."""
     import asyncio
 
-    token = bot_token(  # its shape checked before anything loads: a typo is one line, not minutes of loading
-        "MELOMANIA_DISCORD_TOKEN",
-        DISCORD_TOKEN_SHAPE,
-        "three dot-separated parts, from the Bot page of the Discord developer portal",
-        "create a bot in the Discord developer portal and export its token",
-    )
+    settings = load_settings()
+    # its shape checked before anything loads: a typo is one line, not minutes of loading
+    token = bot_token(settings.discord_token, "Discord", DISCORD_TOKEN_SHAPE, DISCORD_LOOKS_LIKE, DISCORD_GET_ONE)
+    if test_guild is None:
+        test_guild = settings.discord_test_guild
 
     import discord
 
@@ -705,18 +698,23 @@ def run_discord(
         fail(f"cannot reach Discord ({exc.__class__.__name__}); check the network and try again")
 
 
+TELEGRAM_TOKEN_SHAPE = r"\d+:[\w-]+"
+TELEGRAM_LOOKS_LIKE = "123456:ABC-def… from @BotFather"
+TELEGRAM_GET_ONE = "create a bot with @BotFather to get one"
 DISCORD_TOKEN_SHAPE = r"[\w-]+\.[\w-]+\.[\w-]+"  # base64url user id . timestamp . HMAC
+DISCORD_LOOKS_LIKE = "three dot-separated parts, from the Bot page of the Discord developer portal"
+DISCORD_GET_ONE = "create a bot in the Discord developer portal to get one"
 
 
-def bot_token(var: str, shape: str, looks_like: str, get_one: str) -> str:
-    """A bot token from the environment, checked for its shape before anything connects; the
-    error names the variable, never the value."""
-    import os
+def bot_token(value: SecretStr | None, platform: str, shape: str, looks_like: str, get_one: str) -> str:
+    """A bot token from the settings (the environment or .env), checked for its shape before
+    anything connects; the error names the variable and where to set it, never the value."""
     import re
 
-    token = os.environ.get(var, "").strip()
+    var = f"MELOMANIA_{platform.upper()}_TOKEN"
+    token = value.get_secret_value().strip() if value is not None else ""
     if not token:
-        fail(f"{var} is not set; {get_one}")
+        fail(f"no {platform} bot token: set {var} in the environment or in .env; {get_one}")
     if not re.fullmatch(shape, token):
         fail(f"{var} is not a bot token (it looks like {looks_like})")
     return token
@@ -732,19 +730,17 @@ def run_all(
     stops both bots, then the runner."""
     import asyncio
 
+    settings = load_settings()
+    both = " (run all needs both bots' tokens)"
     telegram_token = bot_token(
-        "MELOMANIA_TELEGRAM_TOKEN",
-        r"\d+:[\w-]+",
-        "123456:ABC-def… from @BotFather",
-        "create a bot with @BotFather and export its token (run all needs both bots' tokens)",
+        settings.telegram_token, "Telegram", TELEGRAM_TOKEN_SHAPE, TELEGRAM_LOOKS_LIKE, TELEGRAM_GET_ONE + both
     )
     discord_token = bot_token(
-        "MELOMANIA_DISCORD_TOKEN",
-        DISCORD_TOKEN_SHAPE,
-        "three dot-separated parts, from the Bot page of the Discord developer portal",
-        "create a bot in the Discord developer portal and export its token (run all needs both bots' tokens)",
+        settings.discord_token, "Discord", DISCORD_TOKEN_SHAPE, DISCORD_LOOKS_LIKE, DISCORD_GET_ONE + both
     )
-    if load_settings().telegram_webhook_url:
+    if test_guild is None:
+        test_guild = settings.discord_test_guild
+    if settings.telegram_webhook_url:
         fail("run all polls Telegram; unset MELOMANIA_TELEGRAM_WEBHOOK_URL, or run the bots apart (run telegram)")
 
     from .run_all import StartError, serve_both

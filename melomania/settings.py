@@ -16,6 +16,12 @@
 | MELOMANIA_TELEGRAM_WEBHOOK_LISTEN | 127.0.0.1                       | where the webhook server listens   |
 | MELOMANIA_TELEGRAM_WEBHOOK_PORT   | 8443                            | (behind a TLS-terminating proxy)   |
 | MELOMANIA_TELEGRAM_WEBHOOK_SECRET | random per start                | the header Telegram must send      |
+| MELOMANIA_TELEGRAM_TOKEN          | (none)                          | the Telegram bot's token (secret)  |
+| MELOMANIA_DISCORD_TOKEN           | (none)                          | the Discord bot's token (secret)   |
+| MELOMANIA_DISCORD_TEST_GUILD      | (none: global commands)         | sync slash commands to one guild   |
+
+The environment wins over .env; .env is read from the working directory. Secrets (tokens, the
+webhook secret) are SecretStr and URLs that may hold passwords are kept out of every repr.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class Settings(BaseSettings):
     telegram_webhook_listen: str = "127.0.0.1"
     telegram_webhook_port: int = Field(8443, ge=1, le=65535)
     telegram_webhook_secret: SecretStr | None = None  # SecretStr: never printed by a repr or a log
+    telegram_token: SecretStr | None = Field(None, repr=False)
+    discord_token: SecretStr | None = Field(None, repr=False)
+    discord_test_guild: int | None = None
 
     def checkpoint_path(self) -> Path | None:
         """The configured checkpoint, else the shipped default model, else None."""

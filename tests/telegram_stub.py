@@ -36,6 +36,7 @@ class Call:
     method: str
     params: dict[str, str]
     files: dict[str, bytes] = field(default_factory=dict)
+    token: str = ""  # the bot token the call was made with (/bot<token>/<method>)
 
     def json(self, name: str) -> Any:
         """A parameter the client sent JSON-encoded (reply_markup, chat_id as a number, …)."""
@@ -192,7 +193,8 @@ class BotApiStub:
         params, files = _decode(request.headers.get("Content-Type", ""), body)
         if method != "getUpdates":
             with self._cond:
-                self.calls.append(Call(method, params, files))
+                token = parts[-2].removeprefix("bot") if len(parts) >= 2 else ""
+                self.calls.append(Call(method, params, files, token))
         try:
             if method.startswith("send") and str(params.get("chat_id")) in self.unreachable:
                 payload = {

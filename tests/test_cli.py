@@ -291,3 +291,56 @@ def test_build_kernel_builds_the_attention_kernel_for_this_machine_and_says_wher
     assert result.exit_code == 0, result.output
     path = result.output.split("attention kernel built:", 1)[1].split()[0]
     assert path.endswith(".so") and os.path.isfile(path)
+
+
+TELEGRAM_TOKEN = "123456:TEST-dotenv-telegram"
+DISCORD_TOKEN = "MTIzNDU2.dotenv.TEST-discord-token"
+
+
+@pytest.fixture
+def no_tokens(monkeypatch, tmp_path):
+    """A working directory of its own (its .env is the test's) and no token in the environment."""
+    for var in ("MELOMANIA_TELEGRAM_TOKEN", "MELOMANIA_DISCORD_TOKEN", "MELOMANIA_TELEGRAM_WEBHOOK_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_bot_tokens_in_dotenv_pass_the_token_check(no_tokens):
+    (no_tokens / ".env").write_text(
+        f"MELOMANIA_TELEGRAM_TOKEN={TELEGRAM_TOKEN}\nMELOMANIA_DISCORD_TOKEN={DISCORD_TOKEN}\n"
+        "MELOMANIA_TELEGRAM_WEBHOOK_URL=http://bot.example.org/hook\n"
+    )
+    # past the token check, each stops at the next one: the webhook setting, found before any network
+    line = assert_one_line_error(run("run", "telegram"), "https")
+    assert "token" not in line
+    line = assert_one_line_error(run("run", "all"), "unset MELOMANIA_TELEGRAM_WEBHOOK_URL")  # both tokens read
+    assert TELEGRAM_TOKEN not in line and DISCORD_TOKEN not in line
+
+
+@pytest.mark.parametrize(
+    "command, var, platform",
+    [("telegram", "MELOMANIA_TELEGRAM_TOKEN", "Telegram"), ("discord", "MELOMANIA_DISCORD_TOKEN", "Discord")],
+)
+def test_a_missing_bot_token_says_where_to_set_it(no_tokens, command, var, platform):
+    assert_one_line_error(run("run", command), f"no {platform} bot token: set {var} in the environment or in .env")
+
+
+def test_a_malformed_token_in_dotenv_is_never_repeated(no_tokens):
+    (no_tokens / ".env").write_text("MELOMANIA_TELEGRAM_TOKEN=not-a-token-SECRET\n")
+    line = assert_one_line_error(run("run", "telegram"), "MELOMANIA_TELEGRAM_TOKEN is not a bot token")
+    assert "SECRET" not in line
+
+
+def test_the_environment_wins_over_dotenv_and_no_token_is_ever_shown(no_tokens, monkeypatch):
+    from melomania.settings import Settings
+
+    (no_tokens / ".env").write_text(
+        f"MELOMANIA_TELEGRAM_TOKEN=111:from-dotenv\nMELOMANIA_DISCORD_TOKEN={DISCORD_TOKEN}\n"
+    )
+    monkeypatch.setenv("MELOMANIA_TELEGRAM_TOKEN", TELEGRAM_TOKEN)
+    settings = Settings()
+    assert settings.telegram_token.get_secret_value() == TELEGRAM_TOKEN
+    assert settings.discord_token.get_secret_value() == DISCORD_TOKEN
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    assert TELEGRAM_TOKEN not in shown and DISCORD_TOKEN not in shown and "from-dotenv" not in shown

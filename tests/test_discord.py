@@ -390,23 +390,28 @@ async def test_a_rate_limited_follow_up_is_retried_by_discord_py_and_posted_once
     assert len(env.stub.calls_to("followup")) == 2 and await env.count(Job) == 1
 
 
-def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch):
+def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from melomania.cli import app
 
+    monkeypatch.chdir(tmp_path)  # a .env of the developer's is not read
     monkeypatch.delenv("MELOMANIA_DISCORD_TOKEN", raising=False)
     result = CliRunner().invoke(app, ["run", "discord"])
-    assert result.exit_code == 2 and "MELOMANIA_DISCORD_TOKEN is not set" in result.output
+    assert (
+        result.exit_code == 2
+        and "no Discord bot token: set MELOMANIA_DISCORD_TOKEN in the environment or in .env" in result.output
+    )
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_run_discord_with_a_malformed_token_is_a_one_line_error_before_anything_loads(monkeypatch):
+def test_run_discord_with_a_malformed_token_is_a_one_line_error_before_anything_loads(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from melomania.cli import app
 
     malformed = "secret-but-not-a-token"
+    monkeypatch.chdir(tmp_path)  # a .env of the developer's is not read
     monkeypatch.setenv("MELOMANIA_DISCORD_TOKEN", malformed)
     monkeypatch.setenv("MELOMANIA_CHECKPOINT", "/nonexistent/checkpoint.pt")  # loading it would be another error
     result = CliRunner().invoke(app, ["run", "discord"])

@@ -57,9 +57,9 @@ main()
 @pytest.mark.parametrize(
     "telegram, discord, fragments",
     [
-        (None, DISCORD_TOKEN, ("MELOMANIA_TELEGRAM_TOKEN is not set", "@BotFather")),
-        (TELEGRAM_TOKEN, None, ("MELOMANIA_DISCORD_TOKEN is not set", "developer portal")),
-        (None, None, ("MELOMANIA_TELEGRAM_TOKEN is not set",)),
+        (None, DISCORD_TOKEN, ("no Telegram bot token: set MELOMANIA_TELEGRAM_TOKEN", "@BotFather")),
+        (TELEGRAM_TOKEN, None, ("no Discord bot token: set MELOMANIA_DISCORD_TOKEN", "developer portal")),
+        (None, None, ("no Telegram bot token", "in the environment or in .env")),
         ("not-a-token", DISCORD_TOKEN, ("MELOMANIA_TELEGRAM_TOKEN is not a bot token", "123456:ABC")),
         (TELEGRAM_TOKEN, "not a token", ("MELOMANIA_DISCORD_TOKEN is not a bot token", "three dot-separated parts")),
     ],
@@ -125,8 +125,14 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def start_run_all(tmp_path: Path, telegram: BotApiStub, discord: DiscordApiStub, **extra: str) -> subprocess.Popen:
+def start_run_all(
+    tmp_path: Path, telegram: BotApiStub, discord: DiscordApiStub, dotenv: bool = False, **extra: str
+) -> subprocess.Popen:
+    """`melomania run all` in `tmp_path`; with `dotenv`, the tokens are in its .env, not the environment."""
     env = bot_env(tmp_path, **extra)
+    if dotenv:
+        tokens = [f"{var}={env.pop(var)}\n" for var in ("MELOMANIA_TELEGRAM_TOKEN", "MELOMANIA_DISCORD_TOKEN")]
+        (tmp_path / ".env").write_text("".join(tokens))
     urls = [discord.base_url, discord.gateway_url, telegram.base_url, telegram.file_url]
     return subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, *urls],
@@ -178,6 +184,23 @@ async def test_run_all_composes_for_both_platforms_through_one_runner_and_stops_
     requests = [(json.loads(r)["platform"], json.loads(r)["genre"], state) for r, state in jobs]
     assert sorted(requests) == [("discord", "jazz", "done"), ("telegram", "calm", "done")]
     assert len(models) == 1  # both composed by the same loaded model
+
+
+async def test_run_all_reads_the_tokens_from_dotenv_and_never_prints_them(tmp_path, stubs):
+    telegram, discord = stubs
+    process = start_run_all(tmp_path, telegram, discord, dotenv=True)
+    try:
+        [identify] = await discord.wait_for("identify", timeout=180)
+        [polling] = await telegram.wait_for("deleteWebhook", timeout=60)  # past getMe: polling
+    except BaseException:
+        process.kill()
+        print(process.communicate()[1][-5000:])
+        raise
+    code, output = await stopped(process)
+    assert code == 0 and "Traceback" not in output, output[-3000:]
+    assert identify.payload["token"] == DISCORD_TOKEN and polling.token == TELEGRAM_TOKEN
+    assert {call.token for call in telegram.calls} == {TELEGRAM_TOKEN}
+    assert TELEGRAM_TOKEN not in output and DISCORD_TOKEN not in output
 
 
 async def test_run_all_with_a_rejected_discord_token_stops_the_telegram_bot_and_says_which(tmp_path, stubs):

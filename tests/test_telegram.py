@@ -406,14 +406,18 @@ async def test_favourites_are_listed_and_forgetme_deletes_everything(env):
     assert await env.count(Track) == 0 and await env.count(Favorite) == 0
 
 
-def test_run_telegram_without_a_token_is_a_one_line_error(monkeypatch):
+def test_run_telegram_without_a_token_is_a_one_line_error(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from melomania.cli import app
 
+    monkeypatch.chdir(tmp_path)  # a .env of the developer's is not read
     monkeypatch.delenv("MELOMANIA_TELEGRAM_TOKEN", raising=False)
     result = CliRunner().invoke(app, ["run", "telegram"])
-    assert result.exit_code == 2 and "MELOMANIA_TELEGRAM_TOKEN is not set" in result.output
+    assert (
+        result.exit_code == 2
+        and "no Telegram bot token: set MELOMANIA_TELEGRAM_TOKEN in the environment or in .env" in result.output
+    )
     assert len(result.output.strip().splitlines()) == 1
     monkeypatch.setenv("MELOMANIA_TELEGRAM_TOKEN", "not-a-token-SECRET")
     result = CliRunner().invoke(app, ["run", "telegram"])
@@ -709,11 +713,12 @@ def test_webhook_settings_choose_polling_or_a_webhook():
         assert "not allowed" not in str(caught.value) and "example.org" not in str(caught.value)
 
 
-def test_run_telegram_with_a_bad_webhook_setting_is_a_one_line_error(monkeypatch):
+def test_run_telegram_with_a_bad_webhook_setting_is_a_one_line_error(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from melomania.cli import app
 
+    monkeypatch.chdir(tmp_path)  # a .env of the developer's is not read
     monkeypatch.setenv("MELOMANIA_TELEGRAM_TOKEN", "123456:ABC-def")
     monkeypatch.setenv("MELOMANIA_TELEGRAM_WEBHOOK_URL", "http://bot.example.org/hook")
     result = CliRunner().invoke(app, ["run", "telegram"])
