@@ -14,10 +14,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 
 # FluidSynth with Debian's General MIDI soundfont, ffmpeg for MP3; python3 for CUDA bases without one;
 # tini as PID 1, to reap the ffmpeg of a render process that died (jobs/render_pool.py); gcc to build
-# the attention kernel for the CPU the container runs on (generator/attention_kernel.py).
+# the attention kernel at image build (generator/attention_kernel.py); DejaVu for the piano roll labels.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates tini gcc \
+      fluidsynth fluid-soundfont-gm ffmpeg ca-certificates tini gcc fonts-dejavu-core \
       $(command -v python3 >/dev/null || echo python3 python3-pip python3-venv) \
  && rm -rf /var/lib/apt/lists/*
 
