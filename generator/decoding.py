@@ -65,7 +65,9 @@ class Row:
         return min(1.0, n / r.token_budget)
 
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int, float], None]
+"""Called after every step with the tokens written so far, the tokens expected in all, and the
+seconds of music written so far (each piece's up to the length it asked for)."""
 
 
 def window(tokens: Sequence[int], max_len: int, prefix: int = 1) -> list[int]:
@@ -272,6 +274,24 @@ def tokens_done_and_expected(rows: Sequence[Row]) -> tuple[int, int]:
     return done, expected
 
 
+def seconds_written(rows: Sequence[Row]) -> float:
+    """Seconds of music the rows' new tokens advance, each capped at the length it asked for."""
+    return sum(
+        row.seconds if row.request.max_seconds is None else min(row.seconds, row.request.max_seconds) for row in rows
+    )
+
+
+def decoding_threads(model: torch.nn.Module, cores: int) -> int:
+    """Torch threads for the generation thread: every core for a large model; one for a small
+    one, whose ops are too short to share, leaving the other cores to render tracks (and to help
+    re-encode a row's window, which does share: BatchDecoder's window_threads).
+    Measured on 2 cores with the shipped model (bench/step.py, bench/load.py): a step of 8 rows
+    took 1.70-2.37 ms on 2 threads and 1.86-2.22 ms on one, and eight tracks at once finished
+    no sooner on two."""
+    small = sum(p.numel() for p in model.parameters()) < 20_000_000
+    return 1 if small else cores
+
+
 def generate(
     model: MusicTransformer,
     requests: Sequence[GenerationRequest],
@@ -283,5 +303,5 @@ def generate(
     while decoder.rows:
         decoder.step()
         if progress is not None:
-            progress(*tokens_done_and_expected(rows))
+            progress(*tokens_done_and_expected(rows), seconds_written(rows))
     return [Generation(row.request, row.tokens, row.new_tokens, row.seconds, row.windows) for row in rows]

@@ -4,12 +4,16 @@ the MIDI, the piano roll and the MP3. The same path serves the CLI and the job w
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import vocab as V
+from .controls import ATTRIBUTES as CONTROLS
+from .controls import parse_level
+from .errors import GeneratorError
 from .params import GenerationRequest, SamplingParams
 from .pianoroll import clock, write_piano_roll
 from .postprocess import is_degenerate, postprocess, remove_long_pauses
@@ -20,9 +24,14 @@ MAX_TRIES = 3
 RESEED = 1_000_003  # a regenerated piece gets seed + RESEED·attempt, recorded in its recipe
 
 
+class RecipeError(GeneratorError):
+    pass
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """Everything needed to compose the same piece again."""
+    """Everything needed to compose the same piece again. `summary()` is one line of key=value
+    pairs (shell-quoted where a value has spaces) that `Recipe.parse` reads back."""
 
     model: str
     checkpoint_sha256: str
@@ -33,6 +42,8 @@ class Recipe:
     max_new_tokens: int | None = None
     primer: str | None = None
     instrument: str = "piano"
+    primer_seconds: float | None = None  # only this many seconds of the primer were continued
+    primer_from: str = "end"  # taken from the primer's "start" or "end"
 
     @classmethod
     def of(
@@ -42,6 +53,8 @@ class Recipe:
         checkpoint_sha256: str,
         instrument: str = "piano",
         primer: str | None = None,
+        primer_seconds: float | None = None,
+        primer_from: str = "end",
     ) -> Recipe:
         assert request.seed is not None, "a recipe needs the seed that was used"
         return cls(
@@ -54,35 +67,123 @@ class Recipe:
             request.max_new_tokens,
             primer,
             instrument,
+            primer_seconds,
+            primer_from,
         )
 
     def summary(self) -> str:
         s = self.sampling
-        length = f"seconds={self.max_seconds:g}" if self.max_seconds else f"tokens={self.max_new_tokens}"
+        length = f"seconds={exact(self.max_seconds)}" if self.max_seconds else f"tokens={self.max_new_tokens}"
         parts = [
-            f"model={self.model}",
+            f"model={shlex.quote(self.model)}",
             f"sha256={self.checkpoint_sha256[:12]}",
             f"genre={V.display_name(self.genre)}",
             f"seed={self.seed}",
             length,
-            f"temperature={s.temperature:g}",
+            f"temperature={exact(s.temperature)}",
             f"top_k={s.top_k}",
-            f"top_p={s.top_p:g}",
-            f"topp_temperature={s.topp_temperature:g}",
+            f"top_p={exact(s.top_p)}",
+            f"topp_temperature={exact(s.topp_temperature)}",
             f"at_least_k={s.at_least_k}",
-            f"rp_penalty={s.rp_penalty:g}",
-            f"rp_restore_speed={s.rp_restore_speed:g}",
-            f"max_hold={s.max_hold:g}",
+            f"rp_penalty={exact(s.rp_penalty)}",
+            f"rp_restore_speed={exact(s.rp_restore_speed)}",
+            f"max_hold={exact(s.max_hold)}",
             f"truncate={s.truncate}",
             *(f"{name}={level}" for name, level in s.controls.as_dict().items()),
-            f"instrument={self.instrument}",
+            f"instrument={shlex.quote(self.instrument)}",
         ]
         if self.primer:
-            parts.append(f"primer={self.primer}")
+            parts.append(f"primer={shlex.quote(self.primer)}")
+            if self.primer_seconds is not None:
+                parts.append(f"primer_seconds={exact(self.primer_seconds)}")
+            parts.append(f"primer_from={self.primer_from}")
         return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> Recipe:
+        """A recipe from its `summary()` line (a leading 'recipe:' is allowed); RecipeError names
+        what is missing or wrong. The checkpoint's sha256 comes back as the summary's prefix."""
+        text = text.strip().removeprefix("recipe:")
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise RecipeError(f"cannot read the recipe: {exc}") from None
+        values: dict[str, str] = {}
+        for word in words:
+            key, eq, value = word.partition("=")
+            if not eq:
+                raise RecipeError(f"recipe part {word!r} is not name=value")
+            if key not in RECIPE_KEYS:
+                raise RecipeError(f"unknown recipe part {key!r}; a recipe has {', '.join(RECIPE_KEYS)}")
+            values[key] = value
+        for key in ("genre", "seed", *SAMPLING_KEYS):
+            if key not in values:
+                raise RecipeError(f"the recipe has no {key}=; paste the whole recipe line")
+        if ("seconds" in values) == ("tokens" in values):
+            raise RecipeError("the recipe needs seconds= or tokens= (one of them)")
+
+        def number(key: str, kind: type = float):
+            try:
+                return kind(values[key])
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise RecipeError(f"recipe {key}={values[key]!r} is not {what}") from None
+
+        types = {f.name: f.type for f in fields(SamplingParams)}
+        sampling = {
+            k: values[k] if k == "truncate" else number(k, int if types[k] in ("int", int) else float)
+            for k in SAMPLING_KEYS
+        }
+        sampling |= {k: parse_level(k, values[k]) for k in CONTROLS if k in values}
+        return cls(
+            model=values.get("model", ""),
+            checkpoint_sha256=values.get("sha256", ""),
+            genre=V.canonical_genre(values["genre"]),
+            seed=number("seed", int),
+            sampling=SamplingParams(**sampling),
+            max_seconds=number("seconds") if "seconds" in values else None,
+            max_new_tokens=number("tokens", int) if "tokens" in values else None,
+            primer=values.get("primer") or None,
+            instrument=values.get("instrument", "piano"),
+            primer_seconds=number("primer_seconds") if "primer_seconds" in values else None,
+            primer_from=values.get("primer_from", "end"),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+SAMPLING_KEYS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "topp_temperature",
+    "at_least_k",
+    "rp_penalty",
+    "rp_restore_speed",
+    "max_hold",
+    "truncate",
+)
+RECIPE_KEYS = (
+    "model",
+    "sha256",
+    "genre",
+    "seed",
+    "seconds",
+    "tokens",
+    *SAMPLING_KEYS,
+    *CONTROLS,
+    "instrument",
+    "primer",
+    "primer_seconds",
+    "primer_from",
+)
+
+
+def exact(x: float) -> str:
+    """A number as short as it reads back the same: 0.8, 30, 0.123456789."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def track_title(genre: str, number: int) -> str:
@@ -92,7 +193,7 @@ def track_title(genre: str, number: int) -> str:
 def compose(
     model,
     requests: Sequence[GenerationRequest],
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
     tries: int = MAX_TRIES,
 ):
     """Generate every request; a piece that comes out degenerate (one key hammered) is composed

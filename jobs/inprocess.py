@@ -366,6 +366,7 @@ class InProcessRunner(StoredDeliveries):
 
         import torch
 
+        from generator.decoding import decoding_threads
         from generator.packed import for_decoding
 
         def settle(how: Callable[[Any], None], outcome: Any) -> None:
@@ -670,17 +671,6 @@ class InProcessRunner(StoredDeliveries):
 
 
 STORAGE_TROUBLE = "I could not keep your track (storage trouble on my side); please try again later"
-
-
-def decoding_threads(model: MusicTransformer, cores: int) -> int:
-    """Torch threads for the generation thread: every core for a large model; one for a small
-    one, whose ops are too short to share, leaving the other cores to render tracks (and to help
-    re-encode a row's window, which does share: BatchDecoder's window_threads).
-    Measured on 2 cores with the shipped model (bench/step.py, bench/load.py): a step of 8 rows
-    took 1.70-2.37 ms on 2 threads and 1.86-2.22 ms on one, and eight tracks at once finished
-    no sooner on two."""
-    small = sum(p.numel() for p in model.parameters()) < 20_000_000
-    return 1 if small else cores
 
 
 def failure_reason(exc: Exception) -> str:

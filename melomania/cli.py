@@ -103,10 +103,67 @@ def load_configured_model(settings: Settings, checkpoint: Path | None) -> tuple[
     return path, load_model(path, exact_decoding=settings.exact_decoding)
 
 
+def check_soundfont(soundfont: Path) -> None:
+    """Load the soundfont now, on this thread (rendering reuses it), so a file that is not a
+    soundfont is one line before composing. FluidSynth and libinstpatch print their own lines
+    on stderr while loading; they are held back, and the first error joins ours."""
+    import os
+    import tempfile
+
+    from generator.render import synthesizer
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as said:
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            synthesizer(soundfont)
+            problem = None
+        except RenderError as exc:
+            problem = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        lines = said.read().decode(errors="replace").splitlines()
+    if problem is None:
+        return
+    reason = next((line.split("error:", 1)[1].strip() for line in lines if "error:" in line), "")
+    fail(
+        f"{soundfont} is not a soundfont FluidSynth can load{f' ({reason})' if reason else ''}; "
+        "set MELOMANIA_SOUNDFONT to a General MIDI .sf2 file, or unset it to use Debian's fluid-soundfont-gm"
+    )
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not by default or the environment)."""
+    source = ctx.get_parameter_source(name)  # typer's own click's ParameterSource: compared by name
+    return source is not None and source.name == "COMMANDLINE"
+
+
+SAMPLING_OPTIONS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "at_least_k",
+    "rp_penalty",
+    "rp_restore_speed",
+    "max_hold",
+    "truncate",
+    "density",
+    "loudness",
+    "polyphony",
+)
+
+
 @app.command()
 def compose(
-    genre: Annotated[str, typer.Argument(help="classic, jazz, ambient (calm) or pop")],
-    seconds: Annotated[float | None, typer.Option(help="length in seconds of music [default: 30]")] = None,
+    ctx: typer.Context,
+    genre: Annotated[
+        str | None,
+        typer.Argument(help="classic, jazz, ambient (calm) or pop; optional with --recipe", show_default=False),
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="length in seconds of music", show_default="30")] = None,
     tokens: Annotated[int | None, typer.Option(help="length in new events instead of seconds")] = None,
     temperature: Annotated[float | None, typer.Option(help="randomness; genre preset by default")] = None,
     top_k: Annotated[int | None, typer.Option(help="sample among the k likeliest events (0: off)")] = None,
@@ -121,119 +178,250 @@ def compose(
     ] = None,
     loudness: Annotated[str | None, typer.Option(help="mean velocity: very-low … very-high (or soft, loud)")] = None,
     polyphony: Annotated[str | None, typer.Option(help="notes at once: very-low … very-high (or thin, thick)")] = None,
-    seed: Annotated[int | None, typer.Option(help="same seed, same piece")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same piece", show_default="random")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
     primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
-    primer_seconds: Annotated[float | None, typer.Option(help="use only this many seconds of the primer")] = None,
+    primer_seconds: Annotated[
+        float | None, typer.Option(help="use only this many seconds of the primer", show_default="all of it")
+    ] = None,
     primer_from: Annotated[str, typer.Option(help="take the primer's seconds from its 'start' or 'end'")] = "end",
     count: Annotated[int, typer.Option(help=f"how many tracks (1–{MAX_COUNT}), composed together")] = 1,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the MP3, MIDI and PNG")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="model weights [env: MELOMANIA_CHECKPOINT]")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="a printed recipe line to compose again (in quotes); options given with it replace its values",
+            show_default=False,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for the MP3, MIDI and PNG", envvar="MELOMANIA_OUT_DIR", show_default="out"),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="model weights", envvar="MELOMANIA_CHECKPOINT", show_default="the shipped model"),
+    ] = None,
 ) -> None:
     """Compose tracks and write MP3, MIDI and a piano-roll PNG for each."""
+    with err.status("starting…") as status:
+        from generator.track import Recipe
+
+        settings = load_settings()
+        with user_errors():
+            wanted = None
+            if recipe is not None:
+                # the recipe fills every option not given on the command line
+                wanted = Recipe.parse(recipe)
+                genre = genre if given(ctx, "genre") else wanted.genre
+                if not (given(ctx, "seconds") or given(ctx, "tokens")):
+                    seconds, tokens = wanted.max_seconds, wanted.max_new_tokens
+                from_recipe = {
+                    name: getattr(wanted.sampling, name) for name in SAMPLING_OPTIONS if not given(ctx, name)
+                }
+                temperature = from_recipe.get("temperature", temperature)
+                top_k = from_recipe.get("top_k", top_k)
+                top_p = from_recipe.get("top_p", top_p)
+                at_least_k = from_recipe.get("at_least_k", at_least_k)
+                rp_penalty = from_recipe.get("rp_penalty", rp_penalty)
+                rp_restore_speed = from_recipe.get("rp_restore_speed", rp_restore_speed)
+                max_hold = from_recipe.get("max_hold", max_hold)
+                truncate = from_recipe.get("truncate", truncate)
+                density = from_recipe.get("density", density)
+                loudness = from_recipe.get("loudness", loudness)
+                polyphony = from_recipe.get("polyphony", polyphony)
+                seed = seed if given(ctx, "seed") else wanted.seed
+                instrument = instrument if given(ctx, "instrument") else wanted.instrument
+                if not given(ctx, "primer"):
+                    primer = Path(wanted.primer) if wanted.primer else None
+                    primer_seconds = primer_seconds if given(ctx, "primer_seconds") else wanted.primer_seconds
+                    primer_from = primer_from if given(ctx, "primer_from") else wanted.primer_from
+            if genre is None:
+                fail("give a genre (classic, jazz, ambient or pop), or --recipe with a printed recipe")
+            compose_tracks(
+                settings,
+                status,
+                genre=genre,
+                seconds=seconds,
+                tokens=tokens,
+                overrides=dict(
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    topp_temperature=wanted.sampling.topp_temperature if wanted else None,
+                    at_least_k=at_least_k,
+                    rp_penalty=rp_penalty,
+                    rp_restore_speed=rp_restore_speed,
+                    max_hold=max_hold,
+                    truncate=truncate,
+                    density=density,
+                    loudness=loudness,
+                    polyphony=polyphony,
+                ),
+                seed=seed,
+                instrument=instrument,
+                primer=primer,
+                primer_seconds=primer_seconds,
+                primer_from=primer_from,
+                count=count,
+                out_dir=out_dir,
+                checkpoint=checkpoint,
+                model_sha256=wanted.checkpoint_sha256 if wanted and not given(ctx, "checkpoint") else "",
+            )
+
+
+def compose_tracks(
+    settings: Settings,
+    status,
+    *,
+    genre: str,
+    seconds: float | None,
+    tokens: int | None,
+    overrides: dict,
+    seed: int | None,
+    instrument: str,
+    primer: Path | None,
+    primer_seconds: float | None,
+    primer_from: str,
+    count: int,
+    out_dir: Path | None,
+    checkpoint: Path | None,
+    model_sha256: str = "",
+) -> None:
+    """`compose` once its options (and any recipe) are settled; `status` is the start-up line,
+    which this stops before the progress bar starts. `model_sha256`: the start of the checkpoint
+    digest a recipe was composed with, checked against the loaded model ('' for none)."""
+    import os
+
+    from generator.decoding import decoding_threads
     from generator.tokenizer import primer_tokens
     from generator.track import Recipe, track_title, write_track
     from generator.track import compose as compose_pieces
 
-    settings = load_settings()
-    with user_errors():
-        genre = V.canonical_genre(genre)
-        if seconds is not None and tokens is not None:
-            fail("give --seconds or --tokens, not both")
-        if tokens is None and seconds is None:
-            seconds = 30.0
-        if seconds is not None and not 1 <= seconds <= MAX_CLI_SECONDS:
-            fail(f"--seconds must be from 1 to {MAX_CLI_SECONDS}, got {seconds:g} (for example --seconds 60)")
-        if tokens is not None and not 1 <= tokens <= MAX_CLI_TOKENS:
-            fail(f"--tokens must be from 1 to {MAX_CLI_TOKENS}, got {tokens} (for example --tokens 1024)")
-        if not 1 <= count <= MAX_COUNT:
-            fail(f"--count must be from 1 to {MAX_COUNT}, got {count}")
-        if primer_from not in ("start", "end"):
-            fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
-        program = instrument_program(instrument)
-        overrides = Overrides(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            at_least_k=at_least_k,
-            rp_penalty=rp_penalty,
-            rp_restore_speed=rp_restore_speed,
-            max_hold=max_hold,
-            truncate=truncate,
-            density=parse_level("density", density),
-            loudness=parse_level("loudness", loudness),
-            polyphony=parse_level("polyphony", polyphony),
+    genre = V.canonical_genre(genre)
+    if seconds is not None and tokens is not None:
+        fail("give --seconds or --tokens, not both")
+    if tokens is None and seconds is None:
+        seconds = 30.0
+    if seconds is not None and not 1 <= seconds <= MAX_CLI_SECONDS:
+        fail(f"--seconds must be from 1 to {MAX_CLI_SECONDS}, got {seconds:g} (for example --seconds 60)")
+    if tokens is not None and not 1 <= tokens <= MAX_CLI_TOKENS:
+        fail(f"--tokens must be from 1 to {MAX_CLI_TOKENS}, got {tokens} (for example --tokens 1024)")
+    if not 1 <= count <= MAX_COUNT:
+        fail(f"--count must be from 1 to {MAX_COUNT}, got {count}")
+    if primer_from not in ("start", "end"):
+        fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
+    program = instrument_program(instrument)
+    for name in ("density", "loudness", "polyphony"):
+        overrides[name] = parse_level(name, overrides[name])
+    wanted = Overrides(**overrides)
+    # the generator's own ranges, wider than chat's (generator.params.RANGES): this is the lab tool
+    wanted.resolve(genre)  # a bad value is found before minutes of loading
+    if primer:
+        status.update("reading the primer…")
+    primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
+    status.update("checking the soundfont…")
+    soundfont = check_render_tools(settings)
+    check_soundfont(soundfont)
+    folder = writable_dir(out_dir or settings.out_dir)
+    first_seed = seed if seed is not None else draw_seed()
+    status.update("loading the model…")
+    ckpt_path, loaded = load_configured_model(settings, checkpoint)
+    if model_sha256 and not loaded.sha256.startswith(model_sha256):
+        fail(
+            f"the recipe was composed with a model of sha256 {model_sha256}, not {ckpt_path.name} "
+            f"({loaded.sha256[:12]}); pass --checkpoint with that model, or with this one to compose it anyway"
         )
-        # the generator's own ranges, wider than chat's (generator.params.RANGES): this is the lab tool
-        overrides.resolve(genre)  # a bad value is found before minutes of loading
-        primed = tuple(primer_tokens(primer, primer_seconds, primer_from)) if primer else ()  # type: ignore[arg-type]
-        soundfont = check_render_tools(settings)
-        folder = writable_dir(out_dir or settings.out_dir)
-        first_seed = seed if seed is not None else draw_seed()
-        ckpt_path, loaded = load_configured_model(settings, checkpoint)
-        sampling = overrides.resolve(genre, loaded.presets)  # the checkpoint's own presets
-        requests = [
-            GenerationRequest(
-                genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
-            )
-            for i in range(count)
-        ]
+    if not settings.threads:  # like the bots: one thread for a small model, whose ops are too short to share
+        import torch
 
-        t0 = time.perf_counter()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"composing {count} × {V.display_name(genre)}", total=None)
-            pieces = compose_pieces(
-                loaded.model, requests, progress=lambda done, total: bar.update(task, completed=done, total=total)
-            )
-        t_generate = time.perf_counter() - t0
+        torch.set_num_threads(decoding_threads(loaded.model, len(os.sched_getaffinity(0))))
+    sampling = wanted.resolve(genre, loaded.presets)  # the checkpoint's own presets
+    requests = [
+        GenerationRequest(
+            genre, sampling, max_new_tokens=tokens, max_seconds=seconds, seed=first_seed + i, primer=primed
+        )
+        for i in range(count)
+    ]
+    status.stop()
 
-        for piece in pieces:
-            r = piece.request
-            recipe = Recipe.of(
-                r,
-                model=ckpt_path.name,
-                checkpoint_sha256=loaded.sha256,
-                instrument=instrument,
-                primer=primer.name if primer else None,
+    by_seconds = tokens is None
+    t0 = time.perf_counter()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:.0f}/{task.total:.0f} s of music" if by_seconds else "{task.completed}/{task.total} events"
+        ),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(
+            f"composing {count} × {V.display_name(genre)}", total=(seconds if by_seconds else tokens) * count
+        )
+
+        def advance(tokens_done: int, _expected: int, seconds_done: float) -> None:
+            bar.update(task, completed=seconds_done if by_seconds else tokens_done)
+
+        pieces = compose_pieces(loaded.model, requests, progress=advance)
+    t_generate = time.perf_counter() - t0
+
+    for piece in pieces:
+        r = piece.request
+        recipe = Recipe.of(
+            r,
+            model=ckpt_path.name,
+            checkpoint_sha256=loaded.sha256,
+            instrument=instrument,
+            primer=str(primer) if primer else None,
+            primer_seconds=primer_seconds if primer else None,
+            primer_from=primer_from,
+        )
+        title = track_title(genre, r.seed)
+        stem = folder / f"{V.display_name(genre)}-{r.seed}"
+        with err.status(f"rendering {title}"):
+            files = write_track(
+                piece.tokens,
+                stem,
+                Tags(title, V.display_name(genre), recipe.summary()),
+                program,
+                soundfont,
+                seed=r.seed,
+                primer_until=len(piece.tokens) - len(piece.new_tokens) if r.primer else None,
             )
-            title = track_title(genre, r.seed)
-            stem = folder / f"{V.display_name(genre)}-{r.seed}"
-            with err.status(f"rendering {title}"):
-                files = write_track(
-                    piece.tokens,
-                    stem,
-                    Tags(title, V.display_name(genre), recipe.summary()),
-                    program,
-                    soundfont,
-                    seed=r.seed,
-                    primer_until=len(piece.tokens) - len(piece.new_tokens) if r.primer else None,
-                )
-            out.print(f"[bold green]♪ {title}[/]  {files.seconds:.1f} s, {files.notes} notes")
-            out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)
-            out.print(f"  recipe: {recipe.summary()}", highlight=False, soft_wrap=True)  # one line to copy
-            out.print(
-                f"  time: generate {t_generate:.1f} s (all {count}), synthesize "
-                f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
-                highlight=False,
-            )
+        out.print(f"[bold green]♪ {escape(title)}[/]  {files.seconds:.1f} s, {files.notes} notes")
+        out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)
+        out.print(f"  recipe: {recipe.summary()}", highlight=False, soft_wrap=True, markup=False)  # one line to copy
+        out.print(
+            f"  time: generate {t_generate:.1f} s (all {count}), synthesize "
+            f"{files.timings.synth_seconds:.1f} s, encode {files.timings.encode_seconds:.1f} s",
+            highlight=False,
+        )
+
+
+def render_stem(folder: Path, midi_file: Path, program: int | None) -> Path:
+    """Where `render` writes: name.<instrument> (name.rendered with the file's own instruments),
+    never the name.mp3 that `compose` wrote beside name.mid."""
+    if program is None:
+        return folder / f"{midi_file.stem}.rendered"
+    name = next(n for n, p in INSTRUMENTS.items() if p == program)
+    return folder / f"{midi_file.stem}.{name.replace(' ', '-')}"
 
 
 @app.command()
 def render(
     midi_file: Annotated[Path, typer.Argument(help="a .mid file")],
     instrument: Annotated[str | None, typer.Option(help="play every part on this instrument instead")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the MP3 and PNG")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for the MP3 and PNG", envvar="MELOMANIA_OUT_DIR", show_default="out"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the MP3 and PNG if they exist")] = False,
 ) -> None:
-    """Render a MIDI file to MP3 (and a piano-roll PNG) with the configured soundfont, as it is:
-    every instrument, drum and pause kept; only the instrument choice, if given, is applied."""
+    """Render a MIDI file to NAME.INSTRUMENT.mp3 (and a piano-roll PNG) with the configured
+    soundfont, as it is: every instrument, drum and pause kept; only the instrument choice, if
+    given, is applied. Never overwrites without --force."""
     from generator.pianoroll import clock, write_piano_roll
     from generator.render import render_mp3
     from generator.tokenizer import load_midi, notes_of
@@ -247,27 +435,35 @@ def render(
             fail(f"{midi_file} has no notes to render")
         soundfont = check_render_tools(settings)
         folder = writable_dir(out_dir or settings.out_dir)
-        stem = folder / midi_file.stem
+        stem = render_stem(folder, midi_file, program)
+        mp3, png = stem.with_suffix(stem.suffix + ".mp3"), stem.with_suffix(stem.suffix + ".png")
+        existing = [p for p in (mp3, png) if p.exists()]
+        if existing and not force:
+            fail(f"{existing[0]} exists; pass --force to overwrite it, or choose another --out")
+        check_soundfont(soundfont)
         with err.status(f"rendering {midi_file.name}"):
             timings = render_mp3(
                 midi,
-                stem.with_suffix(".mp3"),
+                mp3,
                 Tags(midi_file.stem, "", "rendered by melomania"),
                 soundfont=soundfont,
                 program=program,
             )
             seconds = max(n.end for n in notes) * V.TICK_SECONDS
-            write_piano_roll(notes, stem.with_suffix(".png"), title=f"{midi_file.stem} · {clock(seconds)}")
+            write_piano_roll(notes, png, title=f"{midi_file.stem} · {clock(seconds)}")
         out.print(
             f"[bold green]♪ {escape(midi_file.name)}[/]  {timings.audio_seconds:.1f} s\n"
-            f"  mp3  {stem.with_suffix('.mp3')}\n  png  {stem.with_suffix('.png')}",
+            f"  mp3  {escape(str(mp3))}\n  png  {escape(str(png))}",
             highlight=False,
         )
 
 
 @app.command()
 def genres(
-    checkpoint: Annotated[Path | None, typer.Option(help="model weights [env: MELOMANIA_CHECKPOINT]")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="model weights", envvar="MELOMANIA_CHECKPOINT", show_default="the shipped model"),
+    ] = None,
 ) -> None:
     """The genres and the preset sampling values the configured model composes them with."""
     from generator import CheckpointError
@@ -364,10 +560,12 @@ def train(
     out_dir: Annotated[Path | None, typer.Option("--out", help="run folder for checkpoints and log.csv")] = None,
     dtype: Annotated[
         str | None,
-        typer.Option(help="auto (measure fp32 against bf16 here and keep the faster), fp32 or bf16 [default: auto]"),
+        typer.Option(
+            help="auto (measure fp32 against bf16 here and keep the faster), fp32 or bf16", show_default="auto"
+        ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda[:N] [default: auto]")
+        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda\\[:N]", show_default="auto")
     ] = None,
     init: Annotated[
         Path | None, typer.Option(help="start from these weights (e.g. the shipped checkpoint) instead of random ones")
@@ -425,7 +623,8 @@ def export_model(
     dst: Annotated[Path, typer.Argument(help="where to write the shippable checkpoint")],
     fp16: Annotated[bool, typer.Option(help="store weights as fp16 (half the size)")] = True,
     presets: Annotated[
-        Path | None, typer.Option(help="TOML of sampling presets per genre to ship with it ([jazz] temperature = 0.9)")
+        Path | None,
+        typer.Option(help="TOML of sampling presets per genre to ship with it (\\[jazz] temperature = 0.9)"),
     ] = None,
 ) -> None:
     """Strip optimizer state from a training checkpoint, for shipping, with its sampling presets."""
@@ -454,10 +653,17 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def db_upgrade(
-    url: Annotated[str | None, typer.Option(help="database URL [env: MELOMANIA_DATABASE_URL]")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="database URL", envvar="MELOMANIA_DATABASE_URL", show_default="sqlite+aiosqlite:///data/melomania.db"
+        ),
+    ] = None,
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Create or migrate the database schema (Alembic)."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from storage.migrate import upgrade
@@ -465,6 +671,8 @@ def db_upgrade(
     target = url or load_settings().database_url
     try:
         upgrade(target, revision)
+    except (CommandError, RevisionError) as exc:  # a revision that does not exist, or a range
+        fail(f"cannot upgrade the database to revision {revision!r}: {str(exc).splitlines()[0]}")
     except (SQLAlchemyError, OSError) as exc:
         fail(f"cannot upgrade the database: {str(exc).splitlines()[0]}")
     out.print(f"database at revision {revision}", highlight=False)
@@ -507,7 +715,9 @@ def worker() -> None:
         threads=settings.threads,
         exact_decoding=settings.exact_decoding,
     )
-    redis = RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379/0")
+    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    check_redis(url)  # one line, not arq's retries and traceback
+    redis = RedisSettings.from_dsn(url)
     run_worker(WorkerSettings, redis_settings=redis, ctx={"config": config})
 
 

@@ -5,7 +5,7 @@
 | MELOMANIA_CHECKPOINT    | the shipped default model, if present     | model weights (ours or published)  |
 | MELOMANIA_SOUNDFONT     | /usr/share/sounds/sf2/FluidR3_GM.sf2      | General MIDI soundfont (.sf2)      |
 | MELOMANIA_OUT_DIR       | out                                       | where the CLI writes tracks        |
-| MELOMANIA_THREADS       | all cores (bots, small model: 1)          | CPU threads for the model          |
+| MELOMANIA_THREADS       | all cores (a small model: 1)              | CPU threads for the model          |
 | MELOMANIA_EXACT_DECODING | false                                    | fp32 throughout, no bfloat16           |
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |

@@ -63,7 +63,7 @@ def test_compose_writes_mp3_midi_and_png_and_prints_the_recipe(env):
     for mp3 in mp3s:
         assert mp3.with_suffix(".mid").is_file() and mp3.with_suffix(".png").is_file()
         assert f"seed={mp3.stem.split('-')[1]}" in result.output
-    assert "temperature=0.8" in result.output and "instrument=electric piano" in result.output
+    assert "temperature=0.8" in result.output and "instrument='electric piano'" in result.output  # pasteable
     info = json.loads(
         subprocess.run(
             ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(mp3s[0])],
@@ -140,7 +140,7 @@ def test_render_command_and_genres(env):
     notes_to_midi([Note(i * 30, i * 30 + 25, 60 + i % 5, 70) for i in range(12)]).write(str(env / "song.mid"))
     result = run("render", "song.mid", "--instrument", "vibraphone", "--out", "rendered")
     assert result.exit_code == 0, result.output
-    assert (env / "rendered" / "song.mp3").is_file() and (env / "rendered" / "song.png").is_file()
+    assert (env / "rendered" / "song.vibraphone.mp3").is_file() and (env / "rendered" / "song.vibraphone.png").is_file()
     listing = run("genres")
     assert listing.exit_code == 0 and "ambient" in listing.output and "0.9" in listing.output
 
@@ -344,3 +344,100 @@ def test_the_environment_wins_over_dotenv_and_no_token_is_ever_shown(no_tokens, 
     assert settings.discord_token.get_secret_value() == DISCORD_TOKEN
     shown = repr(settings) + str(settings) + settings.model_dump_json()
     assert TELEGRAM_TOKEN not in shown and DISCORD_TOKEN not in shown and "from-dotenv" not in shown
+
+
+def test_render_never_overwrites_what_compose_wrote_without_force(env):
+    from generator.tokenizer import Note, notes_to_midi
+
+    (env / "out").mkdir()
+    notes_to_midi([Note(i * 30, i * 30 + 25, 60 + i % 5, 70) for i in range(12)]).write(str(env / "out" / "jazz-7.mid"))
+    (env / "out" / "jazz-7.mp3").write_bytes(b"composed")
+    assert run("render", "out/jazz-7.mid").exit_code == 0
+    assert (env / "out" / "jazz-7.mp3").read_bytes() == b"composed"
+    first = (env / "out" / "jazz-7.rendered.mp3").read_bytes()
+    assert_one_line_error(run("render", "out/jazz-7.mid"), "jazz-7.rendered.mp3 exists", "--force")
+    assert run("render", "out/jazz-7.mid", "--instrument", "Electric_Piano").exit_code == 0
+    assert (env / "out" / "jazz-7.electric-piano.mp3").is_file()
+    (env / "out" / "jazz-7.rendered.mp3").write_bytes(b"old")
+    assert run("render", "out/jazz-7.mid", "--force").exit_code == 0
+    assert (env / "out" / "jazz-7.rendered.mp3").read_bytes()[:3] == first[:3] == b"ID3"
+
+
+def printed_recipe(output: str) -> str:
+    return next(line for line in output.splitlines() if line.strip().startswith("recipe:")).strip()
+
+
+def test_the_printed_recipe_composes_the_same_track_again(env):
+    from generator.tokenizer import Note, notes_to_midi
+
+    notes_to_midi([Note(i * 30, i * 30 + 25, 60 + i % 7, 70) for i in range(40)]).write(str(env / "my primer.mid"))
+    first = run(
+        "compose", "pop", "--seconds", "3", "--seed", "5", "--temperature", "0.8765", "--top-k", "25",
+        "--primer", "my primer.mid", "--primer-seconds", "2.5", "--primer-from", "start",
+        "--instrument", "electric piano", "--out", "a",
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    recipe = printed_recipe(first.output)
+    for part in ("primer='my primer.mid'", "primer_seconds=2.5", "primer_from=start", "temperature=0.8765"):
+        assert part in recipe
+    again = run("compose", "--recipe", recipe, "--out", "b")
+    assert again.exit_code == 0, again.output
+    (a,) = (env / "a").glob("*.mid")
+    assert (env / "b" / a.name).read_bytes() == a.read_bytes()
+    assert printed_recipe(again.output) == recipe
+    # an option given with the recipe replaces its value; the rest still come from the recipe
+    changed = run("compose", "--recipe", recipe, "--seed", "6", "--out", "c")
+    assert changed.exit_code == 0, changed.output
+    assert printed_recipe(changed.output) == recipe.replace("seed=5", "seed=6")
+
+
+def test_a_recipe_from_another_model_or_garbled_is_one_line(env, tmp_path):
+    result = run("compose", "jazz", "--tokens", "20", "--seed", "1", "--out", "a")
+    recipe = printed_recipe(result.output)
+    sha = recipe.split("sha256=")[1].split()[0]
+    assert_one_line_error(
+        run("compose", "--recipe", recipe.replace(sha, "0" * 12)), "recipe was composed with a model", "--checkpoint"
+    )
+    assert_one_line_error(run("compose", "--recipe", recipe.replace(" seed=1", "")), "no seed=")
+    assert_one_line_error(run("compose", "--recipe", recipe + " colour=blue"), "unknown recipe part 'colour'")
+    assert_one_line_error(run("compose"), "give a genre")
+
+
+def test_help_shows_defaults_and_environment_variables():
+    shown = " ".join(CliRunner().invoke(app, ["compose", "--help"], env={"COLUMNS": "200"}).output.split())
+    for text in ("[default: (30)]", "[default: piano]", "env var: MELOMANIA_CHECKPOINT", "env var: MELOMANIA_OUT_DIR"):
+        assert text in shown, shown
+    shown = " ".join(CliRunner().invoke(app, ["db", "upgrade", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "env var: MELOMANIA_DATABASE_URL" in shown and "[default: head]" in shown
+
+
+def test_compose_decodes_a_small_model_on_one_thread_unless_melomania_threads_says(env):
+    code = "import sys, torch\nfrom melomania.cli import app\ntry:\n    app()\nexcept SystemExit as e:\n"
+    code += "    assert not e.code, e.code\nprint('threads', torch.get_num_threads())"
+    environ = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "compose", "jazz", "--tokens", "10"], env=environ, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["threads", "1"], done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, setup, fragments",
+    [
+        (("db", "upgrade", "--url", "sqlite+aiosqlite:///m.db", "--revision", "nope"), None, ("revision 'nope'",)),
+        (("worker",), {"MELOMANIA_REDIS_URL": "redis://127.0.0.1:1/0"}, ("cannot reach Redis",)),
+        (("compose", "jazz", "--seconds", "2"), {"MELOMANIA_SOUNDFONT": "junk.sf2"}, ("junk.sf2 is not a soundfont",)),
+        (("render", "nowhere.mid"), None, ("cannot read MIDI file 'nowhere.mid'",)),
+        (("render", "junk.mid"), None, ("damaged",)),
+        (("render", "junk.sf2"), None, ("not a MIDI file",)),
+        (("compose", "--recipe", "genre=jazz seed=x"), None, ("no temperature=",)),
+        (("compose", "--recipe", "genre=jazz 'seed"), None, ("cannot read the recipe",)),
+    ],
+)
+def test_every_command_s_bad_input_is_one_line(env, monkeypatch, args, setup, fragments):
+    (env / "junk.sf2").write_bytes(b"RIFF\x00\x00\x00\x00not a soundfont at all")
+    (env / "junk.mid").write_bytes(b"MThd\x00\x00\x00\x06junk")
+    for name, value in (setup or {}).items():
+        monkeypatch.setenv(name, value)
+    assert_one_line_error(run(*args), *fragments)

@@ -79,7 +79,7 @@ def test_primed_generation_continues_the_primer(model):
 
 def test_progress_reports_tokens_done_up_to_the_total(model):
     seen = []
-    generate(model, [req(max_new_tokens=40), req(max_new_tokens=25)], progress=lambda d, t: seen.append((d, t)))
+    generate(model, [req(max_new_tokens=40), req(max_new_tokens=25)], progress=lambda d, t, _s: seen.append((d, t)))
     assert seen[-1] == (65, 65)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
@@ -204,3 +204,11 @@ def test_windows_are_re_encoded_on_the_threads_asked_for_and_decoding_goes_on_wi
         torch.set_num_threads(before)
     assert row.windows >= 4 and len(row.new_tokens) == 300
     assert threads_seen == [1] + [2] * row.windows  # the prompt on the decoding's one, windows on two
+
+
+def test_progress_reports_the_seconds_of_music_written(model):
+    seen = []
+    (g,) = generate(model, [req(seed=3, max_new_tokens=None, max_seconds=2.0)], lambda *a: seen.append(a))
+    seconds = [s for _, _, s in seen]
+    assert seconds == sorted(seconds) and seconds[-1] == min(g.seconds, 2.0)
+    assert seen[-1][0] == len(g.new_tokens)

@@ -549,7 +549,7 @@ def test_only_scratch_whose_render_process_is_gone_is_removed(tmp_path):
 def test_a_small_model_decodes_on_one_thread_and_a_large_one_on_every_core():
     import torch
 
-    from jobs.inprocess import decoding_threads
+    from generator.decoding import decoding_threads
 
     assert decoding_threads(runner_model().model, cores=2) == 1
     assert decoding_threads(torch.nn.Linear(5000, 5000, device="meta"), cores=8) == 8  # 25 M parameters
