@@ -22,9 +22,9 @@ from discord import app_commands
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.discord.buttons import on_button
-from bot.discord.commands import COMMANDS, ForgetButton
+from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
-from bot.discord.talk import PLATFORM, say
+from bot.discord.talk import PLATFORM, apologise, say
 from bot.discord.views import TrackButton
 from bot.limits import Limits
 from bot.replies import ButtonPress
@@ -68,7 +68,7 @@ class MelomaniaClient(discord.Client):
         await on_button(interaction, press)
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton, ForgetButton)
+        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect)
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)
@@ -118,9 +118,7 @@ class MelomaniaClient(discord.Client):
                     interaction, f"🤔 {str(error.value)[:30]!r} is not one of the choices; pick one from the list"
                 )
             return
-        log.error("/%s failed: %s", interaction.command.name if interaction.command else "?", error)
-        with contextlib.suppress(discord.HTTPException):
-            await say(interaction, "⚠️ Something went wrong on my side; please try again.")
+        await apologise(interaction, error, f"/{interaction.command.name if interaction.command else '?'}")
 
 
 def build_client(

@@ -8,6 +8,7 @@ from typing import Any
 import discord
 from discord import ui
 
+from bot.discord.talk import guarded
 from bot.replies import ACTIONS, BUTTON, Button, ButtonPress, TrackCard, parse_button, track_buttons
 
 
@@ -26,6 +27,7 @@ class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
     async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> TrackButton:
         return cls(parse_button(match.group(0)))  # the template matched, so it parses
 
+    @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.on_track_button(interaction, self.press)  # type: ignore[attr-defined]
 
@@ -42,6 +44,10 @@ def track_view(track_id: int, favourite: bool = False) -> ui.View:
     return buttons_view(track_buttons(track_id, favourite))
 
 
-def track_embed(track: TrackCard) -> discord.Embed:
+def track_embed(track: TrackCard, image: str | None = None) -> discord.Embed:
+    """`image`: the file name of an attached picture (the piano roll) to show as the embed's image."""
     title, _, recipe = track.caption.partition("\n")
-    return discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
+    embed = discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
+    if image is not None:
+        embed.set_image(url=f"attachment://{image}")
+    return embed
