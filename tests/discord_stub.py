@@ -305,6 +305,11 @@ class DiscordApiStub:
         }
         return self.interaction(3, data, user_id, message=message, **extra)
 
+    def submit(self, custom_id: str, values: dict[str, str], user_id: int = 1, **extra: Any) -> dict:
+        """A modal the bot opened, submitted with these text inputs' values (by their custom ids)."""
+        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        return self.interaction(5, {"custom_id": custom_id, "components": rows}, user_id, **extra)
+
     def posted(self, *custom_ids: str, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
         """A message of the bot's with buttons of these ids, as if posted earlier (to press them)."""
         buttons = [{"type": 2, "style": 2, "label": i, "custom_id": i} for i in custom_ids]

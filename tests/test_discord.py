@@ -180,7 +180,8 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
 
     track_id = track_id_of(post)
-    assert post.custom_ids == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix")
+    assert post.custom_ids == [f"{a}:{track_id}" for a in actions]
     assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
     assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
     await asyncio.sleep(0.3)  # one message per track: the progress response became it, nothing else was posted
@@ -671,3 +672,27 @@ async def test_the_share_button_offers_a_channel_picker_that_shares_as_the_comma
     chosen = [c for c in env.stub.calls_to("callback")][1:]
     assert len(chosen) == 2 and all(c.payload["type"] == 5 and c.ephemeral for c in chosen)  # deferred privately
     assert all(f.ephemeral for f in env.stub.calls_to("followup"))
+
+
+async def test_remix_rerolls_with_the_length_temperature_and_instrument_its_form_asks_for(env):
+    track_id = await stored_track(env)  # calm, 5 s, temperature 0.9, piano
+    message = env.stub.posted(f"remix:{track_id}")
+    forms = []
+    for n in (1, 2):  # a form is answered once, so each try is a new press
+        env.dispatch(env.stub.press(f"remix:{track_id}", message))
+        forms.append((await env.stub.wait_for("callback", count=2 * n - 1))[-1])
+        assert forms[-1].payload["type"] == 9  # the form is the press's answer
+        form = forms[-1].payload["data"]
+        fields = [c["components"][0]["custom_id"] for c in form["components"]]
+        assert form["title"] == f"Remix #{track_id}" and fields == ["seconds", "temperature", "instrument"]
+        values = {"seconds": "999"} if n == 1 else {"seconds": "7", "temperature": "1.3", "instrument": "Organ"}
+        env.dispatch(env.stub.submit(form["custom_id"], values))
+        if n == 1:
+            [refusal] = (await env.stub.wait_for_replies(1))[-1:]
+            assert refusal.startswith("🤔 seconds must be from 5 to 180"), refusal
+    [post] = await tracks_shown(env, 1)
+    child = await env.track(track_id_of(post))
+    assert (child.parent_id, child.lineage, child.genre) == (track_id, "reroll", "calm")
+    assert child.max_seconds == 7 and child.instrument == "organ"
+    assert child.sampling["temperature"] == pytest.approx(1.3)
+    assert await env.count(Job) == 1
