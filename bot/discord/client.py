@@ -1,10 +1,11 @@
 """The Discord front end (discord.py 2.x), wired: a gateway client with the command tree and the
 track buttons, the command service (`bot.core`) as `client.core`.
 
-Every interaction is answered within Discord's 3 seconds: the quick checks (options, access to a
-track, the backend accepting the job) run first and a problem is answered with an ephemeral
-message; then the interaction is deferred and the job is followed in a background task that edits
-the original response with progress and posts the track as a follow-up (`bot.discord.delivery`).
+Every interaction is answered within Discord's 3 seconds: what needs no database (option ranges,
+the right to post here) is checked and answered at once; anything else defers first, then answers
+privately or follows the job in a background task that edits the original response with progress
+and finally into the track itself (`bot.discord.delivery`). A failure of ours is apologised for
+privately (`bot.discord.talk.apologise`).
 
     client = build_client(runner, db, store, test_guild_id=1234)
     await client.start(token)

@@ -215,9 +215,9 @@ async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIt
 
 async def start_job(interaction: discord.Interaction, result: Reply | Started) -> None:
     """What the service made of a composing action: a refusal is a private answer; an accepted
-    job is deferred (unless done already) and followed in the background. Every action that
+    job is deferred (unless it was already, as every caller does now) and followed in the background. Every action that
     composes comes through here."""
-    deferred = interaction.response.is_done()  # /continue midi: defers before downloading the file
+    deferred = interaction.response.is_done()  # the composing commands and buttons defer before the service
     if isinstance(result, Reply):
         if not result.silent:  # silent: the same interaction twice, and the first is composing it
             await (withdraw if deferred else say)(interaction, text_of(result))
