@@ -85,6 +85,8 @@ class DiscordApiStub:
         self.forbidden_channels: set[int] = set()
         self.flood: dict[str, int] = {}  # route name → how many calls to answer 429 first
         self.errors: dict[str, tuple[int, dict[str, Any]]] = {}  # route name → (status, body) for every call
+        # `flood` and `errors` keys may also be "name+files": only that route's calls that upload files
+        self.on_call: Any = None  # called with each Call as it arrives, before it is answered (in the stub's thread)
         self.reject_token = False  # answer logging in 401, as for a revoked token
         self.close_on_identify: int | None = None  # a gateway close code to answer IDENTIFY with
         self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
@@ -292,6 +294,27 @@ class DiscordApiStub:
         data = {"custom_id": custom_id, "component_type": 2}
         return self.interaction(3, data, user_id, dm, message=message, **extra)
 
+    def choose(self, custom_id: str, message: dict[str, Any], channels: list[dict], user_id: int = 1, **extra) -> dict:
+        """Channels chosen in a channel select under a message of the bot's, resolved as Discord
+        resolves them (with the chooser's `permissions` there, when the channel dict has them)."""
+        data = {
+            "custom_id": custom_id,
+            "component_type": 8,
+            "values": [c["id"] for c in channels],
+            "resolved": {"channels": {c["id"]: c for c in channels}},
+        }
+        return self.interaction(3, data, user_id, message=message, **extra)
+
+    def submit(self, custom_id: str, values: dict[str, str], user_id: int = 1, **extra: Any) -> dict:
+        """A modal the bot opened, submitted with these text inputs' values (by their custom ids)."""
+        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        return self.interaction(5, {"custom_id": custom_id, "components": rows}, user_id, **extra)
+
+    def posted(self, *custom_ids: str, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """A message of the bot's with buttons of these ids, as if posted earlier (to press them)."""
+        buttons = [{"type": 2, "style": 2, "label": i, "custom_id": i} for i in custom_ids]
+        return self._message(channel_id, {"components": [{"type": 1, "components": buttons}]})
+
     def answered_message(self, callback: Call) -> dict[str, Any]:
         """The message an interaction callback (an immediate answer) put up, to press its buttons."""
         return self._message(CHANNEL_ID, callback.payload.get("data") or {})
@@ -324,14 +347,18 @@ class DiscordApiStub:
         request.wfile.write(data)
 
     def _answer(self, call: Call) -> tuple[int, Any]:
+        if self.on_call is not None:
+            self.on_call(call)
+        keys = [call.name, f"{call.name}+files"] if call.files else [call.name]
         with self._lock:
-            flooded = self.flood.get(call.name, 0) > 0
+            flooded = next((k for k in keys if self.flood.get(k, 0) > 0), None)
             if flooded:
-                self.flood[call.name] -= 1
+                self.flood[flooded] -= 1
         if flooded:
             return 429, {"message": "You are being rate limited.", "retry_after": 0.3, "global": False, "code": 0}
-        if call.name in self.errors:
-            return self.errors[call.name]
+        for key in keys:
+            if key in self.errors:
+                return self.errors[key]
         if call.name == "attachment":
             upload = self._uploads.get(call.match["id"])
             return (200, upload) if upload is not None else (404, {"message": "Unknown attachment", "code": 0})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 
@@ -135,20 +136,35 @@ def track_id_of(post) -> int:
 
 async def compose_one(env: Env, **options) -> tuple[dict, object]:
     """/compose in the test channel; the posted track's call."""
-    before = len(env.stub.calls_to("followup"))
-    env.dispatch(env.stub.command("compose", **options))
-    posts = await env.stub.wait_for("followup", count=before + 1, timeout=60)
+    return await compose_one_from(env, env.stub.command("compose", **options))
+
+
+async def compose_one_from(env: Env, payload: dict) -> tuple[dict, object]:
+    before = len(tracks_shown(env))
+    env.dispatch(payload)
+    posts = await tracks_shown(env, before + 1)
     return posts[-1].response, posts[-1]
+
+
+def tracks_shown(env: Env, count: int | None = None):
+    """The tracks shown through interactions: each is its progress response, edited into the track
+    (without `count`: those so far; with it, awaitable until there are that many)."""
+    if count is None:
+        return [c for c in env.stub.calls_to("edit_original") if c.files]
+    return env.stub.wait_for("edit_original", count=count, timeout=60, files=True)
 
 
 async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env, tmp_path):
     interaction = env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
-    [post] = await env.stub.wait_for("followup", timeout=60)
+    [post] = await tracks_shown(env, 1)
     [callback] = env.stub.calls_to("callback")
     assert callback.match["id"] == interaction["id"] and callback.payload["type"] == 5  # deferred, thinking
     edits = env.stub.calls_to("edit_original")
-    assert edits and edits[-1].content == "✅ Done" and all(e.match["token"] == interaction["token"] for e in edits)
-    assert any(e.content.startswith(("⏳", "🎼")) for e in edits)
+    assert edits[-1] is post and all(e.match["token"] == interaction["token"] for e in edits)
+    assert any(e.content.startswith(("⏳", "🎼")) for e in edits[:-1])
+    assert not post.content  # the progress text is gone: the message is the track now
+    roll = [name for name in post.files if name.endswith(".png")]
+    assert len(roll) == 1 and post.payload["embeds"][0]["image"]["url"] == f"attachment://{roll[0]}"
 
     mp3s = [name for name in post.files if name.endswith(".mp3")]
     assert len(mp3s) == 1 and {n.rsplit(".", 1)[1] for n in post.files} <= {"mp3", "mid", "png"}
@@ -164,11 +180,13 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
 
     track_id = track_id_of(post)
-    assert post.custom_ids == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix")
+    assert post.custom_ids == [f"{a}:{track_id}" for a in actions]
     assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
     assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
-    await asyncio.sleep(0.3)
-    assert len(env.stub.calls_to("followup")) == 1 and await env.count(Job) == 1
+    await asyncio.sleep(0.3)  # one message per track: the progress response became it, nothing else was posted
+    assert not env.stub.calls_to("followup") and not env.stub.calls_to("channel_message")
+    assert len(tracks_shown(env)) == 1 and await env.count(Job) == 1
     [sync] = env.stub.calls_to("sync")
     assert f"/guilds/{TEST_GUILD}/" in sync.path
     compose = next(c for c in sync.payload["_list"] if c["name"] == "compose")
@@ -178,12 +196,63 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert options["instrument"]["autocomplete"] is True
 
 
+def first_calls(stub: DiscordApiStub, interaction: dict) -> list[str]:
+    """The names of the calls the bot made for one interaction (its callback, its webhook), in order."""
+    return [
+        c.name
+        for c in stub.calls
+        if c.match.get("id") == interaction["id"] or c.match.get("token") == interaction["token"]
+    ]
+
+
+async def test_every_interaction_that_does_work_is_deferred_before_anything_else(env, tmp_path):
+    jobs_at_callback: dict[str, int] = {}
+
+    def note(call) -> None:  # in the stub's thread, as the callback arrives: what the bot had stored by then
+        if call.name == "callback":
+            with sqlite3.connect(tmp_path / "bot.db") as db:
+                jobs_at_callback[call.match["id"]] = db.execute("select count(*) from jobs").fetchone()[0]
+
+    env.stub.on_call = note
+    composed = env.stub.command("compose", genre="calm", seconds=5)
+    message, post = await compose_one_from(env, composed)
+    track_id = track_id_of(post)
+    assert jobs_at_callback[composed["id"]] == 0  # deferred before the job was stored
+    channel = env.stub.channel(OTHER_CHANNEL, "elsewhere", (1 << 51) - 1)
+    others = [
+        env.stub.press(f"reroll:{track_id}", message),
+        env.stub.press(f"fav:{track_id}", message),
+        env.stub.press(f"share:{track_id}", message),
+        env.stub.command("history"),
+        env.stub.command("settings", seconds=6),
+        env.stub.command("cancel", user_id=4),
+        env.stub.command("share", track=track_id, channel=channel, channels=[channel]),
+        env.stub.command("continue", track=await stored_track(env, owner="2")),  # refused, after deferring
+    ]
+    for payload in others:
+        env.dispatch(payload)
+    reroll = others[0]
+
+    async def all_answered() -> bool:
+        tokens = {c.match["token"] for c in env.stub.calls_to("followup")}
+        return all(p["token"] in tokens for p in others[1:]) and await env.count(Job) == 2
+
+    await eventually(all_answered, timeout=60)
+    assert jobs_at_callback[reroll["id"]] == 1
+    for payload in [composed, *others]:
+        calls = first_calls(env.stub, payload)
+        assert calls and calls[0] == "callback", (payload["data"], calls)
+        [callback] = [c for c in env.stub.calls_to("callback") if c.match["id"] == payload["id"]]
+        assert callback.payload["type"] == 5, payload["data"]  # deferred, "thinking…"
+        assert callback.ephemeral == (payload not in (composed, reroll, others[-1])), payload["data"]
+
+
 async def test_hotter_and_cooler_buttons_compose_children_for_whoever_pressed(env):
     message, post = await compose_one(env, genre="calm", seconds=5, temperature=0.8)
     parent_id = track_id_of(post)
     env.dispatch(env.stub.press(f"hotter:{parent_id}", message, user_id=2))  # someone else in the channel
     env.dispatch(env.stub.press(f"cooler:{parent_id}", message, user_id=1))
-    posts = await env.stub.wait_for("followup", count=3, timeout=60)
+    posts = await tracks_shown(env, 3)
     children = [await env.track(track_id_of(p)) for p in posts[1:]]
     by_lineage = {c.lineage: c for c in children}
     assert set(by_lineage) == {"hotter", "cooler"}
@@ -200,12 +269,14 @@ async def test_favourite_button_in_a_channel_records_a_favourite_and_takes_it_ba
     track_id = track_id_of(post)
     env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=3))  # a listener in the channel
     callbacks = await env.stub.wait_for("callback", count=2)
-    assert callbacks[-1].ephemeral and "Added to your favourites" in callbacks[-1].payload["data"]["content"]
+    assert callbacks[-1].ephemeral and callbacks[-1].payload["type"] == 5  # deferred privately, then answered
+    replies = await env.stub.wait_for_replies(1)
+    assert "Added to your favourites" in replies[-1]
     assert await env.count(Favorite, Favorite.track_id == track_id) == 1
     # The button is everyone's and shows no state, so the same button takes it back.
     env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=3))
-    callbacks = await env.stub.wait_for("callback", count=3)
-    assert "Removed from your favourites" in callbacks[-1].payload["data"]["content"]
+    replies = await env.stub.wait_for_replies(2)
+    assert "Removed from your favourites" in replies[-1]
     assert await env.count(Favorite, Favorite.track_id == track_id) == 0
 
 
@@ -214,7 +285,7 @@ async def test_a_button_pressed_after_a_restart_still_works(env):
     track_id = track_id_of(post)
     await env.restart()
     env.dispatch(env.stub.press(f"cooler:{track_id}", message))
-    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+    posts = await tracks_shown(env, 2)
     child = await env.track(track_id_of(posts[-1]))
     assert child.parent_id == track_id and child.lineage == "cooler"
 
@@ -256,14 +327,16 @@ async def test_bad_input_gets_an_ephemeral_answer_and_composes_nothing(env):
     env.dispatch(env.stub.command("continue", track=999))
     channel = env.stub.channel(5, "x", 0)
     env.dispatch(env.stub.command("share", track=someone_elses, channel=channel, channels=[channel]))
-    callbacks = await env.stub.wait_for("callback", count=len(BAD_INPUT) + 3)
-    texts = [c.payload["data"]["content"] for c in callbacks]
-    assert all(c.payload["type"] == 4 and c.ephemeral for c in callbacks)
+    texts = await env.stub.wait_for_replies(len(BAD_INPUT) + 3)
     for _, answer in BAD_INPUT:
         assert any(answer in t for t in texts), answer
     assert sum("belongs to someone else" in t for t in texts) == 2 and any("no track #999" in t for t in texts)
+    # what needs no database is answered at once; the rest is deferred first, then answered privately
+    callbacks = env.stub.calls_to("callback")
+    assert len([c for c in callbacks if c.payload["type"] == 4 and c.ephemeral]) == len(BAD_INPUT) - 1
+    assert all(f.ephemeral for f in env.stub.calls_to("followup"))
     await asyncio.sleep(0.2)
-    assert await env.count(Job) == 0 and not env.stub.calls_to("followup")
+    assert await env.count(Job) == 0 and not any(f.files for f in env.stub.calls_to("followup"))
 
 
 async def test_commands_work_in_a_dm(env):
@@ -281,13 +354,13 @@ def midi_file(notes: int = 24) -> bytes:
 
 async def test_continue_composes_from_an_attached_midi_file_in_the_named_or_default_genre(env):
     env.dispatch(env.stub.command("settings", genre="pop", seconds=5))
-    await env.stub.wait_for("callback")
+    await env.stub.wait_for_replies(1)
     data = midi_file()
     named, default = env.stub.attachment(data, "mine.mid"), env.stub.attachment(data, "again.mid")
     env.dispatch(env.stub.command("continue", midi=named, genre="jazz"))
-    await env.stub.wait_for("followup", count=1, timeout=60)
+    await tracks_shown(env, 1)
     env.dispatch(env.stub.command("continue", midi=default))
-    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+    posts = await tracks_shown(env, 2)
 
     primer = list(primer_from_midi(data))
     for post, attachment, genre in zip(posts, (named, default), ("jazz", "pop")):
@@ -300,7 +373,7 @@ async def test_continue_composes_from_an_attached_midi_file_in_the_named_or_defa
         assert job.request["primer"] == primer
     served = [c.match["id"] for c in env.stub.calls_to("attachment")]
     assert sorted(served) == sorted([named["id"], default["id"]])  # each read once, through its URL
-    deferrals = [c.match["id"] for c in env.stub.calls_to("callback") if c.payload["type"] == 5]
+    deferrals = [c.match["id"] for c in env.stub.calls_to("callback") if c.payload["type"] == 5][1:]  # not /settings
     calls = [(c.name, c.match.get("id")) for c in env.stub.calls]
     for interaction_id, attachment in zip(deferrals, (named, default), strict=True):
         # deferred before the download: a slow CDN can't make the bot miss Discord's 3 seconds
@@ -321,9 +394,9 @@ async def test_continue_refuses_bad_or_missing_input_privately_before_composing(
         ({"track": track_id, "midi": env.stub.attachment(data)}, "give `track:` or `midi:`, not both"),
         ({"track": track_id, "genre": "jazz"}, "`genre:` is for an attached MIDI file"),
         ({"midi": oversized, "genre": "jazz"}, "that file is 5.0 MB; attach a MIDI file up to 1 MB"),
-        ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
     ]
-    after_download = [  # found once the file is read, after deferring: a private follow-up
+    after_download = [  # found in the database or once the file is read, after deferring: a private follow-up
+        ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
         ({"midi": env.stub.attachment(b"ID3 an mp3", "song.mp3"), "genre": "jazz"}, "not a MIDI file"),
         ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "damaged"),
         ({"midi": expired, "genre": "jazz"}, "couldn't download that file; attach it again"),
@@ -369,25 +442,25 @@ async def test_rate_limits_answer_privately_for_every_composing_action_and_compo
     assert all("(1 tracks per 60 s each)" in r for r in replies)
 
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=2))  # the channel's second
-    await env.stub.wait_for("followup", count=2, timeout=60)
+    await tracks_shown(env, 2)
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=3))  # the channel's third
     replies = await env.stub.wait_for_replies(len(refused_for_ada) + 1)
     assert replies[-1].startswith("⏳ this chat is composing a lot — try again in ")
-    callbacks = env.stub.calls_to("callback")
-    refusals = [c for c in callbacks if c.payload["type"] == 4]
-    assert len(refusals) == len(refused_for_ada) + 1 and all(c.ephemeral for c in refusals)
+    # every composing action is deferred before the limits are looked up, so each refusal is a private follow-up
+    refusals = [f for f in env.stub.calls_to("followup") if f.content.startswith("⏳")]
+    assert len(refusals) == len(refused_for_ada) + 1 and all(f.ephemeral for f in refusals)
     await asyncio.sleep(0.3)
-    assert await env.count(Job) == 2 and len(env.stub.calls_to("followup")) == 2
+    assert await env.count(Job) == 2 and len(tracks_shown(env)) == 2
 
 
-async def test_a_rate_limited_follow_up_is_retried_by_discord_py_and_posted_once(env):
-    env.stub.flood["followup"] = 1  # Discord answers the first post of the track 429
+async def test_a_rate_limited_track_upload_is_retried_by_discord_py_and_shown_once(env):
+    env.stub.flood["edit_original+files"] = 1  # Discord answers the first upload of the track 429
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
-    calls = await env.stub.wait_for("followup", count=2, timeout=60)
+    calls = await tracks_shown(env, 2)
     assert calls[0].response["retry_after"] > 0 and not calls[0].response.get("id")
     assert any(name.endswith(".mp3") for name in calls[1].files) and calls[1].response["id"]
     await asyncio.sleep(0.5)
-    assert len(env.stub.calls_to("followup")) == 2 and await env.count(Job) == 1
+    assert len(tracks_shown(env)) == 2 and await env.count(Job) == 1 and not env.stub.calls_to("followup")
 
 
 def test_run_discord_without_a_token_is_a_one_line_error(monkeypatch, tmp_path):
@@ -474,8 +547,8 @@ async def test_a_track_larger_than_the_channel_allows_is_explained_not_posted_in
     await eventually(lambda: env.db.run(lambda s: s.scalar(select(Job.delivered_at).where(Job.id == job.id))))
 
 
-async def test_a_follow_up_discord_refuses_is_explained_in_the_response(env):
-    env.stub.errors["followup"] = (413, {"message": "Request entity too large", "code": 40005})
+async def test_a_track_discord_refuses_is_explained_in_the_response(env):
+    env.stub.errors["edit_original+files"] = (413, {"message": "Request entity too large", "code": 40005})
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
 
     async def explained():
@@ -483,8 +556,8 @@ async def test_a_follow_up_discord_refuses_is_explained_in_the_response(env):
 
     [edit] = await eventually(explained, timeout=60)
     assert "couldn't post track #" in edit.content and "larger than this channel accepts" in edit.content
-    assert env.stub.calls_to("edit_original")[-1] is edit  # not left at "✅ Done"
-    assert not env.stub.calls_to("channel_message")
+    assert env.stub.calls_to("edit_original")[-1] is edit  # not left at the refused upload
+    assert not env.stub.calls_to("channel_message") and not env.stub.calls_to("followup")
 
 
 @pytest.mark.parametrize(
@@ -492,13 +565,13 @@ async def test_a_follow_up_discord_refuses_is_explained_in_the_response(env):
     [(404, {"message": "Unknown Webhook", "code": 10015}), (401, {"message": "Invalid Webhook Token", "code": 50027})],
 )
 async def test_an_expired_interaction_token_posts_the_track_into_the_channel(env, error):
-    env.stub.errors["followup"] = error  # the job outlived the interaction's 15 minutes
+    env.stub.errors["edit_original+files"] = error  # the job outlived the interaction's 15 minutes
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=5))
     [post] = await env.stub.wait_for("channel_message", timeout=60)
     assert post.path == f"/channels/{CHANNEL_ID}/messages" and post.content == "<@5>"
     mp3 = [name for name in post.files if name.endswith(".mp3")]
     assert len(mp3) == 1 and len(post.files[mp3[0]]) > 1000  # the whole file, though the failed upload read it
-    assert len(env.stub.calls_to("followup")) == 1
+    assert len(tracks_shown(env)) == 1 and not env.stub.calls_to("followup")
 
 
 async def test_buttons_pressed_by_someone_who_cannot_post_here_compose_nothing(env):
@@ -509,22 +582,23 @@ async def test_buttons_pressed_by_someone_who_cannot_post_here_compose_nothing(e
         env.dispatch(env.stub.press(f"{action}:{track_id}", message, user_id=2, permissions=read_only))
     env.dispatch(env.stub.press(f"fav:{track_id}", message, user_id=2, permissions=read_only))  # posts nothing
     callbacks = await env.stub.wait_for("callback", count=6)
-    answers = [c for c in callbacks[1:] if c.payload["type"] == 4]
-    assert len(answers) == 5 and all(c.ephemeral for c in answers)
+    answers = [c for c in callbacks[1:] if c.payload["type"] == 4]  # answered at once: no database needed
+    assert len(answers) == 4 and all(c.ephemeral for c in answers)
     texts = [c.payload["data"]["content"] for c in answers]
     refusals = [t for t in texts if "can't send messages in this channel" in t]
     assert len(refusals) == 4 and all("use /compose in a channel where you can post" in r for r in refusals)
+    assert any("Added to your favourites" in r for r in await env.stub.wait_for_replies(5))
     assert await env.count(Favorite, Favorite.track_id == track_id) == 1
 
     env.dispatch(env.stub.press(f"reroll:{track_id}", message, dm=True))  # no permissions in a DM: it composes
-    posts = await env.stub.wait_for("followup", count=2, timeout=60)
+    posts = await tracks_shown(env, 2)
     assert (await env.track(track_id_of(posts[-1]))).parent_id == track_id
     assert await env.count(Job) == 2
 
 
 async def test_forgetme_asks_first_then_deletes_everything_of_the_user(env):
     env.dispatch(env.stub.command("settings", genre="pop"))
-    await env.stub.wait_for("callback")
+    await env.stub.wait_for_replies(1)
     mine, theirs = await stored_track(env, audio=b"ID3 mine"), await stored_track(env, owner="2")
     me = await env.db.run(lambda s: get_or_create_user(s, "discord", "1"))
     await env.db.run(lambda s: add_favorite(s, me, mine, ("discord", str(CHANNEL_ID))))
@@ -560,3 +634,70 @@ async def test_genres_and_help_name_every_command(env):
     names = {c["name"] for c in sync.payload["_list"]}
     assert {"genres", "forgetme"} <= names
     assert all(f"/{name}" in help_.payload["data"]["content"] for name in names - {"help"}), names
+
+
+async def test_a_failure_of_ours_under_a_button_or_a_command_is_apologised_for_privately(env, tmp_path, caplog):
+    track_id = await stored_track(env)
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        db.execute("drop table favorites")  # the database breaks under the bot: storage raises
+    pressed = env.dispatch(env.stub.press(f"fav:{track_id}", env.stub.posted(f"fav:{track_id}")))
+    listed = env.dispatch(env.stub.command("favorites"))
+    followups = await env.stub.wait_for("followup", count=2)
+    for interaction in (pressed, listed):
+        [sorry] = [f for f in followups if f.match["token"] == interaction["token"]]
+        assert sorry.content == "⚠️ Something went wrong on my side; please try again." and sorry.ephemeral
+    deleted = await env.stub.wait_for("delete_original", count=2)  # the "thinking…" placeholders are withdrawn
+    assert {d.match["token"] for d in deleted} == {pressed["token"], listed["token"]}
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and "failed" in r.getMessage()]
+    assert len(failures) == 2 and all(r.exc_info for r in failures)
+    assert any("no such table: favorites" in str(r.exc_info[1].__cause__ or r.exc_info[1]) for r in failures)
+
+
+async def test_the_share_button_offers_a_channel_picker_that_shares_as_the_command_does(env):
+    track_id = await stored_track(env)
+    env.dispatch(env.stub.press(f"share:{track_id}", env.stub.posted(f"share:{track_id}")))
+    [picker] = await env.stub.wait_for("followup")
+    assert picker.ephemeral and picker.custom_ids == [f"share-to:{track_id}"]
+    [select] = picker.payload["components"][0]["components"]
+    assert select["type"] == 8 and 0 in select["channel_types"] and 4 not in select["channel_types"]  # no categories
+
+    await env.restart()  # the picker needs no memory of having been offered
+    read_only = env.stub.channel(OTHER_CHANNEL + 2, "readonly", 1 << 10)  # the sharer may only view it
+    env.dispatch(env.stub.choose(f"share-to:{track_id}", picker.response, [read_only]))
+    replies = await env.stub.wait_for_replies(2)
+    assert "can't post files in <#" in replies[-1] and not env.stub.calls_to("channel_message")
+    elsewhere = env.stub.channel(OTHER_CHANNEL, "elsewhere", (1 << 51) - 1)
+    env.dispatch(env.stub.choose(f"share-to:{track_id}", picker.response, [elsewhere]))
+    replies = await env.stub.wait_for_replies(3)
+    assert replies[-1] == f"📤 Shared #{track_id} into <#{OTHER_CHANNEL}>."
+    [posted] = env.stub.calls_to("channel_message")
+    assert posted.path == f"/channels/{OTHER_CHANNEL}/messages" and any(f.endswith(".mp3") for f in posted.files)
+    assert posted.custom_ids[0] == f"reroll:{track_id}"
+    assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(OTHER_CHANNEL)) == 1
+    chosen = [c for c in env.stub.calls_to("callback")][1:]
+    assert len(chosen) == 2 and all(c.payload["type"] == 5 and c.ephemeral for c in chosen)  # deferred privately
+    assert all(f.ephemeral for f in env.stub.calls_to("followup"))
+
+
+async def test_remix_rerolls_with_the_length_temperature_and_instrument_its_form_asks_for(env):
+    track_id = await stored_track(env)  # calm, 5 s, temperature 0.9, piano
+    message = env.stub.posted(f"remix:{track_id}")
+    forms = []
+    for n in (1, 2):  # a form is answered once, so each try is a new press
+        env.dispatch(env.stub.press(f"remix:{track_id}", message))
+        forms.append((await env.stub.wait_for("callback", count=2 * n - 1))[-1])
+        assert forms[-1].payload["type"] == 9  # the form is the press's answer
+        form = forms[-1].payload["data"]
+        fields = [c["components"][0]["custom_id"] for c in form["components"]]
+        assert form["title"] == f"Remix #{track_id}" and fields == ["seconds", "temperature", "instrument"]
+        values = {"seconds": "999"} if n == 1 else {"seconds": "7", "temperature": "1.3", "instrument": "Organ"}
+        env.dispatch(env.stub.submit(form["custom_id"], values))
+        if n == 1:
+            [refusal] = (await env.stub.wait_for_replies(1))[-1:]
+            assert refusal.startswith("🤔 seconds must be from 5 to 180"), refusal
+    [post] = await tracks_shown(env, 1)
+    child = await env.track(track_id_of(post))
+    assert (child.parent_id, child.lineage, child.genre) == (track_id, "reroll", "calm")
+    assert child.max_seconds == 7 and child.instrument == "organ"
+    assert child.sampling["temperature"] == pytest.approx(1.3)
+    assert await env.count(Job) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot.core.requests import Who
+from bot.core.requests import Remix, Who
 from bot.grammar import GENRE_NAMES, Compose, UsageError
 from bot.replies import child_temperature
 from generator.params import Overrides
@@ -71,19 +71,28 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
     )
 
 
-def child_request(who: Who, key: str, track: Track, action: str) -> ComposeRequest:
-    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature."""
+def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | None = None) -> ComposeRequest:
+    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature; `remix`'s
+    length, temperature and instrument replace the track's where given."""
+    remix = remix or Remix()
     recipe = Overrides.from_json(track.sampling)  # the track's whole recipe, kept but for its temperature
-    sampling = replace(recipe, temperature=child_temperature(action, recipe.temperature or 1.0))
+    temperature = remix.temperature
+    if temperature is None:
+        temperature = child_temperature(action, recipe.temperature or 1.0)
+    sampling = replace(recipe, temperature=temperature)
+    seconds = track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None
+    tokens = track.max_new_tokens if track.max_seconds is None else None
+    if remix.seconds is not None:
+        seconds, tokens = remix.seconds, None
     return new_request(
         who,
         key,
         track.genre,
-        seconds=track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None,
-        tokens=track.max_new_tokens if track.max_seconds is None else None,
+        seconds=seconds,
+        tokens=tokens,
         sampling=sampling,
         seed=None if action == "reroll" else track.seed,
-        instrument=track.instrument,
+        instrument=remix.instrument or track.instrument,
         parent_track_id=track.id,
         lineage=action,
     )

@@ -60,12 +60,24 @@ class TrackAsk:
 
 
 @dataclass(frozen=True)
+class Remix:
+    """What to change in a track's recipe before deriving from it (Discord's remix form); None: as
+    the track had it."""
+
+    seconds: float | None = None
+    temperature: float | None = None
+    instrument: str | None = None
+
+
+@dataclass(frozen=True)
 class Derive:
-    """🔁 reroll, 🔥 hotter, ❄️ cooler: the track's recipe again, at a new seed or temperature."""
+    """🔁 reroll, 🔥 hotter, ❄️ cooler: the track's recipe again, at a new seed or temperature
+    (and with `remix`'s changes, when given)."""
 
     origin: Origin
     action: str
     track_id: int
+    remix: Remix | None = None
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class CommandService(Library, Deliveries):
 
         async def build(user: User) -> ComposeRequest:
             track = await self.readable(user, ask.track_id, origin.where)
-            return child_request(origin.who, origin.key, track, ask.action)
+            return child_request(origin.who, origin.key, track, ask.action, ask.remix)
 
         return await self._start(origin, build)
 

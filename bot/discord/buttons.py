@@ -5,8 +5,9 @@ from __future__ import annotations
 import discord
 
 from bot.core import Derive, SetFavourite, TrackAsk
+from bot.discord.commands import share_view
 from bot.discord.delivery import start_job
-from bot.discord.talk import core_of, may_post_here, origin, say, text_of
+from bot.discord.talk import core_of, may_post_here, origin, say, text_of, withdraw
 from bot.discord.views import buttons_view
 from bot.replies import ButtonPress, Reply
 
@@ -17,17 +18,29 @@ NO_POSTING = (
 
 
 async def on_button(interaction: discord.Interaction, press: ButtonPress) -> None:
+    """What needs no database (the presser's right to post here) is answered at once; otherwise the
+    press is deferred first, as Discord wants within 3 seconds: publicly for a new track, privately
+    for an answer only the presser sees (in a DM, ⭐ updates the message itself)."""
     core, asked = core_of(interaction), origin(interaction)
+    composes = press.action in ("reroll", "hotter", "cooler", "continue")
+    if composes and not may_post_here(interaction):  # the new track would be posted here, as if by them
+        await say(interaction, NO_POSTING)
+        return
+    dm = interaction.guild_id is None
+    if composes:
+        await interaction.response.defer(thinking=True)
+    elif press.action in ("fav", "unfav") and dm:
+        await interaction.response.defer()  # the buttons show the state: the message is updated
+    else:
+        await interaction.response.defer(ephemeral=True, thinking=True)
     track = await core.track(TrackAsk(asked, press.track_id))
     if isinstance(track, Reply):
-        await say(interaction, text_of(track))
+        await (withdraw if composes else say)(interaction, text_of(track))
     elif press.action == "share":
-        await say(interaction, f"To share it, use `/share track:{track.track_id} channel:#your-channel`")
-    elif press.action in ("fav", "unfav"):
-        dm = interaction.guild_id is None  # in a server the buttons are everyone's and show no state
+        text = f"📤 Where should I post #{track.track_id}? (or `/share track:{track.track_id} channel:#…`)"
+        await interaction.followup.send(text, view=share_view(track.track_id), ephemeral=True)
+    elif press.action in ("fav", "unfav"):  # in a server the buttons are everyone's and show no state
         await toggle_favourite(interaction, track.track_id, press.action == "fav" if dm else None)
-    elif not may_post_here(interaction):  # the new track would be posted here, as if by them
-        await say(interaction, NO_POSTING)
     elif press.action == "continue":
         await start_job(interaction, await core.continue_track(TrackAsk(asked, track.track_id)))
     else:
@@ -38,7 +51,5 @@ async def toggle_favourite(interaction: discord.Interaction, track_id: int, favo
     """`favourite` None: turn the presser's favourite over (a server's button shows no state)."""
     reply = await core_of(interaction).favourite(SetFavourite(origin(interaction), track_id, favourite))
     if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
-        await interaction.response.edit_message(view=buttons_view(reply.buttons))
-        await interaction.followup.send(reply.text)
-    else:
-        await say(interaction, text_of(reply))
+        await interaction.edit_original_response(view=buttons_view(reply.buttons))
+    await say(interaction, text_of(reply))

@@ -1,10 +1,11 @@
 """The Discord front end (discord.py 2.x), wired: a gateway client with the command tree and the
 track buttons, the command service (`bot.core`) as `client.core`.
 
-Every interaction is answered within Discord's 3 seconds: the quick checks (options, access to a
-track, the backend accepting the job) run first and a problem is answered with an ephemeral
-message; then the interaction is deferred and the job is followed in a background task that edits
-the original response with progress and posts the track as a follow-up (`bot.discord.delivery`).
+Every interaction is answered within Discord's 3 seconds: what needs no database (option ranges,
+the right to post here) is checked and answered at once; anything else defers first, then answers
+privately or follows the job in a background task that edits the original response with progress
+and finally into the track itself (`bot.discord.delivery`). A failure of ours is apologised for
+privately (`bot.discord.talk.apologise`).
 
     client = build_client(runner, db, store, test_guild_id=1234)
     await client.start(token)
@@ -22,10 +23,11 @@ from discord import app_commands
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.discord.buttons import on_button
-from bot.discord.commands import COMMANDS, ForgetButton
+from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
-from bot.discord.talk import PLATFORM, say
-from bot.discord.views import TrackButton
+from bot.discord.remix import RemixForm
+from bot.discord.talk import PLATFORM, apologise, say
+from bot.discord.views import RemixButton, TrackButton
 from bot.limits import Limits
 from bot.replies import ButtonPress
 
@@ -67,8 +69,11 @@ class MelomaniaClient(discord.Client):
     async def on_track_button(self, interaction: discord.Interaction, press: ButtonPress) -> None:
         await on_button(interaction, press)
 
+    async def on_remix(self, interaction: discord.Interaction, track_id: int) -> None:
+        await interaction.response.send_modal(RemixForm(track_id))  # the form is the answer: nothing before it
+
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton, ForgetButton)
+        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton)
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)
@@ -118,9 +123,7 @@ class MelomaniaClient(discord.Client):
                     interaction, f"🤔 {str(error.value)[:30]!r} is not one of the choices; pick one from the list"
                 )
             return
-        log.error("/%s failed: %s", interaction.command.name if interaction.command else "?", error)
-        with contextlib.suppress(discord.HTTPException):
-            await say(interaction, "⚠️ Something went wrong on my side; please try again.")
+        await apologise(interaction, error, f"/{interaction.command.name if interaction.command else '?'}")
 
 
 def build_client(

@@ -20,8 +20,8 @@ from bot.discord.compose import (
     continue_command,
     instrument_choices,
 )
-from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, track_files
-from bot.discord.talk import PLATFORM, core_of, origin, say, text_of, who
+from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, piano_roll, track_files
+from bot.discord.talk import PLATFORM, core_of, guarded, origin, say, text_of, who
 from bot.discord.views import track_embed, track_view
 from bot.grammar import GENRE_NAMES, UsageError, genre_of, instrument_of
 from bot.replies import FORGET_CONFIRM, Reply, listing_text
@@ -41,7 +41,7 @@ HELP = (
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
     "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument\n"
-    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share — anyone in the "
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share, 🎛 remix — anyone in the "
     "channel may reroll a posted track; the new one is theirs.\n\n"
     "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
     "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
@@ -53,7 +53,14 @@ GENRES_TEXT = (
 )
 
 
+async def think_privately(interaction: discord.Interaction) -> None:
+    """The first await of a command that reads or writes the database: Discord's 3 seconds are met
+    whatever the database does, and the answer follows privately."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+
+
 async def list_tracks(interaction: discord.Interaction, kind: str, page_no: int) -> None:
+    await think_privately(interaction)
     listing = await core_of(interaction).page(PageAsk(origin(interaction), kind, page_no, PAGE_SIZE))
     await say(interaction, listing_text(listing, EMPTY, code=lambda c: f"`{c}`", page_arg="page:"))
 
@@ -71,8 +78,19 @@ async def favorites(interaction: discord.Interaction, page: PageNumber = 1) -> N
 @app_commands.command(description="Post a track into a channel")
 @app_commands.describe(track="the track number", channel="where to post it")
 async def share(interaction: discord.Interaction, track: TrackId, channel: app_commands.AppCommandChannel) -> None:
+    await think_privately(interaction)
+    await share_track(interaction, track, channel)
+
+
+Channel = app_commands.AppCommandChannel | app_commands.AppCommandThread
+
+
+async def share_track(interaction: discord.Interaction, track_id: int, channel: Channel) -> None:
+    """/share and 📤's channel picker, once deferred: the track is posted into `channel` if the
+    sharer may read it and post files there (as Discord resolved their permissions), and if the bot
+    may post there too; recorded as shared there. Every answer is private."""
     core = core_of(interaction)
-    ask = TrackAsk(origin(interaction), track)
+    ask = TrackAsk(origin(interaction), track_id)
     found = await core.track(ask)
     if isinstance(found, Reply):
         await say(interaction, text_of(found))
@@ -84,11 +102,11 @@ async def share(interaction: discord.Interaction, track: TrackId, channel: app_c
     if not (allowed.view_channel and allowed.send_messages and allowed.attach_files):
         await say(interaction, f"🙅 You can't post files in {channel.mention}, so I won't share into it for you.")
         return
-    await interaction.response.defer(ephemeral=True, thinking=True)
     target = interaction.client.get_partial_messageable(channel.id, guild_id=channel.guild_id)
     try:
         files = await track_files(interaction.client, found, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
-        sent = await target.send(embed=track_embed(found), files=files, view=track_view(found.track_id))
+        embed = track_embed(found, image=piano_roll(files))
+        sent = await target.send(embed=embed, files=files, view=track_view(found.track_id))
     except discord.Forbidden:
         await say(interaction, f"🙅 I'm not allowed to post in {channel.mention}; ask an admin to let me in.")
         return
@@ -97,6 +115,37 @@ async def share(interaction: discord.Interaction, track: TrackId, channel: app_c
         return
     await core.shared(ask, Where(PLATFORM, str(channel.id)), sent.id)
     await say(interaction, f"📤 Shared #{found.track_id} into {channel.mention}.")
+
+
+class ShareSelect(ui.DynamicItem[ui.ChannelSelect], template=r"^share-to:(?P<track_id>[0-9]{1,12})$"):
+    """📤's channel picker: the track lives in the custom id, so it works after a restart; choosing a
+    channel shares the track there as /share does, with the same checks."""
+
+    def __init__(self, track_id: int) -> None:
+        super().__init__(
+            ui.ChannelSelect(
+                custom_id=f"share-to:{track_id}",
+                channel_types=list(POSTABLE_CHANNELS),
+                placeholder=f"Share #{track_id} into…",
+            )
+        )
+        self.track_id = track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> ShareSelect:
+        return cls(int(match["track_id"]))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await think_privately(interaction)
+        [channel] = self.item.values
+        await share_track(interaction, self.track_id, channel)
+
+
+def share_view(track_id: int) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(ShareSelect(track_id))
+    return view
 
 
 @app_commands.command(description="Your defaults for /compose")
@@ -123,11 +172,13 @@ async def settings(
     except UsageError as exc:
         await say(interaction, f"🤔 {exc}")
         return
+    await think_privately(interaction)
     await say(interaction, (await core_of(interaction).settings(SettingsAsk(origin(interaction), values))).text)
 
 
 @app_commands.command(description="Stop the track being composed for you")
 async def cancel(interaction: discord.Interaction) -> None:
+    await think_privately(interaction)
     await say(interaction, (await core_of(interaction).cancel(who(interaction))).text)
 
 
@@ -150,6 +201,7 @@ class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>co
     async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> ForgetButton:
         return cls(match["choice"])
 
+    @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
         if self.choice == "confirm":
             await forget(interaction)

@@ -110,9 +110,10 @@ async def compose(
             instrument=instrument_of(instrument) if instrument else None,
             sampling={k: checked(k, given[k]) for k in SAMPLING_KEYS if k in RANGES and given[k] is not None} | levels,
         )
-    except UsageError as exc:
+    except UsageError as exc:  # found without the database: answered at once
         await say(interaction, f"🤔 {exc}")
         return
+    await interaction.response.defer(thinking=True)  # before any database or job work: Discord's 3 seconds
     await start_job(interaction, await core_of(interaction).compose(ComposeTrack(origin(interaction), cmd)))
 
 
@@ -141,25 +142,26 @@ async def continue_command(
     if midi is not None:
         await continue_midi(interaction, midi, genre_of(genre.value) if genre else None)
         return
+    await interaction.response.defer(thinking=True)
     await start_job(interaction, await core_of(interaction).continue_track(TrackAsk(origin(interaction), track)))
 
 
 async def continue_midi(interaction: discord.Interaction, midi: discord.Attachment, genre: str | None) -> None:
-    """/continue midi: what needs no download (the declared size, a genre, the rate limits) is
-    checked and answered at once; then the interaction is deferred, since downloading and parsing
-    may outlast Discord's 3 seconds, and a file that turns out unusable is answered privately after
-    all (it counted against the limits: they bound downloads too)."""
+    """/continue midi: a declared size over the limit is answered at once; then the interaction is
+    deferred, before the database (a genre, the rate limits) and the download, either of which may
+    outlast Discord's 3 seconds; a refusal, or a file that turns out unusable, is answered privately
+    (an unusable file counted against the limits: they bound downloads too)."""
     core = core_of(interaction)
     if midi.size > MAX_PRIMER_BYTES:  # never downloaded
         limit_mb = MAX_PRIMER_BYTES // 1_000_000
         await say(interaction, f"🙅 that file is {midi.size / 1e6:.1f} MB; attach a MIDI file up to {limit_mb} MB")
         return
+    await interaction.response.defer(thinking=True)
     ask = ContinueMidi(origin(interaction), genre, f"discord-attachment:{midi.id}")
     refusal = await core.prepare_midi(ask)  # a missing genre, then the limits: before anything is downloaded
     if refusal is not None:
         await start_job(interaction, refusal)
         return
-    await interaction.response.defer(thinking=True)
     try:
         data = await midi.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError):  # expired, deleted, or the CDN unreachable

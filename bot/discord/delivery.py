@@ -1,5 +1,5 @@
 """Discord: getting a job's ending to its user — progress edits of the original response, then
-the track (MP3, MIDI, piano roll) as a follow-up.
+the track (MP3, MIDI, piano roll) in its place: one message per track.
 
 Each job stores its channel. An interaction's token lives 15 minutes and not past a restart, so a
 job resumed on start-up, or one whose token expired meanwhile, is posted into that channel
@@ -89,6 +89,11 @@ async def track_files(client: discord.Client, track: TrackCard, limit: int) -> l
     return files
 
 
+def piano_roll(files: list[discord.File]) -> str | None:
+    """The attached piano roll's file name, for the embed to show it as its image."""
+    return next((f.filename for f in files if f.filename.endswith(".png")), None)
+
+
 def refusal_reason(exc: discord.HTTPException) -> str:
     """Why Discord refused to post something, in words for the user."""
     if exc.status == 413 or exc.code == 40005:
@@ -131,6 +136,23 @@ async def post(client: discord.Client, delivery: Delivery, text: str = "", **mes
     return await channel.send(f"<@{delivery.user_id}> {text}".rstrip(), allowed_mentions=mention, **message)
 
 
+async def replace_progress(
+    client: discord.Client, delivery: Delivery, files: list[discord.File], **message: Any
+) -> discord.Message | None:
+    """The track in place of the progress response while that can be edited, so that each track is
+    one message; else a new message (`post`)."""
+    if delivery.interaction is not None and delivery.editing:
+        try:
+            return await delivery.interaction.edit_original_response(content=None, attachments=files, **message)
+        except discord.HTTPException as exc:
+            if not token_expired(exc):
+                raise
+            delivery.interaction = None
+            for file in files:
+                file.reset()  # the failed upload read them to the end
+    return await post(client, delivery, files=files, **message)
+
+
 async def tell(client: discord.Client, delivery: Delivery, text: str) -> bool:
     """Show the user how their job ended: in the original response while it can be edited, else in
     a new message. Whether it reached them."""
@@ -165,7 +187,8 @@ async def post_track(client: discord.Client, delivery: Delivery, track_id: int) 
         return await tell(client, delivery, f"⚠️ {exc}")
     await core.share_here(track_id, delivery.chat_id)  # before it appears: a press at once already passes
     try:
-        sent = await post(client, delivery, embed=track_embed(track), files=files, view=track_view(track_id))
+        embed = track_embed(track, image=piano_roll(files))
+        sent = await replace_progress(client, delivery, files, embed=embed, view=track_view(track_id))
     except discord.HTTPException as exc:
         return await tell(client, delivery, f"⚠️ I couldn't post track #{track_id}: {refusal_reason(exc)}")
     if sent is None:
@@ -180,8 +203,7 @@ async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIt
     final = await watch(events, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S)
     if final is None:
         return
-    if final.kind == "done" and final.track_id is not None:
-        await edit_progress(delivery, progress_of(final))
+    if final.kind == "done" and final.track_id is not None:  # the track takes the progress response's place
         shown = await post_track(client, delivery, final.track_id)
     elif final.kind == "cancelled" and delivery.interaction is None:
         shown = True  # only the user cancels, and /cancel told them
@@ -193,9 +215,9 @@ async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIt
 
 async def start_job(interaction: discord.Interaction, result: Reply | Started) -> None:
     """What the service made of a composing action: a refusal is a private answer; an accepted
-    job is deferred (unless done already) and followed in the background. Every action that
+    job is deferred (unless it was already, as every caller does now) and followed in the background. Every action that
     composes comes through here."""
-    deferred = interaction.response.is_done()  # /continue midi: defers before downloading the file
+    deferred = interaction.response.is_done()  # the composing commands and buttons defer before the service
     if isinstance(result, Reply):
         if not result.silent:  # silent: the same interaction twice, and the first is composing it
             await (withdraw if deferred else say)(interaction, text_of(result))

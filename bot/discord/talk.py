@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import discord
 
 from bot.core import CommandService, Origin, Where, Who
 from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Reply
 
+log = logging.getLogger(__name__)
+
 PLATFORM = "discord"
+SORRY = "⚠️ Something went wrong on my side; please try again."
 MARKS = {USAGE: "🤔 ", REFUSED: "🙅 ", LIMITED: "⏳ ", UNREADABLE: "🙅 "}
 EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
 
@@ -74,3 +81,32 @@ def token_expired(exc: discord.HTTPException) -> bool:
     """Whether Discord refused a call on the interaction's webhook because its token is gone
     (15 minutes passed), so only the channel itself can still be reached."""
     return exc.status == 401 or exc.code in EXPIRED_WEBHOOK
+
+
+async def apologise(interaction: discord.Interaction, error: BaseException, what: str) -> None:
+    """One place for a failure of ours while handling an interaction: logged with its traceback, and
+    the user is told privately, instead of Discord's "This interaction failed". A public "thinking…"
+    placeholder is withdrawn first, so that the apology stays private."""
+    log.error("%s failed", what, exc_info=error)
+    with contextlib.suppress(discord.HTTPException):
+        if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
+            await withdraw(interaction, SORRY)
+        else:
+            await say(interaction, SORRY)
+
+
+Callback = Callable[[Any, discord.Interaction], Awaitable[None]]
+
+
+def guarded(callback: Callback) -> Callback:
+    """For a button's or a select's callback: an exception is apologised for (`apologise`); discord.py
+    would only log it, and the user would see "This interaction failed"."""
+
+    @functools.wraps(callback)
+    async def run(item: Any, interaction: discord.Interaction) -> None:
+        try:
+            await callback(item, interaction)
+        except Exception as exc:
+            await apologise(interaction, exc, f"component {getattr(item, 'custom_id', item)!r}")
+
+    return run

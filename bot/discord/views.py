@@ -8,6 +8,7 @@ from typing import Any
 import discord
 from discord import ui
 
+from bot.discord.talk import guarded
 from bot.replies import ACTIONS, BUTTON, Button, ButtonPress, TrackCard, parse_button, track_buttons
 
 
@@ -26,15 +27,39 @@ class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
     async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> TrackButton:
         return cls(parse_button(match.group(0)))  # the template matched, so it parses
 
+    @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.on_track_button(interaction, self.press)  # type: ignore[attr-defined]
 
 
+class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9]{1,12})$"):
+    """🎛 Discord's own button under a track: a form to change its length, temperature or
+    instrument, then reroll it. A press goes to the client's `on_remix`."""
+
+    def __init__(self, track_id: int, row: int | None = None) -> None:
+        super().__init__(
+            ui.Button(label="🎛 Remix", custom_id=f"remix:{track_id}", style=discord.ButtonStyle.secondary, row=row)
+        )
+        self.track_id = track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> RemixButton:
+        return cls(int(match["track_id"]))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_remix(interaction, self.track_id)  # type: ignore[attr-defined]
+
+
 def buttons_view(rows: list[list[Button]]) -> ui.View:
+    """The platform's buttons, and Discord's own 🎛 Remix after them."""
     view = ui.View(timeout=None)
     for row, buttons in enumerate(rows):
         for b in buttons:
             view.add_item(TrackButton(parse_button(b.data), row=row))
+    track_id = next((parse_button(b.data).track_id for row in rows for b in row), None)
+    if track_id is not None:
+        view.add_item(RemixButton(track_id, row=len(rows) - 1))
     return view
 
 
@@ -42,6 +67,10 @@ def track_view(track_id: int, favourite: bool = False) -> ui.View:
     return buttons_view(track_buttons(track_id, favourite))
 
 
-def track_embed(track: TrackCard) -> discord.Embed:
+def track_embed(track: TrackCard, image: str | None = None) -> discord.Embed:
+    """`image`: the file name of an attached picture (the piano roll) to show as the embed's image."""
     title, _, recipe = track.caption.partition("\n")
-    return discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
+    embed = discord.Embed(title=title, description=recipe, colour=discord.Colour.blurple())
+    if image is not None:
+        embed.set_image(url=f"attachment://{image}")
+    return embed
