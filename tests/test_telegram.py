@@ -170,13 +170,15 @@ def track_id_of(call) -> int:
 
 
 async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
-    env.send("/compose ambient len=5")
+    request = env.send("/compose ambient len=5")
     [audio] = await env.stub.wait_for("sendAudio", timeout=60)
     progress = env.stub.calls_to("sendMessage")[0]
     assert progress.params["text"].startswith("⏳")
     edits = env.stub.calls_to("editMessageText")
-    assert edits and edits[-1].params["text"] == "✅ Done"
-    assert all(e.params["message_id"] == edits[0].params["message_id"] for e in edits)
+    assert all(e.params["message_id"] == str(progress.result["message_id"]) for e in edits)
+    assert audio.replied_to == request["message"]["message_id"]  # the track answers the command
+    [deleted] = await env.stub.wait_for("deleteMessage")  # the progress message goes once it is posted
+    assert deleted.params["message_id"] == str(progress.result["message_id"])
 
     mp3 = tmp_path / "sent.mp3"
     mp3.write_bytes(audio.files["audio"])
@@ -192,15 +194,35 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     track_id = track_id_of(audio)
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
-    assert audio.buttons == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "more")
+    assert audio.buttons == [f"{a}:{track_id}" for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
-    [midi] = await env.stub.wait_for("sendDocument")
-    [roll] = await env.stub.wait_for("sendPhoto")
-    assert midi.files["document"].startswith(b"MThd") and roll.files["photo"].startswith(b"\x89PNG")
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
+    assert env.stub.live_messages("1") == [audio]  # one message per track: the audio alone
     commands = env.stub.calls_to("setMyCommands")[0].json("commands")
     assert {"compose", "history", "favorites", "share", "cancel"} <= {c["command"] for c in commands}
+
+
+async def test_more_sends_the_midi_and_piano_roll_as_one_album_in_reply_to_the_track(env):
+    env.send("/compose ambient len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    await env.stub.wait_for("deleteMessage")
+    track_id = track_id_of(audio)
+    under = {**audio.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    press = env.press(f"more:{track_id}", under=under)
+    [album] = await env.stub.wait_for("sendMediaGroup")
+    assert [m["type"] for m in album.json("media")] == ["document", "document"]
+    midi, roll = (album.files[m["media"].removeprefix("attach://")] for m in album.json("media"))
+    assert midi.startswith(b"MThd") and roll.startswith(b"\x89PNG")
+    assert album.replied_to == audio.result["message_id"]
+    env.stub.queue_update(press)  # the same press delivered again sends nothing twice
+    await env.stub.wait_for("answerCallbackQuery", count=2)
+    await asyncio.sleep(0.3)
+    assert len(env.stub.calls_to("sendMediaGroup")) == 1
+    assert len(env.stub.live_messages("1")) == 3  # the track, and the two files More added
+    env.press(f"more:{await stored_track(env, owner='2')}")  # someone else's track
+    assert "belongs to someone else" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def _file_id(env: Env, track_id: int) -> str | None:
@@ -593,7 +615,7 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
     try:
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
-            env.send("/compose ambient len=5")
+            request = env.send("/compose ambient len=5")
             await stub.wait_for("sendMessage")
             reply_to = await eventually(lambda: _reply_to(db, 1))
             runner = app.bot_data["core"].backend
@@ -601,7 +623,8 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
             await runner.submit(ComposeRequest("telegram", "2", "jazz", seconds=5, reply_to={"chat_id": 2}))
             await runner.submit(ComposeRequest("discord", "9", "pop", seconds=5, reply_to={"chat_id": 3}))
         progress_id = reply_to["message_id"]
-        assert reply_to == {"chat_id": 1, "message_id": progress_id}
+        request_id = request["message"]["message_id"]  # the track will answer the command
+        assert reply_to == {"chat_id": 1, "message_id": progress_id, "request_id": request_id}
         assert stub.calls_to("sendMessage")[0].params["text"].startswith("⏳")
         await db.run(lambda s: start_job(s, 1))  # it had started composing when the process died
         assert not stub.calls_to("sendAudio")
@@ -611,8 +634,12 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
             audios = await stub.wait_for("sendAudio", count=2, timeout=60)
             await asyncio.sleep(0.5)
         assert sorted(a.chat_id for a in stub.calls_to("sendAudio")) == ["1", "2"]
+        assert next(a for a in audios if a.chat_id == "1").replied_to == request_id
         edits = [e for e in stub.calls_to("editMessageText") if e.params["chat_id"] == "1"]
-        assert {e.params["message_id"] for e in edits} == {str(progress_id)} and edits[-1].params["text"] == "✅ Done"
+        assert {e.params["message_id"] for e in edits} <= {str(progress_id)}
+        assert [d.params["message_id"] for d in stub.calls_to("deleteMessage") if d.chat_id == "1"] == [
+            str(progress_id)
+        ]
         new_progress = [m for m in stub.calls_to("sendMessage") if m.chat_id == "2"]
         assert len(new_progress) == 1 and new_progress[0].params["text"].startswith("⏳")
         assert not [c for c in stub.calls if c.chat_id == "3"]  # Discord's job is Discord's to deliver
@@ -658,7 +685,9 @@ async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_pat
         edits = {
             (e.params["chat_id"], e.params["message_id"]): e.params["text"] for e in stub.calls_to("editMessageText")
         }
-        assert edits[("7", "70")] == "✅ Done"
+        assert ("7", "70") not in edits and [
+            (d.chat_id, d.params["message_id"]) for d in stub.calls_to("deleteMessage")
+        ] == [("7", "70")]
         assert "the composer hit an error" in edits[("8", "80")]
 
         async with running_bot(stub, db, store):  # started again: nothing is sent twice

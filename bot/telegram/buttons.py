@@ -13,7 +13,7 @@ from telegram.ext import Application, ContextTypes
 from bot.core import Derive, SetFavourite, TrackAsk
 from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
 from bot.telegram.commands import may_post
-from bot.telegram.delivery import post_progress
+from bot.telegram.delivery import post_progress, send_score, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
 
 STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
@@ -60,12 +60,41 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     else:
         result = await core.derive(Derive(asked, press.action, track.track_id))
     if isinstance(result, Started):
-        await post_progress(context.application, chat.id, result.job_id)
+        under = query.message.message_id if query.message is not None else None
+        await post_progress(context.application, chat.id, result.job_id, under)
         await query.answer(STARTING.get(press.action, "🎼 Composing…"))
     elif result.silent:
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
+
+
+async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """⋯ More under a track: its MIDI and piano roll, in reply to it. Where the chat is shared,
+    only those who may post there get the bot to post them (as for 🔁)."""
+    core = core_of(context.application)
+    query = update.callback_query
+    chat = update.effective_chat
+    if chat is None:  # under a message sent inline: there is no chat to post into
+        await query.answer("Open the bot to get the MIDI and piano roll.", show_alert=True)
+        return
+    asked = origin(update)
+    track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
+    if isinstance(track, Reply):
+        await query.answer(text_of(track), show_alert=True)
+        return
+    if not first_delivery(context.application, update.update_id):
+        await query.answer()  # a press delivered again (a webhook retry) sends nothing twice
+        return
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
+        await query.answer("🔒 Only members who may post here can have me post the files.", show_alert=True)
+        return
+    if not (track.midi_key or track.png_key):
+        await query.answer(f"The MIDI and piano roll of #{track.track_id} have expired.", show_alert=True)
+        return
+    await query.answer("📎 MIDI and piano roll")
+    under = query.message.message_id if query.message is not None else None
+    await send_score(context.application, chat.id, track, reply_to=under)
 
 
 def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:
@@ -92,7 +121,7 @@ async def toggle_favourite(
     await query.answer(reply.text)
     if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(keyboard(reply.buttons))
+            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons))
 
 
 async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:

@@ -76,7 +76,8 @@ async def parsed(update: Update, kind: type[T], usage: str) -> T | None:
 async def started(update: Update, context: ContextTypes.DEFAULT_TYPE, result: Reply | Started) -> None:
     """An accepted job gets its progress message and is followed; a refusal is the answer."""
     if isinstance(result, Started):
-        await post_progress(context.application, update.effective_chat.id, result.job_id)
+        request_id = update.effective_message.message_id
+        await post_progress(context.application, update.effective_chat.id, result.job_id, request_id)
     else:
         await answer(update, result)
 
