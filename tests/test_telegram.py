@@ -363,7 +363,7 @@ BAD_INPUT = [
     ("/compose jazz len=999999", "len must be from 5 to 180"),
     ("/compose " + "x" * 4000, "too long"),
     (f"/compose@{BOT_USERNAME} polka", "don't know the genre"),
-    ("/compose", "which genre?"),
+    ("/compose", "Pick a genre"),  # with genre buttons: test_a_bare_compose_offers_genre_buttons
     ("/continue 999", "there is no track #999"),
     ("/continue", "reply /continue to a MIDI file"),
     ("/share 999 @mychannel", "there is no track #999"),
@@ -387,6 +387,24 @@ async def test_bad_input_gets_a_clear_answer_and_composes_nothing(env):
     assert "out of date" in texts[3]
     assert await env.count(Job) == 0 and await env.count(Favorite) == 0
     assert not env.stub.calls_to("sendAudio")
+
+
+async def test_a_bare_compose_offers_genre_buttons_and_a_press_composes_it(env):
+    request = env.send("/compose")
+    [question] = await env.stub.wait_for("sendMessage")
+    assert question.buttons == ["compose:classic", "compose:jazz", "compose:calm", "compose:pop"]
+    assert question.replied_to == request["message"]["message_id"] and await env.count(Job) == 0
+    under = {**question.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    press = env.press("compose:jazz", under=under)
+    env.stub.queue_update(press)  # delivered twice: still one track
+    [_, progress] = await env.stub.wait_for("sendMessage", count=2)
+    assert progress.params["text"].startswith("⏳") and progress.replied_to == question.result["message_id"]
+    [picked] = await env.stub.wait_for("editMessageText", message_id=str(question.result["message_id"]))
+    assert picked.params["text"] == "🎼 Jazz" and not picked.buttons
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert audio.params["title"].startswith("Jazz #") and await env.count(Job) == 1
+    env.press("compose:polka", under=under)  # not a genre of ours
+    assert "out of date" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def test_settings_become_defaults_and_cancel_stops_the_track(env):

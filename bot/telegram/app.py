@@ -28,7 +28,7 @@ from telegram.ext import (
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.limits import Limits
 from bot.telegram import commands as c
-from bot.telegram.buttons import button, forget_answer, forget_me, more
+from bot.telegram.buttons import button, forget_answer, forget_me, more, pick_genre
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
 from bot.telegram.talk import PLATFORM, say
@@ -134,6 +134,7 @@ def build_application(
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
+    application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
     application.add_handler(CallbackQueryHandler(button))
     application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, c.unknown))

@@ -10,11 +10,13 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.core import Derive, SetFavourite, TrackAsk
+from bot.core import ComposeTrack, Derive, SetFavourite, TrackAsk
+from bot.grammar import Compose, UsageError, genre_of
 from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
 from bot.telegram.commands import may_post
 from bot.telegram.delivery import post_progress, send_score, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
+from generator.vocab import display_name
 
 STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
 
@@ -95,6 +97,36 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await query.answer("📎 MIDI and piano roll")
     under = query.message.message_id if query.message is not None else None
     await send_score(context.application, chat.id, track, reply_to=under)
+
+
+async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A genre button under a bare /compose: composes that genre, in reply to the question,
+    which then says what was picked (its buttons gone, so one press makes one track)."""
+    query = update.callback_query
+    chat = update.effective_chat
+    try:
+        genre = genre_of((query.data or "").split(":", 1)[1])
+    except UsageError:
+        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        return
+    if chat is None:
+        await query.answer()
+        return
+    asked = origin(update)
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
+        await query.answer("🔒 Only members who may post here can compose here.", show_alert=True)
+        return
+    result = await core_of(context.application).compose(ComposeTrack(asked, Compose(genre=genre)))
+    if isinstance(result, Started):
+        under = query.message.message_id if query.message is not None else None
+        await post_progress(context.application, chat.id, result.job_id, under)
+        await query.answer("🎼 Composing…")
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_text(f"🎼 {display_name(genre).capitalize()}")
+    elif result.silent:
+        await query.answer()
+    else:
+        await query.answer(text_of(result), show_alert=True)
 
 
 def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:

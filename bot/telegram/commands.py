@@ -34,9 +34,10 @@ from bot.grammar import (
     genre_of,
     parse,
 )
-from bot.replies import Listing, Reply, Started, listing_text
+from bot.replies import Button, Listing, Reply, Started, listing_text
 from bot.telegram.delivery import post_progress, send_track
-from bot.telegram.talk import PLATFORM, answer, core_of, origin, say, who, with_retries
+from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, who, with_retries
+from generator.vocab import GENRES, display_name
 
 T = TypeVar("T")
 PAGE_SIZE = 10
@@ -98,10 +99,26 @@ async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await say(update, f"Genres: {GENRE_NAMES}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
 
 
+PICK_GENRE = "🎼 Pick a genre (or type one, like /compose jazz 0.9 60s):"
+
+
+def genre_buttons() -> list[list[Button]]:
+    """One button a genre, two a row; pressing one composes it."""
+    row = [Button(display_name(g).capitalize(), f"compose:{g}") for g in GENRES]
+    return [row[i : i + 2] for i in range(0, len(row), 2)]
+
+
 async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if (cmd := await parsed(update, Compose, "try /compose ambient")) is None:
         return
-    await started(update, context, await core_of(context.application).compose(ComposeTrack(origin(update), cmd)))
+    core = core_of(context.application)
+    if cmd == Compose() and (await core.user(who(update))).default_genre is None:  # a bare /compose
+        reply_markup = keyboard(genre_buttons())
+        await with_retries(
+            lambda: update.effective_message.reply_text(PICK_GENRE, reply_markup=reply_markup, do_quote=True)
+        )
+        return
+    await started(update, context, await core.compose(ComposeTrack(origin(update), cmd)))
 
 
 async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
