@@ -315,6 +315,64 @@ async def test_history_lists_tracks_a_page_at_a_time(env):
     assert "More:" not in page2.params["text"]
 
 
+def private(sent) -> dict:
+    """A message the bot sent into user 1's private chat, as a press under it carries it."""
+    return {**sent.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+
+
+async def test_history_pages_turn_with_buttons_that_edit_the_list(env):
+    ids = [await stored_track(env, seed=i) for i in range(23)]
+    env.send("/history")
+    [page1] = await env.stub.wait_for("sendMessage")
+    assert page1.buttons == ["page:history:2"]  # no ◀ on the first page
+    env.press("page:history:2", under=private(page1))
+    [page2] = await env.stub.wait_for("editMessageText")
+    assert page2.params["message_id"] == str(page1.result["message_id"])
+    assert f"#{ids[12]} " in page2.params["text"] and f"#{ids[13]} " not in page2.params["text"]
+    assert page2.buttons == ["page:history:1", "page:history:3"]
+    env.press("page:history:3", under=private(page1))
+    page3 = (await env.stub.wait_for("editMessageText", count=2))[-1]
+    assert f"#{ids[0]} " in page3.params["text"] and page3.buttons == ["page:history:2"]
+    env.press("page:history:1", under=private(page1))
+    back = (await env.stub.wait_for("editMessageText", count=3))[-1]
+    assert back.params["text"] == page1.params["text"]
+    assert len(env.stub.calls_to("sendMessage")) == 1  # turning pages posts nothing new
+
+
+async def test_favourites_pages_have_buttons_too(env):
+    ids = [await stored_track(env, seed=i) for i in range(11)]
+    for track_id in ids:
+        await favourite(env, "1", track_id)
+    env.send("/favorites")
+    [page1] = await env.stub.wait_for("sendMessage")
+    assert page1.buttons == ["page:favorites:2"]
+    env.press("page:favorites:2", under=private(page1))
+    [page2] = await env.stub.wait_for("editMessageText")
+    assert "Your favourites (page 2)" in page2.params["text"] and page2.buttons == ["page:favorites:1"]
+
+
+async def test_settings_are_a_button_menu_and_a_press_stores_the_default(env):
+    env.send("/settings")
+    [menu] = await env.stub.wait_for("sendMessage")
+    assert menu.buttons == ["settings:genre", "settings:temp", "settings:len", "settings:inst"]
+    env.press("settings:inst", under=private(menu))
+    [choices] = await env.stub.wait_for("editMessageReplyMarkup")
+    assert "set:inst:electric_piano" in choices.buttons and choices.buttons[-1] == "settings:menu"
+    env.press("set:inst:electric_piano", under=private(menu))
+    [saved] = await env.stub.wait_for("editMessageText")
+    assert "instrument: electric piano" in saved.params["text"] and saved.buttons == menu.buttons
+    for n, data in enumerate(("set:genre:jazz", "set:temp:1.2", "set:len:90"), 2):
+        env.press(data, under=private(menu))
+        await env.stub.wait_for("editMessageText", count=n)
+    user = await env.db.run(lambda s: s.scalar(select(User)))
+    assert (user.default_genre, user.default_temperature, user.default_seconds) == ("jazz", 1.2, 90)
+    assert user.default_instrument == "electric piano"
+    env.press("set:temp:9.9", under=private(menu))  # forged: out of range
+    alert = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
+    assert alert.params["show_alert"] == "true" and "temp" in alert.params["text"]
+    assert (await env.db.run(lambda s: s.scalar(select(User)))).default_temperature == 1.2
+
+
 async def test_share_into_a_channel_reuses_the_uploaded_file(env):
     env.stub.member_status, env.stub.can_post_messages = "administrator", True
     track_id = await stored_track(env, file_id="CACHED-FILE-ID")

@@ -31,6 +31,7 @@ from bot.telegram import commands as c
 from bot.telegram.buttons import button, forget_answer, forget_me, more, pick_genre
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
+from bot.telegram.menus import settings_button, turn_page
 from bot.telegram.talk import PLATFORM, say
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,10 @@ def build_application(
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
     application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
+    application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))
+    application.add_handler(
+        CallbackQueryHandler(settings_button, pattern=r"^(settings:\w{1,10}|set:\w{1,10}:[\w.]{1,40})$")
+    )
     application.add_handler(CallbackQueryHandler(button))
     application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, c.unknown))

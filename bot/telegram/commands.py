@@ -17,7 +17,6 @@ from bot.core import (
     MAX_PRIMER_BYTES,
     ComposeTrack,
     ContinueMidi,
-    PageAsk,
     SettingsAsk,
     TrackAsk,
     Unavailable,
@@ -34,16 +33,15 @@ from bot.grammar import (
     genre_of,
     parse,
 )
-from bot.replies import Button, Listing, Reply, Started, listing_text
+from bot.replies import Button, Listing, Reply, Started
 from bot.telegram.delivery import post_progress, send_track
+from bot.telegram.menus import page_buttons, page_of, page_text, settings_menu, settings_message
 from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, who, with_retries
 from generator.vocab import GENRES, display_name
 
 T = TypeVar("T")
-PAGE_SIZE = 10
 MIDI_NAMES = (".mid", ".midi", ".kar")
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
-EMPTY = {"history": "No tracks yet: try /compose ambient", "favorites": "No favourites yet: press ⭐ under a track"}
 HELP = (
     "🎹 I compose piano music.\n\n"
     "/compose ambient — a track (genres: {genres})\n"
@@ -191,14 +189,15 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
 
 
 async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str, page_no: int) -> None:
-    listing: Listing = await core_of(context.application).page(PageAsk(origin(update), kind, page_no, PAGE_SIZE))
-    text = listing_text(listing, EMPTY, footer="Send /continue <number> or /share <number> @channel.")
+    """A page of the asker's list, with ◀ ▶ to turn it (`bot.telegram.menus`)."""
+    listing: Listing = await page_of(update, context, kind, page_no)
+    text, markup = page_text(listing), keyboard(page_buttons(listing))
     if not listing.lines or update.effective_chat.type == ChatType.PRIVATE:
-        await say(update, text)
+        await with_retries(lambda: update.effective_message.reply_text(text, reply_markup=markup))
         return
     # in a group the list is the asker's alone: it goes to their private chat with the bot
     try:
-        await with_retries(lambda: context.bot.send_message(update.effective_user.id, text))
+        await with_retries(lambda: context.bot.send_message(update.effective_user.id, text, reply_markup=markup))
     except CannotWrite:  # they never opened a chat with the bot, so it may not write to them
         await say(update, f"🔒 Your {kind} is private: open a chat with me (@{context.bot.username}) and send /{kind}")
         return
@@ -206,6 +205,7 @@ async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: st
 
 
 async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/settings shows the defaults with a button menu; /settings genre=jazz … sets them as typed."""
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
@@ -213,7 +213,8 @@ async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     values = cmd.values if isinstance(cmd, SettingsCommand) else {}
     reply = await core_of(context.application).settings(SettingsAsk(origin(update), values))
-    await say(update, f"{reply.text}\nChange with /settings genre=jazz temp=0.9 len=60")
+    markup = keyboard(settings_menu())
+    await with_retries(lambda: update.effective_message.reply_text(settings_message(reply), reply_markup=markup))
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
