@@ -37,6 +37,7 @@ class Call:
     params: dict[str, str]
     files: dict[str, bytes] = field(default_factory=dict)
     result: Any = None  # what the stub answered (a sent message, a list of them for an album)
+    at: float = field(default_factory=time.monotonic)  # when the call arrived
 
     def json(self, name: str) -> Any:
         """A parameter the client sent JSON-encoded (reply_markup, chat_id as a number, …)."""
@@ -69,6 +70,7 @@ class BotApiStub:
         self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
         self.unreachable: set[str] = set()  # chat ids the bot may not write to (never started it): 403
         self.outage: dict[str, int] = {}  # method → how many calls to answer 502 Bad Gateway first
+        self.slow: dict[str, float] = {}  # chat id → seconds every send* call to it takes to answer
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
@@ -112,9 +114,10 @@ class BotApiStub:
 
     # --- what tests use ------------------------------------------------------------------------
 
-    def queue_update(self, update: dict[str, Any]) -> None:
+    def queue_update(self, *updates: dict[str, Any]) -> None:
+        """Updates for the next getUpdates, in order (several: served in one answer)."""
         with self._cond:
-            self._updates.append(update)
+            self._updates.extend(updates)
             self._cond.notify_all()
 
     def live_messages(self, chat_id: str) -> list[Call]:
@@ -244,6 +247,8 @@ class BotApiStub:
         except LookupError as exc:
             payload = {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
             status = 400
+        if method.startswith("send") and str(params.get("chat_id")) in self.slow:
+            time.sleep(self.slow[str(params["chat_id"])])  # a thread of the server's: the others go on
         data = json.dumps(payload).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")

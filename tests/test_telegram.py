@@ -200,6 +200,8 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
     assert env.stub.live_messages("1") == [audio]  # one message per track: the audio alone
+    [action] = env.stub.calls_to("sendChatAction")  # "sending audio…" while it uploads
+    assert action.params["action"] == "upload_voice" and action.at <= audio.at
     commands = env.stub.calls_to("setMyCommands")[0].json("commands")
     assert {"compose", "history", "favorites", "share", "cancel"} <= {c["command"] for c in commands}
 
@@ -216,6 +218,7 @@ async def test_more_sends_the_midi_and_piano_roll_as_one_album_in_reply_to_the_t
     midi, roll = (album.files[m["media"].removeprefix("attach://")] for m in album.json("media"))
     assert midi.startswith(b"MThd") and roll.startswith(b"\x89PNG")
     assert album.replied_to == audio.result["message_id"]
+    assert env.stub.calls_to("sendChatAction")[-1].params["action"] == "upload_document"
     env.stub.queue_update(press)  # the same press delivered again sends nothing twice
     await env.stub.wait_for("answerCallbackQuery", count=2)
     await asyncio.sleep(0.3)
@@ -525,6 +528,24 @@ async def test_a_flood_wait_from_telegram_is_waited_out_and_retried(env):
     first, retried = await env.stub.wait_for("sendMessage", count=2)
     assert first.params == retried.params
     assert "ambient" in retried.params["text"]
+
+
+async def test_updates_are_handled_concurrently_and_each_sender_s_in_order(env):
+    """A slow chat holds up only its own sender: another's update is answered meanwhile, and
+    the slow sender's second command waits for their first."""
+    env.stub.slow["1"] = 1.5  # every message to user 1 takes 1.5 s to post
+    first, second = env.stub.message("/genres", 1), env.stub.message("/help", 1)
+    other = env.stub.message("/genres", 2)
+    env.stub.queue_update(*({"update_id": next(env.ids), "message": m} for m in (first, second, other)))
+    sent = await env.stub.wait_for("sendMessage", count=3)
+    by_chat = {c.chat_id: [] for c in sent}
+    for c in sent:
+        by_chat[c.chat_id].append(c)
+    genres, help_ = by_chat["1"]
+    [theirs] = by_chat["2"]
+    assert genres.params["text"].startswith("Genres:") and "I compose piano music" in help_.params["text"]
+    assert help_.at - genres.at >= 1.4  # user 1's /help waited for their /genres to be answered
+    assert theirs.at < help_.at and theirs.at - genres.at < 1.0  # user 2 did not wait for user 1
 
 
 async def test_a_network_error_from_telegram_is_retried_with_backoff(env):

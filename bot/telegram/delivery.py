@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable
 
 from telegram import InlineKeyboardMarkup, InputFile, InputMediaDocument, Message, ReplyParameters
+from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
@@ -27,6 +28,13 @@ PERFORMER = "Melomania"
 EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
 FAILED = "⚠️ Something went wrong on my side; please try again."
 MORE = "⋯ More"  # under a track: its MIDI and piano roll, sent when pressed
+
+
+async def show_action(app: Application, chat_id: int | str, action: str) -> None:
+    """The chat's "sending audio…" line while an upload goes (it clears itself when the message
+    arrives); cosmetic, so never worth failing or retrying for."""
+    with contextlib.suppress(TelegramError):
+        await app.bot.send_chat_action(chat_id, action)
 
 
 def track_keyboard(track_id: int, rows: list[list[Button]]) -> InlineKeyboardMarkup:
@@ -54,6 +62,7 @@ async def send_score(
         files.append((await core.artifact(track.png_key), f"{track.stem}.png"))
     if not files:
         return []
+    await show_action(app, chat_id, ChatAction.UPLOAD_DOCUMENT)
     if len(files) == 1:
         single = InputFile(files[0][0], filename=files[0][1])
         return [
@@ -74,6 +83,7 @@ async def send_track(
     core = core_of(app)
     if track.file_id is None:
         data = await core.audio(track)
+        await show_action(app, chat_id, ChatAction.UPLOAD_VOICE)  # "sending audio…" while it uploads
         audio: str | InputFile = InputFile(data, filename=f"{track.title.replace(' #', '-')}.mp3")
     else:
         audio = track.file_id
