@@ -11,6 +11,7 @@ valid range and gives an example. It never raises anything else, whatever the in
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,11 +130,40 @@ def _is_genre(word: str) -> bool:
 
 
 def instrument_of(word: str) -> str:
+    """An instrument's name, however typed: "electric piano", electric_piano, electric-piano, an
+    alias (rhodes); a miss suggests the close names (a typo, a word left out)."""
     key = " ".join(word.strip().lower().replace("_", " ").replace("-", " ").split())
     key = INSTRUMENT_ALIASES.get(key, key)
     if key not in INSTRUMENTS:
-        raise UsageError(f"I don't know the instrument {word[:30]!r}; choose one of: {', '.join(INSTRUMENTS)}")
+        close = similar_instruments(key)
+        maybe = f"did you mean: {' or '.join(close)}? Or choose" if close else "choose"
+        raise UsageError(f"I don't know the instrument {word[:30]!r}; {maybe} one of: {', '.join(INSTRUMENTS)}")
     return key
+
+
+def similar_instruments(name: str, most: int = 3) -> list[str]:
+    """Instrument names close to `name` (difflib), best first; aliases count as their instrument.
+    A name of one word also matches the instruments it is a word of ("electric" → electric piano)."""
+    key = " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())[:40]
+    names = {n: n for n in INSTRUMENTS} | dict(INSTRUMENT_ALIASES)
+    found: list[str] = []
+    for hit in difflib.get_close_matches(key, names, n=most * 2, cutoff=0.6):
+        if names[hit] not in found:
+            found.append(names[hit])
+    if key and not found:
+        found = [n for n in INSTRUMENTS if key in n.split()]
+    return found[:most]
+
+
+QUOTED_WORD = re.compile(r'(?:"[^"]*"|“[^”"]*[”"]|[^\s"“])+|\S+')  # a lone quote is a plain character
+QUOTES = str.maketrans("", "", '"“”')
+
+
+def words_of(text: str) -> list[str]:
+    """The message's words, a quoted part kept whole: inst="electric piano" is one word,
+    inst=electric piano (the quotes gone). Typed on a phone, the quotes may be “curly”."""
+    found = (w.translate(QUOTES) for w in QUOTED_WORD.findall(text))
+    return [w for w in found if w.strip()]
 
 
 def seconds_of(raw: str) -> float:
@@ -219,7 +249,7 @@ def parse(text: str) -> Request:
         raise UsageError("send a command, like /compose ambient (or /help)")
     if len(text) > MAX_TEXT:
         raise UsageError(f"that message is too long for a command ({len(text)} characters; at most {MAX_TEXT})")
-    words = text.split()
+    words = words_of(text) or text.split()
     m = NAME.match(words[0].lower())
     name = ALIASES.get(m.group(1), m.group(1)) if m else None
     if name not in COMMANDS:

@@ -37,6 +37,8 @@ class Call:
     params: dict[str, str]
     files: dict[str, bytes] = field(default_factory=dict)
     token: str = ""  # the bot token the call was made with (/bot<token>/<method>)
+    result: Any = None  # what the stub answered (a sent message, a list of them for an album)
+    at: float = field(default_factory=time.monotonic)  # when the call arrived
 
     def json(self, name: str) -> Any:
         """A parameter the client sent JSON-encoded (reply_markup, chat_id as a number, …)."""
@@ -52,6 +54,13 @@ class Call:
         markup = self.json("reply_markup") if "reply_markup" in self.params else {}
         return [b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row]
 
+    @property
+    def replied_to(self) -> int | None:
+        """The message this one was sent in reply to."""
+        if "reply_parameters" in self.params:
+            return int(self.json("reply_parameters")["message_id"])
+        return int(self.params["reply_to_message_id"]) if "reply_to_message_id" in self.params else None
+
 
 class BotApiStub:
     def __init__(self, member_status: str = "member"):
@@ -62,6 +71,7 @@ class BotApiStub:
         self.flood: dict[str, int] = {}  # method → how many calls to answer 429 Too Many Requests first
         self.unreachable: set[str] = set()  # chat ids the bot may not write to (never started it): 403
         self.outage: dict[str, int] = {}  # method → how many calls to answer 502 Bad Gateway first
+        self.slow: dict[str, float] = {}  # chat id → seconds every send* call to it takes to answer
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
@@ -105,10 +115,25 @@ class BotApiStub:
 
     # --- what tests use ------------------------------------------------------------------------
 
-    def queue_update(self, update: dict[str, Any]) -> None:
+    def queue_update(self, *updates: dict[str, Any]) -> None:
+        """Updates for the next getUpdates, in order (several: served in one answer)."""
         with self._cond:
-            self._updates.append(update)
+            self._updates.extend(updates)
             self._cond.notify_all()
+
+    def live_messages(self, chat_id: str) -> list[Call]:
+        """The calls whose messages are still in the chat: sent by the bot there, never deleted,
+        one entry a message (an album counts each of its messages)."""
+        with self._cond:
+            deleted = {(c.chat_id, int(c.params["message_id"])) for c in self.calls if c.method == "deleteMessage"}
+            live = []
+            for c in self.calls:
+                if not c.method.startswith("send") or c.method == "sendChatAction" or c.result is None:
+                    continue
+                for sent in c.result if isinstance(c.result, list) else [c.result]:
+                    if (c.chat_id, sent["message_id"]) not in deleted:
+                        live.append(c)
+            return live
 
     def calls_to(self, method: str) -> list[Call]:
         with self._cond:
@@ -191,10 +216,11 @@ class BotApiStub:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
         params, files = _decode(request.headers.get("Content-Type", ""), body)
+        token = parts[-2].removeprefix("bot") if len(parts) >= 2 else ""
+        call = Call(method, params, files, token)
         if method != "getUpdates":
             with self._cond:
-                token = parts[-2].removeprefix("bot") if len(parts) >= 2 else ""
-                self.calls.append(Call(method, params, files, token))
+                self.calls.append(call)
         try:
             if method.startswith("send") and str(params.get("chat_id")) in self.unreachable:
                 payload = {
@@ -218,10 +244,13 @@ class BotApiStub:
                 status = 429
             else:
                 payload = {"ok": True, "result": self._answer(method, params, files)}
+                call.result = payload["result"]
                 status = 200
         except LookupError as exc:
             payload = {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
             status = 400
+        if method.startswith("send") and str(params.get("chat_id")) in self.slow:
+            time.sleep(self.slow[str(params["chat_id"])])  # a thread of the server's: the others go on
         data = json.dumps(payload).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
@@ -242,6 +271,16 @@ class BotApiStub:
             }
         if method in ("deleteWebhook", "setWebhook", "setMyCommands", "answerCallbackQuery", "answerInlineQuery"):
             return True
+        if method in ("deleteMessage", "sendChatAction"):
+            return True
+        if method == "sendMediaGroup":
+            album = []
+            for item in json.loads(params["media"]):
+                attached = files.get(str(item.get("media", "")).removeprefix("attach://"), b"")
+                n = next(self._file_ids)
+                doc = {"file_id": f"DOC{n}", "file_unique_id": f"UDOC{n}", "file_size": len(attached)}
+                album.append(self._bot_message(params["chat_id"], {"document": doc, "media_group_id": "album"}))
+            return album
         if method == "getFile":
             file_id = params.get("file_id", "")
             if file_id not in self.files:

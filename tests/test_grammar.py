@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,9 @@ from bot.grammar import (
     Simple,
     TrackCommand,
     UsageError,
+    instrument_of,
     parse,
+    similar_instruments,
 )
 
 
@@ -102,6 +105,56 @@ def test_other_commands():
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        '/compose jazz inst="electric piano" 0.9',
+        "/compose jazz inst=“electric piano” 0.9",  # a phone's curly quotes
+        "/compose jazz inst=electric_piano 0.9",
+        "/compose jazz inst=electric-piano 0.9",
+        "/compose jazz inst=electric+piano 0.9",
+        "/compose jazz inst=rhodes 0.9",
+        '/compose jazz "inst=Electric  Piano" 0.9',
+    ],
+)
+def test_an_instrument_of_several_words_can_be_typed(text):
+    assert parse(text) == Compose(genre="jazz", instrument="electric piano", sampling={"temperature": 0.9})
+
+
+def test_settings_take_a_quoted_instrument():
+    assert parse('/settings inst="music box" genre=jazz') == SettingsCommand(
+        {"instrument": "music box", "genre": "jazz"}
+    )
+
+
+@pytest.mark.parametrize(
+    "typed, suggested",
+    [
+        ("electirc piano", "did you mean: electric piano?"),
+        ("electric", "did you mean: electric piano?"),
+        ("guitr", "did you mean: guitar or jazz guitar?"),
+        ("rhodez", "did you mean: electric piano?"),  # close to an alias: its instrument
+    ],
+)
+def test_an_unknown_instrument_suggests_close_names(typed, suggested):
+    with pytest.raises(UsageError, match=re.escape(suggested)):
+        parse(f'/compose jazz inst="{typed}"')
+    with pytest.raises(UsageError, match=re.escape(suggested)):
+        instrument_of(typed)
+    assert similar_instruments(typed)[0] == suggested.split(": ")[1].split(" or ")[0].rstrip("?")
+
+
+def test_an_unknown_instrument_with_nothing_close_lists_them_all():
+    with pytest.raises(UsageError) as caught:
+        instrument_of("kazoo")
+    assert "did you mean" not in str(caught.value) and "choose one of: piano, bright piano" in str(caught.value)
+
+
+def test_an_unclosed_quote_is_a_plain_character():
+    with pytest.raises(UsageError, match="inst needs a value"):
+        parse('/compose jazz inst="electric piano')
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("/compose polka", "choose one of: classic, jazz, ambient, pop"),
@@ -156,6 +209,11 @@ words = st.one_of(
             "rp=1e9",
             "topk=-1",
             "inst=vibes",
+            'inst="electric',
+            'piano"',
+            '"',
+            "“",
+            "”",
             "nan",
             "inf",
             "1:99",

@@ -170,13 +170,15 @@ def track_id_of(call) -> int:
 
 
 async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
-    env.send("/compose ambient len=5")
+    request = env.send("/compose ambient len=5")
     [audio] = await env.stub.wait_for("sendAudio", timeout=60)
     progress = env.stub.calls_to("sendMessage")[0]
     assert progress.params["text"].startswith("⏳")
     edits = env.stub.calls_to("editMessageText")
-    assert edits and edits[-1].params["text"] == "✅ Done"
-    assert all(e.params["message_id"] == edits[0].params["message_id"] for e in edits)
+    assert all(e.params["message_id"] == str(progress.result["message_id"]) for e in edits)
+    assert audio.replied_to == request["message"]["message_id"]  # the track answers the command
+    [deleted] = await env.stub.wait_for("deleteMessage")  # the progress message goes once it is posted
+    assert deleted.params["message_id"] == str(progress.result["message_id"])
 
     mp3 = tmp_path / "sent.mp3"
     mp3.write_bytes(audio.files["audio"])
@@ -192,15 +194,38 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     track_id = track_id_of(audio)
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
-    assert audio.buttons == [f"{a}:{track_id}" for a in ("reroll", "hotter", "cooler", "fav", "continue", "share")]
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "more")
+    assert audio.buttons == [f"{a}:{track_id}" for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
-    [midi] = await env.stub.wait_for("sendDocument")
-    [roll] = await env.stub.wait_for("sendPhoto")
-    assert midi.files["document"].startswith(b"MThd") and roll.files["photo"].startswith(b"\x89PNG")
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
+    assert env.stub.live_messages("1") == [audio]  # one message per track: the audio alone
+    [action] = env.stub.calls_to("sendChatAction")  # "sending audio…" while it uploads
+    assert action.params["action"] == "upload_voice" and action.at <= audio.at
     commands = env.stub.calls_to("setMyCommands")[0].json("commands")
     assert {"compose", "history", "favorites", "share", "cancel"} <= {c["command"] for c in commands}
+
+
+async def test_more_sends_the_midi_and_piano_roll_as_one_album_in_reply_to_the_track(env):
+    env.send("/compose ambient len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    await env.stub.wait_for("deleteMessage")
+    track_id = track_id_of(audio)
+    under = {**audio.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    press = env.press(f"more:{track_id}", under=under)
+    [album] = await env.stub.wait_for("sendMediaGroup")
+    assert [m["type"] for m in album.json("media")] == ["document", "document"]
+    midi, roll = (album.files[m["media"].removeprefix("attach://")] for m in album.json("media"))
+    assert midi.startswith(b"MThd") and roll.startswith(b"\x89PNG")
+    assert album.replied_to == audio.result["message_id"]
+    assert env.stub.calls_to("sendChatAction")[-1].params["action"] == "upload_document"
+    env.stub.queue_update(press)  # the same press delivered again sends nothing twice
+    await env.stub.wait_for("answerCallbackQuery", count=2)
+    await asyncio.sleep(0.3)
+    assert len(env.stub.calls_to("sendMediaGroup")) == 1
+    assert len(env.stub.live_messages("1")) == 3  # the track, and the two files More added
+    env.press(f"more:{await stored_track(env, owner='2')}")  # someone else's track
+    assert "belongs to someone else" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def _file_id(env: Env, track_id: int) -> str | None:
@@ -293,6 +318,64 @@ async def test_history_lists_tracks_a_page_at_a_time(env):
     assert "More:" not in page2.params["text"]
 
 
+def private(sent) -> dict:
+    """A message the bot sent into user 1's private chat, as a press under it carries it."""
+    return {**sent.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+
+
+async def test_history_pages_turn_with_buttons_that_edit_the_list(env):
+    ids = [await stored_track(env, seed=i) for i in range(23)]
+    env.send("/history")
+    [page1] = await env.stub.wait_for("sendMessage")
+    assert page1.buttons == ["page:history:2"]  # no ◀ on the first page
+    env.press("page:history:2", under=private(page1))
+    [page2] = await env.stub.wait_for("editMessageText")
+    assert page2.params["message_id"] == str(page1.result["message_id"])
+    assert f"#{ids[12]} " in page2.params["text"] and f"#{ids[13]} " not in page2.params["text"]
+    assert page2.buttons == ["page:history:1", "page:history:3"]
+    env.press("page:history:3", under=private(page1))
+    page3 = (await env.stub.wait_for("editMessageText", count=2))[-1]
+    assert f"#{ids[0]} " in page3.params["text"] and page3.buttons == ["page:history:2"]
+    env.press("page:history:1", under=private(page1))
+    back = (await env.stub.wait_for("editMessageText", count=3))[-1]
+    assert back.params["text"] == page1.params["text"]
+    assert len(env.stub.calls_to("sendMessage")) == 1  # turning pages posts nothing new
+
+
+async def test_favourites_pages_have_buttons_too(env):
+    ids = [await stored_track(env, seed=i) for i in range(11)]
+    for track_id in ids:
+        await favourite(env, "1", track_id)
+    env.send("/favorites")
+    [page1] = await env.stub.wait_for("sendMessage")
+    assert page1.buttons == ["page:favorites:2"]
+    env.press("page:favorites:2", under=private(page1))
+    [page2] = await env.stub.wait_for("editMessageText")
+    assert "Your favourites (page 2)" in page2.params["text"] and page2.buttons == ["page:favorites:1"]
+
+
+async def test_settings_are_a_button_menu_and_a_press_stores_the_default(env):
+    env.send("/settings")
+    [menu] = await env.stub.wait_for("sendMessage")
+    assert menu.buttons == ["settings:genre", "settings:temp", "settings:len", "settings:inst"]
+    env.press("settings:inst", under=private(menu))
+    [choices] = await env.stub.wait_for("editMessageReplyMarkup")
+    assert "set:inst:electric_piano" in choices.buttons and choices.buttons[-1] == "settings:menu"
+    env.press("set:inst:electric_piano", under=private(menu))
+    [saved] = await env.stub.wait_for("editMessageText")
+    assert "instrument: electric piano" in saved.params["text"] and saved.buttons == menu.buttons
+    for n, data in enumerate(("set:genre:jazz", "set:temp:1.2", "set:len:90"), 2):
+        env.press(data, under=private(menu))
+        await env.stub.wait_for("editMessageText", count=n)
+    user = await env.db.run(lambda s: s.scalar(select(User)))
+    assert (user.default_genre, user.default_temperature, user.default_seconds) == ("jazz", 1.2, 90)
+    assert user.default_instrument == "electric piano"
+    env.press("set:temp:9.9", under=private(menu))  # forged: out of range
+    alert = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
+    assert alert.params["show_alert"] == "true" and "temp" in alert.params["text"]
+    assert (await env.db.run(lambda s: s.scalar(select(User)))).default_temperature == 1.2
+
+
 async def test_share_into_a_channel_reuses_the_uploaded_file(env):
     env.stub.member_status, env.stub.can_post_messages = "administrator", True
     track_id = await stored_track(env, file_id="CACHED-FILE-ID")
@@ -341,7 +424,7 @@ BAD_INPUT = [
     ("/compose jazz len=999999", "len must be from 5 to 180"),
     ("/compose " + "x" * 4000, "too long"),
     (f"/compose@{BOT_USERNAME} polka", "don't know the genre"),
-    ("/compose", "which genre?"),
+    ("/compose", "Pick a genre"),  # with genre buttons: test_a_bare_compose_offers_genre_buttons
     ("/continue 999", "there is no track #999"),
     ("/continue", "reply /continue to a MIDI file"),
     ("/share 999 @mychannel", "there is no track #999"),
@@ -365,6 +448,24 @@ async def test_bad_input_gets_a_clear_answer_and_composes_nothing(env):
     assert "out of date" in texts[3]
     assert await env.count(Job) == 0 and await env.count(Favorite) == 0
     assert not env.stub.calls_to("sendAudio")
+
+
+async def test_a_bare_compose_offers_genre_buttons_and_a_press_composes_it(env):
+    request = env.send("/compose")
+    [question] = await env.stub.wait_for("sendMessage")
+    assert question.buttons == ["compose:classic", "compose:jazz", "compose:calm", "compose:pop"]
+    assert question.replied_to == request["message"]["message_id"] and await env.count(Job) == 0
+    under = {**question.result, "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    press = env.press("compose:jazz", under=under)
+    env.stub.queue_update(press)  # delivered twice: still one track
+    [_, progress] = await env.stub.wait_for("sendMessage", count=2)
+    assert progress.params["text"].startswith("⏳") and progress.replied_to == question.result["message_id"]
+    [picked] = await env.stub.wait_for("editMessageText", message_id=str(question.result["message_id"]))
+    assert picked.params["text"] == "🎼 Jazz" and not picked.buttons
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert audio.params["title"].startswith("Jazz #") and await env.count(Job) == 1
+    env.press("compose:polka", under=under)  # not a genre of ours
+    assert "out of date" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def test_settings_become_defaults_and_cancel_stops_the_track(env):
@@ -431,6 +532,24 @@ async def test_a_flood_wait_from_telegram_is_waited_out_and_retried(env):
     first, retried = await env.stub.wait_for("sendMessage", count=2)
     assert first.params == retried.params
     assert "ambient" in retried.params["text"]
+
+
+async def test_updates_are_handled_concurrently_and_each_sender_s_in_order(env):
+    """A slow chat holds up only its own sender: another's update is answered meanwhile, and
+    the slow sender's second command waits for their first."""
+    env.stub.slow["1"] = 1.5  # every message to user 1 takes 1.5 s to post
+    first, second = env.stub.message("/genres", 1), env.stub.message("/help", 1)
+    other = env.stub.message("/genres", 2)
+    env.stub.queue_update(*({"update_id": next(env.ids), "message": m} for m in (first, second, other)))
+    sent = await env.stub.wait_for("sendMessage", count=3)
+    by_chat = {c.chat_id: [] for c in sent}
+    for c in sent:
+        by_chat[c.chat_id].append(c)
+    genres, help_ = by_chat["1"]
+    [theirs] = by_chat["2"]
+    assert genres.params["text"].startswith("Genres:") and "I compose piano music" in help_.params["text"]
+    assert help_.at - genres.at >= 1.4  # user 1's /help waited for their /genres to be answered
+    assert theirs.at < help_.at and theirs.at - genres.at < 1.0  # user 2 did not wait for user 1
 
 
 async def test_a_network_error_from_telegram_is_retried_with_backoff(env):
@@ -597,7 +716,7 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
     try:
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
-            env.send("/compose ambient len=5")
+            request = env.send("/compose ambient len=5")
             await stub.wait_for("sendMessage")
             reply_to = await eventually(lambda: _reply_to(db, 1))
             runner = app.bot_data["core"].backend
@@ -605,7 +724,8 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
             await runner.submit(ComposeRequest("telegram", "2", "jazz", seconds=5, reply_to={"chat_id": 2}))
             await runner.submit(ComposeRequest("discord", "9", "pop", seconds=5, reply_to={"chat_id": 3}))
         progress_id = reply_to["message_id"]
-        assert reply_to == {"chat_id": 1, "message_id": progress_id}
+        request_id = request["message"]["message_id"]  # the track will answer the command
+        assert reply_to == {"chat_id": 1, "message_id": progress_id, "request_id": request_id}
         assert stub.calls_to("sendMessage")[0].params["text"].startswith("⏳")
         await db.run(lambda s: start_job(s, 1))  # it had started composing when the process died
         assert not stub.calls_to("sendAudio")
@@ -615,8 +735,12 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
             audios = await stub.wait_for("sendAudio", count=2, timeout=60)
             await asyncio.sleep(0.5)
         assert sorted(a.chat_id for a in stub.calls_to("sendAudio")) == ["1", "2"]
+        assert next(a for a in audios if a.chat_id == "1").replied_to == request_id
         edits = [e for e in stub.calls_to("editMessageText") if e.params["chat_id"] == "1"]
-        assert {e.params["message_id"] for e in edits} == {str(progress_id)} and edits[-1].params["text"] == "✅ Done"
+        assert {e.params["message_id"] for e in edits} <= {str(progress_id)}
+        assert [d.params["message_id"] for d in stub.calls_to("deleteMessage") if d.chat_id == "1"] == [
+            str(progress_id)
+        ]
         new_progress = [m for m in stub.calls_to("sendMessage") if m.chat_id == "2"]
         assert len(new_progress) == 1 and new_progress[0].params["text"].startswith("⏳")
         assert not [c for c in stub.calls if c.chat_id == "3"]  # Discord's job is Discord's to deliver
@@ -662,7 +786,9 @@ async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_pat
         edits = {
             (e.params["chat_id"], e.params["message_id"]): e.params["text"] for e in stub.calls_to("editMessageText")
         }
-        assert edits[("7", "70")] == "✅ Done"
+        assert ("7", "70") not in edits and [
+            (d.chat_id, d.params["message_id"]) for d in stub.calls_to("deleteMessage")
+        ] == [("7", "70")]
         assert "the composer hit an error" in edits[("8", "80")]
 
         async with running_bot(stub, db, store):  # started again: nothing is sent twice

@@ -14,6 +14,7 @@ import logging
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import (
+    AIORateLimiter,
     Application,
     ApplicationHandlerStop,
     CallbackQueryHandler,
@@ -28,13 +29,16 @@ from telegram.ext import (
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.limits import Limits
 from bot.telegram import commands as c
-from bot.telegram.buttons import button, forget_answer, forget_me
+from bot.telegram.buttons import button, forget_answer, forget_me, more, pick_genre
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
+from bot.telegram.menus import settings_button, turn_page
+from bot.telegram.ordering import PerSenderOrder
 from bot.telegram.talk import PLATFORM, say
 
 log = logging.getLogger(__name__)
 
+FLOOD_RETRIES = 3  # a call Telegram answers "retry after N s" is retried this often, N s apart
 NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
 COMMANDS = {
     "compose": "compose a track: /compose jazz 0.9 60s",
@@ -106,11 +110,20 @@ def build_application(
     base_file_url: str | None = None,
     limits: Limits | None = None,
 ) -> Application:
-    """The bot on a job backend, a database and an artifact store: every handler registered; on
-    start-up it announces its commands and resumes delivering unfinished jobs, and on stop it
-    stops following them (the next start resumes)."""
+    """The bot on a job backend, a database and an artifact store: every handler registered,
+    updates handled concurrently (each sender's in order), calls kept within Telegram's rate
+    limits and retried after its flood waits (AIORateLimiter); on start-up it announces its
+    commands and resumes delivering unfinished jobs, and on stop it stops following them (the
+    next start resumes)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry URLs with the token
-    builder = Application.builder().token(token).post_init(on_start).post_stop(stop_following)
+    builder = (
+        Application.builder()
+        .token(token)
+        .post_init(on_start)
+        .post_stop(stop_following)
+        .concurrent_updates(PerSenderOrder())  # concurrent, each sender's in order
+        .rate_limiter(AIORateLimiter(max_retries=FLOOD_RETRIES))  # Telegram's limits, and its flood waits
+    )
     if base_url:
         builder = builder.base_url(base_url)
     if base_file_url:
@@ -133,6 +146,12 @@ def build_application(
     ):
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
+    application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
+    application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
+    application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))
+    application.add_handler(
+        CallbackQueryHandler(settings_button, pattern=r"^(settings:\w{1,10}|set:\w{1,10}:[\w.]{1,40})$")
+    )
     application.add_handler(CallbackQueryHandler(button))
     application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, c.unknown))

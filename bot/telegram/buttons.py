@@ -10,11 +10,13 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.core import Derive, SetFavourite, TrackAsk
+from bot.core import ComposeTrack, Derive, SetFavourite, TrackAsk
+from bot.grammar import Compose, UsageError, genre_of
 from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
 from bot.telegram.commands import may_post
-from bot.telegram.delivery import post_progress
+from bot.telegram.delivery import post_progress, send_score, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
+from generator.vocab import display_name
 
 STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
 
@@ -60,8 +62,67 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     else:
         result = await core.derive(Derive(asked, press.action, track.track_id))
     if isinstance(result, Started):
-        await post_progress(context.application, chat.id, result.job_id)
+        under = query.message.message_id if query.message is not None else None
+        await post_progress(context.application, chat.id, result.job_id, under)
         await query.answer(STARTING.get(press.action, "🎼 Composing…"))
+    elif result.silent:
+        await query.answer()
+    else:
+        await query.answer(text_of(result), show_alert=True)
+
+
+async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """⋯ More under a track: its MIDI and piano roll, in reply to it. Where the chat is shared,
+    only those who may post there get the bot to post them (as for 🔁)."""
+    core = core_of(context.application)
+    query = update.callback_query
+    chat = update.effective_chat
+    if chat is None:  # under a message sent inline: there is no chat to post into
+        await query.answer("Open the bot to get the MIDI and piano roll.", show_alert=True)
+        return
+    asked = origin(update)
+    track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
+    if isinstance(track, Reply):
+        await query.answer(text_of(track), show_alert=True)
+        return
+    if not first_delivery(context.application, update.update_id):
+        await query.answer()  # a press delivered again (a webhook retry) sends nothing twice
+        return
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
+        await query.answer("🔒 Only members who may post here can have me post the files.", show_alert=True)
+        return
+    if not (track.midi_key or track.png_key):
+        await query.answer(f"The MIDI and piano roll of #{track.track_id} have expired.", show_alert=True)
+        return
+    await query.answer("📎 MIDI and piano roll")
+    under = query.message.message_id if query.message is not None else None
+    await send_score(context.application, chat.id, track, reply_to=under)
+
+
+async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A genre button under a bare /compose: composes that genre, in reply to the question,
+    which then says what was picked (its buttons gone, so one press makes one track)."""
+    query = update.callback_query
+    chat = update.effective_chat
+    try:
+        genre = genre_of((query.data or "").split(":", 1)[1])
+    except UsageError:
+        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        return
+    if chat is None:
+        await query.answer()
+        return
+    asked = origin(update)
+    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
+        await query.answer("🔒 Only members who may post here can compose here.", show_alert=True)
+        return
+    result = await core_of(context.application).compose(ComposeTrack(asked, Compose(genre=genre)))
+    if isinstance(result, Started):
+        under = query.message.message_id if query.message is not None else None
+        await post_progress(context.application, chat.id, result.job_id, under)
+        await query.answer("🎼 Composing…")
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_text(f"🎼 {display_name(genre).capitalize()}")
     elif result.silent:
         await query.answer()
     else:
@@ -92,7 +153,7 @@ async def toggle_favourite(
     await query.answer(reply.text)
     if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(keyboard(reply.buttons))
+            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons))
 
 
 async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:

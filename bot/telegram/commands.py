@@ -17,7 +17,6 @@ from bot.core import (
     MAX_PRIMER_BYTES,
     ComposeTrack,
     ContinueMidi,
-    PageAsk,
     SettingsAsk,
     TrackAsk,
     Unavailable,
@@ -34,25 +33,26 @@ from bot.grammar import (
     genre_of,
     parse,
 )
-from bot.replies import Listing, Reply, Started, listing_text
+from bot.replies import Button, Listing, Reply, Started
 from bot.telegram.delivery import post_progress, send_track
-from bot.telegram.talk import PLATFORM, answer, core_of, origin, say, who, with_retries
+from bot.telegram.menus import page_buttons, page_of, page_text, settings_menu, settings_message
+from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, who, with_retries
+from generator.vocab import GENRES, display_name
 
 T = TypeVar("T")
-PAGE_SIZE = 10
 MIDI_NAMES = (".mid", ".midi", ".kar")
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
-EMPTY = {"history": "No tracks yet: try /compose ambient", "favorites": "No favourites yet: press ⭐ under a track"}
 HELP = (
     "🎹 I compose piano music.\n\n"
     "/compose ambient — a track (genres: {genres})\n"
     "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
     "/compose jazz 0.9 60s — the same, shorter\n"
-    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share.\n\n"
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share,\n"
+    "⋯ More: its MIDI and piano roll.\n\n"
     "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
     "Reply /continue (or /continue jazz) to a MIDI file to carry it on.\n"
     "In any chat, type @{bot} (or @{bot} jazz) to send one of your favourites.\n"
-    "/settings genre=jazz temp=0.9 len=60 instrument=strings — your defaults\n"
+    '/settings — your defaults, as buttons (or /settings genre=jazz inst="electric piano")\n'
     "/cancel — stop the current track · /forgetme — delete your data"
 )
 
@@ -76,7 +76,8 @@ async def parsed(update: Update, kind: type[T], usage: str) -> T | None:
 async def started(update: Update, context: ContextTypes.DEFAULT_TYPE, result: Reply | Started) -> None:
     """An accepted job gets its progress message and is followed; a refusal is the answer."""
     if isinstance(result, Started):
-        await post_progress(context.application, update.effective_chat.id, result.job_id)
+        request_id = update.effective_message.message_id
+        await post_progress(context.application, update.effective_chat.id, result.job_id, request_id)
     else:
         await answer(update, result)
 
@@ -97,10 +98,26 @@ async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await say(update, f"Genres: {GENRE_NAMES}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
 
 
+PICK_GENRE = "🎼 Pick a genre (or type one, like /compose jazz 0.9 60s):"
+
+
+def genre_buttons() -> list[list[Button]]:
+    """One button a genre, two a row; pressing one composes it."""
+    row = [Button(display_name(g).capitalize(), f"compose:{g}") for g in GENRES]
+    return [row[i : i + 2] for i in range(0, len(row), 2)]
+
+
 async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if (cmd := await parsed(update, Compose, "try /compose ambient")) is None:
         return
-    await started(update, context, await core_of(context.application).compose(ComposeTrack(origin(update), cmd)))
+    core = core_of(context.application)
+    if cmd == Compose() and (await core.user(who(update))).default_genre is None:  # a bare /compose
+        reply_markup = keyboard(genre_buttons())
+        await with_retries(
+            lambda: update.effective_message.reply_text(PICK_GENRE, reply_markup=reply_markup, do_quote=True)
+        )
+        return
+    await started(update, context, await core.compose(ComposeTrack(origin(update), cmd)))
 
 
 async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -173,14 +190,15 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
 
 
 async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str, page_no: int) -> None:
-    listing: Listing = await core_of(context.application).page(PageAsk(origin(update), kind, page_no, PAGE_SIZE))
-    text = listing_text(listing, EMPTY, footer="Send /continue <number> or /share <number> @channel.")
+    """A page of the asker's list, with ◀ ▶ to turn it (`bot.telegram.menus`)."""
+    listing: Listing = await page_of(update, context, kind, page_no)
+    text, markup = page_text(listing), keyboard(page_buttons(listing))
     if not listing.lines or update.effective_chat.type == ChatType.PRIVATE:
-        await say(update, text)
+        await with_retries(lambda: update.effective_message.reply_text(text, reply_markup=markup))
         return
     # in a group the list is the asker's alone: it goes to their private chat with the bot
     try:
-        await with_retries(lambda: context.bot.send_message(update.effective_user.id, text))
+        await with_retries(lambda: context.bot.send_message(update.effective_user.id, text, reply_markup=markup))
     except CannotWrite:  # they never opened a chat with the bot, so it may not write to them
         await say(update, f"🔒 Your {kind} is private: open a chat with me (@{context.bot.username}) and send /{kind}")
         return
@@ -188,6 +206,7 @@ async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: st
 
 
 async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/settings shows the defaults with a button menu; /settings genre=jazz … sets them as typed."""
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
@@ -195,7 +214,8 @@ async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     values = cmd.values if isinstance(cmd, SettingsCommand) else {}
     reply = await core_of(context.application).settings(SettingsAsk(origin(update), values))
-    await say(update, f"{reply.text}\nChange with /settings genre=jazz temp=0.9 len=60")
+    markup = keyboard(settings_menu())
+    await with_retries(lambda: update.effective_message.reply_text(settings_message(reply), reply_markup=markup))
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

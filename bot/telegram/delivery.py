@@ -13,12 +13,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 
-from telegram import InputFile, Message
+from telegram import InlineKeyboardMarkup, InputFile, InputMediaDocument, Message, ReplyParameters
+from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
 from bot.core import progress_of, watch
-from bot.replies import TrackCard, progress_line
+from bot.replies import Button, TrackCard, progress_line
 from bot.telegram.talk import core_of, keyboard, with_retries
 
 log = logging.getLogger(__name__)
@@ -26,27 +27,63 @@ log = logging.getLogger(__name__)
 PERFORMER = "Melomania"
 EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
 FAILED = "⚠️ Something went wrong on my side; please try again."
+MORE = "⋯ More"  # under a track: its MIDI and piano roll, sent when pressed
 
 
-async def send_score(app: Application, chat_id: int | str, track: TrackCard) -> None:
-    """The piece's MIDI as a document and its piano roll as a photo, after the audio; quietly
-    skipped when retention has removed them (the audio is what matters)."""
+async def show_action(app: Application, chat_id: int | str, action: str) -> None:
+    """The chat's "sending audio…" line while an upload goes (it clears itself when the message
+    arrives); cosmetic, so never worth failing or retrying for."""
+    with contextlib.suppress(TelegramError):
+        await app.bot.send_chat_action(chat_id, action)
+
+
+def track_keyboard(track_id: int, rows: list[list[Button]]) -> InlineKeyboardMarkup:
+    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with ⋯ More."""
+    return keyboard([*rows, [Button(MORE, f"more:{track_id}")]])
+
+
+def replying_to(message_id: int | None) -> ReplyParameters | None:
+    """A reply to `message_id`, still sent when that message was deleted meanwhile."""
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+
+async def send_score(
+    app: Application, chat_id: int | str, track: TrackCard, reply_to: int | None = None
+) -> list[Message]:
+    """⋯ More: the piece's MIDI and its piano roll, as one album of two documents in reply to the
+    track (one document when only one is kept); none when retention has removed both."""
     core = core_of(app)
+    files = []
     if track.midi_key:
-        midi = await core.artifact(track.midi_key)
-        await with_retries(lambda: app.bot.send_document(chat_id, InputFile(midi, filename=f"{track.stem}.mid")))
+        files.append((await core.artifact(track.midi_key), f"{track.stem}.mid"))
     if track.png_key:
-        png = await core.artifact(track.png_key)
-        await with_retries(lambda: app.bot.send_photo(chat_id, InputFile(png, filename=f"{track.stem}.png")))
+        files.append((await core.artifact(track.png_key), f"{track.stem}.png"))
+    if not files:
+        return []
+    await show_action(app, chat_id, ChatAction.UPLOAD_DOCUMENT)
+    if len(files) == 1:
+        single = InputFile(files[0][0], filename=files[0][1])
+        return [
+            await with_retries(lambda: app.bot.send_document(chat_id, single, reply_parameters=replying_to(reply_to)))
+        ]
+    media = [InputMediaDocument(data, filename=name) for data, name in files]
+    return list(
+        await with_retries(lambda: app.bot.send_media_group(chat_id, media, reply_parameters=replying_to(reply_to)))
+    )
 
 
-async def send_track(app: Application, chat_id: int | str, track: TrackCard, favourite: bool = False) -> Message:
-    """The track as an audio message with its caption and buttons; reuses Telegram's file_id
-    when it was uploaded before, and remembers it after the first upload (`Unavailable` when its
-    audio expired)."""
+async def send_track(
+    app: Application, chat_id: int | str, track: TrackCard, favourite: bool = False, reply_to: int | None = None
+) -> Message:
+    """The track as one audio message with its caption and buttons (⋯ More among them), in reply
+    to `reply_to` when given; reuses Telegram's file_id when it was uploaded before, and
+    remembers it after the first upload (`Unavailable` when its audio expired)."""
     core = core_of(app)
     if track.file_id is None:
         data = await core.audio(track)
+        await show_action(app, chat_id, ChatAction.UPLOAD_VOICE)  # "sending audio…" while it uploads
         audio: str | InputFile = InputFile(data, filename=f"{track.title.replace(' #', '-')}.mp3")
     else:
         audio = track.file_id
@@ -58,7 +95,8 @@ async def send_track(app: Application, chat_id: int | str, track: TrackCard, fav
             performer=PERFORMER,
             duration=round(track.duration_s),
             caption=track.caption,
-            reply_markup=keyboard(track.buttons(favourite)),
+            reply_markup=track_keyboard(track.track_id, track.buttons(favourite)),
+            reply_parameters=replying_to(reply_to),
         )
     )
     if track.file_id is None and sent.audio is not None:
@@ -66,18 +104,29 @@ async def send_track(app: Application, chat_id: int | str, track: TrackCard, fav
     return sent
 
 
-async def post_progress(app: Application, chat_id: int, job_id: int) -> None:
-    """A new progress message for an accepted job, stored as where its result goes, then
+async def post_progress(app: Application, chat_id: int, job_id: int, request_id: int | None = None) -> None:
+    """A new progress message for an accepted job (in reply to the request `request_id`: the
+    command, or the track whose button was pressed), stored as where its result goes, then
     followed. A restart before the message id is stored finds none and posts a new one."""
     text = progress_line("queued")
-    progress = await with_retries(lambda: app.bot.send_message(chat_id, text))
-    await core_of(app).set_reply_to(job_id, {"chat_id": chat_id, "message_id": progress.message_id})
-    follow(app, chat_id, progress.message_id, job_id, shown=text)
+    progress = await with_retries(lambda: app.bot.send_message(chat_id, text, reply_parameters=replying_to(request_id)))
+    reply_to = {"chat_id": chat_id, "message_id": progress.message_id}
+    if request_id is not None:
+        reply_to["request_id"] = request_id
+    await core_of(app).set_reply_to(job_id, reply_to)
+    follow(app, chat_id, progress.message_id, job_id, shown=text, request_id=request_id)
 
 
-def follow(app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None = None) -> None:
+def follow(
+    app: Application,
+    chat_id: int,
+    message_id: int,
+    job_id: int,
+    shown: str | None = None,
+    request_id: int | None = None,
+) -> None:
     """Follow the job in a task of ours (one per job), cancelled by `stop_following`."""
-    work = follow_job(app, chat_id, message_id, job_id, shown)
+    work = follow_job(app, chat_id, message_id, job_id, shown, request_id)
     core_of(app).followers.start(job_id, reported(app, chat_id, message_id, work))
 
 
@@ -92,9 +141,12 @@ async def reported(app: Application, chat_id: int, message_id: int, work: Awaita
             await app.bot.edit_message_text(FAILED, chat_id=chat_id, message_id=message_id)
 
 
-async def follow_job(app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None) -> None:
-    """Edit the progress message as the job advances (throttled; the ending always), then send
-    the track."""
+async def follow_job(
+    app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None, request_id: int | None = None
+) -> None:
+    """Edit the progress message as the job advances (throttled), then replace it with the track:
+    one audio message in reply to the request, and the progress message deleted. A failure or a
+    cancellation is shown in the progress message instead."""
     core = core_of(app)
 
     async def edit(text: str) -> None:
@@ -104,16 +156,26 @@ async def follow_job(app: Application, chat_id: int, message_id: int, job_id: in
     final = await watch(core.events(job_id), edit, EDIT_INTERVAL_S, shown)
     if final is None:
         return
-    await edit(progress_of(final))
     if final.kind == "done" and final.track_id is not None:
         if chat_id < 0:  # a group or a channel (the Bot API's ids for them are negative)
             await core.share_here(final.track_id, str(chat_id))  # as on Discord: anyone there may use it
         track = await core.finished(final.track_id)
-        await send_track(app, chat_id, track)
+        await send_track(app, chat_id, track, reply_to=request_id)
         await core.delivered(job_id)  # the track is the result: a restart must not send it again
-        await send_score(app, chat_id, track)
+        await remove_progress(app, chat_id, message_id, progress_of(final))
     else:
+        await edit(progress_of(final))
         await core.delivered(job_id)
+
+
+async def remove_progress(app: Application, chat_id: int, message_id: int, ending: str) -> None:
+    """The progress message goes once the track is posted; one Telegram no longer lets us delete
+    (over 48 hours old, say) says how it ended instead."""
+    try:
+        await with_retries(lambda: app.bot.delete_message(chat_id, message_id))
+    except BadRequest:
+        with contextlib.suppress(TelegramError):
+            await with_retries(lambda: app.bot.edit_message_text(ending, chat_id=chat_id, message_id=message_id))
 
 
 async def resume_deliveries(app: Application) -> int:
@@ -126,10 +188,12 @@ async def resume_deliveries(app: Application) -> int:
         if not isinstance(chat_id, int):
             continue  # not submitted from a chat (or before jobs said where they go)
         try:
+            request_id = pending.reply_to.get("request_id")
+            request_id = request_id if isinstance(request_id, int) else None
             if isinstance(message_id, int):
-                follow(app, chat_id, message_id, pending.job_id)
+                follow(app, chat_id, message_id, pending.job_id, request_id=request_id)
             else:  # the bot stopped between accepting the job and posting its progress message
-                await post_progress(app, chat_id, pending.job_id)
+                await post_progress(app, chat_id, pending.job_id, request_id)
         except TelegramError as exc:  # e.g. the user blocked the bot meanwhile; the others still go
             log.warning("cannot resume job %s: %s", pending.job_id, exc.__class__.__name__)
             continue

@@ -1,19 +1,17 @@
 """Telegram's words for the service's types: who asks and where, a `Reply` as a message, buttons
-as an inline keyboard, and Bot API calls retried on flood waits and network errors."""
+as an inline keyboard, and Bot API calls retried on network errors (flood waits are the rate
+limiter's: `AIORateLimiter`, set up in `bot.telegram.app`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import TypeVar
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import Application
-from telegram.warnings import PTBDeprecationWarning
 
 from bot.core import CommandService, Origin, Where, Who
 from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Button, Reply
@@ -56,17 +54,14 @@ def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup:
 
 
 async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
-    """A Bot API call, retried on flood waits (429 retry_after) and network errors, with backoff."""
+    """A Bot API call, retried on network errors (a 502, a dropped connection) with backoff. A
+    flood wait (429 retry_after) was already waited out and retried by the rate limiter: one
+    that still comes through is raised, like a refusal (400, 403)."""
     delay = 1.0
     for _ in range(RETRIES):
         try:
             return await call()
-        except RetryAfter as exc:
-            with warnings.catch_warnings():  # an int until PTB 23, a timedelta after: both are handled
-                warnings.simplefilter("ignore", PTBDeprecationWarning)
-                wait = exc.retry_after
-            await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else float(wait))
-        except BadRequest:
+        except (BadRequest, RetryAfter):
             raise
         except NetworkError as exc:
             log.warning("Telegram network error, retrying in %g s: %s", delay, exc.__class__.__name__)
