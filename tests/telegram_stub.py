@@ -50,9 +50,16 @@ class Call:
 
     @property
     def buttons(self) -> list[str]:
-        """The callback data of every inline button, row by row."""
+        """The callback data of every inline button, row by row ("pick:<query>" for a button that
+        opens the chat picker with an inline query)."""
         markup = self.json("reply_markup") if "reply_markup" in self.params else {}
-        return [b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row]
+
+        def data(b: dict[str, Any]) -> str:
+            if "switch_inline_query_chosen_chat" in b:
+                return "pick:" + b["switch_inline_query_chosen_chat"].get("query", "")
+            return b.get("callback_data", "")
+
+        return [data(b) for row in markup.get("inline_keyboard", []) for b in row]
 
     @property
     def replied_to(self) -> int | None:

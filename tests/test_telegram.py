@@ -195,7 +195,8 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
     actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "more")
-    assert audio.buttons == [f"{a}:{track_id}" for a in actions]
+    # 📤 Share opens Telegram's chat picker, which sends an inline query for the track
+    assert audio.buttons == [f"{a}:{track_id}" if a != "share" else f"pick:#{track_id}" for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
@@ -621,6 +622,18 @@ async def test_inline_query_offers_only_my_uploaded_favourites(env):
     env.send("/start favorites")  # where that button leads: the favourites, listed
     [listing] = await env.stub.wait_for("sendMessage")
     assert listing.params["text"].startswith("Your favourites") and f"#{not_uploaded} " in listing.params["text"]
+
+
+async def test_share_s_chat_picker_finds_the_sharers_own_track_favourite_or_not_and_nobody_elses(env):
+    mine = await stored_track(env, file_id="FILE-MINE")  # uploaded, never a favourite
+    not_uploaded = await stored_track(env)
+    theirs = await stored_track(env, owner="2", file_id="FILE-THEIRS")
+    for n, (query, user) in enumerate(((f"#{mine}", 1), (f"#{not_uploaded}", 1), (f"#{theirs}", 1)), 1):
+        env.inline(query, user_id=user)
+        await env.stub.wait_for("answerInlineQuery", count=n)
+    found, unsendable, forbidden = env.stub.calls_to("answerInlineQuery")
+    assert [(r["id"], r["audio_file_id"]) for r in found.json("results")] == [(str(mine), "FILE-MINE")]
+    assert unsendable.json("results") == [] and forbidden.json("results") == []
 
 
 # --- /continue in reply to a MIDI file ---------------------------------------------------------

@@ -139,6 +139,22 @@ class Library:
         user, source = await self.user(ask.origin.who), ask.origin.where.channel
         await self.db.run(lambda s: record_share(s, user, ask.track_id, into.channel, message_id, source))
 
+    async def own_track_to_send(self, who: Who, track_id: int) -> TrackCard | None:
+        """The asker's own track `track_id`, if it was uploaded to this platform before (so it can
+        be sent by file id): what 📤 Share's chat picker posts. Looks up only: creates no account."""
+
+        async def find(s):
+            user = await get_user(s, who.platform, who.user_id)
+            if user is None:
+                return None
+            try:
+                shown = card(await get_track(s, track_id, user), self.platform)
+            except (NotFound, Forbidden):
+                return None
+            return shown if shown.file_id else None
+
+        return await self.db.run(find)
+
     async def favourites_to_send(
         self, who: Who, matches: Callable[[TrackCard], bool], before: int | None, most: int, pages: int
     ) -> tuple[list[TrackCard], int, int | None]:

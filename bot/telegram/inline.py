@@ -33,7 +33,8 @@ def inline_filter(text: str) -> tuple[str, Any] | None:
 
 async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer with the asker's favourites as cached audio (Telegram's own copies, nothing is
-    uploaded): personal, cached briefly, filtered by a genre or a track number."""
+    uploaded): personal, cached briefly, filtered by a genre or a track number; a track number
+    finds the asker's own track even when it is no favourite (what 📤 Share's picker sends)."""
     query = update.inline_query
     wanted = inline_filter(query.query)
     # The client sends the offset back; a custom one could hold "²" (a digit to isdigit, not to
@@ -48,9 +49,13 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
             return kind == "all" or (kind == "track" and t.track_id == value) or (kind == "genre" and t.genre == value)
 
         core = core_of(context.application)
-        found, skipped, next_offset = await core.favourites_to_send(
-            who(update), matches, offset, INLINE_RESULTS, INLINE_PAGES
-        )
+        own = await core.own_track_to_send(who(update), value) if kind == "track" and offset is None else None
+        if own is not None:  # 📤 Share's chat picker asks for "#42": the asker's own track, favourite or not
+            found = [own]
+        else:
+            found, skipped, next_offset = await core.favourites_to_send(
+                who(update), matches, offset, INLINE_RESULTS, INLINE_PAGES
+            )
     results = [
         InlineQueryResultCachedAudio(id=str(track.track_id), audio_file_id=track.file_id, caption=track.caption)
         for track in found

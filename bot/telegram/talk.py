@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, SwitchInlineQueryChosenChat, Update
 from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import Application
 
@@ -50,7 +50,23 @@ def text_of(reply: Reply) -> str:
 
 
 def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows])
+    return InlineKeyboardMarkup([[telegram_button(b) for b in row] for row in rows])
+
+
+def telegram_button(button: Button) -> InlineKeyboardButton:
+    """A callback button; 📤 Share instead opens Telegram's chat picker, which posts the track
+    through inline mode ("#42" finds the sharer's own track) in whatever chat they choose."""
+    action, _, track_id = button.data.partition(":")
+    if action == "share" and track_id.isdigit():
+        picker = SwitchInlineQueryChosenChat(
+            query=f"#{track_id}",
+            allow_user_chats=True,
+            allow_bot_chats=False,
+            allow_group_chats=True,
+            allow_channel_chats=True,
+        )
+        return InlineKeyboardButton(button.label, switch_inline_query_chosen_chat=picker)
+    return InlineKeyboardButton(button.label, callback_data=button.data)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]]) -> T:
