@@ -160,7 +160,7 @@ async def test_run_all_composes_for_both_platforms_through_one_runner_and_stops_
         [identify] = await discord.wait_for("identify", timeout=180)
         discord.deliver(discord.command("compose", genre="jazz", seconds=5, user_id=42))
         [audio] = await telegram.wait_for("sendAudio", timeout=120)
-        [post] = await discord.wait_for("followup", files=True, timeout=120)
+        [post] = await discord.wait_for("edit_original", files=True, timeout=120)  # progress edited into the track
     except BaseException:
         process.kill()
         print(process.communicate()[1][-5000:])
@@ -247,7 +247,7 @@ async def test_with_redis_the_bots_load_no_model_and_workers_compose_for_both(tm
             await discord.wait_for("identify", timeout=180)
             discord.deliver(discord.command("compose", genre="jazz", seconds=5, user_id=42))
             [audio] = await telegram.wait_for("sendAudio", timeout=120)
-            [post] = await discord.wait_for("followup", files=True, timeout=120)
+            [post] = await discord.wait_for("edit_original", files=True, timeout=120)  # progress edited into the track
         except BaseException:
             process.kill()
             print(process.communicate()[1][-5000:], (tmp_path / "worker.log").read_text()[-3000:])
