@@ -85,8 +85,7 @@ class ComposeRequest:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["primer"] = tuple(values.get("primer", ()))
-        values["sampling"] = Overrides.from_json(values.get("sampling"))
-        return cls(**values)
+        return cls(**values)  # a stored sampling mapping becomes Overrides in __post_init__
 
 
 @dataclass(frozen=True)

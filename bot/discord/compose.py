@@ -64,7 +64,7 @@ def checked(name: str, value: float | None) -> float | int | None:
 @app_commands.command(description="Compose a piano track")
 @app_commands.describe(
     genre="the style (or your /settings default)",
-    temperature="randomness (0.1–2)",
+    temperature=f"randomness ({RANGES['temperature'].bounds})",
     seconds="length in seconds",
     seed="the same seed composes the same piece",
     top_k="sample among the k likeliest events (0: off)",

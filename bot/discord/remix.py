@@ -14,23 +14,18 @@ from bot.discord.talk import apologise, core_of, may_post_here, origin, say
 from bot.grammar import RANGES, UsageError, checked, instrument_of
 
 
-def _range(name: str) -> str:
-    r = RANGES[name]
-    return f"{r.low:g}–{r.high:g}"
-
-
 class RemixForm(ui.Modal):
     """Blank fields keep what the track had; the new track is the submitter's, at a new seed."""
 
     seconds: ui.TextInput = ui.TextInput(
-        label=f"Length in seconds ({_range('seconds')})",
+        label=f"Length in seconds ({RANGES['seconds'].bounds})",
         custom_id="seconds",
         required=False,
         max_length=6,
         placeholder="as before",
     )
     temperature: ui.TextInput = ui.TextInput(
-        label=f"Temperature ({_range('temperature')})",
+        label=f"Temperature ({RANGES['temperature'].bounds})",
         custom_id="temperature",
         required=False,
         max_length=6,
