@@ -12,7 +12,7 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy import func, select
 
 from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, unfinished_jobs
+from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, job_for_key, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .admission import admit
@@ -60,9 +60,7 @@ class RedisBackend(StoredDeliveries):
             mine = await s.scalar(
                 select(func.count()).select_from(Job).where(Job.user_id == user.id, Job.state.in_(UNFINISHED))
             )
-            redelivered = request.idempotency_key and await s.scalar(
-                select(Job.id).where(Job.idempotency_key == request.idempotency_key)
-            )
+            redelivered = await job_for_key(s, request.idempotency_key)
             if mine >= self.settings.per_user and not redelivered:
                 raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
             return await create_job(s, user, request.to_json(), request.idempotency_key)

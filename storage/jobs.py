@@ -47,6 +47,13 @@ async def create_job(
     return job, result.rowcount == 1
 
 
+async def job_for_key(session: AsyncSession, idempotency_key: str | None) -> int | None:
+    """The id of the job already stored for this update or interaction, if any (a redelivery)."""
+    if not idempotency_key:
+        return None
+    return await session.scalar(select(Job.id).where(Job.idempotency_key == idempotency_key))
+
+
 async def transition(
     session: AsyncSession, job_id: int, to: JobState, attempt: int | None = None, **values: Any
 ) -> Job:

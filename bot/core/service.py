@@ -25,7 +25,7 @@ from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Star
 from generator import GeneratorError
 from jobs.api import ComposeRequest, JobBackend, Refused, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Platform, User
-from storage.jobs import UNFINISHED
+from storage.jobs import UNFINISHED, job_for_key
 from storage.privacy import forget_user
 
 
@@ -46,9 +46,7 @@ class CommandService(Library, Deliveries):
 
     async def seen(self, key: str) -> bool:
         """Whether a job exists for this update or interaction (it came again)."""
-        if not key:
-            return False
-        return await self.db.run(lambda s: s.scalar(select(Job.id).where(Job.idempotency_key == key))) is not None
+        return await self.db.run(lambda s: job_for_key(s, key)) is not None
 
     def over_limit(self, origin: Origin) -> Reply | None:
         """The polite refusal when this user, or this chat, asks for tracks too fast; else None
