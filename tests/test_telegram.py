@@ -1031,6 +1031,22 @@ async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env)
     assert progress.chat_id == "-100700" and await env.count(Job) == 1
 
 
+async def test_in_a_group_only_members_who_may_post_open_the_instrument_picker_or_pick(env):
+    track_id = await shared_track(env, -100700)
+    post = post_in(-100700, "supergroup")
+    env.stub.member_status = "restricted"
+    env.press(f"inst:{track_id}", 2, under=post)  # the keyboard is everyone's: not theirs to change
+    env.press(f"inst:{track_id}:organ", 2, under=post)
+    answers = await env.stub.wait_for("answerCallbackQuery", count=2)
+    assert all("Only members who may post here" in a.params["text"] for a in answers)
+    assert not env.stub.calls_to("editMessageReplyMarkup") and await env.count(Job) == 0
+    env.stub.member_status = "member"
+    env.press(f"inst:{track_id}:organ", 2, under=post)  # the track was shared here: any member may
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    child = await env.track(track_id_of(audio))
+    assert audio.chat_id == "-100700" and (child.instrument, child.parent_id) == ("organ", track_id)
+
+
 @pytest.mark.parametrize("offset", ["²", "9" * 40])
 async def test_an_inline_offset_no_client_of_ours_sends_still_gets_an_answer(env, offset):
     env.stub.queue_update({"update_id": next(env.ids), "inline_query": env.stub.inline("", 1, offset=offset)})

@@ -67,14 +67,7 @@ async def start_under(
     """A new track from a press under one (🔁 🔥 ❄️ ➕ 🎹), its progress in reply to it; where the
     chat is shared, only for those who may post there. `starting`: the press's answer."""
     query, chat = update.callback_query, update.effective_chat
-    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(who(update).user_id)):
-        # A channel's subscribers and a group's muted members see the buttons too, but the new
-        # track would be posted here as if by them.
-        who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
-        await query.answer(
-            f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track_id}",
-            show_alert=True,
-        )
+    if not await may_compose_here(update, context, track_id):
         return
     result = await start()
     if isinstance(result, Started):
@@ -85,6 +78,20 @@ async def start_under(
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
+
+
+async def may_compose_here(update: Update, context: ContextTypes.DEFAULT_TYPE, track_id: int) -> bool:
+    """Whether the presser may have the bot compose in this chat; if not, the press is answered why.
+    A channel's subscribers and a group's muted members see the buttons too, but a new track would
+    be posted here as if by them."""
+    chat = update.effective_chat
+    if chat.type == ChatType.PRIVATE or await may_post_in(context, chat, int(who(update).user_id)):
+        return True
+    who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
+    await update.callback_query.answer(
+        f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track_id}", show_alert=True
+    )
+    return False
 
 
 def instrument_picker(track_id: int, favourite: bool) -> list[list[Button]]:
@@ -112,6 +119,8 @@ async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await query.answer("Open the bot to hear it on another instrument.", show_alert=True)
         return
     if choice is None or choice in ("back", "back_fav"):
+        if not await may_compose_here(update, context, track_id):  # the keyboard is everyone's here
+            return
         await query.answer()
         if choice is None:
             markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id)))
