@@ -23,6 +23,8 @@ ACTIONS = {
     "share": "📤 Share",
 }
 TEMPERATURE_STEP = 0.1
+# 🎹 under a track: the instruments it may be heard on again (its notes as they are, rendered anew)
+RERENDER_INSTRUMENTS = ("piano", "electric piano", "organ", "vibraphone", "guitar", "harp", "strings", "pad")
 BUTTON = re.compile(r"^(reroll|hotter|cooler|fav|unfav|continue|share):(\d{1,12})$")
 
 

@@ -305,6 +305,12 @@ class DiscordApiStub:
         }
         return self.interaction(3, data, user_id, message=message, **extra)
 
+    def pick(self, custom_id: str, message: dict[str, Any], values: list[str], user_id: int = 1, **extra) -> dict:
+        """Options picked in a string select under a message of the bot's (its payload, components
+        included); `extra` as for `interaction`."""
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return self.interaction(3, data, user_id, message=message, **extra)
+
     def submit(self, custom_id: str, values: dict[str, str], user_id: int = 1, **extra: Any) -> dict:
         """A modal the bot opened, submitted with these text inputs' values (by their custom ids)."""
         rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
@@ -314,6 +320,11 @@ class DiscordApiStub:
         """A message of the bot's with buttons of these ids, as if posted earlier (to press them)."""
         buttons = [{"type": 2, "style": 2, "label": i, "custom_id": i} for i in custom_ids]
         return self._message(channel_id, {"components": [{"type": 1, "components": buttons}]})
+
+    def posted_select(self, custom_id: str, values: list[str], channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """A message of the bot's with a string select of these options, as if posted earlier."""
+        select = {"type": 3, "custom_id": custom_id, "options": [{"label": v, "value": v} for v in values]}
+        return self._message(channel_id, {"components": [{"type": 1, "components": [select]}]})
 
     def answered_message(self, callback: Call) -> dict[str, Any]:
         """The message an interaction callback (an immediate answer) put up, to press its buttons."""

@@ -180,7 +180,7 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
 
     track_id = track_id_of(post)
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
     assert post.custom_ids == [f"{a}:{track_id}" for a in actions]
     assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
     assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
@@ -701,3 +701,37 @@ async def test_remix_rerolls_with_the_length_temperature_and_instrument_its_form
     assert child.max_seconds == 7 and child.instrument == "organ"
     assert child.sampling["temperature"] == pytest.approx(1.3)
     assert await env.count(Job) == 1
+
+
+async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    parent_id = track_id_of(post)
+    [select] = [c for row in message["components"] for c in row["components"] if c["type"] == 3]
+    assert select["custom_id"] == f"instrument:{parent_id}" and len(select["options"]) == 8
+    assert {"piano", "electric piano", "strings"} <= {o["value"] for o in select["options"]}
+
+    env.dispatch(env.stub.pick(f"instrument:{parent_id}", message, ["piano"]))  # what it is played on already
+    [refusal] = await env.stub.wait_for_replies(1)
+    assert "played on the piano already" in refusal and await env.count(Job) == 1
+    await env.restart()  # the select needs no memory of having been posted
+    picked = env.dispatch(env.stub.pick(f"instrument:{parent_id}", message, ["strings"], user_id=2))  # another member
+    [_, shown] = await tracks_shown(env, 2)
+    [callback] = [c for c in env.stub.calls_to("callback") if c.match["id"] == picked["id"]]
+    assert callback.payload["type"] == 5 and not callback.ephemeral  # deferred publicly, as 🔁 is
+    assert shown.match["token"] == picked["token"]  # one message: its response became the track
+    child, parent = await env.track(track_id_of(shown)), await env.track(parent_id)
+    assert child.tokens == parent.tokens and (child.instrument, parent.instrument) == ("strings", "piano")
+    assert (child.parent_id, child.lineage, child.seed, child.sampling) == (
+        parent_id,
+        "instrument",
+        parent.seed,
+        parent.sampling,
+    )
+    assert child.owner_id != parent.owner_id
+
+    theirs = await stored_track(env, owner="3")  # never shared here
+    env.dispatch(
+        env.stub.pick(f"instrument:{theirs}", env.stub.posted_select(f"instrument:{theirs}", ["organ"]), ["organ"])
+    )
+    replies = await env.stub.wait_for_replies(2)
+    assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2

@@ -1,6 +1,7 @@
 """Replies shared by the chat front ends: captions, buttons that survive restarts, progress."""
 
-from bot.replies import caption, child_temperature, parse_button, progress_line, track_buttons
+from bot.replies import RERENDER_INSTRUMENTS, caption, child_temperature, parse_button, progress_line, track_buttons
+from generator.instruments import INSTRUMENTS
 
 
 def test_caption_names_genre_number_length_and_recipe():
@@ -32,3 +33,7 @@ def test_progress_lines():
     assert progress_line("queued", position=3) == "⏳ In the queue (#3)…"
     assert progress_line("running", 50, 200, 12.4) == "🎼 Composing ▓▓░░░░░░░░ 25% · ~12 s left"
     assert progress_line("rendering") == "🎹 Recording…"
+
+
+def test_the_instruments_offered_under_a_track_are_the_generators_own():
+    assert 6 <= len(RERENDER_INSTRUMENTS) <= 8 and set(RERENDER_INSTRUMENTS) <= set(INSTRUMENTS)

@@ -25,6 +25,7 @@ from telegram_stub import BOT_USERNAME, BotApiStub
 from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
 from bot.telegram import build_application, webhook_from
+from bot.telegram.buttons import INSTRUMENT_DATA, instrument_picker
 from generator import vocab as V
 from jobs.api import ComposeRequest
 from jobs.inprocess import InProcessRunner, RunnerSettings
@@ -194,7 +195,7 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     track_id = track_id_of(audio)
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "more")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "inst", "more")
     # 📤 Share opens Telegram's chat picker, which sends an inline query for the track
     assert audio.buttons == [f"{a}:{track_id}" if a != "share" else f"pick:#{track_id}" for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
@@ -276,6 +277,45 @@ async def test_continue_button_primes_a_new_track_with_the_old_one(env):
     [audio] = await env.stub.wait_for("sendAudio", timeout=60)
     child = await env.track(track_id_of(audio))
     assert child.parent_id == track_id and child.lineage == "continue" and child.primer_ref == f"track:{track_id}"
+
+
+async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked(env):
+    track_id = await stored_track(env)  # calm, on the piano
+    favourited = {"inline_keyboard": [[{"text": "★ Favourited", "callback_data": f"unfav:{track_id}"}]]}
+    card = {**post_in(1, "private"), "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    env.press(f"inst:{track_id}", under={**card, "reply_markup": favourited})
+    [picker] = await env.stub.wait_for("editMessageReplyMarkup")
+    names = ("piano", "electric_piano", "organ", "vibraphone", "guitar", "harp", "strings", "pad")
+    assert picker.buttons == [*(f"inst:{track_id}:{n}" for n in names), f"inst:{track_id}:back_fav"]
+    env.press(f"inst:{track_id}:back_fav", under=card)  # ◀ Back: the track's buttons, still ★
+    back = (await env.stub.wait_for("editMessageReplyMarkup", count=2))[-1]
+    assert back.buttons[3] == f"unfav:{track_id}" and back.buttons[-2:] == [f"inst:{track_id}", f"more:{track_id}"]
+
+    env.press(f"inst:{track_id}:piano", under=card)
+    env.press(f"inst:{track_id}:kazoo", under=card)
+    answers = await env.stub.wait_for("answerCallbackQuery", count=4)
+    assert "played on the piano already" in answers[2].params["text"]
+    assert "I don't know the instrument 'kazoo'" in answers[3].params["text"]
+    assert await env.count(Job) == 0
+
+    env.press(f"inst:{track_id}:electric_piano", under=card)
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    await env.stub.wait_for("deleteMessage")
+    child, parent = await env.track(track_id_of(audio)), await env.track(track_id)
+    assert child.tokens == parent.tokens and child.instrument == "electric piano" != parent.instrument
+    assert (child.parent_id, child.lineage, child.genre, child.seed) == (track_id, "instrument", "calm", parent.seed)
+    assert parent.sampling.items() <= child.sampling.items()  # its recipe still composes these notes
+    assert audio.replied_to == card["message_id"] and "electric piano" in audio.params["caption"]
+    assert env.stub.live_messages("1") == [audio]  # one message: the progress message made way for it
+
+    env.press(f"inst:{track_id}:organ", user_id=2)  # someone the track was never shared with
+    refused = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
+    assert "belongs to someone else" in refused.params["text"] and await env.count(Job) == 1
+
+
+def test_every_instrument_pick_fits_telegram_s_callback_data_and_reaches_its_handler():
+    rows = instrument_picker(10**12 - 1, favourite=True)
+    assert all(len(b.data.encode()) <= 64 and INSTRUMENT_DATA.match(b.data) for row in rows for b in row)
 
 
 async def test_favourite_button_toggles_a_favourite(env):
@@ -989,6 +1029,22 @@ async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env)
     env.press(f"reroll:{track_id}", 2, under=post)
     [progress] = await env.stub.wait_for("sendMessage")
     assert progress.chat_id == "-100700" and await env.count(Job) == 1
+
+
+async def test_in_a_group_only_members_who_may_post_open_the_instrument_picker_or_pick(env):
+    track_id = await shared_track(env, -100700)
+    post = post_in(-100700, "supergroup")
+    env.stub.member_status = "restricted"
+    env.press(f"inst:{track_id}", 2, under=post)  # the keyboard is everyone's: not theirs to change
+    env.press(f"inst:{track_id}:organ", 2, under=post)
+    answers = await env.stub.wait_for("answerCallbackQuery", count=2)
+    assert all("Only members who may post here" in a.params["text"] for a in answers)
+    assert not env.stub.calls_to("editMessageReplyMarkup") and await env.count(Job) == 0
+    env.stub.member_status = "member"
+    env.press(f"inst:{track_id}:organ", 2, under=post)  # the track was shared here: any member may
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    child = await env.track(track_id_of(audio))
+    assert audio.chat_id == "-100700" and (child.instrument, child.parent_id) == ("organ", track_id)
 
 
 @pytest.mark.parametrize("offset", ["²", "9" * 40])

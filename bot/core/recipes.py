@@ -1,16 +1,16 @@
 """The job requests chat intents become: a /compose with the user's stored defaults filled in, and
-🔁 / 🔥 / ❄️ / ➕ made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
+🔁 / 🔥 / ❄️ / ➕ / 🎹 made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from bot.core.requests import Remix, Who
-from bot.grammar import GENRE_NAMES, Compose, UsageError
+from bot.grammar import GENRE_NAMES, Compose, UsageError, instrument_of
 from bot.replies import child_temperature
 from generator.params import Overrides
 from generator.vocab import END
-from jobs.api import ComposeRequest
+from jobs.api import ComposeRequest, Piece
 from storage import Track, User
 from storage.tracks import unpack_tokens
 
@@ -32,6 +32,7 @@ def new_request(
     primer_ref: str | None = None,
     parent_track_id: int | None = None,
     lineage: str | None = None,
+    render: Piece | None = None,
 ) -> ComposeRequest:
     """The job request for `who`, idempotent under `key`."""
     return ComposeRequest(
@@ -49,6 +50,7 @@ def new_request(
         parent_track_id=parent_track_id,
         lineage=lineage,
         idempotency_key=key,
+        render=render,
     )
 
 
@@ -71,6 +73,12 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
     )
 
 
+def length_of(track: Track) -> tuple[float | None, int | None]:
+    """The track's length as its request gave it: (seconds, None) or (None, tokens)."""
+    seconds = track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None
+    return seconds, track.max_new_tokens if track.max_seconds is None else None
+
+
 def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | None = None) -> ComposeRequest:
     """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature; `remix`'s
     length, temperature and instrument replace the track's where given."""
@@ -80,8 +88,7 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
     if temperature is None:
         temperature = child_temperature(action, recipe.temperature or 1.0)
     sampling = replace(recipe, temperature=temperature)
-    seconds = track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None
-    tokens = track.max_new_tokens if track.max_seconds is None else None
+    seconds, tokens = length_of(track)
     if remix.seconds is not None:
         seconds, tokens = remix.seconds, None
     return new_request(
@@ -95,6 +102,29 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
         instrument=remix.instrument or track.instrument,
         parent_track_id=track.id,
         lineage=action,
+    )
+
+
+def rerender_request(who: Who, key: str, track: Track, instrument: str) -> ComposeRequest:
+    """🎹: the track's own notes rendered on `instrument` (checked as inst= is), nothing composed;
+    the new track keeps the whole recipe, so that it still composes these notes."""
+    instrument = instrument_of(instrument)
+    if instrument == track.instrument:
+        raise UsageError(f"track #{track.id} is played on the {instrument} already; pick another instrument")
+    seconds, tokens = length_of(track)
+    return new_request(
+        who,
+        key,
+        track.genre,
+        seconds=seconds,
+        tokens=tokens,
+        sampling=Overrides.from_json(track.sampling),
+        seed=track.seed,
+        instrument=instrument,
+        primer_ref=track.primer_ref,
+        parent_track_id=track.id,
+        lineage="instrument",
+        render=Piece(tuple(unpack_tokens(track.tokens)), track.model_id, track.checkpoint_sha256),
     )
 
 

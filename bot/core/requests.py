@@ -81,6 +81,16 @@ class Derive:
 
 
 @dataclass(frozen=True)
+class Rerender:
+    """🎹: the same notes of a track the user may read here, on another instrument (its name as
+    picked or typed: the service checks it)."""
+
+    origin: Origin
+    track_id: int
+    instrument: str
+
+
+@dataclass(frozen=True)
 class ContinueMidi:
     origin: Origin
     genre: str | None  # None: the user's default

@@ -17,8 +17,14 @@ from sqlalchemy import select
 
 from bot.core.delivery import Deliveries, Followers
 from bot.core.library import Library
-from bot.core.recipes import child_request, compose_request, continue_request, midi_continue_request
-from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, TrackAsk, Who
+from bot.core.recipes import (
+    child_request,
+    compose_request,
+    continue_request,
+    midi_continue_request,
+    rerender_request,
+)
+from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, Rerender, TrackAsk, Who
 from bot.grammar import UsageError
 from bot.limits import Limits
 from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started
@@ -100,6 +106,16 @@ class CommandService(Library, Deliveries):
         async def build(user: User) -> ComposeRequest:
             track = await self.readable(user, ask.track_id, origin.where)
             return child_request(origin.who, origin.key, track, ask.action, ask.remix)
+
+        return await self._start(origin, build)
+
+    async def rerender(self, ask: Rerender) -> Reply | Started:
+        """🎹: a track the user may read here, its notes rendered on another instrument."""
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            track = await self.readable(user, ask.track_id, origin.where)
+            return rerender_request(origin.who, origin.key, track, ask.instrument)
 
         return await self._start(origin, build)
 

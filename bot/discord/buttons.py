@@ -1,10 +1,10 @@
-"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord."""
+"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord, and a pick of 🎹's instruments."""
 
 from __future__ import annotations
 
 import discord
 
-from bot.core import Derive, SetFavourite, TrackAsk
+from bot.core import Derive, Rerender, SetFavourite, TrackAsk
 from bot.discord.commands import share_view
 from bot.discord.delivery import start_job
 from bot.discord.talk import core_of, may_post_here, origin, say, text_of, withdraw
@@ -53,3 +53,14 @@ async def toggle_favourite(interaction: discord.Interaction, track_id: int, favo
     if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
         await interaction.edit_original_response(view=buttons_view(reply.buttons))
     await say(interaction, text_of(reply))
+
+
+async def on_instrument(interaction: discord.Interaction, track_id: int, instrument: str) -> None:
+    """🎹: the track's notes on the instrument picked, a new track posted here as 🔁's is (so only for
+    those who may post here; deferred publicly first)."""
+    if not may_post_here(interaction):
+        await say(interaction, NO_POSTING)
+        return
+    await interaction.response.defer(thinking=True)
+    rerender = Rerender(origin(interaction), track_id, instrument)
+    await start_job(interaction, await core_of(interaction).rerender(rerender))

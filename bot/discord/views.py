@@ -9,7 +9,16 @@ import discord
 from discord import ui
 
 from bot.discord.talk import guarded
-from bot.replies import ACTIONS, BUTTON, Button, ButtonPress, TrackCard, parse_button, track_buttons
+from bot.replies import (
+    ACTIONS,
+    BUTTON,
+    RERENDER_INSTRUMENTS,
+    Button,
+    ButtonPress,
+    TrackCard,
+    parse_button,
+    track_buttons,
+)
 
 
 class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
@@ -51,8 +60,29 @@ class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9
         await interaction.client.on_remix(interaction, self.track_id)  # type: ignore[attr-defined]
 
 
+class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<track_id>[0-9]{1,12})$"):
+    """🎹 under a track: a pick hears the same notes on that instrument, as a new track. The track
+    lives in the custom id; a pick goes to the client's `on_instrument`."""
+
+    def __init__(self, track_id: int, row: int | None = None) -> None:
+        options = [discord.SelectOption(label=name.capitalize(), value=name) for name in RERENDER_INSTRUMENTS]
+        super().__init__(
+            ui.Select(custom_id=f"instrument:{track_id}", placeholder="🎹 Hear it on…", options=options, row=row)
+        )
+        self.track_id = track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> InstrumentSelect:
+        return cls(int(match["track_id"]))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        [instrument] = self.item.values
+        await interaction.client.on_instrument(interaction, self.track_id, instrument)  # type: ignore[attr-defined]
+
+
 def buttons_view(rows: list[list[Button]]) -> ui.View:
-    """The platform's buttons, and Discord's own 🎛 Remix after them."""
+    """The platform's buttons, and Discord's own 🎛 Remix after them and 🎹 instruments under them."""
     view = ui.View(timeout=None)
     for row, buttons in enumerate(rows):
         for b in buttons:
@@ -60,6 +90,7 @@ def buttons_view(rows: list[list[Button]]) -> ui.View:
     track_id = next((parse_button(b.data).track_id for row in rows for b in row), None)
     if track_id is not None:
         view.add_item(RemixButton(track_id, row=len(rows) - 1))
+        view.add_item(InstrumentSelect(track_id, row=len(rows)))
     return view
 
 

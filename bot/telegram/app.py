@@ -29,7 +29,7 @@ from telegram.ext import (
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.limits import Limits
 from bot.telegram import commands as c
-from bot.telegram.buttons import button, forget_answer, forget_me, more, pick_genre
+from bot.telegram.buttons import INSTRUMENT_DATA, button, forget_answer, forget_me, instrument, more, pick_genre
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
 from bot.telegram.menus import settings_button, turn_page
@@ -147,6 +147,7 @@ def build_application(
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
+    application.add_handler(CallbackQueryHandler(instrument, pattern=INSTRUMENT_DATA))
     application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
     application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))
     application.add_handler(

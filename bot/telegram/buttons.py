@@ -1,24 +1,27 @@
-"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track, and /forgetme's question."""
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 under a track, and /forgetme's question."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import re
+from collections.abc import Awaitable, Callable
 
-from telegram import Chat, Update
+from telegram import Chat, Message, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.core import ComposeTrack, Derive, SetFavourite, TrackAsk
+from bot.core import ComposeTrack, Derive, Rerender, SetFavourite, TrackAsk
 from bot.grammar import Compose, UsageError, genre_of
-from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
+from bot.replies import FORGET_CONFIRM, RERENDER_INSTRUMENTS, Button, Reply, Started, parse_button, track_buttons
 from bot.telegram.commands import may_post
 from bot.telegram.delivery import post_progress, send_score, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
 from generator.vocab import display_name
 
 STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
+INSTRUMENT_DATA = re.compile(r"^inst:(\d{1,12})(?::([a-z_]{1,20}))?$")  # 🎹, a pick, or ◀ Back
 
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -40,35 +43,94 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if press.action == "share":
         await query.answer(f"To share it, send /share {track.track_id} @yourchannel", show_alert=True)
         return
-    chat = update.effective_chat
     if press.action in ("fav", "unfav"):
-        private = chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
+        private = update.effective_chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
         if not private and not first_delivery(context.application, update.update_id):
             await query.answer()  # a press delivered again (a webhook retry) must not turn it back
             return
         await toggle_favourite(update, context, track.track_id, press.action == "fav" if private else None)
         return
-    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
-        # A channel's subscribers and a group's muted members see the buttons too, but the new
-        # track would be posted here as if by them.
-        who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
-        await query.answer(
-            f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track.track_id}",
-            show_alert=True,
-        )
-        return
     if press.action == "continue":
-        result = await core.continue_track(TrackAsk(asked, track.track_id))
+        start = lambda: core.continue_track(TrackAsk(asked, track.track_id))
     else:
-        result = await core.derive(Derive(asked, press.action, track.track_id))
+        start = lambda: core.derive(Derive(asked, press.action, track.track_id))
+    await start_under(update, context, track.track_id, start, STARTING.get(press.action, "🎼 Composing…"))
+
+
+async def start_under(
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    track_id: int,
+    start: Callable[[], Awaitable[Reply | Started]],
+    starting: str,
+) -> None:
+    """A new track from a press under one (🔁 🔥 ❄️ ➕ 🎹), its progress in reply to it; where the
+    chat is shared, only for those who may post there. `starting`: the press's answer."""
+    query, chat = update.callback_query, update.effective_chat
+    if not await may_compose_here(update, context, track_id):
+        return
+    result = await start()
     if isinstance(result, Started):
         under = query.message.message_id if query.message is not None else None
         await post_progress(context.application, chat.id, result.job_id, under)
-        await query.answer(STARTING.get(press.action, "🎼 Composing…"))
+        await query.answer(starting)
     elif result.silent:
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
+
+
+async def may_compose_here(update: Update, context: ContextTypes.DEFAULT_TYPE, track_id: int) -> bool:
+    """Whether the presser may have the bot compose in this chat; if not, the press is answered why.
+    A channel's subscribers and a group's muted members see the buttons too, but a new track would
+    be posted here as if by them."""
+    chat = update.effective_chat
+    if chat.type == ChatType.PRIVATE or await may_post_in(context, chat, int(who(update).user_id)):
+        return True
+    who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
+    await update.callback_query.answer(
+        f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track_id}", show_alert=True
+    )
+    return False
+
+
+def instrument_picker(track_id: int, favourite: bool) -> list[list[Button]]:
+    """🎹's choices, two a row, then ◀ Back to the track's buttons (its ⭐ shown as it was)."""
+    picks = [Button(name.capitalize(), f"inst:{track_id}:{name.replace(' ', '_')}") for name in RERENDER_INSTRUMENTS]
+    back = Button("◀ Back", f"inst:{track_id}:{'back_fav' if favourite else 'back'}")
+    return [*(picks[i : i + 2] for i in range(0, len(picks), 2)), [back]]
+
+
+def shows_favourite(update: Update, track_id: int) -> bool:
+    """Whether the keyboard pressed showed the track favourited (★: only ever in a private chat)."""
+    message = update.callback_query.message
+    markup = message.reply_markup if isinstance(message, Message) else None
+    rows = markup.inline_keyboard if markup is not None else ()
+    return any(b.callback_data == f"unfav:{track_id}" for row in rows for b in row)
+
+
+async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🎹 under a track: its keyboard becomes a short instrument picker, and ◀ Back turns it back; a
+    pick renders the same notes on that instrument, a new track in reply, as 🔁 composes one."""
+    query = update.callback_query
+    track_id, choice = INSTRUMENT_DATA.match(query.data or "").groups()  # the handler's pattern matched
+    track_id = int(track_id)
+    if update.effective_chat is None:  # under a message sent inline: there is no chat to post into
+        await query.answer("Open the bot to hear it on another instrument.", show_alert=True)
+        return
+    if choice is None or choice in ("back", "back_fav"):
+        if not await may_compose_here(update, context, track_id):  # the keyboard is everyone's here
+            return
+        await query.answer()
+        if choice is None:
+            markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id)))
+        else:
+            markup = track_keyboard(track_id, track_buttons(track_id, choice == "back_fav"))
+        with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
+            await query.edit_message_reply_markup(markup)
+        return
+    core, ask = core_of(context.application), Rerender(origin(update), track_id, choice.replace("_", " "))
+    await start_under(update, context, track_id, lambda: core.rerender(ask), "🎹 Recording it anew…")
 
 
 async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

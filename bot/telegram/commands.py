@@ -48,7 +48,7 @@ HELP = (
     "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
     "/compose jazz 0.9 60s — the same, shorter\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share,\n"
-    "⋯ More: its MIDI and piano roll.\n\n"
+    "🎹 Instrument: the same notes on another instrument, ⋯ More: its MIDI and piano roll.\n\n"
     "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
     "Reply /continue (or /continue jazz) to a MIDI file to carry it on.\n"
     "In any chat, type @{bot} (or @{bot} jazz) to send one of your favourites.\n"

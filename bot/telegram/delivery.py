@@ -28,6 +28,7 @@ PERFORMER = "Melomania"
 EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
 FAILED = "⚠️ Something went wrong on my side; please try again."
 MORE = "⋯ More"  # under a track: its MIDI and piano roll, sent when pressed
+INSTRUMENT = "🎹 Instrument"  # under a track: a picker of instruments to hear its notes on
 
 
 async def show_action(app: Application, chat_id: int | str, action: str) -> None:
@@ -38,8 +39,8 @@ async def show_action(app: Application, chat_id: int | str, action: str) -> None
 
 
 def track_keyboard(track_id: int, rows: list[list[Button]]) -> InlineKeyboardMarkup:
-    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with ⋯ More."""
-    return keyboard([*rows, [Button(MORE, f"more:{track_id}")]])
+    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with 🎹 Instrument and ⋯ More."""
+    return keyboard([*rows, [Button(INSTRUMENT, f"inst:{track_id}"), Button(MORE, f"more:{track_id}")]])
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:
