@@ -439,7 +439,7 @@ async def test_rate_limits_answer_privately_for_every_composing_action_and_compo
     replies = await env.stub.wait_for_replies(len(refused_for_ada))
     assert len(replies) == len(refused_for_ada)
     assert all(r.startswith("⏳ easy there — you can compose again in ") for r in replies), replies
-    assert all("(1 tracks per 60 s each)" in r for r in replies)
+    assert all("(1 track per 60 s each)" in r for r in replies)
 
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=2))  # the channel's second
     await tracks_shown(env, 2)
@@ -616,7 +616,7 @@ async def test_forgetme_asks_first_then_deletes_everything_of_the_user(env):
     await env.restart()  # the question needs no memory of having been asked
     env.dispatch(env.stub.press("forgetme:confirm", env.stub.answered_message(question)))
     [done] = await env.stub.wait_for("edit_original")
-    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 tracks."
+    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 track."
     assert done.payload["components"] == []  # the buttons are gone with the question
     assert await env.count(User, User.platform_user_id == "1") == 0
     assert await env.count(Track) == 1 and (await env.track(theirs)) is not None

@@ -504,7 +504,7 @@ async def test_favourites_are_listed_and_forgetme_deletes_everything(env):
     assert "Kept everything" in kept.params["text"] and await env.count(Track) == 1
     env.press("forgetme:confirm:1")
     [_, done] = await env.stub.wait_for("editMessageText", count=2)
-    assert "1 tracks" in done.params["text"]
+    assert "1 track." in done.params["text"]
     assert await env.count(Track) == 0 and await env.count(Favorite) == 0
 
 

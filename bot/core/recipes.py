@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from bot.core.requests import Remix, Who
 from bot.grammar import GENRE_NAMES, Compose, UsageError
+from bot.i18n import N_
 from bot.replies import child_temperature
 from generator.params import Overrides
 from generator.vocab import END
@@ -39,6 +40,7 @@ def new_request(
         user_id=who.user_id,
         genre=genre,
         display_name=who.name,
+        locale=who.locale,
         seconds=seconds,
         tokens=tokens,
         sampling=sampling,
@@ -56,7 +58,7 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
     """A /compose command with the user's stored defaults filled in where they typed nothing."""
     genre = cmd.genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+        raise UsageError(N_("which genre? choose one of: {genres} (for example /compose ambient)"), genres=GENRE_NAMES)
     sampling = Overrides(**cmd.sampling)
     if sampling.temperature is None and user.default_temperature is not None:
         sampling = replace(sampling, temperature=user.default_temperature)
@@ -122,7 +124,9 @@ def midi_continue_request(
     the genre they named or their default, and their stored length, temperature and instrument."""
     genre = genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre should it continue in? choose one of: {GENRE_NAMES}, or set a default genre")
+        raise UsageError(
+            N_("which genre should it continue in? choose one of: {genres}, or set a default genre"), genres=GENRE_NAMES
+        )
     sampling = Overrides(temperature=user.default_temperature)
     return new_request(
         who,

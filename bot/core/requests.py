@@ -17,6 +17,7 @@ class Who:
     platform: str
     user_id: str
     name: str = ""
+    locale: str = "en"  # the language the bot answers in (`bot.i18n.language_of` the platform's code)
 
     @property
     def limit_key(self) -> str:
