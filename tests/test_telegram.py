@@ -995,3 +995,75 @@ async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env)
 async def test_an_inline_offset_no_client_of_ours_sends_still_gets_an_answer(env, offset):
     env.stub.queue_update({"update_id": next(env.ids), "inline_query": env.stub.inline("", 1, offset=offset)})
     await env.stub.wait_for("answerInlineQuery")
+
+
+# --- the user's language -----------------------------------------------------------------------
+
+
+async def test_a_russian_speaking_user_is_answered_in_russian(env):
+    """Telegram's language_code picks the texts: the command list, the genre picker, a usage error
+    naming the range, the track's progress, caption and buttons. Command words stay English."""
+    env.stub.languages[1] = "ru"
+    [english, russian] = env.stub.calls_to("setMyCommands")
+    assert "language_code" not in english.params and russian.params["language_code"] == "ru"
+    assert {c["command"]: c["description"] for c in russian.json("commands")}[
+        "genres"
+    ] == "жанры, которые можно заказать"
+    env.send("/compose")
+    [picker] = await env.stub.wait_for("sendMessage")
+    assert picker.params["text"].startswith("🎼 Выберите жанр")
+    assert picker.labels == ["Классика", "Джаз", "Эмбиент", "Поп"]
+    assert picker.buttons == ["compose:classic", "compose:jazz", "compose:calm", "compose:pop"]
+    env.send("/compose jazz temp=5")
+    usage = (await env.stub.wait_for("sendMessage", count=2))[-1]
+    assert usage.params["text"] == "🤔 значение temp должно быть от 0.1 до 2, а не 5 (например, temp=0.9)"
+
+    env.send("/compose ambient len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert env.stub.calls_to("sendMessage")[2].params["text"] == "⏳ В очереди…"
+    track_id = track_id_of(audio)
+    assert audio.params["title"] == f"Эмбиент #{track_id}" and audio.params["caption"].startswith(
+        f"Эмбиент #{track_id}"
+    )
+    labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться", "⋯ Ещё"]
+    assert audio.labels == labels
+    env.press(f"fav:{track_id}")
+    [favourite] = await env.stub.wait_for("answerCallbackQuery")
+    assert favourite.params["text"] == "⭐ Добавлено в избранное"
+
+
+async def test_other_languages_and_none_are_answered_in_english(env):
+    env.stub.languages |= {1: "en", 2: "de"}  # user 3's app sends no language_code
+    for n, user_id in enumerate((1, 2, 3), 1):
+        env.send("/compose jazz temp=5", user_id)
+        [*_, usage] = await env.stub.wait_for("sendMessage", count=n)
+        assert usage.params["text"] == "🤔 temp must be from 0.1 to 2, not 5 (for example temp=0.9)", user_id
+
+
+async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language(tmp_path):
+    """The language travels with the job's request, so a restarted bot delivers the track in the
+    language of whoever asked for it."""
+    stub = BotApiStub().start()
+    stub.languages[1] = "ru-RU"
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    env = Env(stub, db, store, itertools.count(100))
+    try:
+        async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
+            await app.updater.start_polling(timeout=1)
+            env.send("/compose jazz len=5")
+            [progress] = await stub.wait_for("sendMessage")
+            await eventually(lambda: _reply_to(db, 1))
+        assert progress.params["text"] == "⏳ В очереди…"
+        assert (await db.run(lambda s: s.get(Job, 1))).request["locale"] == "ru"
+
+        async with running_bot(stub, db, store) as app:  # a fresh process on the same database
+            await app.updater.start_polling(timeout=1)
+            [audio] = await stub.wait_for("sendAudio", timeout=60)
+        assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
+        edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
+        assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits
+    finally:
+        await db.dispose()
+        stub.stop()
