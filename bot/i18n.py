@@ -16,6 +16,8 @@ To add a string users see:
    and delete their `#, fuzzy` lines.
 4. Nothing to compile (`translator` reads the .po). tests/test_i18n.py fails while a marked string
    is missing from a .po, untranslated or fuzzy, or a translation drops or renames a placeholder.
+A new language: add it to LANGUAGES, `pybabel init -D melomania -i bot/locales/melomania.pot
+-d bot/locales -l <code>` (after `make locales`), and translate its .po.
 """
 
 from __future__ import annotations

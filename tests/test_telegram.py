@@ -95,18 +95,25 @@ async def running_bot(
 
 
 @contextlib.asynccontextmanager
-async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+async def between_starts(tmp_path) -> AsyncIterator[Env]:
+    """The Bot API stub, a database and an artifact store, which outlive the bots started on them
+    (`running_bot`), as across a restart."""
     stub = BotApiStub().start()
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
     try:
-        async with running_bot(stub, db, store, **kw) as app:
-            await app.updater.start_polling(timeout=1)
-            yield Env(stub, db, store, itertools.count(100))
+        yield Env(stub, db, store, itertools.count(100))
     finally:
         await db.dispose()
         stub.stop()
+
+
+@contextlib.asynccontextmanager
+async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+    async with between_starts(tmp_path) as env, running_bot(env.stub, env.db, env.store, **kw) as app:
+        await app.updater.start_polling(timeout=1)
+        yield env
 
 
 @pytest.fixture
@@ -721,12 +728,8 @@ async def test_rate_limits_per_user_and_per_chat_answer_politely(tmp_path):
 
 
 async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tmp_path):
-    stub = BotApiStub().start()
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    await db.create_all()
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    env = Env(stub, db, store, itertools.count(100))
-    try:
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
             request = env.send("/compose ambient len=5")
@@ -760,9 +763,6 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
         states = await db.run(lambda s: s.scalars(select(Job.state).where(Job.id.in_((1, 2)))))
         assert list(states) == [JobState.done, JobState.done]
         assert {a.params["title"].split(" #")[0] for a in audios} == {"Ambient", "Jazz"}
-    finally:
-        await db.dispose()
-        stub.stop()
 
 
 async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_path):
@@ -1043,13 +1043,9 @@ async def test_other_languages_and_none_are_answered_in_english(env):
 async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language(tmp_path):
     """The language travels with the job's request, so a restarted bot delivers the track in the
     language of whoever asked for it."""
-    stub = BotApiStub().start()
-    stub.languages[1] = "ru-RU"
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    await db.create_all()
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    env = Env(stub, db, store, itertools.count(100))
-    try:
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
+        stub.languages[1] = "ru-RU"
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
             env.send("/compose jazz len=5")
@@ -1064,6 +1060,3 @@ async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language
         assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
         edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
         assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits
-    finally:
-        await db.dispose()
-        stub.stop()
