@@ -55,17 +55,10 @@ def settings_text(user: User, saved: bool, t: Translations = ENGLISH) -> str:
     """The defaults; the values stay as they are typed (genre=ambient), in every language."""
     genre = display_name(user.default_genre) if user.default_genre else t.gettext("none (say it each time)")
     temp = f"{user.default_temperature:g}" if user.default_temperature is not None else t.gettext("the genre's preset")
-    text = t.gettext("✅ Saved. Your defaults:") if saved else t.gettext("Your defaults:")
-    return (
-        text
-        + "\n"
-        + t.gettext("genre: {genre}\ntemperature: {temp}\nlength: {seconds} s\ninstrument: {instrument}").format(
-            genre=genre,
-            temp=temp,
-            seconds=user.default_seconds or round(DEFAULT_SECONDS),
-            instrument=user.default_instrument or "piano",
-        )
-    )
+    title = t.gettext("✅ Saved. Your defaults:") if saved else t.gettext("Your defaults:")
+    values = t.gettext("genre: {genre}\ntemperature: {temp}\nlength: {seconds} s\ninstrument: {instrument}")
+    seconds, instrument = user.default_seconds or round(DEFAULT_SECONDS), user.default_instrument or "piano"
+    return f"{title}\n{values.format(genre=genre, temp=temp, seconds=seconds, instrument=instrument)}"
 
 
 NO_TRACK = N_("there is no track #{track_id}")
@@ -189,6 +182,8 @@ class Library:
         they can be sent by file id), up to `most`, reading at most `pages` pages: (those, how
         many matched without an upload, the cursor for more). Looks up only: creates no account."""
 
+        t = translator(who.locale)
+
         async def find(s):
             user = await get_user(s, who.platform, who.user_id)
             found: list[TrackCard] = []
@@ -198,8 +193,7 @@ class Library:
             for _ in range(pages):
                 # ask for exactly what is missing, so the cursor never passes a favourite unseen
                 page = await list_favorites(s, user, most - len(found), cursor)
-                shown_all = (card(track, self.platform, translator(who.locale)) for track in page.items)
-                for shown in filter(matches, shown_all):
+                for shown in filter(matches, (card(track, self.platform, t) for track in page.items)):
                     if shown.file_id:
                         found.append(shown)
                     else:
