@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.i18n import ENGLISH, Translations
+
 
 @dataclass
 class RateLimiter:
@@ -52,18 +54,26 @@ class Limits:
     per_user: RateLimiter = field(default_factory=lambda: RateLimiter(6, 60.0))
     per_chat: RateLimiter = field(default_factory=lambda: RateLimiter(20, 60.0))
 
-    def check(self, user_key: str, chat_key: str | None = None) -> str | None:
+    def check(self, user_key: str, chat_key: str | None = None, t: Translations = ENGLISH) -> str | None:
         """None when allowed (the action is then counted for both), else the message for the
-        user; a refused action counts for neither, so a busy chat does not use up a user's budget."""
+        user, in their language; a refused action counts for neither, so a busy chat does not use
+        up a user's budget."""
         wait = self.per_user.wait(user_key)
         if wait is not None:
-            rule = f"{self.per_user.limit} tracks per {self.per_user.window_s:g} s each"
-            return f"easy there — you can compose again in {max(1, round(wait))} s ({rule})"
+            text = t.gettext("easy there — you can compose again in {wait} s ({rule})")
+            rule = t.ngettext("{n} track per {s} s each", "{n} tracks per {s} s each", self.per_user.limit)
+            return refusal(text, self.per_user, wait, rule)
         if chat_key is not None:
             wait = self.per_chat.wait(chat_key)
             if wait is not None:
-                rule = f"{self.per_chat.limit} tracks per {self.per_chat.window_s:g} s per chat"
-                return f"this chat is composing a lot — try again in {max(1, round(wait))} s ({rule})"
+                text = t.gettext("this chat is composing a lot — try again in {wait} s ({rule})")
+                rule = t.ngettext("{n} track per {s} s per chat", "{n} tracks per {s} s per chat", self.per_chat.limit)
+                return refusal(text, self.per_chat, wait, rule)
             self.per_chat.record(chat_key)
         self.per_user.record(user_key)
         return None
+
+
+def refusal(text: str, limiter: RateLimiter, wait: float, rule: str) -> str:
+    """A refusal's words with its numbers: the whole seconds to wait, and the limit's rule."""
+    return text.format(wait=max(1, round(wait)), rule=rule.format(n=limiter.limit, s=f"{limiter.window_s:g}"))

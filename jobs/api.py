@@ -40,6 +40,7 @@ class ComposeRequest:
     user_id: str
     genre: str
     display_name: str = ""
+    locale: str = "en"  # the asker's language, for the front end's words when it delivers (after a restart too)
     seconds: float | None = 30.0
     tokens: int | None = None
     sampling: Overrides = field(default_factory=Overrides)  # in place of the genre preset's values

@@ -78,6 +78,12 @@ class Call:
         rows = self.payload.get("components") or (self.payload.get("data") or {}).get("components") or []
         return [c["custom_id"] for row in rows for c in row.get("components", [])]
 
+    @property
+    def labels(self) -> list[str]:
+        """The buttons' labels, as `custom_ids` lists them."""
+        rows = self.payload.get("components") or (self.payload.get("data") or {}).get("components") or []
+        return [c.get("label", "") for row in rows for c in row.get("components", [])]
+
 
 class DiscordApiStub:
     def __init__(self) -> None:
@@ -89,6 +95,7 @@ class DiscordApiStub:
         self.on_call: Any = None  # called with each Call as it arrives, before it is answered (in the stub's thread)
         self.reject_token = False  # answer logging in 401, as for a revoked token
         self.close_on_identify: int | None = None  # a gateway close code to answer IDENTIFY with
+        self.locales: dict[int, str] = {}  # user id → their Discord client's language (else en-US)
         self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
         self._lock = threading.Lock()
         self._ids = itertools.count(930000000000000001)
@@ -204,7 +211,7 @@ class DiscordApiStub:
             "type": kind,
             "token": f"token-{iid}",
             "version": 1,
-            "locale": "en-US",
+            "locale": self.locales.get(user_id, "en-US"),
             "app_permissions": str((1 << 51) - 1),
             "attachment_size_limit": 10 * 1024 * 1024,
             "entitlements": [],

@@ -439,7 +439,7 @@ async def test_rate_limits_answer_privately_for_every_composing_action_and_compo
     replies = await env.stub.wait_for_replies(len(refused_for_ada))
     assert len(replies) == len(refused_for_ada)
     assert all(r.startswith("⏳ easy there — you can compose again in ") for r in replies), replies
-    assert all("(1 tracks per 60 s each)" in r for r in replies)
+    assert all("(1 track per 60 s each)" in r for r in replies)
 
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=2))  # the channel's second
     await tracks_shown(env, 2)
@@ -616,7 +616,7 @@ async def test_forgetme_asks_first_then_deletes_everything_of_the_user(env):
     await env.restart()  # the question needs no memory of having been asked
     env.dispatch(env.stub.press("forgetme:confirm", env.stub.answered_message(question)))
     [done] = await env.stub.wait_for("edit_original")
-    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 tracks."
+    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 track."
     assert done.payload["components"] == []  # the buttons are gone with the question
     assert await env.count(User, User.platform_user_id == "1") == 0
     assert await env.count(Track) == 1 and (await env.track(theirs)) is not None
@@ -735,3 +735,71 @@ async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
     )
     replies = await env.stub.wait_for_replies(2)
     assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2
+
+
+# --- the user's language -----------------------------------------------------------------------
+
+RUSSIAN_BUTTONS = [
+    "🔁 Переиграть",
+    "🔥 Горячее",
+    "❄️ Холоднее",
+    "⭐ В избранное",
+    "➕ Продолжить",
+    "📤 Поделиться",
+    "🎛 Ремикс",
+]
+
+
+async def test_a_russian_speaking_user_is_answered_in_russian(env):
+    """interaction.locale picks the texts: a usage error naming the range, the track's embed and
+    buttons, a favourite's answer. The synced commands carry Russian descriptions; their names,
+    options and choices stay the English words people type."""
+    [sync] = env.stub.calls_to("sync")
+    compose = next(c for c in sync.payload["_list"] if c["name"] == "compose")
+    assert compose["description_localizations"] == {"ru": "Сочинить фортепианный трек"}
+    temperature = next(o for o in compose["options"] if o["name"] == "temperature")
+    assert temperature["description"] == "randomness (from 0.1 to 2)"
+    assert temperature["description_localizations"] == {"ru": "случайность (от 0.1 до 2)"}
+    assert not compose.get("name_localizations") and not temperature.get("name_localizations")
+    described = [d for c in sync.payload["_list"] for d in [c, *c.get("options", [])]]
+    russian = [d["description_localizations"]["ru"] for d in described if d.get("description_localizations")]
+    assert len(russian) > 20 and max(map(len, russian)) <= 100  # Discord's most
+
+    env.stub.locales[1] = "ru"
+    env.dispatch(env.stub.command("compose", genre="calm", temperature=5.0))
+    [usage] = await env.stub.wait_for_replies(1)
+    assert usage.startswith("🤔 значение temperature должно быть от 0.1 до 2, а не 5"), usage
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    assert post.payload["embeds"][0]["title"].startswith(f"Эмбиент #{track_id} · ")
+    assert post.labels == RUSSIAN_BUTTONS
+    env.dispatch(env.stub.press(f"fav:{track_id}", message))
+    assert (await env.stub.wait_for_replies(2))[-1] == "⭐ Добавлено в избранное"
+
+
+async def test_a_language_without_a_catalogue_is_answered_in_english(env):
+    env.stub.locales[1] = "de"
+    env.dispatch(env.stub.command("genres"))
+    [genres] = await env.stub.wait_for_replies(1)
+    assert genres.startswith("Genres: classic, jazz, ambient, pop.")
+
+
+async def test_a_job_resumed_after_a_restart_is_posted_in_its_user_s_language(env):
+    await env.client.close()
+    idle = new_runner(env)  # never started: accepts jobs and never composes, like a process that dies
+    env.client = await logged_in(env, idle)
+    env.stub.locales[1] = "ru"
+    env.dispatch(env.stub.command("compose", genre="jazz", seconds=5))
+    await eventually(lambda: env.count(Job))
+    await env.client.close()
+    await idle.stop()
+
+    runner = new_runner(env)
+    await runner.start()  # a fresh process on the same database: no interaction left, only the job
+    try:
+        env.client = await on_gateway(env, runner)
+        [post] = await env.stub.wait_for("channel_message", timeout=60)
+        assert post.payload["embeds"][0]["title"].startswith("Джаз #") and post.labels == RUSSIAN_BUTTONS
+    finally:
+        await env.client.close()
+        await runner.stop()

@@ -96,18 +96,25 @@ async def running_bot(
 
 
 @contextlib.asynccontextmanager
-async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+async def between_starts(tmp_path) -> AsyncIterator[Env]:
+    """The Bot API stub, a database and an artifact store, which outlive the bots started on them
+    (`running_bot`), as across a restart."""
     stub = BotApiStub().start()
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
     try:
-        async with running_bot(stub, db, store, **kw) as app:
-            await app.updater.start_polling(timeout=1)
-            yield Env(stub, db, store, itertools.count(100))
+        yield Env(stub, db, store, itertools.count(100))
     finally:
         await db.dispose()
         stub.stop()
+
+
+@contextlib.asynccontextmanager
+async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+    async with between_starts(tmp_path) as env, running_bot(env.stub, env.db, env.store, **kw) as app:
+        await app.updater.start_polling(timeout=1)
+        yield env
 
 
 @pytest.fixture
@@ -544,7 +551,7 @@ async def test_favourites_are_listed_and_forgetme_deletes_everything(env):
     assert "Kept everything" in kept.params["text"] and await env.count(Track) == 1
     env.press("forgetme:confirm:1")
     [_, done] = await env.stub.wait_for("editMessageText", count=2)
-    assert "1 tracks" in done.params["text"]
+    assert "1 track." in done.params["text"]
     assert await env.count(Track) == 0 and await env.count(Favorite) == 0
 
 
@@ -761,12 +768,8 @@ async def test_rate_limits_per_user_and_per_chat_answer_politely(tmp_path):
 
 
 async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tmp_path):
-    stub = BotApiStub().start()
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    await db.create_all()
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    env = Env(stub, db, store, itertools.count(100))
-    try:
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
             request = env.send("/compose ambient len=5")
@@ -800,9 +803,6 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
         states = await db.run(lambda s: s.scalars(select(Job.state).where(Job.id.in_((1, 2)))))
         assert list(states) == [JobState.done, JobState.done]
         assert {a.params["title"].split(" #")[0] for a in audios} == {"Ambient", "Jazz"}
-    finally:
-        await db.dispose()
-        stub.stop()
 
 
 async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_path):
@@ -1051,3 +1051,68 @@ async def test_in_a_group_only_members_who_may_post_open_the_instrument_picker_o
 async def test_an_inline_offset_no_client_of_ours_sends_still_gets_an_answer(env, offset):
     env.stub.queue_update({"update_id": next(env.ids), "inline_query": env.stub.inline("", 1, offset=offset)})
     await env.stub.wait_for("answerInlineQuery")
+
+
+# --- the user's language -----------------------------------------------------------------------
+
+
+async def test_a_russian_speaking_user_is_answered_in_russian(env):
+    """Telegram's language_code picks the texts: the command list, the genre picker, a usage error
+    naming the range, the track's progress, caption and buttons. Command words stay English."""
+    env.stub.languages[1] = "ru"
+    [english, russian] = env.stub.calls_to("setMyCommands")
+    assert "language_code" not in english.params and russian.params["language_code"] == "ru"
+    assert {c["command"]: c["description"] for c in russian.json("commands")}[
+        "genres"
+    ] == "жанры, которые можно заказать"
+    env.send("/compose")
+    [picker] = await env.stub.wait_for("sendMessage")
+    assert picker.params["text"].startswith("🎼 Выберите жанр")
+    assert picker.labels == ["Классика", "Джаз", "Эмбиент", "Поп"]
+    assert picker.buttons == ["compose:classic", "compose:jazz", "compose:calm", "compose:pop"]
+    env.send("/compose jazz temp=5")
+    usage = (await env.stub.wait_for("sendMessage", count=2))[-1]
+    assert usage.params["text"] == "🤔 значение temp должно быть от 0.1 до 2, а не 5 (например, temp=0.9)"
+
+    env.send("/compose ambient len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert env.stub.calls_to("sendMessage")[2].params["text"] == "⏳ В очереди…"
+    track_id = track_id_of(audio)
+    assert audio.params["title"] == f"Эмбиент #{track_id}" and audio.params["caption"].startswith(
+        f"Эмбиент #{track_id}"
+    )
+    labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться", "⋯ Ещё"]
+    assert audio.labels == labels
+    env.press(f"fav:{track_id}")
+    [favourite] = await env.stub.wait_for("answerCallbackQuery")
+    assert favourite.params["text"] == "⭐ Добавлено в избранное"
+
+
+async def test_other_languages_and_none_are_answered_in_english(env):
+    env.stub.languages |= {1: "en", 2: "de"}  # user 3's app sends no language_code
+    for n, user_id in enumerate((1, 2, 3), 1):
+        env.send("/compose jazz temp=5", user_id)
+        [*_, usage] = await env.stub.wait_for("sendMessage", count=n)
+        assert usage.params["text"] == "🤔 temp must be from 0.1 to 2, not 5 (for example temp=0.9)", user_id
+
+
+async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language(tmp_path):
+    """The language travels with the job's request, so a restarted bot delivers the track in the
+    language of whoever asked for it."""
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
+        stub.languages[1] = "ru-RU"
+        async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
+            await app.updater.start_polling(timeout=1)
+            env.send("/compose jazz len=5")
+            [progress] = await stub.wait_for("sendMessage")
+            await eventually(lambda: _reply_to(db, 1))
+        assert progress.params["text"] == "⏳ В очереди…"
+        assert (await db.run(lambda s: s.get(Job, 1))).request["locale"] == "ru"
+
+        async with running_bot(stub, db, store) as app:  # a fresh process on the same database
+            await app.updater.start_polling(timeout=1)
+            [audio] = await stub.wait_for("sendAudio", timeout=60)
+        assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
+        edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
+        assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.library import card
-from bot.replies import TrackCard, event_line, expired
+from bot.i18n import ENGLISH, PhraseError, Translations, translator
+from bot.replies import EXPIRED, TrackCard, event_line
 from jobs.api import JobBackend, JobEvent
 from storage import ArtifactStore, Database, Track, User
 from storage.jobs import set_reply_to
@@ -28,25 +29,31 @@ log = logging.getLogger(__name__)
 FOLLOW_TIMEOUT_S = 1200.0  # a job the backend never finishes stops being followed
 
 
-class Unavailable(Exception):
+class Unavailable(PhraseError):
     """A track that cannot be sent (its audio expired, or too large here); words for the user."""
 
 
 @dataclass(frozen=True)
 class Pending:
-    """A job of this platform whose ending its user has not seen, and where it goes."""
+    """A job of this platform whose ending its user has not seen, where it goes, and the language
+    its user is answered in."""
 
     job_id: int
     user_id: str
     reply_to: dict[str, Any]
+    locale: str = "en"
 
 
-def progress_of(event: JobEvent) -> str:
-    return event_line(event.kind, event.done, event.total, event.eta_s, event.position, event.reason)
+def progress_of(event: JobEvent, t: Translations = ENGLISH) -> str:
+    return event_line(event.kind, event.done, event.total, event.eta_s, event.position, event.reason, t)
 
 
 async def watch(
-    events: AsyncIterator[JobEvent], show: Callable[[str], Awaitable[None]], interval_s: float, shown: str | None = None
+    events: AsyncIterator[JobEvent],
+    show: Callable[[str], Awaitable[None]],
+    interval_s: float,
+    shown: str | None = None,
+    t: Translations = ENGLISH,
 ) -> JobEvent | None:
     """Show each new progress line (at most one per `interval_s`) until the job ends; returns its
     ending, or None when the events stop without one (it stays undelivered for the next start)."""
@@ -55,7 +62,7 @@ async def watch(
         async for event in events:
             if event.terminal:
                 return event
-            text, now = progress_of(event), time.monotonic()
+            text, now = progress_of(event, t), time.monotonic()
             if text != shown and now - last >= interval_s:
                 await show(text)
                 shown, last = text, now
@@ -107,7 +114,11 @@ class Deliveries:
     async def undelivered(self) -> list[Pending]:
         """This platform's jobs to follow after a start-up, those that know where they go."""
         found = await self.backend.undelivered(self.platform)
-        return [Pending(p.job_id, p.request.user_id, p.request.reply_to) for p in found if p.request.reply_to]
+        return [
+            Pending(p.job_id, p.request.user_id, p.request.reply_to, p.request.locale)
+            for p in found
+            if p.request.reply_to
+        ]
 
     async def set_reply_to(self, job_id: int, reply_to: dict[str, Any]) -> None:
         await self.db.run(lambda s: set_reply_to(s, job_id, reply_to))
@@ -116,9 +127,9 @@ class Deliveries:
         """The receipt: its user has seen how the job ended, so a restart does not deliver it again."""
         await self.backend.delivered(job_id)
 
-    async def finished(self, track_id: int) -> TrackCard:
-        """A job's new track, to deliver."""
-        return card(await self.db.run(lambda s: s.get(Track, track_id)), self.platform)
+    async def finished(self, track_id: int, locale: str = "en") -> TrackCard:
+        """A job's new track, to deliver, captioned in its user's language."""
+        return card(await self.db.run(lambda s: s.get(Track, track_id)), self.platform, translator(locale))
 
     async def share_here(self, track_id: int, chat_id: str, message_id: str | int | None = None) -> None:
         """A delivered track is shared into its chat (before it appears, so that a press the moment
@@ -137,7 +148,7 @@ class Deliveries:
 
     async def audio(self, track: TrackCard) -> bytes:
         if track.mp3_key is None:
-            raise Unavailable(expired(track.track_id))
+            raise Unavailable(EXPIRED, track_id=track.track_id)
         return await self.artifact(track.mp3_key)
 
     async def remember_file_id(self, track_id: int, file_id: str) -> None:

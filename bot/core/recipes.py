@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from bot.core.requests import Remix, Who
 from bot.grammar import GENRE_NAMES, Compose, UsageError, instrument_of
+from bot.i18n import N_
 from bot.replies import child_temperature
 from generator.params import Overrides
 from generator.vocab import END
@@ -40,6 +41,7 @@ def new_request(
         user_id=who.user_id,
         genre=genre,
         display_name=who.name,
+        locale=who.locale,
         seconds=seconds,
         tokens=tokens,
         sampling=sampling,
@@ -58,7 +60,7 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
     """A /compose command with the user's stored defaults filled in where they typed nothing."""
     genre = cmd.genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+        raise UsageError(N_("which genre? choose one of: {genres} (for example /compose ambient)"), genres=GENRE_NAMES)
     sampling = Overrides(**cmd.sampling)
     if sampling.temperature is None and user.default_temperature is not None:
         sampling = replace(sampling, temperature=user.default_temperature)
@@ -110,7 +112,11 @@ def rerender_request(who: Who, key: str, track: Track, instrument: str) -> Compo
     the new track keeps the whole recipe, so that it still composes these notes."""
     instrument = instrument_of(instrument)
     if instrument == track.instrument:
-        raise UsageError(f"track #{track.id} is played on the {instrument} already; pick another instrument")
+        raise UsageError(
+            N_("track #{track_id} is played on the {instrument} already; pick another instrument"),
+            track_id=track.id,
+            instrument=instrument,
+        )
     seconds, tokens = length_of(track)
     return new_request(
         who,
@@ -152,7 +158,9 @@ def midi_continue_request(
     the genre they named or their default, and their stored length, temperature and instrument."""
     genre = genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre should it continue in? choose one of: {GENRE_NAMES}, or set a default genre")
+        raise UsageError(
+            N_("which genre should it continue in? choose one of: {genres}, or set a default genre"), genres=GENRE_NAMES
+        )
     sampling = Overrides(temperature=user.default_temperature)
     return new_request(
         who,

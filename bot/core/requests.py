@@ -17,6 +17,7 @@ class Who:
     platform: str
     user_id: str
     name: str = ""
+    locale: str = "en"  # the language they are answered in: `bot.i18n.language_of` their app's language code
 
     @property
     def limit_key(self) -> str:

@@ -7,11 +7,12 @@ import discord
 from bot.core import Derive, Rerender, SetFavourite, TrackAsk
 from bot.discord.commands import share_view
 from bot.discord.delivery import start_job
-from bot.discord.talk import core_of, may_post_here, origin, say, text_of, withdraw
+from bot.discord.talk import core_of, may_post_here, origin, say, text_of, tr, withdraw
 from bot.discord.views import buttons_view
+from bot.i18n import N_
 from bot.replies import ButtonPress, Reply
 
-NO_POSTING = (
+NO_POSTING = N_(
     "🙅 You can't send messages in this channel, so I won't post a track here for you; "
     "use /compose in a channel where you can post, or in a DM with me."
 )
@@ -21,10 +22,10 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
     """What needs no database (the presser's right to post here) is answered at once; otherwise the
     press is deferred first, as Discord wants within 3 seconds: publicly for a new track, privately
     for an answer only the presser sees (in a DM, ⭐ updates the message itself)."""
-    core, asked = core_of(interaction), origin(interaction)
+    core, asked, t = core_of(interaction), origin(interaction), tr(interaction)
     composes = press.action in ("reroll", "hotter", "cooler", "continue")
     if composes and not may_post_here(interaction):  # the new track would be posted here, as if by them
-        await say(interaction, NO_POSTING)
+        await say(interaction, t.gettext(NO_POSTING))
         return
     dm = interaction.guild_id is None
     if composes:
@@ -37,8 +38,10 @@ async def on_button(interaction: discord.Interaction, press: ButtonPress) -> Non
     if isinstance(track, Reply):
         await (withdraw if composes else say)(interaction, text_of(track))
     elif press.action == "share":
-        text = f"📤 Where should I post #{track.track_id}? (or `/share track:{track.track_id} channel:#…`)"
-        await interaction.followup.send(text, view=share_view(track.track_id), ephemeral=True)
+        text = t.gettext("📤 Where should I post #{track_id}? (or `/share track:{track_id} channel:#…`)")
+        await interaction.followup.send(
+            text.format(track_id=track.track_id), view=share_view(track.track_id, t), ephemeral=True
+        )
     elif press.action in ("fav", "unfav"):  # in a server the buttons are everyone's and show no state
         await toggle_favourite(interaction, track.track_id, press.action == "fav" if dm else None)
     elif press.action == "continue":
@@ -51,7 +54,7 @@ async def toggle_favourite(interaction: discord.Interaction, track_id: int, favo
     """`favourite` None: turn the presser's favourite over (a server's button shows no state)."""
     reply = await core_of(interaction).favourite(SetFavourite(origin(interaction), track_id, favourite))
     if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
-        await interaction.edit_original_response(view=buttons_view(reply.buttons))
+        await interaction.edit_original_response(view=buttons_view(reply.buttons, tr(interaction)))
     await say(interaction, text_of(reply))
 
 
