@@ -1,5 +1,7 @@
 """Jazz lead sheets realised as solo jazz piano: chord symbols, bass, swing, seeds, and the real corpus."""
 
+import io
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -186,6 +188,29 @@ def test_same_seed_same_midi_and_another_seed_another():
     chart = sheet()
     assert notes_of(J.realise(chart, 7)) == notes_of(J.realise(chart, 7))
     assert notes_of(J.realise(chart, 7)) != notes_of(J.realise(chart, 8))
+
+
+def midi_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
+    buffer = io.BytesIO()
+    midi.write(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_realise_with_chords_plays_the_same_midi_and_says_which_chord_sounds_when(seed):
+    chart = sheet()
+    midi, spans = J.realise_with_chords(chart, seed)
+    assert midi_bytes(midi) == midi_bytes(J.realise(chart, seed))
+    spb = seconds_per_beat(midi)
+    assert spans[0][0] == 0.0
+    assert all(a[1] == pytest.approx(b[0]) for a, b in itertools.pairwise(spans))
+    assert spans[-1][1] == pytest.approx(midi.get_end_time(), abs=spb)  # the last chord rings to the end
+    form = [span.chord for span in chart.chords]
+    key = (spans[0][2].root - form[0].root) % 12
+    assert [c.transposed(-key) for _, _, c in spans] == form * (len(spans) // len(form))
+    for start, end, chord in spans[:-1]:
+        assert round((end - start) / spb) in (2, 4)  # CHANGES' durations, in seconds
+        assert chord is not None
 
 
 @pytest.mark.skipif(not ROOT.is_dir(), reason="the jazz lead-sheet corpus is not here")

@@ -609,11 +609,14 @@ def _melody_line(melody: Sequence[MelodyNote], arr: Arrangement) -> list[_Note]:
 
 def _ending(
     notes: dict[str, list[_Note]], tl: _Timeline, arr: Arrangement, bpb: int, improvised: bool, rnd: random.Random
-) -> None:
-    """The last chord rings (a bar at most, and a beat over): bass root, one voicing, a chord tone on top."""
+) -> float | None:
+    """The last chord rings (a bar at most, and a beat over): bass root, one voicing, a chord tone on top.
+
+    Returns the beat the ring ends on, or None where the performance just stops.
+    """
     last = tl.spans[-1]
     if last.chord is None or last.end - last.start > 2 * bpb:
-        return  # a solo that ends over a long vamp just stops with it
+        return None  # a solo that ends over a long vamp just stops with it
     t0, t1 = last.start, last.start + min(last.end - last.start, bpb) + 1.0
     layers = ("bass", "comp", "right") if improvised else ("bass", "comp")
     for layer in layers:
@@ -630,6 +633,7 @@ def _ending(
         pc = chord.root + (2 if plain else chord.third or 5)
         pitch = _nearest(pc, top + 8, top + 1, top + 12)
         notes["right"].append(_Note(t0, t1, pitch, arr.velocity + 4))
+    return t1
 
 
 def _on_grid(t: float) -> bool:
@@ -669,6 +673,30 @@ def _to_midi(notes: list[_Note], arr: Arrangement, beats_per_bar: int, rnd: rand
 
 def realise(sheet: LeadSheet, seed: int) -> pretty_midi.PrettyMIDI:
     """One solo jazz-piano performance of `sheet`; the same seed gives the same MIDI."""
+    return _realisation(sheet, seed)[0]
+
+
+def realise_with_chords(
+    sheet: LeadSheet, seed: int
+) -> tuple[pretty_midi.PrettyMIDI, tuple[tuple[float, float, Chord | None], ...]]:
+    """`realise`'s MIDI (the very same) and the chord it plays when: (start, end, chord) in seconds.
+
+    The spans are the performance's own timeline (intro, choruses, coda, transposed), the ground truth
+    for harmony analysis. Beats are not swung, so a span's edges are exact; the last chord runs to the
+    end of its final ring where there is one. An off-beat comping hit that anticipates the next chord
+    by half a beat still counts as the earlier span, as a listener would hear it.
+    """
+    midi, tempo, tl, ring_end = _realisation(sheet, seed)
+    seconds_per_beat = 60.0 / tempo
+    spans = [(s.start * seconds_per_beat, s.end * seconds_per_beat, s.chord) for s in tl.spans]
+    if ring_end is not None:
+        start, _, chord = spans[-1]
+        spans[-1] = (start, ring_end * seconds_per_beat, chord)
+    return midi, tuple(spans)
+
+
+def _realisation(sheet: LeadSheet, seed: int) -> tuple[pretty_midi.PrettyMIDI, float, _Timeline, float | None]:
+    """The MIDI, its tempo, its chord timeline in beats, and the beat its last ring ends on (None: no ring)."""
     if not sheet.chords:
         raise GeneratorError(f"lead sheet {sheet.id!r} has no chords to realise")
     if sheet.beats_per_bar not in (3, 4):
@@ -685,9 +713,10 @@ def realise(sheet: LeadSheet, seed: int) -> pretty_midi.PrettyMIDI:
             else _improvised_line(tl, choruses, arr, random.Random(f"{seed}:right"))
         ),
     }
-    _ending(notes, tl, arr, sheet.beats_per_bar, not sheet.melody, rnd)
+    ring_end = _ending(notes, tl, arr, sheet.beats_per_bar, not sheet.melody, rnd)
     everything = notes["bass"] + notes["comp"] + notes["right"]
-    return _to_midi(everything, arr, sheet.beats_per_bar, random.Random(f"{seed}:humanise"))
+    midi = _to_midi(everything, arr, sheet.beats_per_bar, random.Random(f"{seed}:humanise"))
+    return midi, arr.tempo, tl, ring_end
 
 
 def realise_corpus(
