@@ -1,7 +1,8 @@
-"""Rendering speed: seconds of audio per wall second for MIDI → MP3, and the end-to-end time of
-`melomania compose ambient --seconds 60` split into generate / synthesize / encode.
+"""Rendering speed: seconds of audio per wall second for MIDI → MP3, the end-to-end time of
+`melomania compose ambient --seconds 60` split into generate / synthesize / encode, and a band
+track's render time against the same piece solo (jazz, pop, ambient; solo and band alternate).
 
-    python bench/render.py [--seconds 60] [--checkpoint PATH]
+    python bench/render.py [--seconds 60] [--checkpoint PATH] [--rounds 3]
 
 Last line: audio_s=… wall_s=… realtime=…
 """
@@ -35,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--checkpoint", help="model for the end-to-end compose (default: the shipped one)")
+    ap.add_argument("--rounds", type=int, default=3, help="solo/band pairs per genre")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +75,26 @@ def main() -> None:
                 f"midi+png {t_write - files.timings.synth_seconds - files.timings.encode_seconds:.2f} s; "
                 f"total {t_gen + t_write:.2f} s for {files.seconds:.1f} s of audio"
             )
+            band_vs_solo(loaded, args.seconds, args.rounds, tmpdir)
     print(f"audio_s={timings.audio_seconds:.1f} wall_s={wall:.2f} realtime={timings.audio_seconds / wall:.1f}")
+
+
+def band_vs_solo(loaded, seconds: float, rounds: int, tmpdir: Path) -> None:
+    """Write (MIDI, roll, MP3) each genre's piece solo and with its band, alternating, and print
+    the median times and their ratio (the band's analysis and arranging included)."""
+    import statistics
+
+    for genre in ("jazz", "pop", "calm"):
+        request = GenerationRequest(genre, preset_sampling(genre, loaded.presets), max_seconds=seconds, seed=7)
+        (piece,) = compose(loaded.model, [request])
+        times: dict[str, list[float]] = {"solo": [], "band": []}
+        for _ in range(rounds):
+            for arrangement in ("solo", "band"):
+                t0 = time.perf_counter()
+                write_track(piece.tokens, tmpdir / f"{genre}-{arrangement}", Tags("bench", genre), seed=7, arrangement=arrangement)
+                times[arrangement].append(time.perf_counter() - t0)
+        solo, band = statistics.median(times["solo"]), statistics.median(times["band"])
+        print(f"band vs solo, {genre} {seconds:g} s: solo {solo:.2f} s, band {band:.2f} s, ratio {band / solo:.2f}")
 
 
 if __name__ == "__main__":

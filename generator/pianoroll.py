@@ -2,6 +2,8 @@
 
 Time runs left to right in seconds, pitch bottom to top with every C labelled, colour is loudness
 (the legend at the top right), and a dashed line marks where a primer ends and the model takes over.
+A band's parts (`Layer`) are drawn under the piano, one colour each and named in the legend; drum
+hits go on a strip along the bottom, since their keys are not pitches.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ TEXT = (205, 210, 222)
 DIM_TEXT = (140, 146, 162)
 PRIMER = (250, 225, 90)  # no note colour is yellow, so the mark never hides among the notes
 LOW, HIGH = (70, 110, 220), (255, 140, 80)  # colour for soft → loud notes
+PART_COLOURS = ((80, 200, 130), (185, 120, 235), (70, 200, 215), (235, 110, 160))  # never the piano's ramp
+DRUM_COLOUR = (175, 180, 195)
 SOFT, LOUD = 30, 100  # the velocities postprocess.clip_velocities keeps a piece within
 
 # Sizes are for the default 960×400 and scale with the image: at 400 px wide in a chat the labels
@@ -85,6 +89,15 @@ def octave_name(pitch: int) -> str:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A band part under the piano: its name for the legend and its notes on the tick grid."""
+
+    name: str
+    notes: Sequence[Note]
+    drums: bool = False
+
+
+@dataclass(frozen=True)
 class _Frame:
     left: int
     top: int
@@ -109,8 +122,10 @@ def piano_roll(
     *,
     title: str | None = None,
     primer_end: float | None = None,
+    parts: Sequence[Layer] = (),
 ) -> Image.Image:
-    """The piece as an RGB image; `primer_end` (seconds) marks where a primer ends."""
+    """The piece as an RGB image; `primer_end` (seconds) marks where a primer ends; `parts` are a
+    band's, drawn under the piano."""
     scale = min(width / BASE_WIDTH, height / BASE_HEIGHT)
     font, title_font = _font(max(8, round(FONT_PX * scale))), _font(max(9, round(TITLE_PX * scale)), bold=True)
     pad = max(2, round(8 * scale))
@@ -120,10 +135,11 @@ def piano_roll(
     img = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(img)
 
-    seconds = max((n.end for n in notes), default=0) * V.TICK_SECONDS
+    pitched = [n for layer in parts if not layer.drums for n in layer.notes]
+    seconds = max((n.end for n in [*notes, *pitched]), default=0) * V.TICK_SECONDS
     seconds = seconds if seconds > 0 else EMPTY_SECONDS
-    lo = min([n.pitch - 2 for n in notes] + [DEFAULT_RANGE[0]])
-    hi = max([n.pitch + 2 for n in notes] + [DEFAULT_RANGE[1]])
+    lo = min([n.pitch - 2 for n in [*notes, *pitched]] + [DEFAULT_RANGE[0]])
+    hi = max([n.pitch + 2 for n in [*notes, *pitched]] + [DEFAULT_RANGE[1]])
     lo, hi = max(lo, 0), min(hi, 127)
     top = max(title_font.getbbox("Ag")[3], text_h) + 2 * pad
     f = _Frame(label_w, top, width - pad * 2, height - text_h - 2 * pad - max(2, round(6 * scale)), seconds, lo, hi)
@@ -151,6 +167,20 @@ def piano_roll(
         anchor = "ma" if x + font.getlength(label) / 2 <= width else "ra"  # the last label stays inside
         draw.text((x, f.bottom + tick_len + 1), label, font=font, fill=TEXT, anchor=anchor)
     draw.line([(f.left, f.bottom), (f.right - 1, f.bottom)], fill=DIM_TEXT)
+
+    swatches = []  # (name, colour) for the legend
+    for k, layer in enumerate(parts):
+        colour = DRUM_COLOUR if layer.drums else PART_COLOURS[k % len(PART_COLOURS)]
+        swatches.append((layer.name.lower(), colour))
+        for n in layer.notes:
+            x0 = round(f.x(n.start * V.TICK_SECONDS))
+            if layer.drums:  # a short mark on the bottom strip, taller for louder hits
+                h = max(2, round(row * (1 + 2 * n.velocity / 127)))
+                draw.line([(x0, f.bottom - 2), (x0, f.bottom - 2 - h)], fill=colour)
+                continue
+            x1 = max(round(f.x(n.end * V.TICK_SECONDS)) - 1, x0 + 1)
+            y0 = round(f.y(n.pitch))
+            draw.rectangle([x0, y0, x1, max(round(f.y(n.pitch) + row) - 1, y0)], fill=colour)
 
     # Loud notes drawn last, on top of the soft ones they overlap.
     for n in sorted(notes, key=lambda n: n.velocity):
@@ -184,6 +214,14 @@ def piano_roll(
     draw.text((ramp_left - pad, mid), "soft", font=font, fill=DIM_TEXT, anchor="rm")
     draw.text((ramp_right + pad, mid), "loud", font=font, fill=DIM_TEXT, anchor="lm")
     legend_left = ramp_left - pad - font.getlength("soft")
+    if swatches:  # "piano" names the ramp; each part gets a square of its colour
+        draw.text((legend_left - pad, mid), "piano", font=font, fill=DIM_TEXT, anchor="rm")
+        legend_left -= pad + font.getlength("piano")
+        for name, colour in reversed(swatches):
+            legend_left -= 2 * pad
+            draw.text((legend_left, mid), name, font=font, fill=DIM_TEXT, anchor="rm")
+            legend_left -= font.getlength(name) + pad + ramp_h
+            draw.rectangle([legend_left, mid - ramp_h / 2, legend_left + ramp_h, mid + ramp_h / 2], fill=colour)
 
     if title:
         room = legend_left - 3 * pad
@@ -199,5 +237,6 @@ def write_piano_roll(
     *,
     title: str | None = None,
     primer_end: float | None = None,
+    parts: Sequence[Layer] = (),
 ) -> None:
-    piano_roll(notes, title=title, primer_end=primer_end).save(path, format="PNG", optimize=True)
+    piano_roll(notes, title=title, primer_end=primer_end, parts=parts).save(path, format="PNG", optimize=True)

@@ -15,7 +15,8 @@ from .controls import ATTRIBUTES as CONTROLS
 from .controls import parse_level
 from .errors import GeneratorError
 from .params import GenerationRequest, SamplingParams
-from .pianoroll import clock, write_piano_roll
+from .arrange import band_midi_of, check_arrangement
+from .pianoroll import Layer, clock, write_piano_roll
 from .postprocess import is_degenerate, postprocess, remove_long_pauses
 from .render import RenderTimings, Tags, render_midi_file
 from .tokenizer import Note, decode_notes, duration_seconds, notes_to_midi
@@ -44,6 +45,7 @@ class Recipe:
     instrument: str = "piano"
     primer_seconds: float | None = None  # only this many seconds of the primer were continued
     primer_from: str = "end"  # taken from the primer's "start" or "end"
+    arrangement: str = "solo"  # or "band" (generator.arrange); recipes from before it were solo
 
     @classmethod
     def of(
@@ -55,6 +57,7 @@ class Recipe:
         primer: str | None = None,
         primer_seconds: float | None = None,
         primer_from: str = "end",
+        arrangement: str = "solo",
     ) -> Recipe:
         assert request.seed is not None, "a recipe needs the seed that was used"
         return cls(
@@ -69,6 +72,7 @@ class Recipe:
             instrument,
             primer_seconds,
             primer_from,
+            check_arrangement(arrangement),
         )
 
     def summary(self) -> str:
@@ -92,6 +96,8 @@ class Recipe:
             *(f"{name}={level}" for name, level in s.controls.as_dict().items()),
             f"instrument={shlex.quote(self.instrument)}",
         ]
+        if self.arrangement != "solo":  # a solo recipe reads as it did before band mode
+            parts.append(f"arrangement={self.arrangement}")
         if self.primer:
             parts.append(f"primer={shlex.quote(self.primer)}")
             if self.primer_seconds is not None:
@@ -147,6 +153,7 @@ class Recipe:
             instrument=values.get("instrument", "piano"),
             primer_seconds=number("primer_seconds") if "primer_seconds" in values else None,
             primer_from=values.get("primer_from", "end"),
+            arrangement=_recipe_arrangement(values.get("arrangement", "solo")),
         )
 
     def as_dict(self) -> dict:
@@ -174,10 +181,18 @@ RECIPE_KEYS = (
     *SAMPLING_KEYS,
     *CONTROLS,
     "instrument",
+    "arrangement",
     "primer",
     "primer_seconds",
     "primer_from",
 )
+
+
+def _recipe_arrangement(value: str) -> str:
+    try:
+        return check_arrangement(value)
+    except GeneratorError as exc:
+        raise RecipeError(f"recipe {exc}") from None
 
 
 def exact(x: float) -> str:
@@ -241,21 +256,34 @@ def write_track(
     *,
     seed: int | None = None,
     primer_until: int | None = None,
+    arrangement: str = "solo",
 ) -> TrackFiles:
     """Clean the piece up as the reference does, then write stem.mid, stem.png and stem.mp3.
 
-    `seed` goes in the piano roll's title; `primer_until` is where in `tokens` a primer ends (the
-    first composed token), marked on the roll."""
+    `seed` goes in the piano roll's title and seeds a band's choices; `primer_until` is where in
+    `tokens` a primer ends (the first composed token), marked on the roll; `arrangement` "band"
+    adds the genre's band (`generator.arrange`) around the piano."""
     stem = Path(stem)
     tokens = list(tokens)
     notes = decode_notes(postprocess(tokens))
-    midi = notes_to_midi(notes, program=program)
     mid, png, mp3 = stem.with_suffix(".mid"), stem.with_suffix(".png"), stem.with_suffix(".mp3")
+    layers: list[Layer] = []
+    if check_arrangement(arrangement) == "band":
+        midi = band_midi_of(notes, tags.genre, seed or 0, program)
+        layers = [Layer(i.name, [_on_grid(n) for n in i.notes], i.is_drum) for i in midi.instruments[1:]]
+    else:
+        midi = notes_to_midi(notes, program=program)
     midi.write(str(mid))
     primer_end = duration_seconds(remove_long_pauses(tokens[:primer_until])) if primer_until else None
-    write_piano_roll(notes, png, title=roll_title(tags, notes, seed), primer_end=primer_end)
+    write_piano_roll(notes, png, title=roll_title(tags, notes, seed), primer_end=primer_end, parts=layers)
     timings = render_midi_file(mid, mp3, tags, soundfont=soundfont)
     return TrackFiles(mp3, mid, png, timings.audio_seconds, len(notes), timings)
+
+
+def _on_grid(n) -> Note:
+    """A pretty_midi note of a band part as the piano roll draws notes, on the tick grid."""
+    start = round(n.start / V.TICK_SECONDS)
+    return Note(start, max(round(n.end / V.TICK_SECONDS), start + 1), n.pitch, n.velocity)
 
 
 def roll_title(tags: Tags, notes: Sequence[Note], seed: int | None = None) -> str:
@@ -285,10 +313,13 @@ def render_track(
     *,
     seed: int | None = None,
     primer_until: int | None = None,
+    arrangement: str = "solo",
 ) -> RenderedTrack:
     """`write_track` into a scratch directory that is gone when this returns."""
     with tempfile.TemporaryDirectory(prefix="melomania-track-") as tmp:
-        files = write_track(tokens, Path(tmp) / "track", tags, program, soundfont, seed=seed, primer_until=primer_until)
+        files = write_track(
+            tokens, Path(tmp) / "track", tags, program, soundfont, seed=seed, primer_until=primer_until, arrangement=arrangement
+        )
         return RenderedTrack(
             files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes(), files.seconds, files.notes
         )

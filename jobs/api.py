@@ -46,6 +46,7 @@ class ComposeRequest:
     sampling: Overrides = field(default_factory=Overrides)  # in place of the genre preset's values
     seed: int | None = None
     instrument: str = "piano"
+    arrangement: str | None = None  # "solo" or "band"; None: the genre's own (generator.arrange)
     primer: tuple[int, ...] = ()
     primer_ref: str | None = None
     parent_track_id: int | None = None
@@ -63,6 +64,13 @@ class ComposeRequest:
         if isinstance(self.render, Mapping):  # as stored
             piece = Piece(tuple(self.render["tokens"]), self.render["model"], self.render["checkpoint_sha256"])
             object.__setattr__(self, "render", piece)
+
+    @property
+    def arranged(self) -> str:
+        """The arrangement this request renders with: the one asked for, or its genre's."""
+        from generator.arrange import check_arrangement, default_arrangement
+
+        return check_arrangement(self.arrangement) if self.arrangement else default_arrangement(self.genre)
 
     def generation_request(
         self, presets: Mapping[str, SamplingParams] | None = None, controls: bool = True

@@ -640,7 +640,9 @@ class InProcessRunner(StoredDeliveries):
         assert self.loaded is not None  # a job renders only after start() loaded the model
         piece = compose.render
         composer = (piece.model, piece.checkpoint_sha256) if piece else (self.loaded.name, self.loaded.sha256)
-        recipe = Recipe.of(request, *composer, instrument=compose.instrument, primer=compose.primer_ref)
+        recipe = Recipe.of(
+            request, *composer, instrument=compose.instrument, primer=compose.primer_ref, arrangement=compose.arranged
+        )
         title = track_title(request.genre, job_id)
         files = await self._render_pool.render(
             tokens,
@@ -648,6 +650,7 @@ class InProcessRunner(StoredDeliveries):
             instrument_program(compose.instrument),
             seed=recipe.seed,
             primer_until=prompt_length if request.primer else None,
+            arrangement=recipe.arrangement,
         )
         new = NewTrack(
             genre=recipe.genre,
@@ -660,6 +663,7 @@ class InProcessRunner(StoredDeliveries):
             max_new_tokens=request.max_new_tokens,
             primer_ref=compose.primer_ref,
             instrument=compose.instrument,
+            arrangement=recipe.arrangement,
             parent_id=compose.parent_track_id,
             lineage=compose.lineage,
             duration_s=files.seconds,

@@ -158,11 +158,12 @@ class RenderPool:
         program: int = 0,
         seed: int | None = None,
         primer_until: int | None = None,
+        arrangement: str = "solo",
     ) -> RenderedTrack:
         """Render in a process; `seed` and `primer_until` (the tokens up to the primer's end) label
-        the piano roll."""
+        the piano roll, and `seed` makes a band's choices (`arrangement` "band")."""
         loop = asyncio.get_running_loop()
-        labelled = partial(render_track, seed=seed, primer_until=primer_until)
+        labelled = partial(render_track, seed=seed, primer_until=primer_until, arrangement=arrangement)
         args = (labelled, list(tokens), tags, program, self.soundfont)
         pool = self._pool
         try:

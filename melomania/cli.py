@@ -180,6 +180,13 @@ def compose(
     polyphony: Annotated[str | None, typer.Option(help="notes at once: very-low … very-high (or thin, thick)")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same piece", show_default="random")] = None,
     instrument: Annotated[str, typer.Option(help="piano, electric piano, strings, pad, vibraphone, …")] = "piano",
+    arrangement: Annotated[
+        str | None,
+        typer.Option(
+            help="'solo' piano or 'band': the genre's bass, drums or pads around it",
+            show_default="band for jazz, ambient and pop; solo for classic",
+        ),
+    ] = None,
     primer: Annotated[Path | None, typer.Option(help="a MIDI file to continue")] = None,
     primer_seconds: Annotated[
         float | None, typer.Option(help="use only this many seconds of the primer", show_default="all of it")
@@ -231,6 +238,7 @@ def compose(
                 polyphony = from_recipe.get("polyphony", polyphony)
                 seed = seed if given(ctx, "seed") else wanted.seed
                 instrument = instrument if given(ctx, "instrument") else wanted.instrument
+                arrangement = arrangement if given(ctx, "arrangement") else wanted.arrangement
                 if not given(ctx, "primer"):
                     primer = Path(wanted.primer) if wanted.primer else None
                     primer_seconds = primer_seconds if given(ctx, "primer_seconds") else wanted.primer_seconds
@@ -259,6 +267,7 @@ def compose(
                 ),
                 seed=seed,
                 instrument=instrument,
+                arrangement=arrangement,
                 primer=primer,
                 primer_seconds=primer_seconds,
                 primer_from=primer_from,
@@ -279,6 +288,7 @@ def compose_tracks(
     overrides: dict,
     seed: int | None,
     instrument: str,
+    arrangement: str | None,
     primer: Path | None,
     primer_seconds: float | None,
     primer_from: str,
@@ -292,6 +302,7 @@ def compose_tracks(
     digest a recipe was composed with, checked against the loaded model ('' for none)."""
     import os
 
+    from generator.arrange import check_arrangement, default_arrangement
     from generator.decoding import decoding_threads
     from generator.tokenizer import primer_tokens
     from generator.track import Recipe, track_title, write_track
@@ -311,6 +322,7 @@ def compose_tracks(
     if primer_from not in ("start", "end"):
         fail(f"--primer-from must be 'start' or 'end', got {primer_from!r}")
     program = instrument_program(instrument)
+    arrangement = check_arrangement(arrangement) if arrangement is not None else default_arrangement(genre)
     for name in ("density", "loudness", "polyphony"):
         overrides[name] = parse_level(name, overrides[name])
     wanted = Overrides(**overrides)
@@ -377,6 +389,7 @@ def compose_tracks(
             primer=str(primer) if primer else None,
             primer_seconds=primer_seconds if primer else None,
             primer_from=primer_from,
+            arrangement=arrangement,
         )
         title = track_title(genre, r.seed)
         stem = folder / f"{V.display_name(genre)}-{r.seed}"
@@ -389,6 +402,7 @@ def compose_tracks(
                 soundfont,
                 seed=r.seed,
                 primer_until=len(piece.tokens) - len(piece.new_tokens) if r.primer else None,
+                arrangement=arrangement,
             )
         out.print(f"[bold green]♪ {escape(title)}[/]  {files.seconds:.1f} s, {files.notes} notes")
         out.print(f"  mp3  {files.mp3}\n  midi {files.midi}\n  png  {files.png}", highlight=False)

@@ -102,6 +102,7 @@ class Track(Base):
     max_new_tokens: Mapped[int | None]
     primer_ref: Mapped[str | None] = mapped_column(String(256))
     instrument: Mapped[str] = mapped_column(String(32), default="piano")
+    arrangement: Mapped[str] = mapped_column(String(8), default="solo", server_default="solo")  # or band
     # the result
     status: Mapped[TrackStatus] = mapped_column(_enum(TrackStatus), default=TrackStatus.ready)
     duration_s: Mapped[float] = mapped_column(default=0.0)

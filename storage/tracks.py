@@ -40,6 +40,7 @@ class NewTrack:
     max_new_tokens: int | None = None
     primer_ref: str | None = None
     instrument: str = "piano"
+    arrangement: str = "solo"
     parent_id: int | None = None
     lineage: str | None = None
     duration_s: float = 0.0

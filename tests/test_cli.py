@@ -103,6 +103,7 @@ def test_primer_is_continued(env):
         (("compose", "jazz", "--primer", "missing.mid"), ("cannot read MIDI file",)),
         (("compose", "jazz", "--instrument", "kazoo"), ("unknown instrument 'kazoo'",)),
         (("compose", "jazz", "--count", "99"), ("--count must be from 1 to 16",)),
+        (("compose", "jazz", "--arrangement", "duet"), ("arrangement must be one of solo, band", "'duet'")),
     ],
 )
 def test_bad_input_is_one_line_with_the_fix(env, args, fragments):
@@ -389,6 +390,19 @@ def test_the_printed_recipe_composes_the_same_track_again(env):
     changed = run("compose", "--recipe", recipe, "--seed", "6", "--out", "c")
     assert changed.exit_code == 0, changed.output
     assert printed_recipe(changed.output) == recipe.replace("seed=5", "seed=6")
+
+
+def test_arrangement_defaults_to_the_genre_s_and_band_writes_a_part_per_track(env):
+    import mido
+
+    solo = run("compose", "classic", "--seconds", "4", "--seed", "3", "--out", "solo")
+    band = run("compose", "classic", "--seconds", "4", "--seed", "3", "--arrangement", "band", "--out", "band")
+    assert solo.exit_code == 0 and band.exit_code == 0, solo.output + band.output
+    assert "arrangement" not in printed_recipe(solo.output)  # classic plays solo unless asked
+    assert "arrangement=band" in printed_recipe(band.output)
+    (a,), (b,) = (env / "solo").glob("*.mid"), (env / "band").glob("*.mid")
+    names = lambda path: [t.name for t in mido.MidiFile(path).tracks if t.name]
+    assert names(a) == ["piano"] and names(b)[:2] == ["Piano", "Strings"]
 
 
 def test_a_recipe_from_another_model_or_garbled_is_one_line(env, tmp_path):

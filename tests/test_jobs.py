@@ -671,3 +671,31 @@ async def test_a_job_another_worker_started_again_is_let_go_without_a_word(env):
         await runner.stop()
     assert again[-1].kind == "done" and await count(db, Track) == 1
     assert (await db.run(lambda s: s.get(Job, job.id))).attempts == 3
+
+
+async def test_the_arrangement_is_settled_when_admitted_and_kept_with_the_track(env):
+    """A request without one plays its genre's (ambient: band); the settled choice is stored with
+    the job, names the track's arrangement and its recipe, and the MIDI holds one track per part."""
+    import io
+
+    import mido
+
+    db, store = env
+    piece = Piece(PIECE, "m", "a" * 64)
+    runner = InProcessRunner(db, store, silent_model, RunnerSettings())
+    await runner.start()
+    try:
+        asked = [
+            req(user, genre="calm", render=piece, lineage="instrument", arrangement=arrangement)
+            for user, arrangement in (("u1", None), ("u2", "solo"))
+        ]
+        ids = [await runner.submit(r) for r in asked]
+        results = await asyncio.gather(*(collect(runner, i) for i in ids))
+    finally:
+        await runner.stop()
+    tracks = [await db.run(lambda s, e=events[-1]: s.get(Track, e.track_id)) for events in results]
+    jobs = [await db.run(lambda s, i=i: s.get(Job, i)) for i in ids]
+    assert [t.arrangement for t in tracks] == ["band", "solo"]
+    assert [j.request["arrangement"] for j in jobs] == ["band", "solo"]
+    parts = [[t.name for t in mido.MidiFile(file=io.BytesIO(store.get(t.midi_key))).tracks] for t in tracks]
+    assert {"Piano", "Pad", "Drone"} <= set(parts[0]) and "Pad" not in parts[1]
