@@ -237,3 +237,6 @@ class WorkerSettings:
     max_jobs = MAX_JOBS
     job_timeout = JOB_TIMEOUT_S
     keep_result = 60
+    # arq refreshes a health key this often (its expiry a second later): `melomania worker --check`
+    # reads it, so a container's health check sees a stalled worker within a minute
+    health_check_interval = 30

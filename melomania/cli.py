@@ -707,7 +707,11 @@ def build_kernel() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 0 if a worker on this Redis is alive (for health checks), else 1")
+    ] = False,
+) -> None:
     """Run a generator worker: pull compose jobs from Redis (MELOMANIA_REDIS_URL), batch, render, store."""
     import logging
 
@@ -718,6 +722,14 @@ def worker() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    if check:
+        import asyncio
+
+        from arq.worker import async_check_health
+
+        url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        check_redis(url)
+        raise typer.Exit(asyncio.run(async_check_health(RedisSettings.from_dsn(url))))
     checkpoint = settings.checkpoint_path()
     if checkpoint is None:
         fail("no model checkpoint configured; set MELOMANIA_CHECKPOINT")

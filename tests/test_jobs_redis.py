@@ -278,3 +278,27 @@ async def test_a_job_whose_workers_kept_dying_before_it_started_is_failed_for_it
     events = await listener
     assert events[-1].kind == "failed" and "several times" in events[-1].reason
     assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed
+
+
+async def test_worker_check_says_whether_a_worker_is_alive(setup, redis_url):
+    """`melomania worker --check`, a container's health check: 1 while no worker runs, 0 once one
+    has started, 1 again once it has stopped (arq's health key expires)."""
+    import asyncio
+
+    _, _, start_worker = setup
+    env = {**os.environ, "MELOMANIA_REDIS_URL": redis_url}
+
+    def check() -> int:
+        return subprocess.run([sys.executable, "-m", "melomania.cli", "worker", "--check"], env=env).returncode
+
+    assert check() == 1
+    proc = start_worker()
+    for _ in range(120):
+        if check() == 0:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the worker never reported itself alive")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert check() == 1  # arq deletes its health key on a clean shutdown
