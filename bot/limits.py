@@ -20,19 +20,21 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _hits: dict[str, deque[float]] = field(default_factory=dict, repr=False)
 
-    def wait(self, key: str) -> float | None:
-        """Seconds until `key` may act again, or None if it may now; records nothing."""
+    def wait(self, key: str, cost: int = 1) -> float | None:
+        """Seconds until `key` may take `cost` more actions (at most `limit`), or None if it may
+        now; records nothing."""
         now = self.clock()
         hits = self._hits.get(key)
         while hits and now - hits[0] >= self.window_s:
             hits.popleft()
-        if hits and len(hits) >= self.limit:
-            return self.window_s - (now - hits[0])
+        over = len(hits or ()) + cost - self.limit
+        if over > 0:  # the oldest `over` hits must leave the window first
+            return self.window_s - (now - hits[over - 1])
         return None
 
-    def record(self, key: str) -> None:
+    def record(self, key: str, cost: int = 1) -> None:
         now = self.clock()
-        self._hits.setdefault(key, deque()).append(now)
+        self._hits.setdefault(key, deque()).extend([now] * cost)
         if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] < self.window_s}
 
@@ -52,18 +54,20 @@ class Limits:
     per_user: RateLimiter = field(default_factory=lambda: RateLimiter(6, 60.0))
     per_chat: RateLimiter = field(default_factory=lambda: RateLimiter(20, 60.0))
 
-    def check(self, user_key: str, chat_key: str | None = None) -> str | None:
-        """None when allowed (the action is then counted for both), else the message for the
-        user; a refused action counts for neither, so a busy chat does not use up a user's budget."""
-        wait = self.per_user.wait(user_key)
-        if wait is not None:
-            rule = f"{self.per_user.limit} tracks per {self.per_user.window_s:g} s each"
-            return f"easy there — you can compose again in {max(1, round(wait))} s ({rule})"
+    def check(self, user_key: str, chat_key: str | None = None, cost: int = 1) -> str | None:
+        """None when `cost` tracks are allowed (several candidates cost one each; they are then
+        counted for both), else the message for the user; a refused action counts for neither, so
+        a busy chat does not use up a user's budget."""
+        rules = [(self.per_user, user_key, "each", "easy there — you can compose again in")]
         if chat_key is not None:
-            wait = self.per_chat.wait(chat_key)
+            rules.append((self.per_chat, chat_key, "per chat", "this chat is composing a lot — try again in"))
+        for limiter, key, per, wait_text in rules:
+            rule = f"{limiter.limit} tracks per {limiter.window_s:g} s {per}"
+            if cost > limiter.limit:  # no wait would make them fit
+                return f"that's {cost} tracks at once, more than I compose ({rule}); ask for fewer"
+            wait = limiter.wait(key, cost)
             if wait is not None:
-                rule = f"{self.per_chat.limit} tracks per {self.per_chat.window_s:g} s per chat"
-                return f"this chat is composing a lot — try again in {max(1, round(wait))} s ({rule})"
-            self.per_chat.record(chat_key)
-        self.per_user.record(user_key)
+                return f"{wait_text} {max(1, round(wait))} s ({rule})"
+        for limiter, key, _, _ in rules:
+            limiter.record(key, cost)
         return None

@@ -24,6 +24,7 @@ from telegram_stub import BOT_USERNAME, BotApiStub
 
 from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
+from bot.replies import PICK_ONE
 from bot.telegram import build_application, webhook_from
 from generator import vocab as V
 from jobs.api import ComposeRequest
@@ -258,6 +259,55 @@ async def test_reroll_composes_the_same_recipe_at_a_new_seed(env):
     assert child.lineage == "reroll" and child.parent_id == parent_id and child.genre == "calm"
     assert child.seed != parent.seed == 11
     assert child.sampling == parent.sampling  # temperature 0.8 and everything else kept
+
+
+async def test_count_sends_the_candidates_as_one_album_and_a_picker_and_keeping_one_leaves_its_track(env):
+    request = env.send("/compose ambient len=5 count=3")
+    env.stub.queue_update(request)  # delivered again: still three candidates, once
+    [album] = await env.stub.wait_for("sendMediaGroup", timeout=90)
+    [picker] = await env.stub.wait_for("sendMessage", text=PICK_ONE)
+    media = album.json("media")
+    assert [m["type"] for m in media] == ["audio"] * 3
+    assert [m["caption"].split(" · ")[0] for m in media] == ["1", "2", "3"]
+    ids = [int(data.split(":")[1]) for data in picker.buttons]
+    assert picker.buttons == [f"keep:{t}:{sent['message_id']}" for t, sent in zip(ids, album.result)]
+    assert all(m["caption"].startswith(f"{n} · Ambient #{t} · 0:0") for n, (m, t) in enumerate(zip(media, ids), 1))
+    assert len({(await env.track(t)).seed for t in ids}) == 3
+    assert album.replied_to == picker.replied_to == request["message"]["message_id"]
+    progress = [c for c in env.stub.calls_to("sendMessage") if c.params["text"].startswith("⏳")]
+    assert len(progress) == 1  # one progress message for the group
+    assert all(
+        e.params["message_id"] == str(progress[0].result["message_id"]) for e in env.stub.calls_to("editMessageText")
+    )
+    [deleted] = await env.stub.wait_for("deleteMessage")
+    assert deleted.params["message_id"] == str(progress[0].result["message_id"])
+    await asyncio.sleep(0.3)
+    assert not env.stub.calls_to("sendAudio") and len(env.stub.calls_to("sendMediaGroup")) == 1
+    assert env.stub.live_messages("1") == [album] * 3 + [picker]
+    assert await env.count(Job) == await env.count(Track) == 3
+
+    under = private(picker) | {"reply_to_message": request["message"]}
+    env.press(picker.buttons[1], user_id=2, under=under)  # someone else's pick
+    [refused] = await env.stub.wait_for("answerCallbackQuery")
+    assert refused.params["text"] == "🤔 only the person who asked for these can pick one"
+    env.press(picker.buttons[1], under=under)
+    [kept] = await env.stub.wait_for("sendAudio")
+    assert track_id_of(kept) == ids[1] and kept.replied_to == request["message"]["message_id"]
+    assert kept.params["audio"] == album.result[1]["audio"]["file_id"]  # sent again by file id, no upload
+    [gone] = await env.stub.wait_for("deleteMessages")
+    assert gone.json("message_ids") == [sent["message_id"] for sent in album.result] + [picker.result["message_id"]]
+    assert env.stub.live_messages("1") == [kept]  # one track message left
+    env.send("/history")
+    page = (await env.stub.wait_for("sendMessage", count=3))[-1]
+    assert all(f"#{t} Ambient" in page.params["text"] for t in ids)  # the others stay in history
+
+
+async def test_count_out_of_range_is_refused_naming_the_range(env):
+    for n, count in enumerate((5, 0), 1):
+        env.send(f"/compose ambient count={count}")
+        said = (await env.stub.wait_for("sendMessage", count=n))[-1]
+        assert said.params["text"] == f"🤔 count must be from 1 to 4, not {count} (for example count=3)"
+    assert await env.count(Job) == 0
 
 
 async def test_a_redelivered_update_composes_once(env):

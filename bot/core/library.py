@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from bot.core.recipes import DEFAULT_SECONDS
 from bot.core.requests import PageAsk, SetFavourite, SettingsAsk, TrackAsk, Where, Who
-from bot.replies import USAGE, Listing, Reply, TrackCard, caption, track_buttons
+from bot.replies import ONLY_THE_ASKER, USAGE, Listing, Reply, TrackCard, caption, track_buttons
 from generator.vocab import display_name
 from storage import Database, Forbidden, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
@@ -76,6 +76,17 @@ class Library:
         try:
             return card(await self.readable(user, ask.track_id, ask.origin.where), self.platform)
         except (NotFound, Forbidden) as exc:
+            return Reply(str(exc), kind=USAGE)
+
+    async def pick(self, ask: TrackAsk) -> TrackCard | Reply:
+        """Keep N under a group of candidates: the picked track, only for the user who asked for
+        them (the group may be shared into the chat, where anyone may read it), or why not."""
+        user = await self.user(ask.origin.who)
+        try:
+            return card(await self.db.run(lambda s: get_track(s, ask.track_id, user)), self.platform)
+        except Forbidden:
+            return Reply(ONLY_THE_ASKER, kind=USAGE)
+        except NotFound as exc:
             return Reply(str(exc), kind=USAGE)
 
     async def favourite(self, ask: SetFavourite) -> Reply:

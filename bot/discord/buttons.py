@@ -1,14 +1,14 @@
-"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord."""
+"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord, or of Keep N under candidates."""
 
 from __future__ import annotations
 
 import discord
 
-from bot.core import Derive, SetFavourite, TrackAsk
+from bot.core import Derive, SetFavourite, TrackAsk, Unavailable
 from bot.discord.commands import share_view
-from bot.discord.delivery import start_job
+from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, piano_roll, start_job, track_files
 from bot.discord.talk import core_of, may_post_here, origin, say, text_of, withdraw
-from bot.discord.views import buttons_view
+from bot.discord.views import buttons_view, track_embed, track_view
 from bot.replies import ButtonPress, Reply
 
 NO_POSTING = (
@@ -53,3 +53,21 @@ async def toggle_favourite(interaction: discord.Interaction, track_id: int, favo
     if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
         await interaction.edit_original_response(view=buttons_view(reply.buttons))
     await say(interaction, text_of(reply))
+
+
+async def on_keep(interaction: discord.Interaction, track_id: int) -> None:
+    """Keep N under candidates, taken only from the person who asked for them: deferred first (an
+    update of the message), then the candidates message becomes the kept track's usual one (its
+    MP3, MIDI and piano roll, its buttons). Every candidate stays in the asker's history."""
+    await interaction.response.defer()
+    track = await core_of(interaction).pick(TrackAsk(origin(interaction), track_id))
+    if isinstance(track, Reply):
+        await say(interaction, text_of(track))
+        return
+    try:
+        files = await track_files(interaction.client, track, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
+    except Unavailable as exc:
+        await say(interaction, f"⚠️ {exc}")
+        return
+    embed = track_embed(track, image=piano_roll(files))
+    await interaction.edit_original_response(content=None, attachments=files, embed=embed, view=track_view(track_id))

@@ -22,12 +22,12 @@ import discord
 from discord import app_commands
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
-from bot.discord.buttons import on_button
+from bot.discord.buttons import on_button, on_keep
 from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
 from bot.discord.remix import RemixForm
 from bot.discord.talk import PLATFORM, apologise, say
-from bot.discord.views import RemixButton, TrackButton
+from bot.discord.views import KeepButton, RemixButton, TrackButton
 from bot.limits import Limits
 from bot.replies import ButtonPress
 
@@ -69,11 +69,14 @@ class MelomaniaClient(discord.Client):
     async def on_track_button(self, interaction: discord.Interaction, press: ButtonPress) -> None:
         await on_button(interaction, press)
 
+    async def on_keep(self, interaction: discord.Interaction, track_id: int) -> None:
+        await on_keep(interaction, track_id)
+
     async def on_remix(self, interaction: discord.Interaction, track_id: int) -> None:
         await interaction.response.send_modal(RemixForm(track_id))  # the form is the answer: nothing before it
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton)
+        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton, KeepButton)
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)

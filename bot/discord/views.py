@@ -9,7 +9,18 @@ import discord
 from discord import ui
 
 from bot.discord.talk import guarded
-from bot.replies import ACTIONS, BUTTON, Button, ButtonPress, TrackCard, parse_button, track_buttons
+from bot.replies import (
+    ACTIONS,
+    BUTTON,
+    KEEP,
+    Button,
+    ButtonPress,
+    TrackCard,
+    keep_buttons,
+    parse_button,
+    parse_keep,
+    track_buttons,
+)
 
 
 class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
@@ -49,6 +60,31 @@ class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9
     @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.on_remix(interaction, self.track_id)  # type: ignore[attr-defined]
+
+
+class KeepButton(ui.DynamicItem[ui.Button], template=KEEP):
+    """Keep N under a group of candidates: the track lives in the custom id, so the pick works
+    after a restart. A press goes to the client's `on_keep`."""
+
+    def __init__(self, button: Button) -> None:
+        super().__init__(ui.Button(label=button.label, custom_id=button.data, style=discord.ButtonStyle.primary))
+        self.track_id = parse_keep(button.data).track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> KeepButton:
+        return cls(Button(item.label or "", match.group(0)))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_keep(interaction, self.track_id)  # type: ignore[attr-defined]
+
+
+def candidates_view(track_ids: list[int]) -> ui.View:
+    view = ui.View(timeout=None)
+    for row in keep_buttons(track_ids):
+        for button in row:
+            view.add_item(KeepButton(button))
+    return view
 
 
 def buttons_view(rows: list[list[Button]]) -> ui.View:

@@ -1,20 +1,21 @@
-"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track, and /forgetme's question."""
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track, Keep 1 … N under candidates, and
+/forgetme's question."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 
-from telegram import Chat, Update
+from telegram import Chat, Message, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes
 
 from bot.core import ComposeTrack, Derive, SetFavourite, TrackAsk
 from bot.grammar import Compose, UsageError, genre_of
-from bot.replies import FORGET_CONFIRM, Button, Reply, Started, parse_button
+from bot.replies import FORGET_CONFIRM, Button, Reply, Started, TrackCard, parse_button, parse_keep
 from bot.telegram.commands import may_post
-from bot.telegram.delivery import post_progress, send_score, track_keyboard
+from bot.telegram.delivery import post_progress, send_score, send_track, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
 from generator.vocab import display_name
 
@@ -82,11 +83,7 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     asked = origin(update)
     track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
-    if isinstance(track, Reply):
-        await query.answer(text_of(track), show_alert=True)
-        return
-    if not first_delivery(context.application, update.update_id):
-        await query.answer()  # a press delivered again (a webhook retry) sends nothing twice
+    if await answered(update, context, track):
         return
     if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
         await query.answer("🔒 Only members who may post here can have me post the files.", show_alert=True)
@@ -97,6 +94,32 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await query.answer("📎 MIDI and piano roll")
     under = query.message.message_id if query.message is not None else None
     await send_score(context.application, chat.id, track, reply_to=under)
+
+
+async def keep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Keep N under a group of candidates, taken only from the person who asked for them: the kept
+    one comes as the usual track message (in reply to the request), then the album and the picker
+    go; one too old for Telegram to delete (48 hours) says what was kept, its buttons gone. Every
+    candidate stays in the asker's history."""
+    query = update.callback_query
+    press, picker, chat = parse_keep(query.data or ""), query.message, update.effective_chat
+    if press is None or not isinstance(picker, Message) or chat is None:  # or too old to be shown to us
+        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        return
+    track = await core_of(context.application).pick(TrackAsk(origin(update), press.track_id))
+    if await answered(update, context, track):
+        return
+    await query.answer(f"✅ Kept #{track.track_id}")
+    request = picker.reply_to_message.message_id if picker.reply_to_message is not None else None
+    await send_track(context.application, chat.id, track, reply_to=request)
+    rows = picker.reply_markup.inline_keyboard if picker.reply_markup is not None else ()
+    pressed = [parse_keep(b.callback_data or "") for row in rows for b in row]
+    shown = [p.message_id for p in pressed if p is not None and p.message_id is not None]
+    try:
+        await with_retries(lambda: context.bot.delete_messages(chat.id, [*shown, picker.message_id]))
+    except BadRequest:
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_text(f"✅ Kept #{track.track_id}")
 
 
 async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -127,6 +150,18 @@ async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
+
+
+async def answered(update: Update, context: ContextTypes.DEFAULT_TYPE, found: TrackCard | Reply) -> bool:
+    """Whether a press that sends something is answered already: the track it needs was refused
+    (said in an alert), or the press came again (a webhook retry), and must send nothing twice."""
+    if isinstance(found, Reply):
+        await update.callback_query.answer(text_of(found), show_alert=True)
+        return True
+    if not first_delivery(context.application, update.update_id):
+        await update.callback_query.answer()
+        return True
+    return False
 
 
 def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:
