@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from generator import save_checkpoint
 from jobs import ComposeRequest
+from jobs.api import Refused
 from jobs.redis_backend import RedisBackend
 from storage import Database, Job, JobState, Track
 
@@ -262,3 +263,16 @@ async def test_a_job_whose_workers_kept_dying_before_it_started_is_failed_for_it
     events = await listener
     assert events[-1].kind == "failed" and "several times" in events[-1].reason
     assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.failed
+
+
+async def test_a_group_is_stored_together_or_refused_whole_with_the_caps_counted_across_bots(setup):
+    db, backend, _start_worker = setup
+    group = [req(seed=s, idempotency_key=f"discord:9#{n}") for n, s in enumerate((1, 2, 3), 1)]
+    ids = await backend.submit_all(group)
+    assert len(set(ids)) == 3 and await backend.submit_all(group) == ids  # a redelivery: the same jobs
+    with pytest.raises(Refused, match="that's 2 tracks at once, but you may have 4 on the way and already have 3"):
+        await backend.submit_all(
+            [req(seed=4, idempotency_key="discord:10#1"), req(seed=5, idempotency_key="discord:10#2")]
+        )
+    assert await count(db, Job) == 3  # nothing of the refused group was stored
+    assert [p.job_id for p in await backend.undelivered("discord")] == ids
