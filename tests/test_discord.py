@@ -536,7 +536,11 @@ async def test_jobs_left_unfinished_by_a_restart_are_posted_into_their_channel_o
     env.client = await logged_in(env, idle)
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
     await env.stub.wait_for("callback")
-    [job] = list(await env.db.run(lambda s: s.scalars(select(Job))))
+
+    async def stored() -> list[Job]:  # the interaction is deferred before its job is stored
+        return list(await env.db.run(lambda s: s.scalars(select(Job))))
+
+    [job] = await eventually(stored)
     assert job.request["reply_to"] == {"channel_id": CHANNEL_ID, "guild_id": GUILD_ID}
     await idle.submit(ComposeRequest("discord", "9", "pop", seconds=2))  # knows no channel: nowhere to post
     await env.client.close()
