@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := python3-venv gcc fluidsynth fluid-soundfont-gm ffmpeg postgresql redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint locales bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -37,6 +37,15 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The bot's texts (bot/i18n.py says how to add one): every marked string into the template, merged
+# into each language's catalogue; then translate what is new or fuzzy in its .po. Nothing to
+# compile: the bot compiles the .po when it starts. Sorted and without line numbers, so that moving
+# code does not churn the catalogues.
+LOCALES := bot/locales
+locales: setup
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project Melomania -o $(LOCALES)/melomania.pot bot
+	$(BIN)/pybabel update -D melomania -i $(LOCALES)/melomania.pot -d $(LOCALES) --ignore-obsolete
 
 # Naive full re-run vs KV-cached decoding (published 103M shape, random weights); rendering speed.
 bench: setup

@@ -7,30 +7,39 @@
     /history 2   /continue 42   /share 42 @mychannel   /settings genre=ambient temp=1.0
 
 `parse` is a pure function: it returns a request or raises UsageError, whose message names the
-valid range and gives an example. It never raises anything else, whatever the input.
+valid range and gives an example (in English as str(), in the user's language with `said`). It
+never raises anything else, whatever the input. Command words, keys, genre and instrument names
+stay English in every language: they are what people type.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.i18n import N_, Phrase, PhraseError
 from generator.controls import ATTRIBUTES as CONTROLS
 from generator.controls import ControlError, parse_level, word_controls
-from generator.errors import SamplingError
 from generator.instruments import ALIASES as INSTRUMENT_ALIASES
 from generator.instruments import INSTRUMENTS
-from generator.params import RANGES, Range
+from generator.params import RANGES, Range, RangeError
 from generator.vocab import GENRE_ALIASES, GENRES, display_name
 
 MAX_TEXT = 1000  # longer messages are not commands anyone typed
 NAME = re.compile(r"^/?([a-z_]+)(?:@\w+)?$")  # /compose or /compose@melomania_bot
 
 
-class UsageError(ValueError):
+class UsageError(PhraseError, ValueError):
     """The user typed something we cannot do; the message says what to type instead."""
+
+
+def bounds(r: Range) -> Phrase:
+    """'from 5 to 180', in the reader's language."""
+    low, high = r.ends
+    return Phrase(N_("from {low} to {high}"), {"low": low, "high": high})
 
 
 def checked(r: Range, name: str, raw: str | float | int) -> float | int:
@@ -38,8 +47,14 @@ def checked(r: Range, name: str, raw: str | float | int) -> float | int:
     live, or CHAT_RANGES for the chat's own), or UsageError."""
     try:
         return r.check(name, raw)
-    except SamplingError as exc:
-        raise UsageError(str(exc)) from None
+    except RangeError as exc:
+        if exc.number:
+            message = N_("{name} must be {bounds}, not {shown} (for example {name}={example})")
+        elif r.whole:
+            message = N_("{name} must be a whole number {bounds}, not {shown} (for example {name}={example})")
+        else:
+            message = N_("{name} must be a number {bounds}, not {shown} (for example {name}={example})")
+        raise UsageError(message, name=name, bounds=bounds(r), shown=exc.shown, example=r.example) from None
 
 
 def range_of(name: str) -> Range | None:
@@ -121,6 +136,7 @@ Request = Compose | Page | TrackCommand | ShareCommand | SettingsCommand | Simpl
 SIMPLE = ("start", "help", "genres", "cancel", "forgetme")
 COMMANDS = ("compose", "history", "favorites", "continue", "share", "settings", *SIMPLE)
 ALIASES = {"favourites": "favorites", "favs": "favorites", "c": "compose", "forget_me": "forgetme"}
+SHARE_USAGE = N_("/share needs a track and a channel, like /share 42 @mychannel")
 
 
 def genre_of(word: str) -> str:
@@ -128,7 +144,9 @@ def genre_of(word: str) -> str:
     key = GENRE_ALIASES.get(key, key)
     if key not in GENRES:
         raise UsageError(
-            f"I don't know the genre {word[:30]!r}; choose one of: {GENRE_NAMES} (for example /compose ambient)"
+            N_("I don't know the genre {word!r}; choose one of: {genres} (for example /compose ambient)"),
+            word=word[:30],
+            genres=GENRE_NAMES,
         )
     return key
 
@@ -144,10 +162,25 @@ def instrument_of(word: str) -> str:
     key = " ".join(word.strip().lower().replace("_", " ").replace("-", " ").split())
     key = INSTRUMENT_ALIASES.get(key, key)
     if key not in INSTRUMENTS:
-        close = similar_instruments(key)
-        maybe = f"did you mean: {' or '.join(close)}? Or choose" if close else "choose"
-        raise UsageError(f"I don't know the instrument {word[:30]!r}; {maybe} one of: {', '.join(INSTRUMENTS)}")
+        close, names = similar_instruments(key), ", ".join(INSTRUMENTS)
+        if close:
+            raise UsageError(
+                N_("I don't know the instrument {word!r}; did you mean: {close}? Or choose one of: {names}"),
+                word=word[:30],
+                close=either(close),
+                names=names,
+            )
+        raise UsageError(
+            N_("I don't know the instrument {word!r}; choose one of: {names}"), word=word[:30], names=names
+        )
     return key
+
+
+def either(names: list[str]) -> Phrase | str:
+    """'a or b or c', in the reader's language."""
+    return functools.reduce(
+        lambda first, second: Phrase(N_("{first} or {second}"), {"first": first, "second": second}), names
+    )
 
 
 def similar_instruments(name: str, most: int = 3) -> list[str]:
@@ -195,10 +228,11 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
         name = KEYS.get(key.lower())
         if name is None or (allowed is not None and name not in allowed):
             keys = ", ".join(sorted({k for k, v in KEYS.items() if allowed is None or v in allowed}))
-            raise UsageError(f"I don't know the option {key[:20]!r}; use one of: {keys}")
+            raise UsageError(N_("I don't know the option {key!r}; use one of: {keys}"), key=key[:20], keys=keys)
         limits = range_of(name)
         if not raw:
-            raise UsageError(f"{key} needs a value, like {key}={limits.example if limits else 'jazz'}")
+            example = limits.example if limits else "jazz"
+            raise UsageError(N_("{key} needs a value, like {key}={example}"), key=key, example=example)
         if name == "genre":
             values[name] = genre_of(raw)
         elif name == "instrument":
@@ -209,7 +243,7 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             try:
                 values[name] = parse_level(name, raw)
             except ControlError as exc:
-                raise UsageError(f"{exc} (for example {key}=low)") from None
+                raise UsageError(N_("{reason} (for example {key}=low)"), reason=str(exc), key=key) from None
         else:
             values[name] = checked(limits, key, raw)
     return values
@@ -232,8 +266,11 @@ def _compose(args: list[str]) -> Compose:
             values["seconds"] = seconds_of(word)
         else:
             raise UsageError(
-                f"I can't read {word[:30]!r}; try /compose jazz 0.9 60s, /compose ambient sparse soft"
-                " or /compose jazz temp=0.9 len=60"
+                N_(
+                    "I can't read {word!r}; try /compose jazz 0.9 60s, /compose ambient sparse soft"
+                    " or /compose jazz temp=0.9 len=60"
+                ),
+                word=word[:30],
             )
     if "genre" in values:
         genre = values.pop("genre")
@@ -250,44 +287,50 @@ def _compose(args: list[str]) -> Compose:
 def _track_id(raw: str, command: str) -> int:
     m = re.fullmatch(r"#?(\d{1,12})", raw)
     if not m:
-        raise UsageError(f"{raw[:30]!r} is not a track number; for example /{command} 42")
+        raise UsageError(
+            N_("{word!r} is not a track number; for example /{command} 42"), word=raw[:30], command=command
+        )
     return int(m.group(1))
 
 
 def parse(text: str) -> Request:
     """A chat message → a request, or UsageError with what to type instead."""
     if not isinstance(text, str) or not text.strip():
-        raise UsageError("send a command, like /compose ambient (or /help)")
+        raise UsageError(N_("send a command, like /compose ambient (or /help)"))
     if len(text) > MAX_TEXT:
-        raise UsageError(f"that message is too long for a command ({len(text)} characters; at most {MAX_TEXT})")
+        raise UsageError(
+            N_("that message is too long for a command ({length} characters; at most {most})"),
+            length=len(text),
+            most=MAX_TEXT,
+        )
     words = words_of(text) or text.split()
     m = NAME.match(words[0].lower())
     name = ALIASES.get(m.group(1), m.group(1)) if m else None
     if name not in COMMANDS:
-        raise UsageError(f"I don't know {words[0][:30]!r}; try /compose ambient, /genres or /help")
+        raise UsageError(N_("I don't know {word!r}; try /compose ambient, /genres or /help"), word=words[0][:30])
     args = words[1:]
     if name == "compose":
         return _compose(args)
     if name in ("history", "favorites"):
         if len(args) > 1:
-            raise UsageError(f"/{name} takes a page number, like /{name} 2")
+            raise UsageError(N_("/{command} takes a page number, like /{command} 2"), command=name)
         page = checked(CHAT_RANGES["page"], "page", args[0]) if args else 1
         return Page(name, int(page))
     if name == "continue":
         if len(args) > 1:
-            raise UsageError("/continue takes a track number, like /continue 42 (or reply to a MIDI file)")
+            raise UsageError(N_("/continue takes a track number, like /continue 42 (or reply to a MIDI file)"))
         return TrackCommand("continue", _track_id(args[0], "continue") if args else None)
     if name == "share":
         if len(args) != 2:
-            raise UsageError("/share needs a track and a channel, like /share 42 @mychannel")
+            raise UsageError(SHARE_USAGE)
         track_id, channel = _track_id(args[0], "share"), args[1]
         if not re.fullmatch(r"@\w{3,64}|-?\d{1,20}|<#\d{1,20}>", channel):
-            raise UsageError(f"{channel[:30]!r} is not a channel; use @channelname or the chat id")
+            raise UsageError(N_("{word!r} is not a channel; use @channelname or the chat id"), word=channel[:30])
         return ShareCommand(track_id, channel)
     if name == "settings":
         return SettingsCommand(_key_values(args, SETTINGS_KEYS))
     if args:
-        raise UsageError(f"/{name} takes nothing after it")
+        raise UsageError(N_("/{command} takes nothing after it"), command=name)
     return Simple(name)
 
 

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.i18n import ENGLISH, Translations
+
 
 @dataclass
 class RateLimiter:
@@ -54,20 +56,48 @@ class Limits:
     per_user: RateLimiter = field(default_factory=lambda: RateLimiter(6, 60.0))
     per_chat: RateLimiter = field(default_factory=lambda: RateLimiter(20, 60.0))
 
-    def check(self, user_key: str, chat_key: str | None = None, cost: int = 1) -> str | None:
+    def check(self, user_key: str, chat_key: str | None = None, cost: int = 1, t: Translations = ENGLISH) -> str | None:
         """None when `cost` tracks are allowed (several candidates cost one each; they are then
-        counted for both), else the message for the user; a refused action counts for neither, so
-        a busy chat does not use up a user's budget."""
-        rules = [(self.per_user, user_key, "each", "easy there — you can compose again in")]
+        counted for both), else the message for the user, in their language; a refused action
+        counts for neither, so a busy chat does not use up a user's budget."""
+        rules = [
+            (
+                self.per_user,
+                user_key,
+                t.gettext("easy there — you can compose again in {wait} s ({rule})"),
+                t.ngettext("{n} track per {s} s each", "{n} tracks per {s} s each", self.per_user.limit),
+            )
+        ]
         if chat_key is not None:
-            rules.append((self.per_chat, chat_key, "per chat", "this chat is composing a lot — try again in"))
-        for limiter, key, per, wait_text in rules:
-            rule = f"{limiter.limit} tracks per {limiter.window_s:g} s {per}"
+            rules.append(
+                (
+                    self.per_chat,
+                    chat_key,
+                    t.gettext("this chat is composing a lot — try again in {wait} s ({rule})"),
+                    t.ngettext("{n} track per {s} s per chat", "{n} tracks per {s} s per chat", self.per_chat.limit),
+                )
+            )
+        for limiter, key, text, rule in rules:
             if cost > limiter.limit:  # no wait would make them fit
-                return f"that's {cost} tracks at once, more than I compose ({rule}); ask for fewer"
+                too_many = t.ngettext(
+                    "that's {cost} track at once, more than I compose ({rule}); ask for fewer",
+                    "that's {cost} tracks at once, more than I compose ({rule}); ask for fewer",
+                    cost,
+                )
+                return too_many.format(cost=cost, rule=rule_of(limiter, rule))
             wait = limiter.wait(key, cost)
             if wait is not None:
-                return f"{wait_text} {max(1, round(wait))} s ({rule})"
+                return refusal(text, limiter, wait, rule)
         for limiter, key, _, _ in rules:
             limiter.record(key, cost)
         return None
+
+
+def refusal(text: str, limiter: RateLimiter, wait: float, rule: str) -> str:
+    """A refusal's words with its numbers: the whole seconds to wait, and the limit's rule."""
+    return text.format(wait=max(1, round(wait)), rule=rule_of(limiter, rule))
+
+
+def rule_of(limiter: RateLimiter, rule: str) -> str:
+    """A limit's rule ('6 tracks per 60 s each') with its numbers."""
+    return rule.format(n=limiter.limit, s=f"{limiter.window_s:g}")

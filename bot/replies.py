@@ -2,6 +2,8 @@
 
 Adapters (Telegram, Discord) only translate a `Reply` into their own message and keyboard types.
 Button data is short text, `<action>:<track id>`, so a button keeps working after a restart.
+Every text is in the reader's language: the functions take their translations `t` (English by
+default; see `bot.i18n` for how to add a string).
 """
 
 from __future__ import annotations
@@ -11,18 +13,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.grammar import RANGES
+from bot.i18n import ENGLISH, N_, Translations
 from generator.vocab import display_name
 
-ACTIONS = {
-    "reroll": "🔁 Reroll",
-    "hotter": "🔥 Hotter",
-    "cooler": "❄️ Cooler",
-    "fav": "⭐ Favourite",
-    "unfav": "★ Favourited",
-    "continue": "➕ Continue",
-    "share": "📤 Share",
+ACTIONS = {  # translated where they are shown: t.gettext(ACTIONS[action])
+    "reroll": N_("🔁 Reroll"),
+    "hotter": N_("🔥 Hotter"),
+    "cooler": N_("❄️ Cooler"),
+    "fav": N_("⭐ Favourite"),
+    "unfav": N_("★ Favourited"),
+    "continue": N_("➕ Continue"),
+    "share": N_("📤 Share"),
 }
+# How a child track names its parent in its caption; another lineage reads "<lineage> of #41".
+LINEAGES = {
+    "reroll": N_("reroll of #{parent}"),
+    "hotter": N_("hotter of #{parent}"),
+    "cooler": N_("cooler of #{parent}"),
+    "continue": N_("continue of #{parent}"),
+}
+# The genres' names as shown (looked up by their English, `genre_label`); a genre's typed name
+# stays English in every language.
+GENRE_LABELS = (N_("Classic"), N_("Jazz"), N_("Ambient"), N_("Pop"))
 TEMPERATURE_STEP = 0.1
+# 🎹 under a track: the instruments it may be heard on again (its notes as they are, rendered anew)
+RERENDER_INSTRUMENTS = ("piano", "electric piano", "organ", "vibraphone", "guitar", "harp", "strings", "pad")
 BUTTON = re.compile(r"^(reroll|hotter|cooler|fav|unfav|continue|share):(\d{1,12})$")
 
 
@@ -47,8 +62,8 @@ class TrackCard:
     midi_key: str | None = None
     png_key: str | None = None
 
-    def buttons(self, favourite: bool = False) -> list[list[Button]]:
-        return track_buttons(self.track_id, favourite)
+    def buttons(self, favourite: bool = False, t: Translations = ENGLISH) -> list[list[Button]]:
+        return track_buttons(self.track_id, favourite, t)
 
 
 # What a reply is, so each platform can mark it its own way (🤔, 🙅, ⏳ …); "" is a plain answer.
@@ -102,29 +117,50 @@ class Listing:
 
 
 def listing_text(
-    listing: Listing, empty: dict[str, str], code=lambda c: c, page_arg: str = "", footer: str | None = None
+    listing: Listing,
+    empty: dict[str, str],
+    code=lambda c: c,
+    page_arg: str = "",
+    footer: str | None = None,
+    t: Translations = ENGLISH,
 ) -> str:
     """The page as a message; `code` marks a command the way the platform writes one and
-    `page_arg` names the page option (Discord's `page:`)."""
+    `page_arg` names the page option (Discord's `page:`). `empty` and `footer` are msgids."""
     kind, n = listing.kind, listing.page_no
     if not listing.lines:
-        return f"There is no page {n}; try {code(f'/{kind}')}" if n > 1 else empty[kind]
-    title = "Your tracks" if kind == "history" else "Your favourites"
-    lines = [f"{title} (page {n}):", *listing.lines]
+        return (
+            t.gettext("There is no page {n}; try {command}").format(n=n, command=code(f"/{kind}"))
+            if n > 1
+            else t.gettext(empty[kind])
+        )
+    title = t.gettext("Your tracks (page {n}):") if kind == "history" else t.gettext("Your favourites (page {n}):")
+    lines = [title.format(n=n), *listing.lines]
     if listing.more:
-        lines.append(f"More: {code(f'/{kind} {page_arg}{n + 1}')}")
+        lines.append(t.gettext("More: {command}").format(command=code(f"/{kind} {page_arg}{n + 1}")))
     if footer:
-        lines.append(footer)
+        lines.append(t.gettext(footer))
     return "\n".join(lines)
 
 
-def expired(track_id: int) -> str:
-    return f"the audio of track #{track_id} has expired; /compose a new one"
+EXPIRED = N_("the audio of track #{track_id} has expired; /compose a new one")
 
 
-def event_line(kind: str, done: int, total: int, eta_s: float | None, position: int | None, reason: str | None) -> str:
+def genre_label(genre: str, t: Translations = ENGLISH) -> str:
+    """A genre's name as shown ('Ambient'), in the reader's language."""
+    return t.gettext(display_name(genre).capitalize())
+
+
+def event_line(
+    kind: str,
+    done: int,
+    total: int,
+    eta_s: float | None,
+    position: int | None,
+    reason: str | None,
+    t: Translations = ENGLISH,
+) -> str:
     """A job event's progress line, with the reason of a failure."""
-    text = progress_line(kind, done, total, eta_s, position)
+    text = progress_line(kind, done, total, eta_s, position, t)
     if kind in ("failed", "cancelled") and reason and reason != "cancelled":
         text = f"{text}: {reason}"
     return text
@@ -151,30 +187,37 @@ def caption(
     instrument: str,
     parent_id: int | None = None,
     lineage: str | None = None,
+    t: Translations = ENGLISH,
 ) -> str:
-    """'Ambient #42 · 0:31 · piano' then the recipe, short enough for any platform's caption."""
+    """'Ambient #42 · 0:31 · piano' then the recipe, short enough for any platform's caption. The
+    recipe's keys stay as they are typed (seed=, temp=) in every language."""
     m, s = divmod(round(seconds), 60)
-    lines = [f"{display_name(genre).capitalize()} #{track_id} · {m}:{s:02d} · {instrument}"]
+    lines = [f"{genre_label(genre, t)} #{track_id} · {m}:{s:02d} · {instrument}"]
     recipe = [f"seed {seed}", f"temp {sampling.get('temperature', 1.0):g}"]
     for key, label in (("top_k", "top-k"), ("top_p", "top-p"), ("at_least_k", "k"), ("rp_penalty", "rp")):
         if key in sampling:
             recipe.append(f"{label} {sampling[key]:g}")
     lines.append(" · ".join(recipe))
     if parent_id is not None:
-        lines.append(f"{lineage or 'from'} of #{parent_id}")
+        known = LINEAGES.get(lineage or "")
+        if known:
+            lines.append(t.gettext(known).format(parent=parent_id))
+        else:
+            lines.append(t.gettext("{lineage} of #{parent}").format(lineage=lineage or "from", parent=parent_id))
     return "\n".join(lines)
 
 
-FORGET_CONFIRM = (
+FORGET_CONFIRM = N_(
     "🗑 Delete your settings, favourites and every track you composed, for good? "
     "(Tracks already posted in channels stay there.)"
 )
+FORGET_DELETE, FORGET_KEEP, FORGET_KEPT = N_("🗑 Delete everything"), N_("Keep it"), N_("👍 Kept everything.")
 
 
-def track_buttons(track_id: int, favourite: bool = False) -> list[list[Button]]:
-    row1 = [Button(ACTIONS[a], f"{a}:{track_id}") for a in ("reroll", "hotter", "cooler")]
+def track_buttons(track_id: int, favourite: bool = False, t: Translations = ENGLISH) -> list[list[Button]]:
+    row1 = [Button(t.gettext(ACTIONS[a]), f"{a}:{track_id}") for a in ("reroll", "hotter", "cooler")]
     fav = "unfav" if favourite else "fav"
-    row2 = [Button(ACTIONS[a], f"{a}:{track_id}") for a in (fav, "continue", "share")]
+    row2 = [Button(t.gettext(ACTIONS[a]), f"{a}:{track_id}") for a in (fav, "continue", "share")]
     return [row1, row2]
 
 
@@ -185,33 +228,47 @@ def child_temperature(action: str, temperature: float) -> float:
     return round(min(max(temperature + delta, limits.low), limits.high), 2)
 
 
+COMPOSING = N_("🎼 Composing…")
+SORRY = N_("⚠️ Something went wrong on my side; please try again.")
+
+
 def progress_line(
-    kind: str, done: int = 0, total: int = 0, eta_s: float | None = None, position: int | None = None
+    kind: str,
+    done: int = 0,
+    total: int = 0,
+    eta_s: float | None = None,
+    position: int | None = None,
+    t: Translations = ENGLISH,
 ) -> str:
     """One line for the message the bot keeps editing while a track is composed."""
     if kind == "queued":
-        return f"⏳ In the queue{f' (#{position})' if position else ''}…"
+        return (
+            t.gettext("⏳ In the queue (#{position})…").format(position=position)
+            if position
+            else t.gettext("⏳ In the queue…")
+        )
     if kind == "running":
         if not total:
-            return "🎼 Composing…"
+            return t.gettext(COMPOSING)
         pct = min(100, round(100 * done / total))
         bar = "▓" * (pct // 10) + "░" * (10 - pct // 10)
-        eta = f" · ~{round(eta_s)} s left" if eta_s is not None else ""
-        return f"🎼 Composing {bar} {pct}%{eta}"
+        if eta_s is None:
+            return t.gettext("🎼 Composing {bar} {pct}%").format(bar=bar, pct=pct)
+        return t.gettext("🎼 Composing {bar} {pct}% · ~{eta} s left").format(bar=bar, pct=pct, eta=round(eta_s))
     if kind == "rendering":
-        return "🎹 Recording…"
+        return t.gettext("🎹 Recording…")
     if kind == "done":
-        return "✅ Done"
+        return t.gettext("✅ Done")
     if kind == "cancelled":
-        return "✖️ Cancelled"
-    return "⚠️ Something went wrong"
+        return t.gettext("✖️ Cancelled")
+    return t.gettext("⚠️ Something went wrong")
 
 
 # --- several candidates at once (/compose count=3): the user keeps one -----------------------------
 
 KEEP = re.compile(r"^keep:(\d{1,12})(?::(\d{1,12}))?$")
-PICK_ONE = "👆 Pick one to keep (the others stay in your /history)"
-ONLY_THE_ASKER = "only the person who asked for these can pick one"
+PICK_ONE = N_("👆 Pick one to keep (the others stay in your /history)")
+ONLY_THE_ASKER = N_("only the person who asked for these can pick one")
 
 
 @dataclass(frozen=True)
@@ -220,13 +277,18 @@ class KeepPress:
     message_id: int | None  # where the candidate is shown (Telegram: its message in the album)
 
 
-def keep_buttons(track_ids: list[int], message_ids: list[int] | None = None) -> list[list[Button]]:
+def keep_buttons(
+    track_ids: list[int], message_ids: list[int] | None = None, t: Translations = ENGLISH
+) -> list[list[Button]]:
     """Keep 1 … Keep N under a group of candidates, in one row. `message_ids`: each candidate's own
     message, carried so that the pick can remove them all (the buttons are the only record)."""
     ids = message_ids or [None] * len(track_ids)
     return [
         [
-            Button(f"Keep {n}", f"keep:{track_id}" + (f":{message_id}" if message_id is not None else ""))
+            Button(
+                t.gettext("Keep {n}").format(n=n),
+                f"keep:{track_id}" + (f":{message_id}" if message_id is not None else ""),
+            )
             for n, (track_id, message_id) in enumerate(zip(track_ids, ids), 1)
         ]
     ]
@@ -245,13 +307,29 @@ def candidate_line(n: int, track: TrackCard) -> str:
 
 
 def candidates_progress(
-    kind: str, count: int, ready: int, done: int, total: int, eta_s: float | None, position: int | None
+    kind: str,
+    count: int,
+    ready: int,
+    done: int,
+    total: int,
+    eta_s: float | None,
+    position: int | None,
+    t: Translations = ENGLISH,
 ) -> str:
     """The one progress line of a group of candidates, all of them together."""
-    line = progress_line(kind, done, total, eta_s, position)
-    return f"{line} ({count} candidates)" if kind == "queued" else f"{line} · {ready} of {count} ready"
+    line = progress_line(kind, done, total, eta_s, position, t)
+    if kind == "queued":
+        text = t.ngettext("{line} ({count} candidate)", "{line} ({count} candidates)", count)
+    else:  # counted by those ready: the words agree with that number in some languages
+        text = t.ngettext("{line} · {ready} of {count} ready", "{line} · {ready} of {count} ready", ready)
+    return text.format(line=line, count=count, ready=ready)
 
 
-def candidates_missing(count: int, endings: list[str]) -> str:
+def candidates_missing(count: int, endings: list[str], t: Translations = ENGLISH) -> str:
     """How the candidates that did not come ended (each ending's progress line)."""
-    return f"{len(endings)} of {count} candidates did not come: " + "; ".join(endings)
+    text = t.ngettext(
+        "{n} of {count} candidates did not come: {endings}",
+        "{n} of {count} candidates did not come: {endings}",
+        len(endings),
+    )
+    return text.format(n=len(endings), count=count, endings="; ".join(endings))

@@ -154,6 +154,15 @@ class GenerationRequest:
 # --- what a user may change, and within which ranges ---------------------------------------------
 
 
+class RangeError(SamplingError):
+    """A typed value that is no number (`number` False) or lies outside its range; the fields let
+    a front end say so in the user's own language."""
+
+    def __init__(self, message: str, name: str, shown: str, number: bool) -> None:
+        super().__init__(message)
+        self.name, self.shown, self.number = name, shown, number
+
+
 @dataclass(frozen=True)
 class Range:
     """A friendly range for a value a person types (chat, buttons, Discord options, the CLI)."""
@@ -164,15 +173,20 @@ class Range:
     example: str = ""
 
     @property
-    def bounds(self) -> str:
+    def ends(self) -> tuple[str, str]:
+        """The lowest and highest value, as a person types them."""
         fmt = (lambda x: str(int(x))) if self.whole else (lambda x: f"{x:g}")
-        return f"from {fmt(self.low)} to {fmt(self.high)}"
+        return fmt(self.low), fmt(self.high)
+
+    @property
+    def bounds(self) -> str:
+        return "from {} to {}".format(*self.ends)
 
     def clamp(self, value: float) -> float:
         return min(self.high, max(self.low, value))
 
     def check(self, name: str, raw: str | float | int) -> float | int:
-        """`raw` (typed text or a number) as a value in range; SamplingError naming the range."""
+        """`raw` (typed text or a number) as a value in range; RangeError naming the range."""
         try:
             if isinstance(raw, str):
                 value: float | int = int(raw) if self.whole else float(raw)
@@ -182,13 +196,21 @@ class Range:
                 value = int(raw) if self.whole else float(raw)
         except (ValueError, OverflowError):
             kind = "a whole number" if self.whole else "a number"
-            shown = raw[:20] if isinstance(raw, str) else raw
-            raise SamplingError(
-                f"{name} must be {kind} {self.bounds}, not {shown!r} (for example {name}={self.example})"
+            shown = repr(raw[:20] if isinstance(raw, str) else raw)
+            raise RangeError(
+                f"{name} must be {kind} {self.bounds}, not {shown} (for example {name}={self.example})",
+                name,
+                shown,
+                number=False,
             ) from None
         if not (self.low <= value <= self.high):
             shown = raw[:20] if isinstance(raw, str) else f"{raw:g}"
-            raise SamplingError(f"{name} must be {self.bounds}, not {shown} (for example {name}={self.example})")
+            raise RangeError(
+                f"{name} must be {self.bounds}, not {shown} (for example {name}={self.example})",
+                name,
+                shown,
+                number=True,
+            )
         return value
 
 

@@ -23,6 +23,16 @@ TERMINAL: tuple[EventKind, ...] = ("done", "failed", "cancelled", "released")
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A stored piece to render again as it is (with another instrument): its tokens as stored
+    (the genre token and all), and the model that composed them, which the new track's recipe names."""
+
+    tokens: tuple[int, ...]
+    model: str
+    checkpoint_sha256: str
+
+
+@dataclass(frozen=True)
 class ComposeRequest:
     """A user's request: who asks, what genre, their overrides of the genre preset, the length."""
 
@@ -30,6 +40,7 @@ class ComposeRequest:
     user_id: str
     genre: str
     display_name: str = ""
+    locale: str = "en"  # the asker's language, for the front end's words when it delivers (after a restart too)
     seconds: float | None = 30.0
     tokens: int | None = None
     sampling: Overrides = field(default_factory=Overrides)  # in place of the genre preset's values
@@ -38,15 +49,20 @@ class ComposeRequest:
     primer: tuple[int, ...] = ()
     primer_ref: str | None = None
     parent_track_id: int | None = None
-    lineage: str | None = None  # reroll, hotter, cooler, continue
+    lineage: str | None = None  # reroll, hotter, cooler, continue, instrument
     idempotency_key: str | None = None  # e.g. "telegram:update:123456" so a redelivery composes once
     # Where the front end shows the result (e.g. {"chat_id": 1, "message_id": 2}); opaque to the
     # backends, stored with the request so a bot restarted mid-job can still deliver it.
     reply_to: dict[str, Any] | None = None
+    # Render this piece, nothing composed: the rest of the request is its recipe, kept for the new track.
+    render: Piece | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sampling, Overrides):  # a mapping, as stored or as a test writes it
             object.__setattr__(self, "sampling", Overrides.from_json(self.sampling))
+        if isinstance(self.render, Mapping):  # as stored
+            piece = Piece(tuple(self.render["tokens"]), self.render["model"], self.render["checkpoint_sha256"])
+            object.__setattr__(self, "render", piece)
 
     def generation_request(
         self, presets: Mapping[str, SamplingParams] | None = None, controls: bool = True
@@ -57,7 +73,8 @@ class ComposeRequest:
         refused here rather than ignored."""
         seconds, tokens = (self.seconds, self.tokens) if self.tokens is None else (None, self.tokens)
         overrides = self.sampling
-        if not controls and overrides.controls.any:
+        # a piece rendered again keeps its recipe whole: no model follows (or refuses) its controls
+        if not controls and overrides.controls.any and self.render is None:
             if self.lineage is None:
                 raise GeneratorError(
                     f"this composer's model has no attribute controls; compose without {overrides.controls.describe()}"
@@ -78,6 +95,8 @@ class ComposeRequest:
         data = asdict(self)
         data["sampling"] = self.sampling.given()
         data["primer"] = list(self.primer)
+        if self.render is not None:
+            data["render"]["tokens"] = list(self.render.tokens)
         return data
 
     @classmethod

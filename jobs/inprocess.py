@@ -468,7 +468,8 @@ class InProcessRunner(StoredDeliveries):
         busy: Counter[tuple[str, str] | None] | None = None  # counted only once something may join
 
         def admit(item: Queued) -> bool:
-            """False: hold it back. True: it joins, or is dropped (cancelled or ended meanwhile)."""
+            """False: hold it back. True: it joins, is rendered beside the batch, or is dropped
+            (cancelled or ended meanwhile)."""
             nonlocal busy
             with self._lock:
                 request = None if self._dropped(item[0]) else self._active.get(item[0])
@@ -476,6 +477,9 @@ class InProcessRunner(StoredDeliveries):
                     return True
                 if busy is None:
                     busy = Counter(self._user_of(row.tag) for row in rows)
+            if request.render is not None:  # nothing to compose: rendered at once, taking no row
+                self._from_thread(self._spawn, self._render_again(item[0], list(request.render.tokens), item[1]))
+                return True
             user = (request.platform, request.user_id)
             if busy[user] >= self.settings.running_per_user:
                 return False
@@ -605,6 +609,16 @@ class InProcessRunner(StoredDeliveries):
         if not decode_notes(new):  # silent every time: a track of nothing helps no one
             await self._failed(job_id, "the composer wrote only silence; please try again or pick another seed")
             return
+        await self._render(job_id, tokens, request, prompt_length)
+
+    async def _render_again(self, job_id: int, tokens: list[int], request: GenerationRequest) -> None:
+        """A stored piece with another instrument: started, then rendered, nothing composed."""
+        self._running(job_id)
+        await self._stored_start(job_id)
+        await self._render(job_id, tokens, request, prompt_length=0)
+
+    async def _render(self, job_id: int, tokens: list[int], request: GenerationRequest, prompt_length: int) -> None:
+        """Render and keep the piece, and end the job with the new track (or why there is none)."""
         compose = self._active.get(job_id)
         if compose is None:
             return  # cancelled while its start was being stored
@@ -630,13 +644,9 @@ class InProcessRunner(StoredDeliveries):
 
         attempt = self._attempts.get(job_id)  # now: a job let go while it renders loses it from the dict
         assert self.loaded is not None  # a job renders only after start() loaded the model
-        recipe = Recipe.of(
-            request,
-            self.loaded.name,
-            self.loaded.sha256,
-            instrument=compose.instrument,
-            primer=compose.primer_ref,
-        )
+        piece = compose.render
+        composer = (piece.model, piece.checkpoint_sha256) if piece else (self.loaded.name, self.loaded.sha256)
+        recipe = Recipe.of(request, *composer, instrument=compose.instrument, primer=compose.primer_ref)
         title = track_title(request.genre, job_id)
         files = await self._render_pool.render(
             tokens,

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from generator import LoadedModel, ModelConfig, MusicTransformer
+from generator import vocab as V
 
 pytest_plugins = ["storage_fixtures"]
+
+NOTES = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60, 64, V.TIME_SHIFT + 49, V.NOTE_OFF + 64]
+PIECE = (V.genre_token("calm"), *NOTES * 20)  # a stored piece's tokens, as written: 40 notes, 10 s
 
 
 def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransformer:

@@ -78,6 +78,12 @@ class Call:
         rows = self.payload.get("components") or (self.payload.get("data") or {}).get("components") or []
         return [c["custom_id"] for row in rows for c in row.get("components", [])]
 
+    @property
+    def labels(self) -> list[str]:
+        """The buttons' labels, as `custom_ids` lists them."""
+        rows = self.payload.get("components") or (self.payload.get("data") or {}).get("components") or []
+        return [c.get("label", "") for row in rows for c in row.get("components", [])]
+
 
 class DiscordApiStub:
     def __init__(self) -> None:
@@ -89,6 +95,7 @@ class DiscordApiStub:
         self.on_call: Any = None  # called with each Call as it arrives, before it is answered (in the stub's thread)
         self.reject_token = False  # answer logging in 401, as for a revoked token
         self.close_on_identify: int | None = None  # a gateway close code to answer IDENTIFY with
+        self.locales: dict[int, str] = {}  # user id → their Discord client's language (else en-US)
         self._uploads: dict[str, bytes] = {}  # attachment id → bytes, served at its URL
         self._lock = threading.Lock()
         self._ids = itertools.count(930000000000000001)
@@ -204,7 +211,7 @@ class DiscordApiStub:
             "type": kind,
             "token": f"token-{iid}",
             "version": 1,
-            "locale": "en-US",
+            "locale": self.locales.get(user_id, "en-US"),
             "app_permissions": str((1 << 51) - 1),
             "attachment_size_limit": 10 * 1024 * 1024,
             "entitlements": [],
@@ -305,6 +312,12 @@ class DiscordApiStub:
         }
         return self.interaction(3, data, user_id, message=message, **extra)
 
+    def pick(self, custom_id: str, message: dict[str, Any], values: list[str], user_id: int = 1, **extra) -> dict:
+        """Options picked in a string select under a message of the bot's (its payload, components
+        included); `extra` as for `interaction`."""
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return self.interaction(3, data, user_id, message=message, **extra)
+
     def submit(self, custom_id: str, values: dict[str, str], user_id: int = 1, **extra: Any) -> dict:
         """A modal the bot opened, submitted with these text inputs' values (by their custom ids)."""
         rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
@@ -314,6 +327,11 @@ class DiscordApiStub:
         """A message of the bot's with buttons of these ids, as if posted earlier (to press them)."""
         buttons = [{"type": 2, "style": 2, "label": i, "custom_id": i} for i in custom_ids]
         return self._message(channel_id, {"components": [{"type": 1, "components": buttons}]})
+
+    def posted_select(self, custom_id: str, values: list[str], channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """A message of the bot's with a string select of these options, as if posted earlier."""
+        select = {"type": 3, "custom_id": custom_id, "options": [{"label": v, "value": v} for v in values]}
+        return self._message(channel_id, {"components": [{"type": 1, "components": [select]}]})
 
     def answered_message(self, callback: Call) -> dict[str, Any]:
         """The message an interaction callback (an immediate answer) put up, to press its buttons."""

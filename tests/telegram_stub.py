@@ -62,6 +62,12 @@ class Call:
         return [data(b) for row in markup.get("inline_keyboard", []) for b in row]
 
     @property
+    def labels(self) -> list[str]:
+        """The text of every inline button, row by row."""
+        markup = self.json("reply_markup") if "reply_markup" in self.params else {}
+        return [b["text"] for row in markup.get("inline_keyboard", []) for b in row]
+
+    @property
     def replied_to(self) -> int | None:
         """The message this one was sent in reply to."""
         if "reply_parameters" in self.params:
@@ -79,6 +85,7 @@ class BotApiStub:
         self.unreachable: set[str] = set()  # chat ids the bot may not write to (never started it): 403
         self.outage: dict[str, int] = {}  # method → how many calls to answer 502 Bad Gateway first
         self.slow: dict[str, float] = {}  # chat id → seconds every send* call to it takes to answer
+        self.languages: dict[int, str] = {}  # user id → the language_code their Telegram app sends
         self._updates: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._message_ids = itertools.count(1000)
@@ -161,9 +168,9 @@ class BotApiStub:
                 raise AssertionError(f"no {count} × {method} {where} within {timeout} s; calls: {seen}")
             await asyncio.sleep(0.05)
 
-    @staticmethod
-    def user(user_id: int = 1, name: str = "Ada") -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": name}
+    def user(self, user_id: int = 1, name: str = "Ada") -> dict[str, Any]:
+        language = self.languages.get(user_id)
+        return {"id": user_id, "is_bot": False, "first_name": name} | ({"language_code": language} if language else {})
 
     @staticmethod
     def chat(chat_id: int = 1, kind: str = "private") -> dict[str, Any]:

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 from conftest import runner_model
 
-from bot.core import CommandService, ComposeTrack, Origin, PageAsk, SetFavourite, SettingsAsk, TrackAsk, Where, Who
+from bot.core import (
+    CommandService,
+    ComposeTrack,
+    Origin,
+    PageAsk,
+    Rerender,
+    SetFavourite,
+    SettingsAsk,
+    TrackAsk,
+    Where,
+    Who,
+)
 from bot.core.delivery import GroupProgress
 from bot.grammar import GENRE_NAMES, RANGES, Compose, UsageError, parse
 from bot.limits import Limits, RateLimiter
@@ -19,8 +30,8 @@ from bot.replies import LIMITED, REFUSED, SILENT, USAGE, Listing, Reply, Started
 from generator import vocab as V
 from jobs.api import JobEvent
 from jobs.inprocess import InProcessRunner
-from storage import Database, Job, LocalArtifactStore
-from storage.tracks import NewTrack, record_track
+from storage import Database, Job, LocalArtifactStore, Track
+from storage.tracks import NewTrack, record_track, unpack_tokens
 from storage.users import get_or_create_user
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
@@ -158,6 +169,31 @@ async def test_hotter_at_the_top_of_the_range_stays_there_and_cooler_at_the_bott
     hotter, cooler = await job_requests(core)
     assert hotter["sampling"]["temperature"] == temperature.high and hotter["lineage"] == "hotter"
     assert cooler["sampling"]["temperature"] == temperature.low and cooler["parent_track_id"] == cold
+
+
+async def test_an_instrument_change_carries_the_tracks_own_notes_and_recipe(core):
+    track_id = await stored_track(core, seed=11)  # on the piano
+    for instrument, answer in (
+        ("Piano", "is played on the piano already; pick another instrument"),
+        ("vibrafone", "I don't know the instrument 'vibrafone'; did you mean: vibraphone?"),
+    ):
+        reply = await core.rerender(Rerender(asked(key=instrument), track_id, instrument))
+        assert isinstance(reply, Reply) and reply.kind == USAGE and answer in reply.text, reply.text
+    theirs = await core.rerender(Rerender(asked("2", key="theirs"), track_id, "organ"))
+    assert theirs.kind == USAGE and "belongs to someone else" in theirs.text
+    assert await job_requests(core) == []
+
+    assert isinstance(await core.rerender(Rerender(asked(key="k"), track_id, "rhodes")), Started)
+    [request] = await job_requests(core)
+    parent = await core.db.run(lambda s: s.get(Track, track_id))
+    assert request["render"] == {"tokens": unpack_tokens(parent.tokens), "model": "tiny", "checkpoint_sha256": "0" * 64}
+    assert (request["instrument"], request["lineage"], request["parent_track_id"]) == (
+        "electric piano",
+        "instrument",
+        track_id,
+    )
+    assert (request["seed"], request["seconds"], request["sampling"]) == (11, 5.0, {"temperature": 0.9})
+    assert request["primer"] == []  # no primer: a piano roll marks none
 
 
 async def test_a_user_over_the_rate_limit_is_told_when_to_come_back(core):

@@ -181,7 +181,7 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
 
     track_id = track_id_of(post)
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
     assert post.custom_ids == [f"{a}:{track_id}" for a in actions]
     assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
     assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
@@ -227,7 +227,7 @@ async def test_count_posts_the_candidates_as_one_message_and_keeping_one_turns_i
     kept = (await tracks_shown(env, 2))[-1]
     callback = next(c for c in env.stub.calls_to("callback") if c.match["id"] == press["id"])
     assert callback.payload["type"] == 6 and kept.match["token"] == press["token"]  # deferred, then edited
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
     assert kept.custom_ids == [f"{a}:{ids[1]}" for a in actions] and not kept.content
     assert kept.payload["embeds"][0]["title"].startswith(f"Ambient #{ids[1]}")
     assert {name.rsplit(".", 1)[1] for name in kept.files} == {"mp3", "mid", "png"}
@@ -476,7 +476,7 @@ async def test_rate_limits_answer_privately_for_every_composing_action_and_compo
     replies = await env.stub.wait_for_replies(len(refused_for_ada))
     assert len(replies) == len(refused_for_ada)
     assert all(r.startswith("⏳ easy there — you can compose again in ") for r in replies), replies
-    assert all("(1 tracks per 60 s each)" in r for r in replies)
+    assert all("(1 track per 60 s each)" in r for r in replies)
 
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5, user_id=2))  # the channel's second
     await tracks_shown(env, 2)
@@ -657,7 +657,7 @@ async def test_forgetme_asks_first_then_deletes_everything_of_the_user(env):
     await env.restart()  # the question needs no memory of having been asked
     env.dispatch(env.stub.press("forgetme:confirm", env.stub.answered_message(question)))
     [done] = await env.stub.wait_for("edit_original")
-    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 tracks."
+    assert done.content == "🗑 Done: I deleted your settings, favourites and 1 track."
     assert done.payload["components"] == []  # the buttons are gone with the question
     assert await env.count(User, User.platform_user_id == "1") == 0
     assert await env.count(Track) == 1 and (await env.track(theirs)) is not None
@@ -742,3 +742,113 @@ async def test_remix_rerolls_with_the_length_temperature_and_instrument_its_form
     assert child.max_seconds == 7 and child.instrument == "organ"
     assert child.sampling["temperature"] == pytest.approx(1.3)
     assert await env.count(Job) == 1
+
+
+async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    parent_id = track_id_of(post)
+    [select] = [c for row in message["components"] for c in row["components"] if c["type"] == 3]
+    assert select["custom_id"] == f"instrument:{parent_id}" and len(select["options"]) == 8
+    assert {"piano", "electric piano", "strings"} <= {o["value"] for o in select["options"]}
+
+    env.dispatch(env.stub.pick(f"instrument:{parent_id}", message, ["piano"]))  # what it is played on already
+    [refusal] = await env.stub.wait_for_replies(1)
+    assert "played on the piano already" in refusal and await env.count(Job) == 1
+    await env.restart()  # the select needs no memory of having been posted
+    picked = env.dispatch(env.stub.pick(f"instrument:{parent_id}", message, ["strings"], user_id=2))  # another member
+    [_, shown] = await tracks_shown(env, 2)
+    [callback] = [c for c in env.stub.calls_to("callback") if c.match["id"] == picked["id"]]
+    assert callback.payload["type"] == 5 and not callback.ephemeral  # deferred publicly, as 🔁 is
+    assert shown.match["token"] == picked["token"]  # one message: its response became the track
+    child, parent = await env.track(track_id_of(shown)), await env.track(parent_id)
+    assert child.tokens == parent.tokens and (child.instrument, parent.instrument) == ("strings", "piano")
+    assert (child.parent_id, child.lineage, child.seed, child.sampling) == (
+        parent_id,
+        "instrument",
+        parent.seed,
+        parent.sampling,
+    )
+    assert child.owner_id != parent.owner_id
+
+    theirs = await stored_track(env, owner="3")  # never shared here
+    env.dispatch(
+        env.stub.pick(f"instrument:{theirs}", env.stub.posted_select(f"instrument:{theirs}", ["organ"]), ["organ"])
+    )
+    replies = await env.stub.wait_for_replies(2)
+    assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2
+
+
+# --- the user's language -----------------------------------------------------------------------
+
+RUSSIAN_BUTTONS = [
+    "🔁 Переиграть",
+    "🔥 Горячее",
+    "❄️ Холоднее",
+    "⭐ В избранное",
+    "➕ Продолжить",
+    "📤 Поделиться",
+    "🎛 Ремикс",
+    "",  # 🎹's instrument select: a placeholder, no label
+]
+
+
+async def test_a_russian_speaking_user_is_answered_in_russian(env):
+    """interaction.locale picks the texts: a usage error naming the range, the track's embed and
+    buttons, a favourite's answer. The synced commands carry Russian descriptions; their names,
+    options and choices stay the English words people type."""
+    [sync] = env.stub.calls_to("sync")
+    compose = next(c for c in sync.payload["_list"] if c["name"] == "compose")
+    assert compose["description_localizations"] == {"ru": "Сочинить фортепианный трек"}
+    temperature = next(o for o in compose["options"] if o["name"] == "temperature")
+    assert temperature["description"] == "randomness (from 0.1 to 2)"
+    assert temperature["description_localizations"] == {"ru": "случайность (от 0.1 до 2)"}
+    count = next(o for o in compose["options"] if o["name"] == "count")
+    assert count["description_localizations"] == {
+        "ru": "сколько сочинить сразу, чтобы оставить понравившийся (от 1 до 4; 1: только один)"
+    }
+    assert not compose.get("name_localizations") and not temperature.get("name_localizations")
+    described = [d for c in sync.payload["_list"] for d in [c, *c.get("options", [])]]
+    russian = [d["description_localizations"]["ru"] for d in described if d.get("description_localizations")]
+    assert len(russian) > 20 and max(map(len, russian)) <= 100  # Discord's most
+
+    env.stub.locales[1] = "ru"
+    env.dispatch(env.stub.command("compose", genre="calm", temperature=5.0))
+    [usage] = await env.stub.wait_for_replies(1)
+    assert usage.startswith("🤔 значение temperature должно быть от 0.1 до 2, а не 5"), usage
+    message, post = await compose_one(env, genre="calm", seconds=5)
+    track_id = track_id_of(post)
+    assert post.payload["embeds"][0]["title"].startswith(f"Эмбиент #{track_id} · ")
+    assert post.labels == RUSSIAN_BUTTONS
+    rows = post.payload["components"]
+    [select] = [c for row in rows for c in row["components"] if c["custom_id"] == f"instrument:{track_id}"]
+    assert select["placeholder"] == "🎹 Послушать на…"
+    env.dispatch(env.stub.press(f"fav:{track_id}", message))
+    assert (await env.stub.wait_for_replies(2))[-1] == "⭐ Добавлено в избранное"
+
+
+async def test_a_language_without_a_catalogue_is_answered_in_english(env):
+    env.stub.locales[1] = "de"
+    env.dispatch(env.stub.command("genres"))
+    [genres] = await env.stub.wait_for_replies(1)
+    assert genres.startswith("Genres: classic, jazz, ambient, pop.")
+
+
+async def test_a_job_resumed_after_a_restart_is_posted_in_its_user_s_language(env):
+    await env.client.close()
+    idle = new_runner(env)  # never started: accepts jobs and never composes, like a process that dies
+    env.client = await logged_in(env, idle)
+    env.stub.locales[1] = "ru"
+    env.dispatch(env.stub.command("compose", genre="jazz", seconds=5))
+    await eventually(lambda: env.count(Job))
+    await env.client.close()
+    await idle.stop()
+
+    runner = new_runner(env)
+    await runner.start()  # a fresh process on the same database: no interaction left, only the job
+    try:
+        env.client = await on_gateway(env, runner)
+        [post] = await env.stub.wait_for("channel_message", timeout=60)
+        assert post.payload["embeds"][0]["title"].startswith("Джаз #") and post.labels == RUSSIAN_BUTTONS
+    finally:
+        await env.client.close()
+        await runner.stop()

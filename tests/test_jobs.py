@@ -9,14 +9,16 @@ import sqlite3
 import time
 
 import pytest
-from conftest import runner_model
+from conftest import PIECE, runner_model
 from sqlalchemy import func, select
 
 from generator import GeneratorError
 from jobs import ComposeRequest, Refused
+from jobs.api import Piece
 from jobs.inprocess import STORAGE_TROUBLE, InProcessRunner, RunnerSettings
 from storage import Database, Job, JobState, LocalArtifactStore, Track
 from storage.jobs import create_job, start_job
+from storage.tracks import unpack_tokens
 from storage.users import get_or_create_user
 
 
@@ -300,6 +302,37 @@ async def test_a_silent_piece_is_composed_again_and_never_delivered(env):
     starts = [e for e in events if e.kind == "running" and e.total == 0]
     assert len(starts) == 3  # composed three times, with new seeds, before giving up
     assert await count(db, Track) == 0
+
+
+async def test_a_render_only_job_renders_its_piece_as_it_is_and_composes_nothing(env):
+    """🎹's job: a stored piece's own tokens rendered on another instrument. The model is never
+    asked (this one writes only silence, so any piece it composed would fail), whether the job is
+    submitted or resumed after a restart (stored as JSON, as a Redis worker reads it too)."""
+    db, store = env
+    piece = Piece(PIECE, "an-older-model", "a" * 64)
+    rerender = req(genre="calm", seed=99, instrument="organ", lineage="instrument", render=piece)
+
+    async def leftover(s):
+        job, _ = await create_job(s, await get_or_create_user(s, "telegram", "u1"), rerender.to_json())
+        return job.id
+
+    left = await db.run(leftover)
+    runner = InProcessRunner(db, store, silent_model, RunnerSettings())
+    await runner.start()  # resumes the leftover
+    try:
+        submitted = await runner.submit(rerender)
+        results = await asyncio.gather(collect(runner, left), collect(runner, submitted))
+    finally:
+        await runner.stop()
+    for events in results:
+        kinds = [e.kind for e in events]
+        assert kinds[-1] == "done" and set(kinds) <= {"queued", "running", "rendering", "done"}, kinds
+        assert all(e.total == 0 for e in events)  # no composing progress: nothing was composed
+        track = await db.run(lambda s, e=events[-1]: s.get(Track, e.track_id))
+        assert unpack_tokens(track.tokens) == list(PIECE) and track.note_count == 40
+        assert (track.instrument, track.lineage, track.seed) == ("organ", "instrument", 99)
+        assert (track.model_id, track.checkpoint_sha256) == ("an-older-model", "a" * 64)  # its recipe's composer
+        assert store.exists(track.mp3_key) and store.exists(track.png_key)
 
 
 async def test_a_job_that_ended_unseen_is_listed_until_its_receipt(env):

@@ -10,15 +10,16 @@ import sys
 import time
 
 import pytest
-from conftest import tiny_model
+from conftest import PIECE, tiny_model
 from servers import redis_server
 from sqlalchemy import func, select
 
 from generator import save_checkpoint
 from jobs import ComposeRequest
-from jobs.api import Refused
+from jobs.api import Piece, Refused
 from jobs.redis_backend import RedisBackend
 from storage import Database, Job, JobState, Track
+from storage.tracks import unpack_tokens
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,20 @@ async def test_a_worker_composes_and_progress_arrives_in_order(setup):
     assert dones == sorted(dones)
     job = await db.run(lambda s: s.get(Job, job_id))
     assert job.state is JobState.done and job.track_id == events[-1].track_id
+
+
+async def test_a_worker_renders_a_render_only_job_as_it_is_without_composing(setup):
+    """🎹's job through Redis: the worker renders the piece it carries (its random model would have
+    composed other notes), and the recipe names the piece's own composer."""
+    db, backend, start_worker = setup
+    start_worker()
+    piece = Piece(PIECE, "an-older-model", "a" * 64)
+    job_id = await backend.submit(req(genre="calm", seed=99, instrument="organ", lineage="instrument", render=piece))
+    events = await collect(backend, job_id)
+    assert events[-1].kind == "done" and all(e.total == 0 for e in events)  # no composing progress
+    track = await db.run(lambda s: s.get(Track, events[-1].track_id))
+    assert unpack_tokens(track.tokens) == list(PIECE) and (track.instrument, track.seed) == ("organ", 99)
+    assert track.model_id == "an-older-model" and track.lineage == "instrument"
 
 
 async def test_killing_a_worker_mid_job_still_yields_exactly_one_result(setup):

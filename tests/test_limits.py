@@ -44,7 +44,7 @@ def test_a_busy_group_chat_is_limited_even_when_each_user_is_not():
     assert "this chat" in answers[3] and "60 s" in answers[3]
     assert limits.check("user0", "group") is not None
     one = Limits(RateLimiter(1, 60.0, clock))
-    assert one.check("solo") is None and "compose again in 60 s (1 tracks per 60 s each)" in one.check("solo")
+    assert one.check("solo") is None and "compose again in 60 s (1 track per 60 s each)" in one.check("solo")
 
 
 def test_a_refusal_by_the_chat_does_not_use_up_the_users_budget():
@@ -52,7 +52,7 @@ def test_a_refusal_by_the_chat_does_not_use_up_the_users_budget():
     limits = Limits(RateLimiter(2, 60.0, clock), RateLimiter(1, 60.0, clock))
     assert limits.check("alice", "busy") is None
     refused = limits.check("alice", "busy")
-    assert refused is not None and "(1 tracks per 60 s per chat)" in refused
+    assert refused is not None and "(1 track per 60 s per chat)" in refused
     assert limits.check("alice", "quiet") is None  # her second of two: the refusal did not count
     assert limits.check("alice", "quiet2") is not None
 

@@ -1,6 +1,7 @@
 """Replies shared by the chat front ends: captions, buttons that survive restarts, progress."""
 
 from bot.replies import (
+    RERENDER_INSTRUMENTS,
     KeepPress,
     caption,
     child_temperature,
@@ -10,6 +11,7 @@ from bot.replies import (
     progress_line,
     track_buttons,
 )
+from generator.instruments import INSTRUMENTS
 
 
 def test_caption_names_genre_number_length_and_recipe():
@@ -51,3 +53,7 @@ def test_keep_buttons_number_the_candidates_and_parse_back():
     assert [b.data for b in keep_buttons([41, 42])[0]] == ["keep:41", "keep:42"]  # Discord's: the track alone
     for forged in ("keep:", "keep:x", "keep:1:2:3", "keep:-1", "reroll:42"):
         assert parse_keep(forged) is None
+
+
+def test_the_instruments_offered_under_a_track_are_the_generators_own():
+    assert 6 <= len(RERENDER_INSTRUMENTS) <= 8 and set(RERENDER_INSTRUMENTS) <= set(INSTRUMENTS)

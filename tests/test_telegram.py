@@ -26,6 +26,7 @@ from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
 from bot.replies import PICK_ONE
 from bot.telegram import build_application, webhook_from
+from bot.telegram.buttons import INSTRUMENT_DATA, instrument_picker
 from generator import vocab as V
 from jobs.api import ComposeRequest
 from jobs.inprocess import InProcessRunner, RunnerSettings
@@ -96,18 +97,25 @@ async def running_bot(
 
 
 @contextlib.asynccontextmanager
-async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+async def between_starts(tmp_path) -> AsyncIterator[Env]:
+    """The Bot API stub, a database and an artifact store, which outlive the bots started on them
+    (`running_bot`), as across a restart."""
     stub = BotApiStub().start()
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await db.create_all()
     store = LocalArtifactStore(tmp_path / "artifacts")
     try:
-        async with running_bot(stub, db, store, **kw) as app:
-            await app.updater.start_polling(timeout=1)
-            yield Env(stub, db, store, itertools.count(100))
+        yield Env(stub, db, store, itertools.count(100))
     finally:
         await db.dispose()
         stub.stop()
+
+
+@contextlib.asynccontextmanager
+async def bot_env(tmp_path, **kw) -> AsyncIterator[Env]:
+    async with between_starts(tmp_path) as env, running_bot(env.stub, env.db, env.store, **kw) as app:
+        await app.updater.start_polling(timeout=1)
+        yield env
 
 
 @pytest.fixture
@@ -195,7 +203,7 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     track_id = track_id_of(audio)
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "more")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "inst", "more")
     # 📤 Share opens Telegram's chat picker, which sends an inline query for the track
     assert audio.buttons == [f"{a}:{track_id}" if a != "share" else f"pick:#{track_id}" for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
@@ -326,6 +334,45 @@ async def test_continue_button_primes_a_new_track_with_the_old_one(env):
     [audio] = await env.stub.wait_for("sendAudio", timeout=60)
     child = await env.track(track_id_of(audio))
     assert child.parent_id == track_id and child.lineage == "continue" and child.primer_ref == f"track:{track_id}"
+
+
+async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked(env):
+    track_id = await stored_track(env)  # calm, on the piano
+    favourited = {"inline_keyboard": [[{"text": "★ Favourited", "callback_data": f"unfav:{track_id}"}]]}
+    card = {**post_in(1, "private"), "chat": {"id": 1, "type": "private", "first_name": "Ada"}}
+    env.press(f"inst:{track_id}", under={**card, "reply_markup": favourited})
+    [picker] = await env.stub.wait_for("editMessageReplyMarkup")
+    names = ("piano", "electric_piano", "organ", "vibraphone", "guitar", "harp", "strings", "pad")
+    assert picker.buttons == [*(f"inst:{track_id}:{n}" for n in names), f"inst:{track_id}:back_fav"]
+    env.press(f"inst:{track_id}:back_fav", under=card)  # ◀ Back: the track's buttons, still ★
+    back = (await env.stub.wait_for("editMessageReplyMarkup", count=2))[-1]
+    assert back.buttons[3] == f"unfav:{track_id}" and back.buttons[-2:] == [f"inst:{track_id}", f"more:{track_id}"]
+
+    env.press(f"inst:{track_id}:piano", under=card)
+    env.press(f"inst:{track_id}:kazoo", under=card)
+    answers = await env.stub.wait_for("answerCallbackQuery", count=4)
+    assert "played on the piano already" in answers[2].params["text"]
+    assert "I don't know the instrument 'kazoo'" in answers[3].params["text"]
+    assert await env.count(Job) == 0
+
+    env.press(f"inst:{track_id}:electric_piano", under=card)
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    await env.stub.wait_for("deleteMessage")
+    child, parent = await env.track(track_id_of(audio)), await env.track(track_id)
+    assert child.tokens == parent.tokens and child.instrument == "electric piano" != parent.instrument
+    assert (child.parent_id, child.lineage, child.genre, child.seed) == (track_id, "instrument", "calm", parent.seed)
+    assert parent.sampling.items() <= child.sampling.items()  # its recipe still composes these notes
+    assert audio.replied_to == card["message_id"] and "electric piano" in audio.params["caption"]
+    assert env.stub.live_messages("1") == [audio]  # one message: the progress message made way for it
+
+    env.press(f"inst:{track_id}:organ", user_id=2)  # someone the track was never shared with
+    refused = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
+    assert "belongs to someone else" in refused.params["text"] and await env.count(Job) == 1
+
+
+def test_every_instrument_pick_fits_telegram_s_callback_data_and_reaches_its_handler():
+    rows = instrument_picker(10**12 - 1, favourite=True)
+    assert all(len(b.data.encode()) <= 64 and INSTRUMENT_DATA.match(b.data) for row in rows for b in row)
 
 
 async def test_favourite_button_toggles_a_favourite(env):
@@ -554,7 +601,7 @@ async def test_favourites_are_listed_and_forgetme_deletes_everything(env):
     assert "Kept everything" in kept.params["text"] and await env.count(Track) == 1
     env.press("forgetme:confirm:1")
     [_, done] = await env.stub.wait_for("editMessageText", count=2)
-    assert "1 tracks" in done.params["text"]
+    assert "1 track." in done.params["text"]
     assert await env.count(Track) == 0 and await env.count(Favorite) == 0
 
 
@@ -771,12 +818,8 @@ async def test_rate_limits_per_user_and_per_chat_answer_politely(tmp_path):
 
 
 async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tmp_path):
-    stub = BotApiStub().start()
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    await db.create_all()
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    env = Env(stub, db, store, itertools.count(100))
-    try:
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
         async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
             await app.updater.start_polling(timeout=1)
             request = env.send("/compose ambient len=5")
@@ -810,9 +853,6 @@ async def test_jobs_left_unfinished_by_a_restart_are_delivered_to_their_chats(tm
         states = await db.run(lambda s: s.scalars(select(Job.state).where(Job.id.in_((1, 2)))))
         assert list(states) == [JobState.done, JobState.done]
         assert {a.params["title"].split(" #")[0] for a in audios} == {"Ambient", "Jazz"}
-    finally:
-        await db.dispose()
-        stub.stop()
 
 
 async def test_jobs_that_ended_while_the_bot_was_away_are_delivered_once(tmp_path):
@@ -1041,7 +1081,106 @@ async def test_in_a_group_a_muted_member_s_press_does_not_make_the_bot_post(env)
     assert progress.chat_id == "-100700" and await env.count(Job) == 1
 
 
+async def test_in_a_group_only_members_who_may_post_open_the_instrument_picker_or_pick(env):
+    track_id = await shared_track(env, -100700)
+    post = post_in(-100700, "supergroup")
+    env.stub.member_status = "restricted"
+    env.press(f"inst:{track_id}", 2, under=post)  # the keyboard is everyone's: not theirs to change
+    env.press(f"inst:{track_id}:organ", 2, under=post)
+    answers = await env.stub.wait_for("answerCallbackQuery", count=2)
+    assert all("Only members who may post here" in a.params["text"] for a in answers)
+    assert not env.stub.calls_to("editMessageReplyMarkup") and await env.count(Job) == 0
+    env.stub.member_status = "member"
+    env.press(f"inst:{track_id}:organ", 2, under=post)  # the track was shared here: any member may
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    child = await env.track(track_id_of(audio))
+    assert audio.chat_id == "-100700" and (child.instrument, child.parent_id) == ("organ", track_id)
+
+
 @pytest.mark.parametrize("offset", ["²", "9" * 40])
 async def test_an_inline_offset_no_client_of_ours_sends_still_gets_an_answer(env, offset):
     env.stub.queue_update({"update_id": next(env.ids), "inline_query": env.stub.inline("", 1, offset=offset)})
     await env.stub.wait_for("answerInlineQuery")
+
+
+# --- the user's language -----------------------------------------------------------------------
+
+
+async def test_a_russian_speaking_user_is_answered_in_russian(env):
+    """Telegram's language_code picks the texts: the command list, the genre picker, a usage error
+    naming the range, the track's progress, caption and buttons. Command words stay English."""
+    env.stub.languages[1] = "ru"
+    [english, russian] = env.stub.calls_to("setMyCommands")
+    assert "language_code" not in english.params and russian.params["language_code"] == "ru"
+    assert {c["command"]: c["description"] for c in russian.json("commands")}[
+        "genres"
+    ] == "жанры, которые можно заказать"
+    env.send("/compose")
+    [picker] = await env.stub.wait_for("sendMessage")
+    assert picker.params["text"].startswith("🎼 Выберите жанр")
+    assert picker.labels == ["Классика", "Джаз", "Эмбиент", "Поп"]
+    assert picker.buttons == ["compose:classic", "compose:jazz", "compose:calm", "compose:pop"]
+    env.send("/compose jazz temp=5")
+    usage = (await env.stub.wait_for("sendMessage", count=2))[-1]
+    assert usage.params["text"] == "🤔 значение temp должно быть от 0.1 до 2, а не 5 (например, temp=0.9)"
+
+    env.send("/compose ambient len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    assert env.stub.calls_to("sendMessage")[2].params["text"] == "⏳ В очереди…"
+    track_id = track_id_of(audio)
+    assert audio.params["title"] == f"Эмбиент #{track_id}" and audio.params["caption"].startswith(
+        f"Эмбиент #{track_id}"
+    )
+    labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться"]
+    assert audio.labels == [*labels, "🎹 Инструмент", "⋯ Ещё"]
+    env.press(f"fav:{track_id}")
+    [favourite] = await env.stub.wait_for("answerCallbackQuery")
+    assert favourite.params["text"] == "⭐ Добавлено в избранное"
+
+
+async def test_a_russian_speaking_user_s_candidates_come_with_a_russian_picker(env):
+    """count=2: the one progress message, the album's captions and the Keep picker in Russian; a
+    Russian-speaking stranger's pick is refused in Russian."""
+    env.stub.languages |= {1: "ru", 2: "ru"}
+    request = env.send("/compose ambient len=5 count=2")
+    [album] = await env.stub.wait_for("sendMediaGroup", timeout=90)
+    [progress, picker] = await env.stub.wait_for("sendMessage", count=2)
+    assert progress.params["text"] == "⏳ В очереди…"
+    edits = [e.params["text"] for e in env.stub.calls_to("editMessageText")]
+    assert edits and all(e.endswith(("(2 варианта)", " из 2")) for e in edits), edits  # "готово 0 из 2"
+    assert picker.params["text"] == "👆 Выберите, какой оставить (остальные останутся в /history)"
+    assert picker.labels == ["Оставить 1", "Оставить 2"]
+    assert [m["caption"].split(" #")[0] for m in album.json("media")] == ["1 · Эмбиент", "2 · Эмбиент"]
+    env.press(picker.buttons[0], user_id=2, under=private(picker) | {"reply_to_message": request["message"]})
+    [refused] = await env.stub.wait_for("answerCallbackQuery")
+    assert refused.params["text"] == "🤔 выбрать может только тот, кто попросил эти треки"
+
+
+async def test_other_languages_and_none_are_answered_in_english(env):
+    env.stub.languages |= {1: "en", 2: "de"}  # user 3's app sends no language_code
+    for n, user_id in enumerate((1, 2, 3), 1):
+        env.send("/compose jazz temp=5", user_id)
+        [*_, usage] = await env.stub.wait_for("sendMessage", count=n)
+        assert usage.params["text"] == "🤔 temp must be from 0.1 to 2, not 5 (for example temp=0.9)", user_id
+
+
+async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language(tmp_path):
+    """The language travels with the job's request, so a restarted bot delivers the track in the
+    language of whoever asked for it."""
+    async with between_starts(tmp_path) as env:
+        stub, db, store = env.stub, env.db, env.store
+        stub.languages[1] = "ru-RU"
+        async with running_bot(stub, db, store, compose=False) as app:  # accepts, never composes
+            await app.updater.start_polling(timeout=1)
+            env.send("/compose jazz len=5")
+            [progress] = await stub.wait_for("sendMessage")
+            await eventually(lambda: _reply_to(db, 1))
+        assert progress.params["text"] == "⏳ В очереди…"
+        assert (await db.run(lambda s: s.get(Job, 1))).request["locale"] == "ru"
+
+        async with running_bot(stub, db, store) as app:  # a fresh process on the same database
+            await app.updater.start_polling(timeout=1)
+            [audio] = await stub.wait_for("sendAudio", timeout=60)
+        assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
+        edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
+        assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.library import card
-from bot.replies import TrackCard, candidates_missing, candidates_progress, event_line, expired
+from bot.i18n import ENGLISH, PhraseError, Translations, translator
+from bot.replies import EXPIRED, TrackCard, candidates_missing, candidates_progress, event_line
 from jobs.api import JobBackend, JobEvent
 from storage import ArtifactStore, Database, Track, User
 from storage.jobs import set_reply_to
@@ -28,21 +29,23 @@ log = logging.getLogger(__name__)
 FOLLOW_TIMEOUT_S = 1200.0  # a job the backend never finishes stops being followed
 
 
-class Unavailable(Exception):
+class Unavailable(PhraseError):
     """A track that cannot be sent (its audio expired, or too large here); words for the user."""
 
 
 @dataclass(frozen=True)
 class Pending:
-    """A job of this platform whose ending its user has not seen, and where it goes."""
+    """A job of this platform whose ending its user has not seen, where it goes, and the language
+    its user is answered in."""
 
     job_id: int
     user_id: str
     reply_to: dict[str, Any]
+    locale: str = "en"
 
 
-def progress_of(event: JobEvent) -> str:
-    return event_line(event.kind, event.done, event.total, event.eta_s, event.position, event.reason)
+def progress_of(event: JobEvent, t: Translations = ENGLISH) -> str:
+    return event_line(event.kind, event.done, event.total, event.eta_s, event.position, event.reason, t)
 
 
 class Throttled:
@@ -60,7 +63,11 @@ class Throttled:
 
 
 async def watch(
-    events: AsyncIterator[JobEvent], show: Callable[[str], Awaitable[None]], interval_s: float, shown: str | None = None
+    events: AsyncIterator[JobEvent],
+    show: Callable[[str], Awaitable[None]],
+    interval_s: float,
+    shown: str | None = None,
+    t: Translations = ENGLISH,
 ) -> JobEvent | None:
     """Show each new progress line (at most one per `interval_s`) until the job ends; returns its
     ending, or None when the events stop without one (it stays undelivered for the next start)."""
@@ -69,7 +76,7 @@ async def watch(
         async for event in events:
             if event.terminal:
                 return event
-            await throttled(progress_of(event))
+            await throttled(progress_of(event, t))
     return None
 
 
@@ -98,13 +105,13 @@ class GroupProgress:
             self.written[event.job_id] = (total, total)  # what it wrote is all it writes
             self.ready += event.kind == "done"
 
-    def line(self) -> str:
+    def line(self, t: Translations = ENGLISH) -> str:
         expected = max((total for _, total in self.written.values()), default=0)
         done = sum(d for d, _ in self.written.values())
         total = sum(t for _, t in self.written.values()) + expected * (self.count - len(self.written))
         kind = "queued" if not total else "running" if done < total else "rendering"
         eta = None if self.pace_s is None else self.pace_s * (total - done)
-        return candidates_progress(kind, self.count, self.ready, done, total, eta, self.position)
+        return candidates_progress(kind, self.count, self.ready, done, total, eta, self.position, t)
 
 
 async def watch_group(
@@ -112,6 +119,7 @@ async def watch_group(
     show: Callable[[str], Awaitable[None]],
     interval_s: float,
     shown: str | None = None,
+    t: Translations = ENGLISH,
 ) -> dict[int, JobEvent | None]:
     """`watch` for a group of candidates: one progress line for them all (`GroupProgress`) until
     every job has ended; returns each job's ending (None: its events stopped without one, and it
@@ -142,7 +150,7 @@ async def watch_group(
                 if event.terminal:
                     endings[event.job_id] = event
                 if not all(endings.values()):  # the last ending is shown by what is delivered
-                    await throttled(progress.line())
+                    await throttled(progress.line(t))
         await asyncio.gather(*pumps)  # all over by now: a failed one raises here, as `watch` would
     finally:
         for task in pumps:
@@ -196,7 +204,11 @@ class Deliveries:
     async def undelivered(self) -> list[Pending]:
         """This platform's jobs to follow after a start-up, those that know where they go."""
         found = await self.backend.undelivered(self.platform)
-        return [Pending(p.job_id, p.request.user_id, p.request.reply_to) for p in found if p.request.reply_to]
+        return [
+            Pending(p.job_id, p.request.user_id, p.request.reply_to, p.request.locale)
+            for p in found
+            if p.request.reply_to
+        ]
 
     async def set_reply_to(self, job_id: int, reply_to: dict[str, Any]) -> None:
         await self.db.run(lambda s: set_reply_to(s, job_id, reply_to))
@@ -205,17 +217,21 @@ class Deliveries:
         """The receipt: its user has seen how the job ended, so a restart does not deliver it again."""
         await self.backend.delivered(job_id)
 
-    async def finished(self, track_id: int) -> TrackCard:
-        """A job's new track, to deliver."""
-        return card(await self.db.run(lambda s: s.get(Track, track_id)), self.platform)
+    async def finished(self, track_id: int, locale: str = "en") -> TrackCard:
+        """A job's new track, to deliver, captioned in its user's language."""
+        return card(await self.db.run(lambda s: s.get(Track, track_id)), self.platform, translator(locale))
 
-    async def candidates(self, endings: Mapping[int, JobEvent | None]) -> tuple[list[TrackCard], str | None]:
-        """A group's endings as what to show: the tracks that came, in the order asked for, and
-        how the others ended (None when all came). Jobs with no ending yet are neither."""
-        ended = [e for e in endings.values() if e is not None]
-        tracks = [await self.finished(e.track_id) for e in ended if e.kind == "done" and e.track_id is not None]
-        missing = [progress_of(e) for e in ended if e.kind != "done" or e.track_id is None]
-        return tracks, candidates_missing(len(endings), missing) if missing else None
+    async def candidates(
+        self, endings: Mapping[int, JobEvent | None], locale: str = "en"
+    ) -> tuple[list[TrackCard], str | None]:
+        """A group's endings as what to show, in its user's language: the tracks that came, in the
+        order asked for, and how the others ended (None when all came). Jobs with no ending yet
+        are neither."""
+        t, ended = translator(locale), [e for e in endings.values() if e is not None]
+        came = [e.track_id for e in ended if e.kind == "done" and e.track_id is not None]
+        tracks = [await self.finished(track_id, locale) for track_id in came]
+        missing = [progress_of(e, t) for e in ended if e.kind != "done" or e.track_id is None]
+        return tracks, candidates_missing(len(endings), missing, t) if missing else None
 
     async def share_here(self, track_id: int, chat_id: str, message_id: str | int | None = None) -> None:
         """A delivered track is shared into its chat (before it appears, so that a press the moment
@@ -234,7 +250,7 @@ class Deliveries:
 
     async def audio(self, track: TrackCard) -> bytes:
         if track.mp3_key is None:
-            raise Unavailable(expired(track.track_id))
+            raise Unavailable(EXPIRED, track_id=track.track_id)
         return await self.artifact(track.mp3_key)
 
     async def remember_file_id(self, track_id: int, file_id: str) -> None:

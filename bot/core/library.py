@@ -1,5 +1,6 @@
 """The user's own tracks: reading one (only theirs, or one shared where they are), favourites,
-numbered pages of history and favourites, their settings, and recording a share."""
+numbered pages of history and favourites, their settings, and recording a share. What it says is
+in the asker's language (`Who.locale`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Callable
 
 from bot.core.recipes import DEFAULT_SECONDS
 from bot.core.requests import PageAsk, SetFavourite, SettingsAsk, TrackAsk, Where, Who
-from bot.replies import ONLY_THE_ASKER, USAGE, Listing, Reply, TrackCard, caption, track_buttons
+from bot.grammar import UsageError
+from bot.i18n import ENGLISH, N_, Translations, translator
+from bot.replies import ONLY_THE_ASKER, USAGE, Listing, Reply, TrackCard, caption, genre_label, track_buttons
 from generator.vocab import display_name
 from storage import Database, Forbidden, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
@@ -16,12 +19,12 @@ from storage.tracks import Page, get_track, history
 from storage.users import get_or_create_user, get_user, set_defaults
 
 
-def card(track: Track, platform: str) -> TrackCard:
+def card(track: Track, platform: str, t: Translations = ENGLISH) -> TrackCard:
     """How a stored track is shown: its caption, title, file names and this platform's upload."""
     return TrackCard(
         track_id=track.id,
         genre=track.genre,
-        title=f"{display_name(track.genre).capitalize()} #{track.id}",
+        title=f"{genre_label(track.genre, t)} #{track.id}",
         stem=f"{display_name(track.genre)}-{track.id}",
         caption=caption(
             track.id,
@@ -32,6 +35,7 @@ def card(track: Track, platform: str) -> TrackCard:
             track.instrument,
             parent_id=track.parent_id,
             lineage=track.lineage,
+            t=t,
         ),
         duration_s=track.duration_s,
         file_id=(track.file_ids or {}).get(platform),
@@ -41,19 +45,29 @@ def card(track: Track, platform: str) -> TrackCard:
     )
 
 
-def track_line(track: Track) -> str:
+def track_line(track: Track, t: Translations = ENGLISH) -> str:
     m, s = divmod(round(track.duration_s), 60)
     temp = track.sampling.get("temperature", 1.0)
-    return f"#{track.id} {display_name(track.genre).capitalize()} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
+    return f"#{track.id} {genre_label(track.genre, t)} · {m}:{s:02d} · seed {track.seed} · temp {temp:g}"
 
 
-def settings_text(user: User, saved: bool) -> str:
-    genre = display_name(user.default_genre) if user.default_genre else "none (say it each time)"
-    temp = f"{user.default_temperature:g}" if user.default_temperature is not None else "the genre's preset"
-    return (
-        f"{'✅ Saved. Your defaults:' if saved else 'Your defaults:'}\ngenre: {genre}\ntemperature: {temp}\n"
-        f"length: {user.default_seconds or round(DEFAULT_SECONDS)} s\ninstrument: {user.default_instrument or 'piano'}"
-    )
+def settings_text(user: User, saved: bool, t: Translations = ENGLISH) -> str:
+    """The defaults; the values stay as they are typed (genre=ambient), in every language."""
+    genre = display_name(user.default_genre) if user.default_genre else t.gettext("none (say it each time)")
+    temp = f"{user.default_temperature:g}" if user.default_temperature is not None else t.gettext("the genre's preset")
+    title = t.gettext("✅ Saved. Your defaults:") if saved else t.gettext("Your defaults:")
+    values = t.gettext("genre: {genre}\ntemperature: {temp}\nlength: {seconds} s\ninstrument: {instrument}")
+    seconds, instrument = user.default_seconds or round(DEFAULT_SECONDS), user.default_instrument or "piano"
+    return f"{title}\n{values.format(genre=genre, temp=temp, seconds=seconds, instrument=instrument)}"
+
+
+NO_TRACK = N_("there is no track #{track_id}")
+NOT_SHARED_HERE = N_("track #{track_id} belongs to someone else and was not shared here")
+
+
+def unreadable(exc: NotFound | Forbidden, track_id: int) -> UsageError:
+    """Storage's refusal to read a track (in English), as words for the asker in their language."""
+    return UsageError(NO_TRACK if isinstance(exc, NotFound) else NOT_SHARED_HERE, track_id=track_id)
 
 
 class Library:
@@ -67,33 +81,37 @@ class Library:
         return await self.db.run(lambda s: get_or_create_user(s, who.platform, who.user_id, who.name))
 
     async def readable(self, user: User, track_id: int, where: Where) -> Track:
-        """The track if the user may read it here (their own, or shared here); NotFound or Forbidden."""
-        return await self.db.run(lambda s: get_track(s, track_id, user, where.channel))
+        """The track if the user may read it here (their own, or shared here); UsageError if not."""
+        try:
+            return await self.db.run(lambda s: get_track(s, track_id, user, where.channel))
+        except (NotFound, Forbidden) as exc:
+            raise unreadable(exc, track_id) from None
 
     async def track(self, ask: TrackAsk) -> TrackCard | Reply:
         """A track the asker may read here, or why not."""
-        user = await self.user(ask.origin.who)
+        user, t = await self.user(ask.origin.who), translator(ask.origin.who.locale)
         try:
-            return card(await self.readable(user, ask.track_id, ask.origin.where), self.platform)
-        except (NotFound, Forbidden) as exc:
-            return Reply(str(exc), kind=USAGE)
+            return card(await self.readable(user, ask.track_id, ask.origin.where), self.platform, t)
+        except UsageError as exc:
+            return Reply(exc.said(t), kind=USAGE)
 
     async def pick(self, ask: TrackAsk) -> TrackCard | Reply:
         """Keep N under a group of candidates: the picked track, only for the user who asked for
         them (the group may be shared into the chat, where anyone may read it), or why not."""
-        user = await self.user(ask.origin.who)
+        user, t = await self.user(ask.origin.who), translator(ask.origin.who.locale)
         try:
-            return card(await self.db.run(lambda s: get_track(s, ask.track_id, user)), self.platform)
+            return card(await self.db.run(lambda s: get_track(s, ask.track_id, user)), self.platform, t)
         except Forbidden:
-            return Reply(ONLY_THE_ASKER, kind=USAGE)
+            return Reply(t.gettext(ONLY_THE_ASKER), kind=USAGE)
         except NotFound as exc:
-            return Reply(str(exc), kind=USAGE)
+            return Reply(unreadable(exc, ask.track_id).said(t), kind=USAGE)
 
     async def favourite(self, ask: SetFavourite) -> Reply:
         """⭐ / ★: favourite or un-favourite a track the user can read here. `favourite` None turns it
         over: in a shared chat the button cannot show each member their own state, so it always
         reads ⭐, and a second press must take the favourite back. The reply's buttons show the state."""
         user, track_id, where = await self.user(ask.origin.who), ask.track_id, ask.origin.where
+        t = translator(ask.origin.who.locale)
 
         async def toggle(s):
             await get_track(s, track_id, user, where.channel)
@@ -107,9 +125,9 @@ class Library:
         try:
             now = await self.db.run(toggle)
         except (NotFound, Forbidden) as exc:
-            return Reply(str(exc), kind=USAGE)
-        text = "⭐ Added to your favourites" if now else "Removed from your favourites"
-        return Reply(text, track_buttons(track_id, now))
+            return Reply(unreadable(exc, track_id).said(t), kind=USAGE)
+        text = t.gettext("⭐ Added to your favourites") if now else t.gettext("Removed from your favourites")
+        return Reply(text, track_buttons(track_id, now, t))
 
     async def page(self, ask: PageAsk) -> Listing:
         """Page `page_no` (from 1) of the user's history or favourites; no lines past the last page.
@@ -129,7 +147,9 @@ class Library:
         found = await self.db.run(walk)
         if found is None:
             return Listing(ask.kind, ask.page_no, [])
-        return Listing(ask.kind, ask.page_no, [track_line(t) for t in found.items], found.next_before is not None)
+        t = translator(ask.origin.who.locale)
+        lines = [track_line(track, t) for track in found.items]
+        return Listing(ask.kind, ask.page_no, lines, found.next_before is not None)
 
     async def settings(self, ask: SettingsAsk) -> Reply:
         """Show the user's defaults, after changing those given."""
@@ -143,7 +163,7 @@ class Library:
                 await set_defaults(s, user, **values)
             return user
 
-        return Reply(settings_text(await self.db.run(apply), bool(values)))
+        return Reply(settings_text(await self.db.run(apply), bool(values), translator(who.locale)))
 
     async def shared(self, ask: TrackAsk, into: Where, message_id: str | int | None) -> None:
         """📤 /share: the asker posted the track into `into` (they may read it where they asked)."""
@@ -159,7 +179,7 @@ class Library:
             if user is None:
                 return None
             try:
-                shown = card(await get_track(s, track_id, user), self.platform)
+                shown = card(await get_track(s, track_id, user), self.platform, translator(who.locale))
             except (NotFound, Forbidden):
                 return None
             return shown if shown.file_id else None
@@ -173,6 +193,8 @@ class Library:
         they can be sent by file id), up to `most`, reading at most `pages` pages: (those, how
         many matched without an upload, the cursor for more). Looks up only: creates no account."""
 
+        t = translator(who.locale)
+
         async def find(s):
             user = await get_user(s, who.platform, who.user_id)
             found: list[TrackCard] = []
@@ -182,7 +204,7 @@ class Library:
             for _ in range(pages):
                 # ask for exactly what is missing, so the cursor never passes a favourite unseen
                 page = await list_favorites(s, user, most - len(found), cursor)
-                for shown in filter(matches, (card(t, self.platform) for t in page.items)):
+                for shown in filter(matches, (card(track, self.platform, t) for track in page.items)):
                     if shown.file_id:
                         found.append(shown)
                     else:

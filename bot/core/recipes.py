@@ -1,16 +1,17 @@
 """The job requests chat intents become: a /compose with the user's stored defaults filled in, and
-🔁 / 🔥 / ❄️ / ➕ made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
+🔁 / 🔥 / ❄️ / ➕ / 🎹 made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from bot.core.requests import Remix, Who
-from bot.grammar import GENRE_NAMES, Compose, UsageError
+from bot.grammar import GENRE_NAMES, Compose, UsageError, instrument_of
+from bot.i18n import N_
 from bot.replies import child_temperature
 from generator.params import RANGES, Overrides, draw_seed
 from generator.vocab import END
-from jobs.api import ComposeRequest
+from jobs.api import ComposeRequest, Piece
 from storage import Track, User
 from storage.tracks import unpack_tokens
 
@@ -32,6 +33,7 @@ def new_request(
     primer_ref: str | None = None,
     parent_track_id: int | None = None,
     lineage: str | None = None,
+    render: Piece | None = None,
 ) -> ComposeRequest:
     """The job request for `who`, idempotent under `key`."""
     return ComposeRequest(
@@ -39,6 +41,7 @@ def new_request(
         user_id=who.user_id,
         genre=genre,
         display_name=who.name,
+        locale=who.locale,
         seconds=seconds,
         tokens=tokens,
         sampling=sampling,
@@ -49,6 +52,7 @@ def new_request(
         parent_track_id=parent_track_id,
         lineage=lineage,
         idempotency_key=key,
+        render=render,
     )
 
 
@@ -56,7 +60,7 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
     """A /compose command with the user's stored defaults filled in where they typed nothing."""
     genre = cmd.genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre? choose one of: {GENRE_NAMES} (for example /compose ambient)")
+        raise UsageError(N_("which genre? choose one of: {genres} (for example /compose ambient)"), genres=GENRE_NAMES)
     sampling = Overrides(**cmd.sampling)
     if sampling.temperature is None and user.default_temperature is not None:
         sampling = replace(sampling, temperature=user.default_temperature)
@@ -94,6 +98,12 @@ def candidate_requests(request: ComposeRequest, count: int) -> list[ComposeReque
     return [replace(request, seed=seed, idempotency_key=key) for seed, key in zip(seeds, keys)]
 
 
+def length_of(track: Track) -> tuple[float | None, int | None]:
+    """The track's length as its request gave it: (seconds, None) or (None, tokens)."""
+    seconds = track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None
+    return seconds, track.max_new_tokens if track.max_seconds is None else None
+
+
 def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | None = None) -> ComposeRequest:
     """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature; `remix`'s
     length, temperature and instrument replace the track's where given."""
@@ -103,8 +113,7 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
     if temperature is None:
         temperature = child_temperature(action, recipe.temperature or 1.0)
     sampling = replace(recipe, temperature=temperature)
-    seconds = track.max_seconds if track.max_seconds is not None or track.max_new_tokens is None else None
-    tokens = track.max_new_tokens if track.max_seconds is None else None
+    seconds, tokens = length_of(track)
     if remix.seconds is not None:
         seconds, tokens = remix.seconds, None
     return new_request(
@@ -118,6 +127,33 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
         instrument=remix.instrument or track.instrument,
         parent_track_id=track.id,
         lineage=action,
+    )
+
+
+def rerender_request(who: Who, key: str, track: Track, instrument: str) -> ComposeRequest:
+    """🎹: the track's own notes rendered on `instrument` (checked as inst= is), nothing composed;
+    the new track keeps the whole recipe, so that it still composes these notes."""
+    instrument = instrument_of(instrument)
+    if instrument == track.instrument:
+        raise UsageError(
+            N_("track #{track_id} is played on the {instrument} already; pick another instrument"),
+            track_id=track.id,
+            instrument=instrument,
+        )
+    seconds, tokens = length_of(track)
+    return new_request(
+        who,
+        key,
+        track.genre,
+        seconds=seconds,
+        tokens=tokens,
+        sampling=Overrides.from_json(track.sampling),
+        seed=track.seed,
+        instrument=instrument,
+        primer_ref=track.primer_ref,
+        parent_track_id=track.id,
+        lineage="instrument",
+        render=Piece(tuple(unpack_tokens(track.tokens)), track.model_id, track.checkpoint_sha256),
     )
 
 
@@ -145,7 +181,9 @@ def midi_continue_request(
     the genre they named or their default, and their stored length, temperature and instrument."""
     genre = genre or user.default_genre
     if genre is None:
-        raise UsageError(f"which genre should it continue in? choose one of: {GENRE_NAMES}, or set a default genre")
+        raise UsageError(
+            N_("which genre should it continue in? choose one of: {genres}, or set a default genre"), genres=GENRE_NAMES
+        )
     sampling = Overrides(temperature=user.default_temperature)
     return new_request(
         who,

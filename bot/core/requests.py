@@ -17,6 +17,7 @@ class Who:
     platform: str
     user_id: str
     name: str = ""
+    locale: str = "en"  # the language they are answered in: `bot.i18n.language_of` their app's language code
 
     @property
     def limit_key(self) -> str:
@@ -78,6 +79,16 @@ class Derive:
     action: str
     track_id: int
     remix: Remix | None = None
+
+
+@dataclass(frozen=True)
+class Rerender:
+    """🎹: the same notes of a track the user may read here, on another instrument (its name as
+    picked or typed: the service checks it)."""
+
+    origin: Origin
+    track_id: int
+    instrument: str
 
 
 @dataclass(frozen=True)

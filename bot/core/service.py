@@ -4,7 +4,8 @@ job) its own way. This package is the only part of `bot` that touches storage an
 
 The service owns the user lookup, idempotency (one job per update or interaction), the rate
 limits, access checks (a user reads and changes only their own tracks, or ones shared where they
-are) and the bookkeeping of shares and deliveries.
+are) and the bookkeeping of shares and deliveries. Its replies are in the asker's language
+(`Who.locale`); a refusal of the job backend's stays in its own words.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from bot.core.recipes import (
     continue_request,
     group_keys,
     midi_continue_request,
+    rerender_request,
 )
-from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, TrackAsk, Who
+from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, Rerender, TrackAsk, Who
 from bot.grammar import UsageError
+from bot.i18n import translator
 from bot.limits import Limits
 from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started
 from generator import GeneratorError
@@ -58,7 +61,8 @@ class CommandService(Library, Deliveries):
     def over_limit(self, origin: Origin, count: int = 1) -> Reply | None:
         """The polite refusal when this user, or this chat, asks for tracks too fast; else None
         (and the `count` tracks are counted)."""
-        refusal = self.limits.check(origin.who.limit_key, origin.where.limit_key, count)
+        who = origin.who
+        refusal = self.limits.check(who.limit_key, origin.where.limit_key, count, translator(who.locale))
         return None if refusal is None else Reply(refusal, kind=LIMITED)
 
     async def _start(
@@ -76,7 +80,9 @@ class CommandService(Library, Deliveries):
         user = await self.user(origin.who)
         try:
             request = await build(user)
-        except (UsageError, NotFound, Forbidden) as exc:
+        except UsageError as exc:
+            return Reply(exc.said(translator(origin.who.locale)), kind=USAGE)
+        except (NotFound, Forbidden) as exc:
             return Reply(str(exc), kind=USAGE)
         refusal = None if counted else self.over_limit(origin, count)
         if refusal is not None:
@@ -117,6 +123,16 @@ class CommandService(Library, Deliveries):
 
         return await self._start(origin, build)
 
+    async def rerender(self, ask: Rerender) -> Reply | Started:
+        """🎹: a track the user may read here, its notes rendered on another instrument."""
+        origin = ask.origin
+
+        async def build(user: User) -> ComposeRequest:
+            track = await self.readable(user, ask.track_id, origin.where)
+            return rerender_request(origin.who, origin.key, track, ask.instrument)
+
+        return await self._start(origin, build)
+
     async def reroll(self, origin: Origin, track_id: int) -> Reply | Started:
         return await self.derive(Derive(origin, "reroll", track_id))
 
@@ -136,7 +152,7 @@ class CommandService(Library, Deliveries):
         try:
             midi_continue_request(origin.who, origin.key, (), ask.primer_ref, ask.genre, user)
         except UsageError as exc:
-            return Reply(str(exc), kind=USAGE)
+            return Reply(exc.said(translator(origin.who.locale)), kind=USAGE)
         return self.over_limit(origin)
 
     async def continue_midi(self, ask: ContinueMidi, data: bytes) -> Reply | Started:
@@ -171,10 +187,11 @@ class CommandService(Library, Deliveries):
 
     async def cancel(self, who: Who) -> Reply:
         """/cancel: the user's newest unfinished job is cancelled."""
+        t = translator(who.locale)
         for job_id in await self._unfinished(who):
             if await self.backend.cancel(job_id, who.platform, who.user_id):
-                return Reply("✖️ Cancelled your track.")
-        return Reply("Nothing to cancel: you have no track being composed.")
+                return Reply(t.gettext("✖️ Cancelled your track."))
+        return Reply(t.gettext("Nothing to cancel: you have no track being composed."))
 
     async def forget(self, who: Who) -> Reply:
         """/forgetme, once confirmed: the user's unfinished jobs are cancelled, then everything of
@@ -182,4 +199,10 @@ class CommandService(Library, Deliveries):
         for job_id in await self._unfinished(who):
             await self.backend.cancel(job_id, who.platform, who.user_id)
         gone = await forget_user(self.db, self.store, who.platform, who.user_id)
-        return Reply(f"🗑 Done: I deleted your settings, favourites and {gone.tracks} tracks.")
+        t = translator(who.locale)
+        done = t.ngettext(
+            "🗑 Done: I deleted your settings, favourites and {n} track.",
+            "🗑 Done: I deleted your settings, favourites and {n} tracks.",
+            gone.tracks,
+        )
+        return Reply(done.format(n=gone.tracks))

@@ -22,12 +22,13 @@ import discord
 from discord import app_commands
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
-from bot.discord.buttons import on_button, on_keep
+from bot.discord.buttons import on_button, on_instrument, on_keep
 from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
 from bot.discord.remix import RemixForm
-from bot.discord.talk import PLATFORM, apologise, say
-from bot.discord.views import KeepButton, RemixButton, TrackButton
+from bot.discord.talk import PLATFORM, apologise, say, tr
+from bot.discord.translator import CommandTranslator
+from bot.discord.views import InstrumentSelect, KeepButton, RemixButton, TrackButton
 from bot.limits import Limits
 from bot.replies import ButtonPress
 
@@ -69,14 +70,19 @@ class MelomaniaClient(discord.Client):
     async def on_track_button(self, interaction: discord.Interaction, press: ButtonPress) -> None:
         await on_button(interaction, press)
 
+    async def on_instrument(self, interaction: discord.Interaction, track_id: int, instrument: str) -> None:
+        await on_instrument(interaction, track_id, instrument)
+
     async def on_keep(self, interaction: discord.Interaction, track_id: int) -> None:
         await on_keep(interaction, track_id)
 
     async def on_remix(self, interaction: discord.Interaction, track_id: int) -> None:
-        await interaction.response.send_modal(RemixForm(track_id))  # the form is the answer: nothing before it
+        # the form is the answer: nothing before it
+        await interaction.response.send_modal(RemixForm(track_id, tr(interaction)))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton, KeepButton)
+        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton, InstrumentSelect, KeepButton)
+        await self.tree.set_translator(CommandTranslator())  # the descriptions in each user's language
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)
@@ -121,10 +127,9 @@ class MelomaniaClient(discord.Client):
         """One place for errors: an option discord.py could not convert (a forged choice or channel)
         is the user's; anything else is logged. Either way the user is told, privately."""
         if isinstance(error, app_commands.TransformerError):
+            text = tr(interaction).gettext("🤔 {value!r} is not one of the choices; pick one from the list")
             with contextlib.suppress(discord.HTTPException):
-                await say(
-                    interaction, f"🤔 {str(error.value)[:30]!r} is not one of the choices; pick one from the list"
-                )
+                await say(interaction, text.format(value=str(error.value)[:30]))
             return
         await apologise(interaction, error, f"/{interaction.command.name if interaction.command else '?'}")
 

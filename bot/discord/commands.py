@@ -21,10 +21,11 @@ from bot.discord.compose import (
     instrument_choices,
 )
 from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, piano_roll, track_files
-from bot.discord.talk import PLATFORM, core_of, guarded, origin, say, text_of, who
+from bot.discord.talk import PLATFORM, core_of, guarded, origin, say, text_of, tr, who
 from bot.discord.views import track_embed, track_view
 from bot.grammar import GENRE_NAMES, UsageError, genre_of, instrument_of
-from bot.replies import FORGET_CONFIRM, Reply, listing_text
+from bot.i18n import ENGLISH, N_, Translations, reason
+from bot.replies import FORGET_CONFIRM, FORGET_DELETE, FORGET_KEEP, FORGET_KEPT, Reply, listing_text
 
 PAGE_SIZE = 10
 PageNumber = Range[int, 1, 1000]
@@ -36,19 +37,20 @@ POSTABLE_CHANNELS = (
     discord.ChannelType.private_thread,
     discord.ChannelType.news_thread,
 )
-EMPTY = {"history": "No tracks yet: try `/compose`", "favorites": "No favourites yet"}
-HELP = (
+EMPTY = {"history": N_("No tracks yet: try `/compose`"), "favorites": N_("No favourites yet")}
+HELP = N_(
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
     "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument; `count:3` composes three to keep the one you like\n"
-    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share, 🎛 remix — anyone in the "
-    "channel may reroll a posted track; the new one is theirs.\n\n"
+    "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share, 🎛 remix, "
+    "🎹 the same notes on another instrument — anyone in the channel may reroll a posted track; "
+    "the new one is theirs.\n\n"
     "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
     "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
     "`/genres` — what I can play · `/settings` — your defaults · `/cancel` — stop your current track\n"
     "`/forgetme` — delete everything I keep about you"
 )
-GENRES_TEXT = (
+GENRES_TEXT = N_(
     "Genres: {genres}.\nFor example: `/compose genre:ambient` or `/compose genre:jazz temperature:0.9 seconds:60`"
 )
 
@@ -62,21 +64,22 @@ async def think_privately(interaction: discord.Interaction) -> None:
 async def list_tracks(interaction: discord.Interaction, kind: str, page_no: int) -> None:
     await think_privately(interaction)
     listing = await core_of(interaction).page(PageAsk(origin(interaction), kind, page_no, PAGE_SIZE))
-    await say(interaction, listing_text(listing, EMPTY, code=lambda c: f"`{c}`", page_arg="page:"))
+    text = listing_text(listing, EMPTY, code=lambda c: f"`{c}`", page_arg="page:", t=tr(interaction))
+    await say(interaction, text)
 
 
-@app_commands.command(name="history", description="Your tracks, newest first")
+@app_commands.command(name="history", description=N_("Your tracks, newest first"))
 async def history_command(interaction: discord.Interaction, page: PageNumber = 1) -> None:
     await list_tracks(interaction, "history", page)
 
 
-@app_commands.command(description="Your favourite tracks")
+@app_commands.command(description=N_("Your favourite tracks"))
 async def favorites(interaction: discord.Interaction, page: PageNumber = 1) -> None:
     await list_tracks(interaction, "favorites", page)
 
 
-@app_commands.command(description="Post a track into a channel")
-@app_commands.describe(track="the track number", channel="where to post it")
+@app_commands.command(description=N_("Post a track into a channel"))
+@app_commands.describe(track=N_("the track number"), channel=N_("where to post it"))
 async def share(interaction: discord.Interaction, track: TrackId, channel: app_commands.AppCommandChannel) -> None:
     await think_privately(interaction)
     await share_track(interaction, track, channel)
@@ -89,44 +92,49 @@ async def share_track(interaction: discord.Interaction, track_id: int, channel: 
     """/share and 📤's channel picker, once deferred: the track is posted into `channel` if the
     sharer may read it and post files there (as Discord resolved their permissions), and if the bot
     may post there too; recorded as shared there. Every answer is private."""
-    core = core_of(interaction)
+    core, t = core_of(interaction), tr(interaction)
     ask = TrackAsk(origin(interaction), track_id)
     found = await core.track(ask)
     if isinstance(found, Reply):
         await say(interaction, text_of(found))
         return
     if channel.type not in POSTABLE_CHANNELS:
-        await say(interaction, f"🙅 I can only post into text channels, not {channel.mention}.")
+        text = t.gettext("🙅 I can only post into text channels, not {channel}.")
+        await say(interaction, text.format(channel=channel.mention))
         return
     allowed = channel.permissions  # the sharer's own permissions there, as Discord resolved them
     if not (allowed.view_channel and allowed.send_messages and allowed.attach_files):
-        await say(interaction, f"🙅 You can't post files in {channel.mention}, so I won't share into it for you.")
+        text = t.gettext("🙅 You can't post files in {channel}, so I won't share into it for you.")
+        await say(interaction, text.format(channel=channel.mention))
         return
     target = interaction.client.get_partial_messageable(channel.id, guild_id=channel.guild_id)
     try:
         files = await track_files(interaction.client, found, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
         embed = track_embed(found, image=piano_roll(files))
-        sent = await target.send(embed=embed, files=files, view=track_view(found.track_id))
+        sent = await target.send(embed=embed, files=files, view=track_view(found.track_id, t=t))
     except discord.Forbidden:
-        await say(interaction, f"🙅 I'm not allowed to post in {channel.mention}; ask an admin to let me in.")
+        text = t.gettext("🙅 I'm not allowed to post in {channel}; ask an admin to let me in.")
+        await say(interaction, text.format(channel=channel.mention))
         return
     except (discord.HTTPException, Unavailable) as exc:
-        await say(interaction, f"🙅 I couldn't post into {channel.mention}: {exc}")
+        text = t.gettext("🙅 I couldn't post into {channel}: {reason}")
+        await say(interaction, text.format(channel=channel.mention, reason=reason(exc, t)))
         return
     await core.shared(ask, Where(PLATFORM, str(channel.id)), sent.id)
-    await say(interaction, f"📤 Shared #{found.track_id} into {channel.mention}.")
+    text = t.gettext("📤 Shared #{track_id} into {channel}.")
+    await say(interaction, text.format(track_id=found.track_id, channel=channel.mention))
 
 
 class ShareSelect(ui.DynamicItem[ui.ChannelSelect], template=r"^share-to:(?P<track_id>[0-9]{1,12})$"):
     """📤's channel picker: the track lives in the custom id, so it works after a restart; choosing a
     channel shares the track there as /share does, with the same checks."""
 
-    def __init__(self, track_id: int) -> None:
+    def __init__(self, track_id: int, t: Translations = ENGLISH) -> None:
         super().__init__(
             ui.ChannelSelect(
                 custom_id=f"share-to:{track_id}",
                 channel_types=list(POSTABLE_CHANNELS),
-                placeholder=f"Share #{track_id} into…",
+                placeholder=t.gettext("Share #{track_id} into…").format(track_id=track_id),
             )
         )
         self.track_id = track_id
@@ -142,14 +150,14 @@ class ShareSelect(ui.DynamicItem[ui.ChannelSelect], template=r"^share-to:(?P<tra
         await share_track(interaction, self.track_id, channel)
 
 
-def share_view(track_id: int) -> ui.View:
+def share_view(track_id: int, t: Translations = ENGLISH) -> ui.View:
     view = ui.View(timeout=None)
-    view.add_item(ShareSelect(track_id))
+    view.add_item(ShareSelect(track_id, t))
     return view
 
 
-@app_commands.command(description="Your defaults for /compose")
-@app_commands.describe(genre="default genre", temperature="default temperature", seconds="default length")
+@app_commands.command(description=N_("Your defaults for /compose"))
+@app_commands.describe(genre=N_("default genre"), temperature=N_("default temperature"), seconds=N_("default length"))
 @app_commands.choices(genre=GENRE_CHOICES)
 @app_commands.autocomplete(instrument=instrument_choices)
 async def settings(
@@ -170,13 +178,13 @@ async def settings(
         if instrument is not None:
             values["instrument"] = instrument_of(instrument)
     except UsageError as exc:
-        await say(interaction, f"🤔 {exc}")
+        await say(interaction, f"🤔 {exc.said(tr(interaction))}")
         return
     await think_privately(interaction)
     await say(interaction, (await core_of(interaction).settings(SettingsAsk(origin(interaction), values))).text)
 
 
-@app_commands.command(description="Stop the track being composed for you")
+@app_commands.command(description=N_("Stop the track being composed for you"))
 async def cancel(interaction: discord.Interaction) -> None:
     await think_privately(interaction)
     await say(interaction, (await core_of(interaction).cancel(who(interaction))).text)
@@ -186,11 +194,11 @@ class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>co
     """The two answers under /forgetme's question. The choice lives in the custom id and what is
     deleted is always the presser's own data, so the question needs no state and survives a restart."""
 
-    def __init__(self, choice: str) -> None:
+    def __init__(self, choice: str, t: Translations = ENGLISH) -> None:
         confirm = choice == "confirm"
         super().__init__(
             ui.Button(
-                label="🗑 Delete everything" if confirm else "Keep it",
+                label=t.gettext(FORGET_DELETE if confirm else FORGET_KEEP),
                 style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
                 custom_id=f"forgetme:{choice}",
             )
@@ -206,7 +214,7 @@ class ForgetButton(ui.DynamicItem[ui.Button], template=r"^forgetme:(?P<choice>co
         if self.choice == "confirm":
             await forget(interaction)
         else:
-            await interaction.response.edit_message(content="👍 Kept everything.", view=None)
+            await interaction.response.edit_message(content=tr(interaction).gettext(FORGET_KEPT), view=None)
 
 
 async def forget(interaction: discord.Interaction) -> None:
@@ -217,23 +225,24 @@ async def forget(interaction: discord.Interaction) -> None:
     await interaction.edit_original_response(content=done.text, view=None)
 
 
-@app_commands.command(name="forgetme", description="Delete everything I keep about you")
+@app_commands.command(name="forgetme", description=N_("Delete everything I keep about you"))
 async def forget_me(interaction: discord.Interaction) -> None:
     """Asks first, privately: nothing is deleted until the user presses the button."""
+    t = tr(interaction)
     view = ui.View(timeout=None)
-    view.add_item(ForgetButton("confirm"))
-    view.add_item(ForgetButton("keep"))
-    await interaction.response.send_message(FORGET_CONFIRM, view=view, ephemeral=True)
+    view.add_item(ForgetButton("confirm", t))
+    view.add_item(ForgetButton("keep", t))
+    await interaction.response.send_message(t.gettext(FORGET_CONFIRM), view=view, ephemeral=True)
 
 
-@app_commands.command(description="The genres I can compose in")
+@app_commands.command(description=N_("The genres I can compose in"))
 async def genres(interaction: discord.Interaction) -> None:
-    await say(interaction, GENRES_TEXT.format(genres=GENRE_NAMES))
+    await say(interaction, tr(interaction).gettext(GENRES_TEXT).format(genres=GENRE_NAMES))
 
 
-@app_commands.command(name="help", description="How to talk to me")
+@app_commands.command(name="help", description=N_("How to talk to me"))
 async def help_command(interaction: discord.Interaction) -> None:
-    await say(interaction, HELP.format(genres=GENRE_NAMES))
+    await say(interaction, tr(interaction).gettext(HELP).format(genres=GENRE_NAMES))
 
 
 COMMANDS = (

@@ -13,9 +13,11 @@ from discord.app_commands import Choice, Range
 
 from bot.core import MAX_PRIMER_BYTES, ComposeTrack, ContinueMidi, TrackAsk
 from bot.discord.delivery import start_job
-from bot.discord.talk import core_of, origin, say, text_of, withdraw
-from bot.grammar import RANGES, SAMPLING_KEYS, Compose, UsageError, genre_of, instrument_of, range_of
+from bot.discord.talk import core_of, origin, say, text_of, tr, withdraw
+from bot.discord.translator import described
+from bot.grammar import RANGES, SAMPLING_KEYS, Compose, UsageError, bounds, genre_of, instrument_of, range_of
 from bot.grammar import checked as grammar_checked
+from bot.i18n import N_
 from bot.replies import UNREADABLE, Reply
 from generator.controls import ATTRIBUTES as CONTROLS
 from generator.controls import LEVELS, WORDS, ControlError, parse_level
@@ -61,22 +63,25 @@ def checked(name: str, value: float | None) -> float | int | None:
     return None if value is None else grammar_checked(range_of(name), name, f"{value!r}")
 
 
-@app_commands.command(description="Compose a piano track")
+@app_commands.command(description=N_("Compose a piano track"))
 @app_commands.describe(
-    genre="the style (or your /settings default)",
-    temperature=f"randomness ({RANGES['temperature'].bounds})",
-    seconds="length in seconds",
-    seed="the same seed composes the same piece",
-    top_k="sample among the k likeliest events (0: off)",
-    top_p="nucleus mass",
-    at_least_k="never sample from fewer than k events",
-    rp_penalty="repetition penalty per repeated note (0: off)",
-    rp_restore_speed="penalty restored per second",
-    instrument="what plays it",
-    density="notes per second (the genre's own by default)",
-    loudness="how loud on average (the genre's own by default)",
-    polyphony="notes sounding at once (the genre's own by default)",
-    count=f"how many to compose at once, to keep the one you like ({range_of('count').bounds}; 1: just one)",
+    genre=N_("the style (or your /settings default)"),
+    temperature=described(N_("randomness ({bounds})"), bounds=bounds(RANGES["temperature"])),
+    seconds=N_("length in seconds"),
+    seed=N_("the same seed composes the same piece"),
+    top_k=N_("sample among the k likeliest events (0: off)"),
+    top_p=N_("nucleus mass"),
+    at_least_k=N_("never sample from fewer than k events"),
+    rp_penalty=N_("repetition penalty per repeated note (0: off)"),
+    rp_restore_speed=N_("penalty restored per second"),
+    instrument=N_("what plays it"),
+    density=N_("notes per second (the genre's own by default)"),
+    loudness=N_("how loud on average (the genre's own by default)"),
+    polyphony=N_("notes sounding at once (the genre's own by default)"),
+    count=described(
+        N_("how many to compose at once, to keep the one you like ({bounds}; 1: just one)"),
+        bounds=bounds(range_of("count")),
+    ),
 )
 @app_commands.choices(
     genre=GENRE_CHOICES,
@@ -114,17 +119,17 @@ async def compose(
             count=checked("count", count) or 1,
         )
     except UsageError as exc:  # found without the database: answered at once
-        await say(interaction, f"🤔 {exc}")
+        await say(interaction, f"🤔 {exc.said(tr(interaction))}")
         return
     await interaction.response.defer(thinking=True)  # before any database or job work: Discord's 3 seconds
     await start_job(interaction, await core_of(interaction).compose(ComposeTrack(origin(interaction), cmd)))
 
 
-@app_commands.command(name="continue", description="Continue a track, or a MIDI file you attach")
+@app_commands.command(name="continue", description=N_("Continue a track, or a MIDI file you attach"))
 @app_commands.describe(
-    track="the track number, as in #42",
-    midi=f"or a MIDI file of yours to continue (up to {MAX_PRIMER_BYTES // 1_000_000} MB)",
-    genre="for a MIDI file: the style (or your /settings default)",
+    track=N_("the track number, as in #42"),
+    midi=described(N_("or a MIDI file of yours to continue (up to {most} MB)"), most=MAX_PRIMER_BYTES // 1_000_000),
+    genre=N_("for a MIDI file: the style (or your /settings default)"),
 )
 @app_commands.choices(genre=GENRE_CHOICES)
 async def continue_command(
@@ -133,14 +138,19 @@ async def continue_command(
     midi: discord.Attachment | None = None,
     genre: Choice[str] | None = None,
 ) -> None:
+    t = tr(interaction)
     if track is not None and midi is not None:
-        await say(interaction, "🤔 give `track:` or `midi:`, not both")
+        await say(interaction, t.gettext("🤔 give `track:` or `midi:`, not both"))
         return
     if track is None and midi is None:
-        await say(interaction, "🤔 give `track:` (a track number, as in #42) or attach a MIDI file as `midi:`")
+        await say(
+            interaction, t.gettext("🤔 give `track:` (a track number, as in #42) or attach a MIDI file as `midi:`")
+        )
         return
     if track is not None and genre is not None:
-        await say(interaction, "🤔 a track continues in its own genre; `genre:` is for an attached MIDI file")
+        await say(
+            interaction, t.gettext("🤔 a track continues in its own genre; `genre:` is for an attached MIDI file")
+        )
         return
     if midi is not None:
         await continue_midi(interaction, midi, genre_of(genre.value) if genre else None)
@@ -154,10 +164,10 @@ async def continue_midi(interaction: discord.Interaction, midi: discord.Attachme
     deferred, before the database (a genre, the rate limits) and the download, either of which may
     outlast Discord's 3 seconds; a refusal, or a file that turns out unusable, is answered privately
     (an unusable file counted against the limits: they bound downloads too)."""
-    core = core_of(interaction)
+    core, t = core_of(interaction), tr(interaction)
     if midi.size > MAX_PRIMER_BYTES:  # never downloaded
-        limit_mb = MAX_PRIMER_BYTES // 1_000_000
-        await say(interaction, f"🙅 that file is {midi.size / 1e6:.1f} MB; attach a MIDI file up to {limit_mb} MB")
+        text = t.gettext("🙅 that file is {size} MB; attach a MIDI file up to {most} MB")
+        await say(interaction, text.format(size=f"{midi.size / 1e6:.1f}", most=MAX_PRIMER_BYTES // 1_000_000))
         return
     await interaction.response.defer(thinking=True)
     ask = ContinueMidi(origin(interaction), genre, f"discord-attachment:{midi.id}")
@@ -168,6 +178,7 @@ async def continue_midi(interaction: discord.Interaction, midi: discord.Attachme
     try:
         data = await midi.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError):  # expired, deleted, or the CDN unreachable
-        await withdraw(interaction, text_of(Reply("I couldn't download that file; attach it again", kind=UNREADABLE)))
+        unreadable = Reply(t.gettext("I couldn't download that file; attach it again"), kind=UNREADABLE)
+        await withdraw(interaction, text_of(unreadable))
         return
     await start_job(interaction, await core.continue_midi(ask, data))

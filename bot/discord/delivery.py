@@ -19,8 +19,9 @@ from typing import Any
 import discord
 
 from bot.core import Pending, Unavailable, progress_of, watch, watch_group
-from bot.discord.talk import core_of, say, text_of, token_expired, withdraw
+from bot.discord.talk import core_of, say, text_of, token_expired, who, withdraw
 from bot.discord.views import candidates_view, track_embed, track_view
+from bot.i18n import N_, Translations, translator
 from bot.replies import PICK_ONE, Reply, Started, TrackCard, candidate_line
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ DEFAULT_FILESIZE_LIMIT = 10 * 1024 * 1024  # the smallest per-guild attachment l
 class Delivery:
     """Where a job's ending goes. `interaction` is the one that asked, while its token lives; it is
     None for a job resumed after a restart and once the token has expired, and then the result is
-    posted into the channel with a mention of the user."""
+    posted into the channel with a mention of the user. Everything is said in `locale`, the user's
+    language."""
 
     job_id: int
     channel_id: int | None
@@ -41,11 +43,16 @@ class Delivery:
     user_id: str
     interaction: discord.Interaction | None = None
     editing: bool = True  # whether the original response still takes progress edits
+    locale: str = "en"
 
     @property
     def chat_id(self) -> str:
         """The channel as `storage` names it (a DM is a channel too)."""
         return str(self.channel_id or self.user_id)
+
+    @property
+    def t(self) -> Translations:
+        return translator(self.locale)
 
     @classmethod
     def resumed(cls, pending: Pending) -> Delivery | None:
@@ -53,7 +60,8 @@ class Delivery:
         channel_id = snowflake(pending.reply_to.get("channel_id"))
         if channel_id is None:
             return None
-        return cls(pending.job_id, channel_id, snowflake(pending.reply_to.get("guild_id")), pending.user_id)
+        guild_id = snowflake(pending.reply_to.get("guild_id"))
+        return cls(pending.job_id, channel_id, guild_id, pending.user_id, locale=pending.locale)
 
 
 def snowflake(value: Any) -> int | None:
@@ -76,8 +84,10 @@ async def track_files(client: discord.Client, track: TrackCard, limit: int) -> l
     mp3 = await core.audio(track)
     if len(mp3) > limit:
         raise Unavailable(
-            f"track #{track.track_id} is {size_text(len(mp3))}, over this channel's {size_text(limit)} "
-            "attachment limit; compose a shorter one"
+            N_("track #{track_id} is {size}, over this channel's {limit} attachment limit; compose a shorter one"),
+            track_id=track.track_id,
+            size=size_text(len(mp3)),
+            limit=size_text(limit),
         )
     files, room = [discord.File(io.BytesIO(mp3), filename=f"{track.stem}.mp3")], limit - len(mp3)
     for key, ext in ((track.midi_key, "mid"), (track.png_key, "png")):
@@ -95,13 +105,15 @@ def piano_roll(files: list[discord.File]) -> str | None:
     return next((f.filename for f in files if f.filename.endswith(".png")), None)
 
 
-def refusal_reason(exc: discord.HTTPException) -> str:
+def refusal_reason(exc: discord.HTTPException, t: Translations) -> str:
     """Why Discord refused to post something, in words for the user."""
     if exc.status == 413 or exc.code == 40005:
-        return "it is larger than this channel accepts"
+        return t.gettext("it is larger than this channel accepts")
     if exc.status == 403:
-        return "I'm not allowed to post files here"
-    return f"Discord answered {exc.status} ({exc.text or 'no reason given'})"
+        return t.gettext("I'm not allowed to post files here")
+    return t.gettext("Discord answered {status} ({text})").format(
+        status=exc.status, text=exc.text or t.gettext("no reason given")
+    )
 
 
 async def edit_progress(delivery: Delivery, text: str) -> None:
@@ -180,18 +192,19 @@ def upload_limit(client: discord.Client, delivery: Delivery) -> int:
 async def post_track(client: discord.Client, delivery: Delivery, track_id: int) -> bool:
     """Post the track with its buttons, recorded as shared in its channel so that anyone there may
     reroll it; or tell the user why it can't be posted. Whether they were shown either."""
-    core = client.core  # type: ignore[attr-defined]
-    track = await core.finished(track_id)
+    core, t = client.core, delivery.t  # type: ignore[attr-defined]
+    track = await core.finished(track_id, delivery.locale)
     try:
         files = await track_files(client, track, upload_limit(client, delivery))
     except Unavailable as exc:
-        return await tell(client, delivery, f"⚠️ {exc}")
+        return await tell(client, delivery, f"⚠️ {exc.said(t)}")
     await core.share_here(track_id, delivery.chat_id)  # before it appears: a press at once already passes
     try:
         embed = track_embed(track, image=piano_roll(files))
-        sent = await replace_progress(client, delivery, files, embed=embed, view=track_view(track_id))
+        sent = await replace_progress(client, delivery, files, embed=embed, view=track_view(track_id, t=t))
     except discord.HTTPException as exc:
-        return await tell(client, delivery, f"⚠️ I couldn't post track #{track_id}: {refusal_reason(exc)}")
+        text = t.gettext("⚠️ I couldn't post track #{track_id}: {reason}")
+        return await tell(client, delivery, text.format(track_id=track_id, reason=refusal_reason(exc, t)))
     if sent is None:
         return False
     await core.share_here(track_id, delivery.chat_id, sent.id)
@@ -203,9 +216,13 @@ async def candidate_files(client: discord.Client, tracks: list[TrackCard], limit
     for the user, when together they are over the channel's attachment limit."""
     mp3s = [await client.core.audio(track) for track in tracks]  # type: ignore[attr-defined]
     if (size := sum(map(len, mp3s))) > limit:
-        raise Unavailable(
-            f"the {len(tracks)} candidates are {size_text(size)} together, over this channel's "
-            f"{size_text(limit)} attachment limit; ask for fewer or shorter ones"
+        raise Unavailable(  # no count in it: the asker knows it, and the words need not agree with it
+            N_(
+                "the candidates are {size} together, over this channel's {limit} attachment limit; "
+                "ask for fewer or shorter ones"
+            ),
+            size=size_text(size),
+            limit=size_text(limit),
         )
     return [
         discord.File(io.BytesIO(mp3), filename=f"{n}-{t.stem}.mp3") for n, (t, mp3) in enumerate(zip(tracks, mp3s), 1)
@@ -218,18 +235,21 @@ async def post_candidates(
     """The candidates as one message: their MP3s, a line each, how the others ended, and Keep 1 …
     Keep N; recorded as shared in the channel (the kept one's buttons are everyone's there). Or why
     they can't be posted. Whether the user was shown either."""
+    t = delivery.t
     try:
         files = await candidate_files(client, tracks, upload_limit(client, delivery))
     except Unavailable as exc:
-        return await tell(client, delivery, f"⚠️ {exc}")
+        return await tell(client, delivery, f"⚠️ {exc.said(t)}")
     for track in tracks:
         await client.core.share_here(track.track_id, delivery.chat_id)  # type: ignore[attr-defined]
-    lines = [PICK_ONE, *(candidate_line(n, t) for n, t in enumerate(tracks, 1)), *([missing] if missing else [])]
-    view = candidates_view([t.track_id for t in tracks])
+    shown = (candidate_line(n, track) for n, track in enumerate(tracks, 1))
+    lines = [t.gettext(PICK_ONE), *shown, *([missing] if missing else [])]
+    view = candidates_view([track.track_id for track in tracks], t)
     try:
         sent = await replace_progress(client, delivery, files, "\n".join(lines), view=view)
     except discord.HTTPException as exc:
-        return await tell(client, delivery, f"⚠️ I couldn't post the candidates: {refusal_reason(exc)}")
+        text = t.gettext("⚠️ I couldn't post the candidates: {reason}")
+        return await tell(client, delivery, text.format(reason=refusal_reason(exc, t)))
     return sent is not None
 
 
@@ -239,8 +259,8 @@ async def follow_candidates(client: discord.Client, delivery: Delivery, streams:
     Only a group started by this run is followed as a group: after a restart each unfinished
     candidate is resumed as a job of its own, and posted as a track of its own."""
     core = client.core  # type: ignore[attr-defined]
-    endings = await watch_group(streams, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S)
-    tracks, missing = await core.candidates(endings)
+    endings = await watch_group(streams, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S, t=delivery.t)
+    tracks, missing = await core.candidates(endings, delivery.locale)
     if len(tracks) > 1:
         shown = await post_candidates(client, delivery, tracks, missing)
     elif tracks:
@@ -260,7 +280,7 @@ async def follow_candidates(client: discord.Client, delivery: Delivery, streams:
 async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIterator) -> None:
     """Show the job's progress, then its ending (the track, or why there is none), then give the
     backend its receipt, so that the next start does not deliver it again."""
-    final = await watch(events, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S)
+    final = await watch(events, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S, t=delivery.t)
     if final is None:
         return
     if final.kind == "done" and final.track_id is not None:  # the track takes the progress response's place
@@ -268,7 +288,7 @@ async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIt
     elif final.kind == "cancelled" and delivery.interaction is None:
         shown = True  # only the user cancels, and /cancel told them
     else:
-        shown = await tell(client, delivery, progress_of(final))
+        shown = await tell(client, delivery, progress_of(final, delivery.t))
     if shown:
         await client.core.delivered(delivery.job_id)  # type: ignore[attr-defined]
 
@@ -289,8 +309,9 @@ async def start_job(interaction: discord.Interaction, result: Reply | Started) -
         firsts.append(asyncio.ensure_future(anext(events)))
         streams[job_id] = job_events(firsts[-1], events)
     await asyncio.sleep(0)
+    asker = who(interaction)
     delivery = Delivery(
-        result.job_id, interaction.channel_id, interaction.guild_id, str(interaction.user.id), interaction
+        result.job_id, interaction.channel_id, interaction.guild_id, asker.user_id, interaction, locale=asker.locale
     )
     if not deferred:
         try:

@@ -1,4 +1,5 @@
-"""Discord's words for the service's types: who asks and where, a `Reply` as a private answer."""
+"""Discord's words for the service's types: who asks (in which language) and where, a `Reply` as a
+private answer."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 import discord
 
 from bot.core import CommandService, Origin, Where, Who
-from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Reply
+from bot.i18n import Translations, language_of, translator
+from bot.replies import LIMITED, REFUSED, SORRY, UNREADABLE, USAGE, Reply
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-SORRY = "⚠️ Something went wrong on my side; please try again."
 MARKS = {USAGE: "🤔 ", REFUSED: "🙅 ", LIMITED: "⏳ ", UNREADABLE: "🙅 "}
 EXPIRED_WEBHOOK = (10015, 50027)  # Unknown Webhook, Invalid Webhook Token: the interaction's token is gone
 
@@ -26,7 +27,12 @@ def core_of(interaction: discord.Interaction) -> CommandService:
 
 
 def who(interaction: discord.Interaction) -> Who:
-    return Who(PLATFORM, str(interaction.user.id), interaction.user.display_name)
+    """The user, answered in their Discord client's language."""
+    return Who(PLATFORM, str(interaction.user.id), interaction.user.display_name, language_of(interaction.locale.value))
+
+
+def tr(interaction: discord.Interaction) -> Translations:
+    return translator(interaction.locale.value)
 
 
 def here(interaction: discord.Interaction) -> Where:
@@ -88,11 +94,12 @@ async def apologise(interaction: discord.Interaction, error: BaseException, what
     the user is told privately, instead of Discord's "This interaction failed". A public "thinking…"
     placeholder is withdrawn first, so that the apology stays private."""
     log.error("%s failed", what, exc_info=error)
+    sorry = tr(interaction).gettext(SORRY)
     with contextlib.suppress(discord.HTTPException):
         if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
-            await withdraw(interaction, SORRY)
+            await withdraw(interaction, sorry)
         else:
-            await say(interaction, SORRY)
+            await say(interaction, sorry)
 
 
 Callback = Callable[[Any, discord.Interaction], Awaitable[None]]

@@ -9,10 +9,12 @@ import discord
 from discord import ui
 
 from bot.discord.talk import guarded
+from bot.i18n import ENGLISH, N_, Translations
 from bot.replies import (
     ACTIONS,
     BUTTON,
     KEEP,
+    RERENDER_INSTRUMENTS,
     Button,
     ButtonPress,
     TrackCard,
@@ -22,16 +24,19 @@ from bot.replies import (
     track_buttons,
 )
 
+REMIX = N_("🎛 Remix")
+HEAR_IT_ON = N_("🎹 Hear it on…")
+
 
 class TrackButton(ui.DynamicItem[ui.Button], template=BUTTON):
     """🔁 🔥 ❄️ ⭐ ➕ 📤: the action and the track live in the custom id, so no state survives in memory.
-    A press goes to the client's `on_track_button`."""
+    A press goes to the client's `on_track_button`. `label`: as shown (English by default: a press
+    rebuilds the button from its custom id alone, and then its label is not shown)."""
 
-    def __init__(self, press: ButtonPress, row: int | None = None) -> None:
+    def __init__(self, press: ButtonPress, row: int | None = None, label: str | None = None) -> None:
         style = discord.ButtonStyle.primary if press.action in ("hotter", "cooler") else discord.ButtonStyle.secondary
-        super().__init__(
-            ui.Button(label=ACTIONS[press.action], custom_id=f"{press.action}:{press.track_id}", style=style, row=row)
-        )
+        label = label or ACTIONS[press.action]
+        super().__init__(ui.Button(label=label, custom_id=f"{press.action}:{press.track_id}", style=style, row=row))
         self.press = press
 
     @classmethod
@@ -47,10 +52,9 @@ class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9
     """🎛 Discord's own button under a track: a form to change its length, temperature or
     instrument, then reroll it. A press goes to the client's `on_remix`."""
 
-    def __init__(self, track_id: int, row: int | None = None) -> None:
-        super().__init__(
-            ui.Button(label="🎛 Remix", custom_id=f"remix:{track_id}", style=discord.ButtonStyle.secondary, row=row)
-        )
+    def __init__(self, track_id: int, row: int | None = None, t: Translations = ENGLISH) -> None:
+        style = discord.ButtonStyle.secondary
+        super().__init__(ui.Button(label=t.gettext(REMIX), custom_id=f"remix:{track_id}", style=style, row=row))
         self.track_id = track_id
 
     @classmethod
@@ -79,28 +83,52 @@ class KeepButton(ui.DynamicItem[ui.Button], template=KEEP):
         await interaction.client.on_keep(interaction, self.track_id)  # type: ignore[attr-defined]
 
 
-def candidates_view(track_ids: list[int]) -> ui.View:
+def candidates_view(track_ids: list[int], t: Translations = ENGLISH) -> ui.View:
     view = ui.View(timeout=None)
-    for row in keep_buttons(track_ids):
+    for row in keep_buttons(track_ids, t=t):
         for button in row:
             view.add_item(KeepButton(button))
     return view
 
 
-def buttons_view(rows: list[list[Button]]) -> ui.View:
-    """The platform's buttons, and Discord's own 🎛 Remix after them."""
+class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<track_id>[0-9]{1,12})$"):
+    """🎹 under a track: a pick hears the same notes on that instrument, as a new track. The track
+    lives in the custom id; a pick goes to the client's `on_instrument`."""
+
+    def __init__(self, track_id: int, row: int | None = None, t: Translations = ENGLISH) -> None:
+        options = [discord.SelectOption(label=name.capitalize(), value=name) for name in RERENDER_INSTRUMENTS]
+        placeholder = t.gettext(HEAR_IT_ON)
+        super().__init__(
+            ui.Select(custom_id=f"instrument:{track_id}", placeholder=placeholder, options=options, row=row)
+        )
+        self.track_id = track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> InstrumentSelect:
+        return cls(int(match["track_id"]))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        [instrument] = self.item.values
+        await interaction.client.on_instrument(interaction, self.track_id, instrument)  # type: ignore[attr-defined]
+
+
+def buttons_view(rows: list[list[Button]], t: Translations = ENGLISH) -> ui.View:
+    """The platform's buttons (labelled already), and Discord's own 🎛 Remix after them and 🎹
+    instruments under them."""
     view = ui.View(timeout=None)
     for row, buttons in enumerate(rows):
         for b in buttons:
-            view.add_item(TrackButton(parse_button(b.data), row=row))
+            view.add_item(TrackButton(parse_button(b.data), row=row, label=b.label))
     track_id = next((parse_button(b.data).track_id for row in rows for b in row), None)
     if track_id is not None:
-        view.add_item(RemixButton(track_id, row=len(rows) - 1))
+        view.add_item(RemixButton(track_id, row=len(rows) - 1, t=t))
+        view.add_item(InstrumentSelect(track_id, row=len(rows), t=t))
     return view
 
 
-def track_view(track_id: int, favourite: bool = False) -> ui.View:
-    return buttons_view(track_buttons(track_id, favourite))
+def track_view(track_id: int, favourite: bool = False, t: Translations = ENGLISH) -> ui.View:
+    return buttons_view(track_buttons(track_id, favourite, t), t)
 
 
 def track_embed(track: TrackCard, image: str | None = None) -> discord.Embed:

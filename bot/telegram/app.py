@@ -27,38 +27,48 @@ from telegram.ext import (
 )
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
+from bot.i18n import LANGUAGES, N_, SOURCE, translator
 from bot.limits import Limits
-from bot.replies import KEEP
+from bot.replies import KEEP, SORRY
 from bot.telegram import commands as c
-from bot.telegram.buttons import button, forget_answer, forget_me, keep, more, pick_genre
+from bot.telegram.buttons import (
+    INSTRUMENT_DATA,
+    button,
+    forget_answer,
+    forget_me,
+    instrument,
+    keep,
+    more,
+    pick_genre,
+)
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
 from bot.telegram.menus import settings_button, turn_page
 from bot.telegram.ordering import PerSenderOrder
-from bot.telegram.talk import PLATFORM, say
+from bot.telegram.talk import PLATFORM, say, tr
 
 log = logging.getLogger(__name__)
 
 FLOOD_RETRIES = 3  # a call Telegram answers "retry after N s" is retried this often, N s apart
 NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
-COMMANDS = {
-    "compose": "compose a track: /compose jazz 0.9 60s (count=3: three to pick from)",
-    "genres": "the genres you can ask for",
-    "history": "your tracks, newest first: /history 2",
-    "favorites": "your favourite tracks",
-    "continue": "continue a track: /continue 42, or reply /continue to a MIDI file",
-    "share": "post a track into a channel: /share 42 @channel",
-    "settings": "your defaults: /settings genre=jazz temp=0.9",
-    "cancel": "stop the track being composed",
-    "forgetme": "delete everything I keep about you",
-    "help": "how to talk to me",
+COMMANDS = {  # descriptions, in each language Telegram shows its users (`register_commands`)
+    "compose": N_("compose a track: /compose jazz 0.9 60s (count=3: three to pick from)"),
+    "genres": N_("the genres you can ask for"),
+    "history": N_("your tracks, newest first: /history 2"),
+    "favorites": N_("your favourite tracks"),
+    "continue": N_("continue a track: /continue 42, or reply /continue to a MIDI file"),
+    "share": N_("post a track into a channel: /share 42 @channel"),
+    "settings": N_("your defaults: /settings genre=jazz temp=0.9"),
+    "cancel": N_("stop the track being composed"),
+    "forgetme": N_("delete everything I keep about you"),
+    "help": N_("how to talk to me"),
 }
 
 # Who Telegram names as the sender when it hides the person: an anonymous group admin
 # (@GroupAnonymousBot), someone posting as a channel (@Channel_Bot) and a channel's posts forwarded
 # into its discussion group (Telegram's own 777000). Many people share each id.
 STAND_IN_IDS = frozenset({1087968824, 136817688, 777000})
-ANONYMOUS = (
+ANONYMOUS = N_(
     "🙈 I can't tell who you are when you post as the group or as a channel, and your tracks, favourites "
     "and settings must be yours alone. Turn off “Remain anonymous” (or post as yourself) to use me."
 )
@@ -77,7 +87,7 @@ async def refuse_hidden_senders(update: Update, context: ContextTypes.DEFAULT_TY
     words = (message.text or message.caption or "").split(maxsplit=1)
     command, _, addressee = (words[0] if words else "").partition("@")
     if command.startswith("/") and addressee.lower() in ("", context.bot.username.lower()):  # ours to answer
-        await say(update, ANONYMOUS)
+        await say(update, tr(update).gettext(ANONYMOUS))
     raise ApplicationHandlerStop
 
 
@@ -89,11 +99,16 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     log.error("update %s failed: %s: %s", update_id, context.error.__class__.__name__, detail)
     if isinstance(update, Update) and update.effective_message is not None:
         with contextlib.suppress(TelegramError):
-            await update.effective_message.reply_text("⚠️ Something went wrong on my side; please try again.")
+            await update.effective_message.reply_text(tr(update).gettext(SORRY))
 
 
 async def register_commands(application: Application) -> None:
-    await application.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS.items()])
+    """The command list in English for everyone, then in each translated language for the users
+    whose Telegram app speaks it."""
+    for language in LANGUAGES:
+        t = translator(language)
+        commands = [BotCommand(name, t.gettext(text)) for name, text in COMMANDS.items()]
+        await application.bot.set_my_commands(commands, language_code=None if language == SOURCE else language)
 
 
 async def on_start(application: Application) -> None:
@@ -148,6 +163,7 @@ def build_application(
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
+    application.add_handler(CallbackQueryHandler(instrument, pattern=INSTRUMENT_DATA))
     application.add_handler(CallbackQueryHandler(keep, pattern=KEEP))
     application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
     application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))

@@ -1,34 +1,54 @@
-"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track, Keep 1 … N under candidates, and
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 under a track, Keep 1 … N under candidates, and
 /forgetme's question."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import re
+from collections.abc import Awaitable, Callable
 
 from telegram import Chat, Message, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.core import ComposeTrack, Derive, SetFavourite, TrackAsk
+from bot.core import ComposeTrack, Derive, Rerender, SetFavourite, TrackAsk
 from bot.grammar import Compose, UsageError, genre_of
-from bot.replies import FORGET_CONFIRM, Button, Reply, Started, TrackCard, parse_button, parse_keep
+from bot.i18n import ENGLISH, N_, Translations
+from bot.replies import (
+    COMPOSING,
+    FORGET_CONFIRM,
+    FORGET_DELETE,
+    FORGET_KEEP,
+    FORGET_KEPT,
+    RERENDER_INSTRUMENTS,
+    Button,
+    Reply,
+    Started,
+    TrackCard,
+    genre_label,
+    parse_button,
+    parse_keep,
+    track_buttons,
+)
 from bot.telegram.commands import may_post
 from bot.telegram.delivery import post_progress, send_score, send_track, track_keyboard
-from bot.telegram.talk import core_of, keyboard, origin, text_of, who, with_retries
-from generator.vocab import display_name
+from bot.telegram.talk import core_of, keyboard, origin, text_of, tr, who, with_retries
 
-STARTING = {"continue": "➕ Continuing…", "reroll": "🔁 Rerolling…"}  # else "🎼 Composing…"
+STARTING = {"continue": N_("➕ Continuing…"), "reroll": N_("🔁 Rerolling…")}  # else COMPOSING
+RECORDING = N_("🎹 Recording it anew…")
+OUT_OF_DATE = N_("This button is out of date; send /compose again.")
+INSTRUMENT_DATA = re.compile(r"^inst:(\d{1,12})(?::([a-z_]{1,20}))?$")  # 🎹, a pick, or ◀ Back
 
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """🔁 🔥 ❄️ ⭐ ➕ 📤 under a track."""
-    core = core_of(context.application)
+    core, t = core_of(context.application), tr(update)
     query = update.callback_query
     press = parse_button(query.data or "")
     if press is None or update.effective_chat is None:  # ours? (and not under a message sent inline)
-        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
         return
     asked = origin(update)
     if await core.seen(asked.key):
@@ -39,59 +59,127 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer(text_of(track), show_alert=True)
         return
     if press.action == "share":
-        await query.answer(f"To share it, send /share {track.track_id} @yourchannel", show_alert=True)
+        text = t.gettext("To share it, send /share {track_id} @yourchannel").format(track_id=track.track_id)
+        await query.answer(text, show_alert=True)
         return
-    chat = update.effective_chat
     if press.action in ("fav", "unfav"):
-        private = chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
+        private = update.effective_chat.type == ChatType.PRIVATE  # elsewhere the button is everyone's
         if not private and not first_delivery(context.application, update.update_id):
             await query.answer()  # a press delivered again (a webhook retry) must not turn it back
             return
         await toggle_favourite(update, context, track.track_id, press.action == "fav" if private else None)
         return
-    if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
-        # A channel's subscribers and a group's muted members see the buttons too, but the new
-        # track would be posted here as if by them.
-        who_may = "the channel's posters" if chat.type == ChatType.CHANNEL else "members who may post here"
-        await query.answer(
-            f"🔒 Only {who_may} can compose here. Open a chat with me and send /continue {track.track_id}",
-            show_alert=True,
-        )
-        return
     if press.action == "continue":
-        result = await core.continue_track(TrackAsk(asked, track.track_id))
+        start = lambda: core.continue_track(TrackAsk(asked, track.track_id))
     else:
-        result = await core.derive(Derive(asked, press.action, track.track_id))
+        start = lambda: core.derive(Derive(asked, press.action, track.track_id))
+    await start_under(update, context, track.track_id, start, STARTING.get(press.action, COMPOSING))
+
+
+async def start_under(
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    track_id: int,
+    start: Callable[[], Awaitable[Reply | Started]],
+    starting: str,
+) -> None:
+    """A new track from a press under one (🔁 🔥 ❄️ ➕ 🎹), its progress in reply to it; where the
+    chat is shared, only for those who may post there. `starting`: the press's answer (its msgid)."""
+    query, chat = update.callback_query, update.effective_chat
+    if not await may_compose_here(update, context, track_id):
+        return
+    result = await start()
     if isinstance(result, Started):
         under = query.message.message_id if query.message is not None else None
-        await post_progress(context.application, chat.id, result.job_id, under)
-        await query.answer(STARTING.get(press.action, "🎼 Composing…"))
+        await post_progress(context.application, chat.id, result.job_id, under, who(update).locale)
+        await query.answer(tr(update).gettext(starting))
     elif result.silent:
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
 
 
+async def may_compose_here(update: Update, context: ContextTypes.DEFAULT_TYPE, track_id: int) -> bool:
+    """Whether the presser may have the bot compose in this chat; if not, the press is answered why.
+    A channel's subscribers and a group's muted members see the buttons too, but a new track would
+    be posted here as if by them."""
+    chat, t = update.effective_chat, tr(update)
+    if chat.type == ChatType.PRIVATE or await may_post_in(context, chat, int(who(update).user_id)):
+        return True
+    if chat.type == ChatType.CHANNEL:
+        text = t.gettext(
+            "🔒 Only the channel's posters can compose here. Open a chat with me and send /continue {track_id}"
+        )
+    else:
+        text = t.gettext(
+            "🔒 Only members who may post here can compose here. Open a chat with me and send /continue {track_id}"
+        )
+    await update.callback_query.answer(text.format(track_id=track_id), show_alert=True)
+    return False
+
+
+def instrument_picker(track_id: int, favourite: bool, t: Translations = ENGLISH) -> list[list[Button]]:
+    """🎹's choices, two a row, then ◀ Back to the track's buttons (its ⭐ shown as it was);
+    instruments keep the English names people type."""
+    picks = [Button(name.capitalize(), f"inst:{track_id}:{name.replace(' ', '_')}") for name in RERENDER_INSTRUMENTS]
+    back = Button(t.gettext("◀ Back"), f"inst:{track_id}:{'back_fav' if favourite else 'back'}")
+    return [*(picks[i : i + 2] for i in range(0, len(picks), 2)), [back]]
+
+
+def shows_favourite(update: Update, track_id: int) -> bool:
+    """Whether the keyboard pressed showed the track favourited (★: only ever in a private chat)."""
+    message = update.callback_query.message
+    markup = message.reply_markup if isinstance(message, Message) else None
+    rows = markup.inline_keyboard if markup is not None else ()
+    return any(b.callback_data == f"unfav:{track_id}" for row in rows for b in row)
+
+
+async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🎹 under a track: its keyboard becomes a short instrument picker, and ◀ Back turns it back; a
+    pick renders the same notes on that instrument, a new track in reply, as 🔁 composes one."""
+    query = update.callback_query
+    track_id, choice = INSTRUMENT_DATA.match(query.data or "").groups()  # the handler's pattern matched
+    track_id = int(track_id)
+    if update.effective_chat is None:  # under a message sent inline: there is no chat to post into
+        await query.answer(tr(update).gettext("Open the bot to hear it on another instrument."), show_alert=True)
+        return
+    if choice is None or choice in ("back", "back_fav"):
+        if not await may_compose_here(update, context, track_id):  # the keyboard is everyone's here
+            return
+        await query.answer()
+        if choice is None:
+            markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id), tr(update)))
+        else:
+            t = tr(update)
+            markup = track_keyboard(track_id, track_buttons(track_id, choice == "back_fav", t), t)
+        with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
+            await query.edit_message_reply_markup(markup)
+        return
+    core, ask = core_of(context.application), Rerender(origin(update), track_id, choice.replace("_", " "))
+    await start_under(update, context, track_id, lambda: core.rerender(ask), RECORDING)
+
+
 async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """⋯ More under a track: its MIDI and piano roll, in reply to it. Where the chat is shared,
     only those who may post there get the bot to post them (as for 🔁)."""
-    core = core_of(context.application)
+    core, t = core_of(context.application), tr(update)
     query = update.callback_query
     chat = update.effective_chat
     if chat is None:  # under a message sent inline: there is no chat to post into
-        await query.answer("Open the bot to get the MIDI and piano roll.", show_alert=True)
+        await query.answer(t.gettext("Open the bot to get the MIDI and piano roll."), show_alert=True)
         return
     asked = origin(update)
     track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
     if await answered(update, context, track):
         return
     if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
-        await query.answer("🔒 Only members who may post here can have me post the files.", show_alert=True)
+        await query.answer(t.gettext("🔒 Only members who may post here can have me post the files."), show_alert=True)
         return
     if not (track.midi_key or track.png_key):
-        await query.answer(f"The MIDI and piano roll of #{track.track_id} have expired.", show_alert=True)
+        text = t.gettext("The MIDI and piano roll of #{track_id} have expired.").format(track_id=track.track_id)
+        await query.answer(text, show_alert=True)
         return
-    await query.answer("📎 MIDI and piano roll")
+    await query.answer(t.gettext("📎 MIDI and piano roll"))
     under = query.message.message_id if query.message is not None else None
     await send_score(context.application, chat.id, track, reply_to=under)
 
@@ -101,17 +189,18 @@ async def keep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     one comes as the usual track message (in reply to the request), then the album and the picker
     go; one too old for Telegram to delete (48 hours) says what was kept, its buttons gone. Every
     candidate stays in the asker's history."""
-    query = update.callback_query
+    query, t = update.callback_query, tr(update)
     press, picker, chat = parse_keep(query.data or ""), query.message, update.effective_chat
     if press is None or not isinstance(picker, Message) or chat is None:  # or too old to be shown to us
-        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
         return
     track = await core_of(context.application).pick(TrackAsk(origin(update), press.track_id))
     if await answered(update, context, track):
         return
-    await query.answer(f"✅ Kept #{track.track_id}")
+    kept = t.gettext("✅ Kept #{track_id}").format(track_id=track.track_id)
+    await query.answer(kept)
     request = picker.reply_to_message.message_id if picker.reply_to_message is not None else None
-    await send_track(context.application, chat.id, track, reply_to=request)
+    await send_track(context.application, chat.id, track, reply_to=request, t=t)
     rows = picker.reply_markup.inline_keyboard if picker.reply_markup is not None else ()
     pressed = [parse_keep(b.callback_data or "") for row in rows for b in row]
     shown = [p.message_id for p in pressed if p is not None and p.message_id is not None]
@@ -119,33 +208,33 @@ async def keep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await with_retries(lambda: context.bot.delete_messages(chat.id, [*shown, picker.message_id]))
     except BadRequest:
         with contextlib.suppress(BadRequest):
-            await query.edit_message_text(f"✅ Kept #{track.track_id}")
+            await query.edit_message_text(kept)
 
 
 async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A genre button under a bare /compose: composes that genre, in reply to the question,
     which then says what was picked (its buttons gone, so one press makes one track)."""
-    query = update.callback_query
+    query, t = update.callback_query, tr(update)
     chat = update.effective_chat
     try:
         genre = genre_of((query.data or "").split(":", 1)[1])
     except UsageError:
-        await query.answer("This button is out of date; send /compose again.", show_alert=True)
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
         return
     if chat is None:
         await query.answer()
         return
     asked = origin(update)
     if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
-        await query.answer("🔒 Only members who may post here can compose here.", show_alert=True)
+        await query.answer(t.gettext("🔒 Only members who may post here can compose here."), show_alert=True)
         return
     result = await core_of(context.application).compose(ComposeTrack(asked, Compose(genre=genre)))
     if isinstance(result, Started):
         under = query.message.message_id if query.message is not None else None
-        await post_progress(context.application, chat.id, result.job_id, under)
-        await query.answer("🎼 Composing…")
+        await post_progress(context.application, chat.id, result.job_id, under, asked.who.locale)
+        await query.answer(t.gettext(COMPOSING))
         with contextlib.suppress(BadRequest):
-            await query.edit_message_text(f"🎼 {display_name(genre).capitalize()}")
+            await query.edit_message_text(f"🎼 {genre_label(genre, t)}")
     elif result.silent:
         await query.answer()
     else:
@@ -188,7 +277,7 @@ async def toggle_favourite(
     await query.answer(reply.text)
     if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons))
+            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons, tr(update)))
 
 
 async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:
@@ -203,23 +292,30 @@ async def forget_me(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Asks first, as Discord does: nothing is deleted until the asker presses the button. A
     /forgetme is one tap on a link in any message, and in a group everyone sees the question, so
     the buttons carry whose question it is."""
-    uid = who(update).user_id
-    buttons = [[Button("🗑 Delete everything", f"forgetme:confirm:{uid}"), Button("Keep it", f"forgetme:keep:{uid}")]]
-    await with_retries(lambda: update.effective_message.reply_text(FORGET_CONFIRM, reply_markup=keyboard(buttons)))
+    uid, t = who(update).user_id, tr(update)
+    buttons = [
+        [
+            Button(t.gettext(FORGET_DELETE), f"forgetme:confirm:{uid}"),
+            Button(t.gettext(FORGET_KEEP), f"forgetme:keep:{uid}"),
+        ]
+    ]
+    markup = keyboard(buttons)
+    await with_retries(lambda: update.effective_message.reply_text(t.gettext(FORGET_CONFIRM), reply_markup=markup))
 
 
 async def forget_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The answer to /forgetme's question, taken only from the person it asked. Deleting cancels
     their unfinished jobs, then removes everything of theirs."""
-    query = update.callback_query
+    query, t = update.callback_query, tr(update)
     _, choice, asker = (query.data or "").split(":")  # the handler's pattern guarantees the shape
     if who(update).user_id != asker:
-        await query.answer("This question was for someone else; send /forgetme to be asked yourself.", show_alert=True)
+        text = t.gettext("This question was for someone else; send /forgetme to be asked yourself.")
+        await query.answer(text, show_alert=True)
         return
     await query.answer()
     if choice == "confirm":
         answer = (await core_of(context.application).forget(who(update))).text
     else:
-        answer = "👍 Kept everything."
+        answer = t.gettext(FORGET_KEPT)
     with contextlib.suppress(BadRequest):  # the question was deleted meanwhile: nothing to edit
         await query.edit_message_text(answer)

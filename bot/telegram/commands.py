@@ -24,6 +24,7 @@ from bot.core import (
 )
 from bot.grammar import (
     GENRE_NAMES,
+    SHARE_USAGE,
     Compose,
     Page,
     SettingsCommand,
@@ -33,24 +34,25 @@ from bot.grammar import (
     genre_of,
     parse,
 )
-from bot.replies import Button, Listing, Reply, Started
+from bot.i18n import N_, Translations, reason
+from bot.replies import Button, Listing, Reply, Started, genre_label
 from bot.telegram.candidates import post_candidates
 from bot.telegram.delivery import post_progress, send_track
 from bot.telegram.menus import page_buttons, page_of, page_text, settings_menu, settings_message
-from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, who, with_retries
-from generator.vocab import GENRES, display_name
+from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, tr, who, with_retries
+from generator.vocab import GENRES
 
 T = TypeVar("T")
 MIDI_NAMES = (".mid", ".midi", ".kar")
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
-HELP = (
+HELP = N_(
     "🎹 I compose piano music.\n\n"
     "/compose ambient — a track (genres: {genres})\n"
     "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
     "/compose jazz 0.9 60s — the same, shorter\n"
     "/compose jazz count=3 — three at once, to keep the one you like\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share,\n"
-    "⋯ More: its MIDI and piano roll.\n\n"
+    "🎹 Instrument: the same notes on another instrument, ⋯ More: its MIDI and piano roll.\n\n"
     "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
     "Reply /continue (or /continue jazz) to a MIDI file to carry it on.\n"
     "In any chat, type @{bot} (or @{bot} jazz) to send one of your favourites.\n"
@@ -59,18 +61,24 @@ HELP = (
 )
 
 
-def help_text(context: ContextTypes.DEFAULT_TYPE) -> str:
-    return HELP.format(genres=GENRE_NAMES, bot=context.bot.username)
+def help_text(context: ContextTypes.DEFAULT_TYPE, t: Translations) -> str:
+    return t.gettext(HELP).format(genres=GENRE_NAMES, bot=context.bot.username)
 
 
-async def parsed(update: Update, kind: type[T], usage: str) -> T | None:
-    """The message as a command of `kind`, or None once the user was told what to type instead."""
+async def usage(update: Update, exc: UsageError) -> None:
+    """What to type instead, in the sender's language."""
+    await say(update, f"🤔 {exc.said(tr(update))}")
+
+
+async def parsed(update: Update, kind: type[T], usage_text: str) -> T | None:
+    """The message as a command of `kind`, or None once the user was told what to type instead
+    (`usage_text`, a msgid, when it is another command)."""
     try:
         cmd = parse(update.effective_message.text or "")
         if not isinstance(cmd, kind):
-            raise UsageError(usage)
+            raise UsageError(usage_text)
     except UsageError as exc:
-        await say(update, f"🤔 {exc}")
+        await usage(update, exc)
         return None
     return cmd
 
@@ -79,11 +87,11 @@ async def started(update: Update, context: ContextTypes.DEFAULT_TYPE, result: Re
     """An accepted job (or group of candidates) gets its progress message and is followed; a
     refusal is the answer."""
     if isinstance(result, Started):
-        request_id, chat_id = update.effective_message.message_id, update.effective_chat.id
+        request_id, chat_id, locale = update.effective_message.message_id, update.effective_chat.id, who(update).locale
         if result.candidates:
-            await post_candidates(context.application, chat_id, result.job_ids, request_id)
+            await post_candidates(context.application, chat_id, result.job_ids, request_id, locale)
         else:
-            await post_progress(context.application, chat_id, result.job_id, request_id)
+            await post_progress(context.application, chat_id, result.job_id, request_id, locale)
     else:
         await answer(update, result)
 
@@ -93,35 +101,36 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if context.args == ["favorites"]:  # from the button under an empty inline answer
         await show_page(update, context, "favorites", 1)
         return
-    await say(update, "Hello! " + help_text(context))
+    t = tr(update)
+    await say(update, t.gettext("Hello! ") + help_text(context, t))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await say(update, help_text(context))
+    await say(update, help_text(context, tr(update)))
 
 
 async def genres(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await say(update, f"Genres: {GENRE_NAMES}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
+    text = tr(update).gettext("Genres: {genres}.\nFor example: /compose ambient or /compose jazz 0.9 60s")
+    await say(update, text.format(genres=GENRE_NAMES))
 
 
-PICK_GENRE = "🎼 Pick a genre (or type one, like /compose jazz 0.9 60s):"
+PICK_GENRE = N_("🎼 Pick a genre (or type one, like /compose jazz 0.9 60s):")
 
 
-def genre_buttons() -> list[list[Button]]:
+def genre_buttons(t: Translations) -> list[list[Button]]:
     """One button a genre, two a row; pressing one composes it."""
-    row = [Button(display_name(g).capitalize(), f"compose:{g}") for g in GENRES]
+    row = [Button(genre_label(g, t), f"compose:{g}") for g in GENRES]
     return [row[i : i + 2] for i in range(0, len(row), 2)]
 
 
 async def compose(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    if (cmd := await parsed(update, Compose, "try /compose ambient")) is None:
+    if (cmd := await parsed(update, Compose, N_("try /compose ambient"))) is None:
         return
-    core = core_of(context.application)
+    core, t = core_of(context.application), tr(update)
     if cmd == Compose() and (await core.user(who(update))).default_genre is None:  # a bare /compose
-        reply_markup = keyboard(genre_buttons())
-        await with_retries(
-            lambda: update.effective_message.reply_text(PICK_GENRE, reply_markup=reply_markup, do_quote=True)
-        )
+        reply_markup = keyboard(genre_buttons(t))
+        text = t.gettext(PICK_GENRE)
+        await with_retries(lambda: update.effective_message.reply_text(text, reply_markup=reply_markup, do_quote=True))
         return
     await started(update, context, await core.compose(ComposeTrack(origin(update), cmd)))
 
@@ -134,11 +143,11 @@ async def continue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     if replied is not None and replied.document is not None and not re.fullmatch(r"\S+\s+#?\d+", text.strip()):
         await continue_midi(update, context, replied.document, text.split()[1:])
         return
-    usage = "/continue takes a track number, like /continue 42, or reply /continue to a MIDI file"
-    if (cmd := await parsed(update, TrackCommand, usage)) is None:
+    wanted = N_("/continue takes a track number, like /continue 42, or reply /continue to a MIDI file")
+    if (cmd := await parsed(update, TrackCommand, wanted)) is None:
         return
     if cmd.track_id is None:
-        await say(update, f"🤔 {usage}")
+        await usage(update, UsageError(wanted))
         return
     core = core_of(context.application)
     await started(update, context, await core.continue_track(TrackAsk(origin(update), cmd.track_id)))
@@ -148,10 +157,10 @@ def check_midi_document(document: Document) -> None:
     """Refuse what is plainly not a MIDI file, or too big, before downloading anything."""
     name, mime = (document.file_name or "").lower(), (document.mime_type or "").lower()
     if (name or mime) and not (name.endswith(MIDI_NAMES) or mime in MIDI_TYPES):
-        raise UsageError("that file isn't MIDI; reply /continue to a .mid file (or send /continue 42 for a track)")
+        raise UsageError(N_("that file isn't MIDI; reply /continue to a .mid file (or send /continue 42 for a track)"))
     if document.file_size and document.file_size > MAX_PRIMER_BYTES:
-        size, most = document.file_size / 1e6, MAX_PRIMER_BYTES // 1_000_000
-        raise UsageError(f"that MIDI file is {size:.1f} MB; send one up to {most} MB")
+        size, most = f"{document.file_size / 1e6:.1f}", MAX_PRIMER_BYTES // 1_000_000
+        raise UsageError(N_("that MIDI file is {size} MB; send one up to {most} MB"), size=size, most=most)
 
 
 async def continue_midi(
@@ -162,11 +171,11 @@ async def continue_midi(
     core = core_of(context.application)
     try:
         if len(args) > 1:
-            raise UsageError("reply /continue or /continue jazz to a MIDI file")
+            raise UsageError(N_("reply /continue or /continue jazz to a MIDI file"))
         genre = genre_of(args[0]) if args else None
         check_midi_document(document)
     except UsageError as exc:
-        await say(update, f"🤔 {exc}")
+        await usage(update, exc)
         return
     ask = ContinueMidi(origin(update), genre, f"telegram-file:{document.file_unique_id}")
     refusal = await core.prepare_midi(ask)  # the genre, then the limits: they also bound downloads
@@ -190,7 +199,7 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
-        await say(update, f"🤔 {exc}")
+        await usage(update, exc)
         return
     await show_page(update, context, kind, cmd.page if isinstance(cmd, Page) else 1)
 
@@ -198,7 +207,8 @@ async def list_tracks(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: 
 async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str, page_no: int) -> None:
     """A page of the asker's list, with ◀ ▶ to turn it (`bot.telegram.menus`)."""
     listing: Listing = await page_of(update, context, kind, page_no)
-    text, markup = page_text(listing), keyboard(page_buttons(listing))
+    t = tr(update)
+    text, markup = page_text(listing, t), keyboard(page_buttons(listing))
     if not listing.lines or update.effective_chat.type == ChatType.PRIVATE:
         await with_retries(lambda: update.effective_message.reply_text(text, reply_markup=markup))
         return
@@ -206,9 +216,19 @@ async def show_page(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: st
     try:
         await with_retries(lambda: context.bot.send_message(update.effective_user.id, text, reply_markup=markup))
     except CannotWrite:  # they never opened a chat with the bot, so it may not write to them
-        await say(update, f"🔒 Your {kind} is private: open a chat with me (@{context.bot.username}) and send /{kind}")
+        await say(update, t.gettext(PRIVATE_LISTS[kind]).format(bot=context.bot.username))
         return
-    await say(update, f"📬 Sent your {kind} to our private chat.")
+    await say(update, t.gettext(SENT_LISTS[kind]))
+
+
+PRIVATE_LISTS = {
+    "history": N_("🔒 Your history is private: open a chat with me (@{bot}) and send /history"),
+    "favorites": N_("🔒 Your favourites are private: open a chat with me (@{bot}) and send /favorites"),
+}
+SENT_LISTS = {
+    "history": N_("📬 Sent your history to our private chat."),
+    "favorites": N_("📬 Sent your favourites to our private chat."),
+}
 
 
 async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -216,12 +236,13 @@ async def settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         cmd = parse(update.effective_message.text or "")
     except UsageError as exc:
-        await say(update, f"🤔 {exc}")
+        await usage(update, exc)
         return
     values = cmd.values if isinstance(cmd, SettingsCommand) else {}
     reply = await core_of(context.application).settings(SettingsAsk(origin(update), values))
-    markup = keyboard(settings_menu())
-    await with_retries(lambda: update.effective_message.reply_text(settings_message(reply), reply_markup=markup))
+    t = tr(update)
+    text, markup = settings_message(reply, t), keyboard(settings_menu(None, t))
+    await with_retries(lambda: update.effective_message.reply_text(text, reply_markup=markup))
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -242,10 +263,8 @@ def may_post(chat_type: str, member) -> bool:
 
 
 async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    core = core_of(context.application)
-    if (
-        cmd := await parsed(update, ShareCommand, "/share needs a track and a channel, like /share 42 @mychannel")
-    ) is None:
+    core, t = core_of(context.application), tr(update)
+    if (cmd := await parsed(update, ShareCommand, SHARE_USAGE)) is None:
         return
     ask = TrackAsk(origin(update), cmd.track_id)
     track = await core.track(ask)
@@ -257,26 +276,35 @@ async def share(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat = await with_retries(lambda: context.bot.get_chat(target))
         member = await with_retries(lambda: context.bot.get_chat_member(target, int(ask.origin.who.user_id)))
     except TelegramError:
-        await say(update, f"🙅 I can't see {cmd.channel}; add me to it first, then share again.")
+        await say(
+            update,
+            t.gettext("🙅 I can't see {channel}; add me to it first, then share again.").format(channel=cmd.channel),
+        )
         return
     if not may_post(chat.type, member):
-        where = "an admin of the channel who may post" if chat.type == ChatType.CHANNEL else "a member who may write"
-        await say(update, f"🙅 To share into {cmd.channel} you need to be {where} there.")
+        if chat.type == ChatType.CHANNEL:
+            text = t.gettext("🙅 To share into {channel} you need to be an admin of the channel who may post there.")
+        else:
+            text = t.gettext("🙅 To share into {channel} you need to be a member who may write there.")
+        await say(update, text.format(channel=cmd.channel))
         return
     try:
-        sent = await send_track(context.application, target, track)
+        sent = await send_track(context.application, target, track, t=t)
     except (TelegramError, Unavailable) as exc:
-        await say(update, f"🙅 I couldn't post into {cmd.channel}: {exc}")
+        text = t.gettext("🙅 I couldn't post into {channel}: {reason}")
+        await say(update, text.format(channel=cmd.channel, reason=reason(exc, t)))
         return
     await core.shared(ask, Where(PLATFORM, str(sent.chat.id)), sent.message_id)
-    await say(update, f"📤 Shared #{track.track_id} into {cmd.channel}.")
+    await say(
+        update, t.gettext("📤 Shared #{track_id} into {channel}.").format(track_id=track.track_id, channel=cmd.channel)
+    )
 
 
 async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Anything else typed to the bot: the grammar says what to type instead."""
     try:
         parse(update.effective_message.text or "")
-        message = "try /compose ambient, /genres or /help"
+        message = tr(update).gettext("try /compose ambient, /genres or /help")
     except UsageError as exc:
-        message = str(exc)
+        message = exc.said(tr(update))
     await say(update, f"🤔 {message}")

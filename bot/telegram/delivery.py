@@ -4,7 +4,8 @@ A job is followed by a background task of ours (`bot.core.Followers`, not `Appli
 which stopping the bot would wait on for as long as a track takes). Each job stores where its
 result goes (the chat and the progress message), so when the bot stops mid-job its followers are
 simply cancelled, and on the next start `resume_deliveries` re-attaches to every unfinished job of
-ours and delivers it exactly as for a fresh one.
+ours and delivers it exactly as for a fresh one, in the language of the user who asked (stored with
+the job's request).
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
 from bot.core import progress_of, watch
-from bot.replies import Button, TrackCard, progress_line
+from bot.i18n import ENGLISH, N_, Translations, translator
+from bot.replies import SORRY, Button, TrackCard, progress_line
 from bot.telegram.talk import core_of, keyboard, with_retries
 
 log = logging.getLogger(__name__)
 
 PERFORMER = "Melomania"
 EDIT_INTERVAL_S = 1.5  # Telegram tolerates about one edit a second per chat; stay under it
-FAILED = "⚠️ Something went wrong on my side; please try again."
-MORE = "⋯ More"  # under a track: its MIDI and piano roll, sent when pressed
+MORE = N_("⋯ More")  # under a track: its MIDI and piano roll, sent when pressed
+INSTRUMENT = N_("🎹 Instrument")  # under a track: a picker of instruments to hear its notes on
 
 
 async def show_action(app: Application, chat_id: int | str, action: str) -> None:
@@ -38,9 +40,11 @@ async def show_action(app: Application, chat_id: int | str, action: str) -> None
         await app.bot.send_chat_action(chat_id, action)
 
 
-def track_keyboard(track_id: int, rows: list[list[Button]]) -> InlineKeyboardMarkup:
-    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with ⋯ More."""
-    return keyboard([*rows, [Button(MORE, f"more:{track_id}")]])
+def track_keyboard(track_id: int, rows: list[list[Button]], t: Translations = ENGLISH) -> InlineKeyboardMarkup:
+    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with 🎹 Instrument and ⋯ More."""
+    return keyboard(
+        [*rows, [Button(t.gettext(INSTRUMENT), f"inst:{track_id}"), Button(t.gettext(MORE), f"more:{track_id}")]]
+    )
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:
@@ -86,11 +90,16 @@ async def audio_of(app: Application, chat_id: int | str, track: TrackCard) -> st
 
 
 async def send_track(
-    app: Application, chat_id: int | str, track: TrackCard, favourite: bool = False, reply_to: int | None = None
+    app: Application,
+    chat_id: int | str,
+    track: TrackCard,
+    favourite: bool = False,
+    reply_to: int | None = None,
+    t: Translations = ENGLISH,
 ) -> Message:
-    """The track as one audio message with its caption and buttons (⋯ More among them), in reply
-    to `reply_to` when given; reuses Telegram's file_id when it was uploaded before, and
-    remembers it after the first upload (`Unavailable` when its audio expired)."""
+    """The track as one audio message with its caption and buttons (⋯ More among them, labelled in
+    the language `t`), in reply to `reply_to` when given; reuses Telegram's file_id when it was
+    uploaded before, and remembers it after the first upload (`Unavailable` when its audio expired)."""
     audio = await audio_of(app, chat_id, track)
     sent = await with_retries(
         lambda: app.bot.send_audio(
@@ -100,7 +109,7 @@ async def send_track(
             performer=PERFORMER,
             duration=round(track.duration_s),
             caption=track.caption,
-            reply_markup=track_keyboard(track.track_id, track.buttons(favourite)),
+            reply_markup=track_keyboard(track.track_id, track.buttons(favourite, t), t),
             reply_parameters=replying_to(reply_to),
         )
     )
@@ -110,12 +119,13 @@ async def send_track(
 
 
 async def new_progress(
-    app: Application, chat_id: int, job_ids: Sequence[int], request_id: int | None = None
+    app: Application, chat_id: int, job_ids: Sequence[int], request_id: int | None = None, locale: str = "en"
 ) -> tuple[int, str]:
     """A new progress message for accepted jobs (in reply to the request `request_id`: the
-    command, or the track whose button was pressed), stored as where their results go: its id
-    and text. A restart before the message id is stored finds none and posts a new one."""
-    text = progress_line("queued")
+    command, or the track whose button was pressed), in the asker's language `locale`, stored as
+    where their results go: its id and text. A restart before the message id is stored finds none
+    and posts a new one."""
+    text = progress_line("queued", t=translator(locale))
     progress = await with_retries(lambda: app.bot.send_message(chat_id, text, reply_parameters=replying_to(request_id)))
     reply_to = {"chat_id": chat_id, "message_id": progress.message_id}
     if request_id is not None:
@@ -125,10 +135,12 @@ async def new_progress(
     return progress.message_id, text
 
 
-async def post_progress(app: Application, chat_id: int, job_id: int, request_id: int | None = None) -> None:
+async def post_progress(
+    app: Application, chat_id: int, job_id: int, request_id: int | None = None, locale: str = "en"
+) -> None:
     """A new progress message for an accepted job (`new_progress`), then followed."""
-    message_id, text = await new_progress(app, chat_id, (job_id,), request_id)
-    follow(app, chat_id, message_id, job_id, shown=text, request_id=request_id)
+    message_id, text = await new_progress(app, chat_id, (job_id,), request_id, locale)
+    follow(app, chat_id, message_id, job_id, shown=text, request_id=request_id, locale=locale)
 
 
 def follow(
@@ -138,13 +150,14 @@ def follow(
     job_id: int,
     shown: str | None = None,
     request_id: int | None = None,
+    locale: str = "en",
 ) -> None:
     """Follow the job in a task of ours (one per job), cancelled by `stop_following`."""
-    work = follow_job(app, chat_id, message_id, job_id, shown, request_id)
-    core_of(app).followers.start(job_id, reported(app, chat_id, message_id, work))
+    work = follow_job(app, chat_id, message_id, job_id, shown, request_id, locale)
+    core_of(app).followers.start(job_id, reported(app, chat_id, message_id, work, translator(locale)))
 
 
-async def reported(app: Application, chat_id: int, message_id: int, work: Awaitable[None]) -> None:
+async def reported(app: Application, chat_id: int, message_id: int, work: Awaitable[None], t: Translations) -> None:
     """Run a follower; an unexpected error goes to the bot's error handler (which logs it without
     the token) and the progress message says something went wrong, rather than spinning forever."""
     try:
@@ -152,29 +165,35 @@ async def reported(app: Application, chat_id: int, message_id: int, work: Awaita
     except Exception as exc:
         await app.process_error(None, exc)
         with contextlib.suppress(TelegramError):
-            await app.bot.edit_message_text(FAILED, chat_id=chat_id, message_id=message_id)
+            await app.bot.edit_message_text(t.gettext(SORRY), chat_id=chat_id, message_id=message_id)
 
 
 async def follow_job(
-    app: Application, chat_id: int, message_id: int, job_id: int, shown: str | None, request_id: int | None = None
+    app: Application,
+    chat_id: int,
+    message_id: int,
+    job_id: int,
+    shown: str | None,
+    request_id: int | None = None,
+    locale: str = "en",
 ) -> None:
     """Edit the progress message as the job advances (throttled), then replace it with the track:
     one audio message in reply to the request, and the progress message deleted. A failure or a
     cancellation is shown in the progress message instead."""
-    core = core_of(app)
+    core, t = core_of(app), translator(locale)
     edit = functools.partial(edit_progress, app, chat_id, message_id)
-    final = await watch(core.events(job_id), edit, EDIT_INTERVAL_S, shown)
+    final = await watch(core.events(job_id), edit, EDIT_INTERVAL_S, shown, t)
     if final is None:
         return
     if final.kind == "done" and final.track_id is not None:
         if chat_id < 0:  # a group or a channel (the Bot API's ids for them are negative)
             await core.share_here(final.track_id, str(chat_id))  # as on Discord: anyone there may use it
-        track = await core.finished(final.track_id)
-        await send_track(app, chat_id, track, reply_to=request_id)
+        track = await core.finished(final.track_id, locale)
+        await send_track(app, chat_id, track, reply_to=request_id, t=t)
         await core.delivered(job_id)  # the track is the result: a restart must not send it again
-        await remove_progress(app, chat_id, message_id, progress_of(final))
+        await remove_progress(app, chat_id, message_id, progress_of(final, t))
     else:
-        await edit(progress_of(final))
+        await edit(progress_of(final, t))
         await core.delivered(job_id)
 
 
@@ -206,9 +225,9 @@ async def resume_deliveries(app: Application) -> int:
             request_id = pending.reply_to.get("request_id")
             request_id = request_id if isinstance(request_id, int) else None
             if isinstance(message_id, int):
-                follow(app, chat_id, message_id, pending.job_id, request_id=request_id)
+                follow(app, chat_id, message_id, pending.job_id, request_id=request_id, locale=pending.locale)
             else:  # the bot stopped between accepting the job and posting its progress message
-                await post_progress(app, chat_id, pending.job_id, request_id)
+                await post_progress(app, chat_id, pending.job_id, request_id, pending.locale)
         except TelegramError as exc:  # e.g. the user blocked the bot meanwhile; the others still go
             log.warning("cannot resume job %s: %s", pending.job_id, exc.__class__.__name__)
             continue

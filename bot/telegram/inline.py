@@ -10,7 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot.grammar import UsageError, genre_of
 from bot.replies import TrackCard
-from bot.telegram.talk import core_of, who
+from bot.telegram.talk import core_of, tr, who
 
 INLINE_RESULTS = 50  # Telegram's most per answer
 INLINE_PAGES = 20  # favourites read per inline query at most: INLINE_PAGES × INLINE_RESULTS
@@ -60,13 +60,20 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         InlineQueryResultCachedAudio(id=str(track.track_id), audio_file_id=track.file_id, caption=track.caption)
         for track in found
     ]
-    note = None  # shown above the results: why some or all are missing
+    note, t = None, tr(update)  # the note is shown above the results: why some or all are missing
     if wanted is None:
-        note = "Type a genre (jazz, ambient…) or a track number"
+        note = t.gettext("Type a genre (jazz, ambient…) or a track number")
     elif skipped:
-        note = f"{skipped} favourite{'s' if skipped > 1 else ''} can't be sent from here; open the bot"
+        note = t.ngettext(
+            "{n} favourite can't be sent from here; open the bot",
+            "{n} favourites can't be sent from here; open the bot",
+            skipped,
+        ).format(n=skipped)
     elif not results and offset is None:
-        note = "No favourites yet: open the bot and press ⭐" if wanted[0] == "all" else "No favourite matches that"
+        if wanted[0] == "all":
+            note = t.gettext("No favourites yet: open the bot and press ⭐")
+        else:
+            note = t.gettext("No favourite matches that")
     await query.answer(
         results,
         cache_time=INLINE_CACHE_S,

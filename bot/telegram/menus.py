@@ -13,21 +13,25 @@ from telegram.ext import ContextTypes
 
 from bot.core import PageAsk, SettingsAsk
 from bot.grammar import SettingsCommand, UsageError, parse
-from bot.replies import Button, Listing, Reply, listing_text
-from bot.telegram.talk import core_of, keyboard, origin
+from bot.i18n import N_, Translations
+from bot.replies import Button, Listing, Reply, genre_label, listing_text
+from bot.telegram.talk import core_of, keyboard, origin, tr
 from generator.instruments import INSTRUMENTS
-from generator.vocab import GENRES, display_name
+from generator.vocab import GENRES
 
 PAGE_SIZE = 10
-EMPTY = {"history": "No tracks yet: try /compose ambient", "favorites": "No favourites yet: press ⭐ under a track"}
-FOOTER = "Send /continue <number> or /share <number> @channel."
+EMPTY = {
+    "history": N_("No tracks yet: try /compose ambient"),
+    "favorites": N_("No favourites yet: press ⭐ under a track"),
+}
+FOOTER = N_("Send /continue <number> or /share <number> @channel.")
 PAGE_DATA = re.compile(r"^page:(history|favorites):(\d{1,4})$")
-SETTINGS_HINT = "Pick below, or type /settings genre=jazz temp=0.9 len=60"
+SETTINGS_HINT = N_("Pick below, or type /settings genre=jazz temp=0.9 len=60")
 
 # What the menu offers; the typed command takes any value in range.
 TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.5)
 LENGTHS = (15, 30, 60, 90, 120, 180)
-SECTIONS = {"genre": "🎼 Genre", "temp": "🌡 Temperature", "len": "⏱ Length", "inst": "🎹 Instrument"}
+SECTIONS = {"genre": N_("🎼 Genre"), "temp": N_("🌡 Temperature"), "len": N_("⏱ Length"), "inst": N_("🎹 Instrument")}
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -47,8 +51,8 @@ async def page_of(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str,
     return await core_of(context.application).page(PageAsk(origin(update), kind, page_no, PAGE_SIZE))
 
 
-def page_text(listing: Listing) -> str:
-    return listing_text(listing, EMPTY, footer=FOOTER)
+def page_text(listing: Listing, t: Translations) -> str:
+    return listing_text(listing, EMPTY, footer=FOOTER, t=t)
 
 
 async def turn_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -58,53 +62,54 @@ async def turn_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     listing = await page_of(update, context, m.group(1), max(1, int(m.group(2))))
     await query.answer()
     with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
-        await query.edit_message_text(page_text(listing), reply_markup=keyboard(page_buttons(listing)))
+        await query.edit_message_text(page_text(listing, tr(update)), reply_markup=keyboard(page_buttons(listing)))
 
 
 # --- settings --------------------------------------------------------------------------------
 
 
-def settings_menu(section: str | None = None) -> list[list[Button]]:
+def settings_menu(section: str | None, t: Translations) -> list[list[Button]]:
     """The top menu (one button a setting), or one setting's choices with ◀ Back."""
     if section is None:
-        return [[Button(label, f"settings:{key}") for key, label in list(SECTIONS.items())[i : i + 2]] for i in (0, 2)]
+        pairs = list(SECTIONS.items())
+        return [[Button(t.gettext(label), f"settings:{key}") for key, label in pairs[i : i + 2]] for i in (0, 2)]
     if section == "genre":
-        choices = [(display_name(g).capitalize(), g) for g in GENRES]
+        choices = [(genre_label(g, t), g) for g in GENRES]
     elif section == "temp":
-        choices = [(f"{t:g}", f"{t:g}") for t in TEMPERATURES]
+        choices = [(f"{x:g}", f"{x:g}") for x in TEMPERATURES]
     elif section == "len":
-        choices = [(f"{s} s", str(s)) for s in LENGTHS]
+        choices = [(t.gettext("{seconds} s").format(seconds=s), str(s)) for s in LENGTHS]
     else:
         choices = [(name, name.replace(" ", "_")) for name in INSTRUMENTS]
     per_row = 3 if section in ("temp", "len", "inst") else 2
     buttons = [Button(label, f"set:{section}:{value}") for label, value in choices]
     rows = [buttons[i : i + per_row] for i in range(0, len(buttons), per_row)]
-    return [*rows, [Button("◀ Back", "settings:menu")]]
+    return [*rows, [Button(t.gettext("◀ Back"), "settings:menu")]]
 
 
-def settings_message(reply: Reply) -> str:
-    return f"{reply.text}\n{SETTINGS_HINT}"
+def settings_message(reply: Reply, t: Translations) -> str:
+    return f"{reply.text}\n{t.gettext(SETTINGS_HINT)}"
 
 
 async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """settings:<section> opens a setting's choices (settings:menu goes back); set:<key>:<value>
     stores that default (checked by the same grammar as the typed command) and redraws the menu."""
-    query = update.callback_query
+    query, t = update.callback_query, tr(update)
     data = query.data or ""
     if data.startswith("settings:"):
         section = data.split(":", 1)[1]
         await query.answer()
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(keyboard(settings_menu(None if section == "menu" else section)))
+            await query.edit_message_reply_markup(keyboard(settings_menu(None if section == "menu" else section, t)))
         return
     _, key, value = data.split(":", 2)
     try:
         cmd = parse(f"/settings {key}={value}")
         assert isinstance(cmd, SettingsCommand)
     except UsageError as exc:
-        await query.answer(f"🤔 {exc}", show_alert=True)
+        await query.answer(f"🤔 {exc.said(t)}", show_alert=True)
         return
     reply = await core_of(context.application).settings(SettingsAsk(origin(update), cmd.values))
-    await query.answer("✅ Saved")
+    await query.answer(t.gettext("✅ Saved"))
     with contextlib.suppress(BadRequest):
-        await query.edit_message_text(settings_message(reply), reply_markup=keyboard(settings_menu()))
+        await query.edit_message_text(settings_message(reply, t), reply_markup=keyboard(settings_menu(None, t)))

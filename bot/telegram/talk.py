@@ -1,6 +1,6 @@
-"""Telegram's words for the service's types: who asks and where, a `Reply` as a message, buttons
-as an inline keyboard, and Bot API calls retried on network errors (flood waits are the rate
-limiter's: `AIORateLimiter`, set up in `bot.telegram.app`)."""
+"""Telegram's words for the service's types: who asks (in which language) and where, a `Reply` as
+a message, buttons as an inline keyboard, and Bot API calls retried on network errors (flood waits
+are the rate limiter's: `AIORateLimiter`, set up in `bot.telegram.app`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import Application
 
 from bot.core import CommandService, Origin, Where, Who
+from bot.i18n import Translations, language_of, translator
 from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Button, Reply
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,15 @@ def core_of(app: Application) -> CommandService:
 
 def who(update: Update) -> Who:
     """The sender (handlers only see new messages, button presses and inline queries, which all
-    have one)."""
+    have one), answered in the language of their Telegram app."""
     user = update.effective_user
-    return Who(PLATFORM, str(user.id), user.full_name)
+    return Who(PLATFORM, str(user.id), user.full_name, language_of(user.language_code))
+
+
+def tr(update: object) -> Translations:
+    """The sender's language; English for an update that names none."""
+    user = update.effective_user if isinstance(update, Update) else None
+    return translator(user.language_code if user is not None else None)
 
 
 def here(update: Update) -> Where:
