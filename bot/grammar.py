@@ -3,6 +3,7 @@
     /compose jazz temp=0.9 len=60 seed=7      keys and aliases
     /compose jazz 0.9 60s                     positional shorthand: a temperature, a length
     /compose ambient sparse very soft thick   attribute controls (density, loudness, polyphony)
+    /compose jazz count=3                     several candidates to pick one from
     /history 2   /continue 42   /share 42 @mychannel   /settings genre=ambient temp=1.0
 
 `parse` is a pure function: it returns a request or raises UsageError, whose message names the
@@ -42,7 +43,8 @@ def bounds(r: Range) -> Phrase:
 
 
 def checked(r: Range, name: str, raw: str | float | int) -> float | int:
-    """`raw` in the range `r` (generator.params.RANGES, the one place ranges live), or UsageError."""
+    """`raw` in the range `r` (generator.params.RANGES, the one place a person's generator ranges
+    live, or CHAT_RANGES for the chat's own), or UsageError."""
     try:
         return r.check(name, raw)
     except RangeError as exc:
@@ -53,6 +55,11 @@ def checked(r: Range, name: str, raw: str | float | int) -> float | int:
         else:
             message = N_("{name} must be a number {bounds}, not {shown} (for example {name}={example})")
         raise UsageError(message, name=name, bounds=bounds(r), shown=exc.shown, example=r.example) from None
+
+
+def range_of(name: str) -> Range | None:
+    """The range a person's value of `name` keeps to: the generator's (RANGES) or the chat's own."""
+    return RANGES.get(name) or CHAT_RANGES.get(name)
 
 
 KEYS: dict[str, str] = {
@@ -80,6 +87,7 @@ KEYS: dict[str, str] = {
     "density": "density",
     "loudness": "loudness",
     "polyphony": "polyphony",
+    "count": "count",
 }
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed", *CONTROLS)
 SETTINGS_KEYS = ("genre", "temperature", "instrument", "seconds")
@@ -93,6 +101,7 @@ class Compose:
     seed: int | None = None
     instrument: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
+    count: int = 1  # candidates composed at once, the user keeps one (CHAT_RANGES["count"])
 
 
 @dataclass(frozen=True)
@@ -220,8 +229,9 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
         if name is None or (allowed is not None and name not in allowed):
             keys = ", ".join(sorted({k for k, v in KEYS.items() if allowed is None or v in allowed}))
             raise UsageError(N_("I don't know the option {key!r}; use one of: {keys}"), key=key[:20], keys=keys)
+        limits = range_of(name)
         if not raw:
-            example = RANGES[name].example if name in RANGES else "jazz"
+            example = limits.example if limits else "jazz"
             raise UsageError(N_("{key} needs a value, like {key}={example}"), key=key, example=example)
         if name == "genre":
             values[name] = genre_of(raw)
@@ -235,7 +245,7 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             except ControlError as exc:
                 raise UsageError(N_("{reason} (for example {key}=low)"), reason=str(exc), key=key) from None
         else:
-            values[name] = checked(RANGES[name], key, raw)
+            values[name] = checked(limits, key, raw)
     return values
 
 
@@ -270,6 +280,7 @@ def _compose(args: list[str]) -> Compose:
         seed=values.pop("seed", None),
         instrument=values.pop("instrument", None),
         sampling={k: values[k] for k in SAMPLING_KEYS if k in values},
+        count=int(values.pop("count", 1)),
     )
 
 
@@ -303,7 +314,7 @@ def parse(text: str) -> Request:
     if name in ("history", "favorites"):
         if len(args) > 1:
             raise UsageError(N_("/{command} takes a page number, like /{command} 2"), command=name)
-        page = checked(RANGES_PAGE, "page", args[0]) if args else 1
+        page = checked(CHAT_RANGES["page"], "page", args[0]) if args else 1
         return Page(name, int(page))
     if name == "continue":
         if len(args) > 1:
@@ -323,4 +334,9 @@ def parse(text: str) -> Request:
     return Simple(name)
 
 
-RANGES_PAGE = Range(1, 1000, whole=True, example="2")
+# The chat's own ranges, which the generator knows nothing of (read like RANGES, with `checked`).
+CHAT_RANGES: dict[str, Range] = {
+    "page": Range(1, 1000, whole=True, example="2"),
+    # 1 is the usual single track; 2-4 come together, like an image bot's grid, to pick one from
+    "count": Range(1, 4, whole=True, example="3"),
+}

@@ -92,9 +92,18 @@ SILENT = Reply("")
 
 @dataclass(frozen=True)
 class Started:
-    """A job was accepted; the platform now shows its progress and delivers it."""
+    """Jobs were accepted; the platform now shows their progress and delivers them: one track, or
+    a group of candidates (/compose count=3) shown together for the user to keep one."""
 
-    job_id: int
+    job_ids: tuple[int, ...]
+
+    @property
+    def job_id(self) -> int:
+        return self.job_ids[0]
+
+    @property
+    def candidates(self) -> bool:
+        return len(self.job_ids) > 1
 
 
 @dataclass(frozen=True)
@@ -253,3 +262,74 @@ def progress_line(
     if kind == "cancelled":
         return t.gettext("✖️ Cancelled")
     return t.gettext("⚠️ Something went wrong")
+
+
+# --- several candidates at once (/compose count=3): the user keeps one -----------------------------
+
+KEEP = re.compile(r"^keep:(\d{1,12})(?::(\d{1,12}))?$")
+PICK_ONE = N_("👆 Pick one to keep (the others stay in your /history)")
+ONLY_THE_ASKER = N_("only the person who asked for these can pick one")
+
+
+@dataclass(frozen=True)
+class KeepPress:
+    track_id: int
+    message_id: int | None  # where the candidate is shown (Telegram: its message in the album)
+
+
+def keep_buttons(
+    track_ids: list[int], message_ids: list[int] | None = None, t: Translations = ENGLISH
+) -> list[list[Button]]:
+    """Keep 1 … Keep N under a group of candidates, in one row. `message_ids`: each candidate's own
+    message, carried so that the pick can remove them all (the buttons are the only record)."""
+    ids = message_ids or [None] * len(track_ids)
+    return [
+        [
+            Button(
+                t.gettext("Keep {n}").format(n=n),
+                f"keep:{track_id}" + (f":{message_id}" if message_id is not None else ""),
+            )
+            for n, (track_id, message_id) in enumerate(zip(track_ids, ids), 1)
+        ]
+    ]
+
+
+def parse_keep(data: str) -> KeepPress | None:
+    """A Keep button's data back; None for anything we did not make."""
+    m = KEEP.match(data or "")
+    return KeepPress(int(m.group(1)), int(m.group(2)) if m.group(2) else None) if m else None
+
+
+def candidate_line(n: int, track: TrackCard) -> str:
+    """A candidate as its group shows it: the number its Keep button has, its title and length."""
+    m, s = divmod(round(track.duration_s), 60)
+    return f"{n} · {track.title} · {m}:{s:02d}"
+
+
+def candidates_progress(
+    kind: str,
+    count: int,
+    ready: int,
+    done: int,
+    total: int,
+    eta_s: float | None,
+    position: int | None,
+    t: Translations = ENGLISH,
+) -> str:
+    """The one progress line of a group of candidates, all of them together."""
+    line = progress_line(kind, done, total, eta_s, position, t)
+    if kind == "queued":
+        text = t.ngettext("{line} ({count} candidate)", "{line} ({count} candidates)", count)
+    else:  # counted by those ready: the words agree with that number in some languages
+        text = t.ngettext("{line} · {ready} of {count} ready", "{line} · {ready} of {count} ready", ready)
+    return text.format(line=line, count=count, ready=ready)
+
+
+def candidates_missing(count: int, endings: list[str], t: Translations = ENGLISH) -> str:
+    """How the candidates that did not come ended (each ending's progress line)."""
+    text = t.ngettext(
+        "{n} of {count} candidates did not come: {endings}",
+        "{n} of {count} candidates did not come: {endings}",
+        len(endings),
+    )
+    return text.format(n=len(endings), count=count, endings="; ".join(endings))

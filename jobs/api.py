@@ -5,7 +5,7 @@ Torch-free on purpose: the chat front ends import this, never the model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -163,6 +163,12 @@ class PendingJob:
 
 class JobBackend(Protocol):
     async def submit(self, request: ComposeRequest) -> int: ...
+
+    async def submit_all(self, requests: Sequence[ComposeRequest]) -> list[int]:
+        """One user's requests accepted together (a chat's candidates), each idempotent by its
+        key: all of them, or Refused with none stored when they do not all fit the caps."""
+        ...
+
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool: ...
     def events(self, job_id: int) -> AsyncIterator[JobEvent]: ...
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ from storage.jobs import (
 from storage.tracks import NewTrack
 from storage.users import get_or_create_user
 
-from .admission import admit
+from .admission import BUSY, admit, over_quota
 from .api import ComposeRequest, JobEvent, Refused
 from .receipts import StoredDeliveries
 from .settings import RunnerSettings
@@ -173,23 +173,29 @@ class InProcessRunner(StoredDeliveries):
 
     async def submit(self, request: ComposeRequest) -> int:
         """Accept a request (idempotent by its key) and return its job id; or Refused."""
-        request, generation = admit(request, self._presets, self._follows_controls)  # GeneratorError: nothing stored
-        who = (request.platform, request.user_id)
-        with self._lock:  # a slot is taken before the first await, so a burst cannot overshoot the caps
-            if len(self._active) + self._reserved >= self.settings.queue_cap:
-                raise Refused("I'm busy composing for lots of people right now; try again in a minute")
+        [job_id] = await self.submit_all([request])
+        return job_id
+
+    async def submit_all(self, requests: Sequence[ComposeRequest]) -> list[int]:
+        """Accept one user's requests together (a chat's candidates), each idempotent by its key,
+        and return their job ids; or Refused, with nothing stored, when they do not all fit."""
+        admitted = [admit(r, self._presets, self._follows_controls) for r in requests]  # GeneratorError: nothing stored
+        who, n = (requests[0].platform, requests[0].user_id), len(admitted)
+        with self._lock:  # slots are taken before the first await, so a burst cannot overshoot the caps
+            if len(self._active) + self._reserved + n > self.settings.queue_cap:
+                raise Refused(BUSY)
             mine = sum(1 for r in self._active.values() if (r.platform, r.user_id) == who)
             mine += self._reserved_by.get(who, 0)
-            if mine >= self.settings.per_user:
-                raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
-            self._reserved += 1
-            self._reserved_by[who] = self._reserved_by.get(who, 0) + 1
+            if refusal := over_quota(mine, n, self.settings.per_user):
+                raise Refused(refusal)
+            self._reserved += n
+            self._reserved_by[who] = self._reserved_by.get(who, 0) + n
         try:
-            return await self._submit(request, generation)
+            return [await self._submit(request, generation) for request, generation in admitted]
         finally:
             with self._lock:
-                self._reserved -= 1
-                self._reserved_by[who] -= 1
+                self._reserved -= n
+                self._reserved_by[who] -= n
                 if not self._reserved_by[who]:
                     del self._reserved_by[who]
 

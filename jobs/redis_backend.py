@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -15,7 +15,7 @@ from storage import Database, InvalidTransition, Job, JobState
 from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, job_for_key, unfinished_jobs
 from storage.users import get_or_create_user
 
-from .admission import admit
+from .admission import BUSY, admit, over_quota
 from .api import ComposeRequest, JobEvent, Refused
 from .channels import CANCEL_CHANNEL, event_from_json, event_json, job_channel
 from .receipts import StoredDeliveries
@@ -45,39 +45,50 @@ class RedisBackend(StoredDeliveries):
             await self.redis.aclose()
 
     async def submit(self, request: ComposeRequest) -> int:
+        [job_id] = await self.submit_all([request])
+        return job_id
+
+    async def submit_all(self, requests: Sequence[ComposeRequest]) -> list[int]:
+        """Store one user's requests together (a chat's candidates), each idempotent by its key,
+        and queue them; or Refused, with nothing stored, when they do not all fit the caps."""
         # GeneratorError, before anything is stored; the workers' model and its presets are not
         # known here, so controls are admitted and a worker whose model has none refuses them
-        request, _ = admit(request)
+        requests = [admit(r)[0] for r in requests]
+        first = requests[0]
 
         async def record(s):
             # the caps hold across every bot process: they are counted in the database
             total = await s.scalar(select(func.count()).select_from(Job).where(Job.state.in_(UNFINISHED)))
-            if total >= self.settings.queue_cap:
-                raise Refused("I'm busy composing for lots of people right now; try again in a minute")
-            user = await get_or_create_user(s, request.platform, request.user_id, request.display_name or None)
+            if total + len(requests) > self.settings.queue_cap:
+                raise Refused(BUSY)
+            user = await get_or_create_user(s, first.platform, first.user_id, first.display_name or None)
             if user.banned:
                 raise Refused("composing is switched off for this account")
             mine = await s.scalar(
                 select(func.count()).select_from(Job).where(Job.user_id == user.id, Job.state.in_(UNFINISHED))
             )
-            redelivered = await job_for_key(s, request.idempotency_key)
-            if mine >= self.settings.per_user and not redelivered:
-                raise Refused(f"you already have {mine} tracks on the way; wait for one to finish (or /cancel)")
-            return await create_job(s, user, request.to_json(), request.idempotency_key)
+            redelivered = await job_for_key(s, first.idempotency_key)
+            if not redelivered and (refusal := over_quota(mine, len(requests), self.settings.per_user)):
+                raise Refused(refusal)
+            return [await create_job(s, user, r.to_json(), r.idempotency_key) for r in requests]
 
-        job, created = await self.db.run(record)
+        made = await self.db.run(record)
         try:
-            await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+            for job, _ in made:
+                await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
         except Exception as exc:
-            log.error("job %s: could not queue it on Redis (%s)", job.id, type(exc).__name__)
-            if created:  # else its first delivery queued it, or the next start will
-                # Told it failed, the user must not get a track later: the next start queues
-                # every unfinished job, so this one is ended now. If even that cannot be written,
-                # it stays queued and is composed after all, as if this attempt had worked.
-                with contextlib.suppress(Exception):
-                    await self.db.run(lambda s: fail_job(s, job.id, "my queue was out of reach"))
+            log.error("jobs %s: could not queue them on Redis (%s)", [job.id for job, _ in made], type(exc).__name__)
+            # Told they failed, the user must not get tracks later: the next start queues every
+            # unfinished job, so these are ended now (those queued already too: a worker leaves an
+            # ended job alone). If even that cannot be written, they stay queued and are composed
+            # after all, as if this attempt had worked. One not created now was queued by its
+            # first delivery, or will be by the next start.
+            for job, created in made:
+                if created:
+                    with contextlib.suppress(Exception):
+                        await self.db.run(lambda s, job_id=job.id: fail_job(s, job_id, "my queue was out of reach"))
             raise Refused("I can't reach my composers right now; please try again in a minute") from None
-        return job.id
+        return [job.id for job, _ in made]
 
     async def cancel(self, job_id: int, platform: str, user_id: str) -> bool:
         try:

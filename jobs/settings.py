@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class RunnerSettings:
     max_batch: int = 16  # rows composed together in one forward pass
     queue_cap: int = 200  # accepted and unfinished jobs, all users together
-    per_user: int = 3  # accepted and unfinished jobs per user
+    per_user: int = 4  # accepted and unfinished jobs per user (a chat's /compose count=4 fits)
     running_per_user: int = 1  # a user's jobs composed at once; the others wait their turn
     job_timeout_s: float = 900.0
     max_tries: int = 3  # compositions per job before a degenerate piece is accepted

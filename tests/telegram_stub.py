@@ -140,6 +140,9 @@ class BotApiStub:
         one entry a message (an album counts each of its messages)."""
         with self._cond:
             deleted = {(c.chat_id, int(c.params["message_id"])) for c in self.calls if c.method == "deleteMessage"}
+            deleted |= {
+                (c.chat_id, m) for c in self.calls if c.method == "deleteMessages" for m in c.json("message_ids")
+            }
             live = []
             for c in self.calls:
                 if not c.method.startswith("send") or c.method == "sendChatAction" or c.result is None:
@@ -285,15 +288,27 @@ class BotApiStub:
             }
         if method in ("deleteWebhook", "setWebhook", "setMyCommands", "answerCallbackQuery", "answerInlineQuery"):
             return True
-        if method in ("deleteMessage", "sendChatAction"):
+        if method in ("deleteMessage", "deleteMessages", "sendChatAction"):
             return True
         if method == "sendMediaGroup":
             album = []
             for item in json.loads(params["media"]):
-                attached = files.get(str(item.get("media", "")).removeprefix("attach://"), b"")
-                n = next(self._file_ids)
-                doc = {"file_id": f"DOC{n}", "file_unique_id": f"UDOC{n}", "file_size": len(attached)}
-                album.append(self._bot_message(params["chat_id"], {"document": doc, "media_group_id": "album"}))
+                media = str(item.get("media", ""))
+                attached = files.get(media.removeprefix("attach://"))
+                if item.get("type") == "audio":
+                    sent = {k: str(v) for k, v in item.items()} | {"audio": media}
+                    uploaded = {"audio": attached} if attached is not None else {}
+                    content = {"audio": self._audio(sent, uploaded), "caption": item.get("caption", "")}
+                else:
+                    n = next(self._file_ids)
+                    content = {
+                        "document": {
+                            "file_id": f"DOC{n}",
+                            "file_unique_id": f"UDOC{n}",
+                            "file_size": len(attached or b""),
+                        }
+                    }
+                album.append(self._bot_message(params["chat_id"], content | {"media_group_id": "album"}))
             return album
         if method == "getFile":
             file_id = params.get("file_id", "")
@@ -304,8 +319,10 @@ class BotApiStub:
             return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": size, "file_path": path}
         if method == "getUpdates":
             return self._serve_updates(float(params.get("timeout", 0) or 0))
-        if method == "sendMessage":
-            return self._bot_message(params["chat_id"], {"text": params.get("text", "")})
+        if method == "sendMessage":  # the sent message comes back with its buttons, as Telegram's does
+            markup = json.loads(params.get("reply_markup") or "{}")
+            buttons = {"reply_markup": markup} if markup.get("inline_keyboard") else {}
+            return self._bot_message(params["chat_id"], {"text": params.get("text", "")} | buttons)
         if method == "editMessageText":
             msg = self._bot_message(params.get("chat_id", "0"), {"text": params.get("text", "")})
             msg["message_id"] = int(params.get("message_id", msg["message_id"]))

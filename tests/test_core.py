@@ -23,10 +23,12 @@ from bot.core import (
     Where,
     Who,
 )
+from bot.core.delivery import GroupProgress
 from bot.grammar import GENRE_NAMES, RANGES, Compose, UsageError, parse
 from bot.limits import Limits, RateLimiter
-from bot.replies import LIMITED, SILENT, USAGE, Listing, Reply, Started, listing_text
+from bot.replies import LIMITED, REFUSED, SILENT, USAGE, Listing, Reply, Started, listing_text
 from generator import vocab as V
+from jobs.api import JobEvent
 from jobs.inprocess import InProcessRunner
 from storage import Database, Job, LocalArtifactStore, Track
 from storage.tracks import NewTrack, record_track, unpack_tokens
@@ -256,3 +258,58 @@ def test_hotter_and_cooler_keep_to_the_grammars_temperature_range(monkeypatch):
     monkeypatch.setitem(RANGES, "temperature", Range(0.5, 1.5, example="1"))
     assert child_temperature("hotter", 1.5) == 1.5 and child_temperature("cooler", 0.5) == 0.5
     assert child_temperature("hotter", 1.0) == 1.1
+
+
+async def test_count_starts_that_many_candidates_once_each_at_its_own_seed(core):
+    started = await core.compose(ComposeTrack(asked(key="telegram:7"), Compose(genre="jazz", seconds=5, count=3)))
+    assert isinstance(started, Started) and started.candidates and len(set(started.job_ids)) == 3
+    again = await core.compose(ComposeTrack(asked(key="telegram:7"), Compose(genre="jazz", seconds=5, count=3)))
+    assert again == SILENT  # a redelivered update starts the group once
+    requests = await job_requests(core)
+    assert [r["idempotency_key"] for r in requests] == ["telegram:7#1", "telegram:7#2", "telegram:7#3"]
+    assert len({r["seed"] for r in requests}) == 3 and all(r["reply_to"] == {"chat_id": 1} for r in requests)
+    seeded = Compose(genre="jazz", seed=2**31 - 2, count=3)
+    assert isinstance(await core.compose(ComposeTrack(asked("2", key="telegram:8"), seeded)), Started)
+    assert [r["seed"] for r in (await job_requests(core))[3:]] == [2**31 - 2, 2**31 - 1, 0]  # the given, then after it
+
+
+async def test_candidates_cost_one_each_and_all_fit_or_none_start(core):
+    core.limits = Limits(RateLimiter(3, 60.0), RateLimiter(20, 60.0))
+    refused = await core.compose(ComposeTrack(asked(key="a"), Compose(genre="jazz", count=4)))
+    assert refused.kind == LIMITED and "that's 4 tracks at once" in refused.text and "ask for fewer" in refused.text
+    assert isinstance(await core.compose(ComposeTrack(asked(key="b"), Compose(genre="jazz", count=2))), Started)
+    later = await core.compose(ComposeTrack(asked(key="c"), Compose(genre="jazz", count=2)))
+    assert later.kind == LIMITED and later.text.startswith("easy there — you can compose again in ")
+    assert len(await job_requests(core)) == 2
+
+    core.limits = Limits()  # the runner's own cap: at most 4 on the way (none composes here)
+    assert isinstance(await core.compose(ComposeTrack(asked(key="d"), Compose(genre="jazz", count=2))), Started)
+    over = await core.compose(ComposeTrack(asked(key="e"), Compose(genre="jazz", count=3)))
+    assert over.kind == REFUSED
+    assert (
+        over.text == "that's 3 tracks at once, but you may have 4 on the way and already have 4; ask for fewer, or wait"
+    )
+    assert len(await job_requests(core)) == 4  # none of the three was stored
+
+
+async def test_only_the_asker_picks_a_candidate(core):
+    track_id = await stored_track(core, owner="1")
+    await core.share_here(track_id, "-100")  # a group's candidates are shared there
+    group = Where("telegram", "-100", "telegram-chat:-100", {"chat_id": -100})
+    other = await core.pick(TrackAsk(asked("2", where=group), track_id))
+    assert other == Reply("only the person who asked for these can pick one", kind=USAGE)
+    mine = await core.pick(TrackAsk(asked("1", where=group), track_id))
+    assert not isinstance(mine, Reply) and mine.track_id == track_id
+
+
+def test_a_groups_progress_is_one_line_for_all_of_it():
+    progress = GroupProgress(3)
+    for job_id in (1, 2, 3):
+        progress.add(JobEvent(job_id, "queued", position=job_id + 1))
+    assert progress.line() == "⏳ In the queue (#2)… (3 candidates)"
+    progress.add(JobEvent(1, "running", done=100, total=400, eta_s=30.0))
+    # 100 of 1200 tokens (the two waiting are expected as long), 1100 to go at 0.1 s a token
+    assert progress.line() == "🎼 Composing ░░░░░░░░░░ 8% · ~110 s left · 0 of 3 ready"
+    progress.add(JobEvent(1, "done", track_id=9))
+    progress.add(JobEvent(2, "failed", reason="boom"))
+    assert progress.line() == "🎼 Composing ▓▓▓▓▓░░░░░ 50% · ~40 s left · 1 of 3 ready"

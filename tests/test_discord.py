@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from bot.discord import MelomaniaClient, build_client
 from bot.limits import Limits, RateLimiter
+from bot.replies import PICK_ONE
 from generator import vocab as V
 from generator.tokenizer import Note, notes_to_midi
 from jobs.api import ComposeRequest, primer_from_midi
@@ -203,6 +204,42 @@ def first_calls(stub: DiscordApiStub, interaction: dict) -> list[str]:
         for c in stub.calls
         if c.match.get("id") == interaction["id"] or c.match.get("token") == interaction["token"]
     ]
+
+
+async def test_count_posts_the_candidates_as_one_message_and_keeping_one_turns_it_into_that_track(env):
+    env.dispatch(env.stub.command("compose", genre="calm", seconds=5, count=3))
+    [post] = await tracks_shown(env, 1)
+    assert sorted(name.split("-")[0] for name in post.files) == ["1", "2", "3"]
+    assert all(name.endswith(".mp3") for name in post.files)
+    ids = [int(i.split(":")[1]) for i in post.custom_ids]
+    labels = [c["label"] for row in post.payload["components"] for c in row["components"]]
+    assert post.custom_ids == [f"keep:{t}" for t in ids] and labels == ["Keep 1", "Keep 2", "Keep 3"]
+    assert post.content.splitlines()[0] == PICK_ONE
+    assert len({(await env.track(t)).seed for t in ids}) == 3
+    await asyncio.sleep(0.3)  # one message: the progress response became the candidates
+    assert not env.stub.calls_to("followup") and not env.stub.calls_to("channel_message")
+    assert await env.count(Job) == await env.count(Track) == 3
+
+    env.dispatch(env.stub.press(f"keep:{ids[1]}", post.response, user_id=2))  # someone else's pick
+    [refused] = await env.stub.wait_for("followup")
+    assert refused.ephemeral and refused.content == "🤔 only the person who asked for these can pick one"
+    press = env.dispatch(env.stub.press(f"keep:{ids[1]}", post.response))
+    kept = (await tracks_shown(env, 2))[-1]
+    callback = next(c for c in env.stub.calls_to("callback") if c.match["id"] == press["id"])
+    assert callback.payload["type"] == 6 and kept.match["token"] == press["token"]  # deferred, then edited
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
+    assert kept.custom_ids == [f"{a}:{ids[1]}" for a in actions] and not kept.content
+    assert kept.payload["embeds"][0]["title"].startswith(f"Ambient #{ids[1]}")
+    assert {name.rsplit(".", 1)[1] for name in kept.files} == {"mp3", "mid", "png"}
+    assert await env.count(Track) == 3  # the others stay in history
+
+
+async def test_count_out_of_range_is_refused_naming_the_range(env):
+    for count in (5, 0):  # Discord checks the range itself; a forged payload meets ours
+        env.dispatch(env.stub.command("compose", genre="calm", count=count))
+    replies = await env.stub.wait_for_replies(2)
+    assert replies == [f"🤔 count must be from 1 to 4, not {c} (for example count=3)" for c in (5, 0)]
+    assert await env.count(Job) == 0
 
 
 async def test_every_interaction_that_does_work_is_deferred_before_anything_else(env, tmp_path):
@@ -499,7 +536,11 @@ async def test_jobs_left_unfinished_by_a_restart_are_posted_into_their_channel_o
     env.client = await logged_in(env, idle)
     env.dispatch(env.stub.command("compose", genre="calm", seconds=5))
     await env.stub.wait_for("callback")
-    [job] = list(await env.db.run(lambda s: s.scalars(select(Job))))
+
+    async def stored() -> list[Job]:  # the interaction is deferred before its job is stored
+        return list(await env.db.run(lambda s: s.scalars(select(Job))))
+
+    [job] = await eventually(stored)
     assert job.request["reply_to"] == {"channel_id": CHANNEL_ID, "guild_id": GUILD_ID}
     await idle.submit(ComposeRequest("discord", "9", "pop", seconds=2))  # knows no channel: nowhere to post
     await env.client.close()
@@ -747,6 +788,7 @@ RUSSIAN_BUTTONS = [
     "➕ Продолжить",
     "📤 Поделиться",
     "🎛 Ремикс",
+    "",  # 🎹's instrument select: a placeholder, no label
 ]
 
 
@@ -760,6 +802,10 @@ async def test_a_russian_speaking_user_is_answered_in_russian(env):
     temperature = next(o for o in compose["options"] if o["name"] == "temperature")
     assert temperature["description"] == "randomness (from 0.1 to 2)"
     assert temperature["description_localizations"] == {"ru": "случайность (от 0.1 до 2)"}
+    count = next(o for o in compose["options"] if o["name"] == "count")
+    assert count["description_localizations"] == {
+        "ru": "сколько сочинить сразу, чтобы оставить понравившийся (от 1 до 4; 1: только один)"
+    }
     assert not compose.get("name_localizations") and not temperature.get("name_localizations")
     described = [d for c in sync.payload["_list"] for d in [c, *c.get("options", [])]]
     russian = [d["description_localizations"]["ru"] for d in described if d.get("description_localizations")]
@@ -773,6 +819,9 @@ async def test_a_russian_speaking_user_is_answered_in_russian(env):
     track_id = track_id_of(post)
     assert post.payload["embeds"][0]["title"].startswith(f"Эмбиент #{track_id} · ")
     assert post.labels == RUSSIAN_BUTTONS
+    rows = post.payload["components"]
+    [select] = [c for row in rows for c in row["components"] if c["custom_id"] == f"instrument:{track_id}"]
+    assert select["placeholder"] == "🎹 Послушать на…"
     env.dispatch(env.stub.press(f"fav:{track_id}", message))
     assert (await env.stub.wait_for_replies(2))[-1] == "⭐ Добавлено в избранное"
 

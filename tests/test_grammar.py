@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.grammar import (
+    CHAT_RANGES,
     KEYS,
     RANGES,
     Compose,
@@ -45,7 +46,7 @@ def test_compose_with_keys_and_every_alias():
         },
     )
     for alias, name in KEYS.items():
-        if name in ("genre", "instrument", "density", "loudness", "polyphony"):
+        if name in ("genre", "instrument", "density", "loudness", "polyphony", "count"):
             continue
         value = {"seconds": "60", "seed": "5"}.get(name, RANGES[name].example)
         got = parse(f"/compose jazz {alias}={value}")
@@ -77,9 +78,9 @@ def test_positional_shorthand_and_genre_aliases():
     assert parse("/compose genre=pop") == Compose(genre="pop")
 
 
-@pytest.mark.parametrize("name", sorted(RANGES))
+@pytest.mark.parametrize("name", [*sorted(RANGES), "count"])
 def test_range_edges_are_inclusive_and_one_step_outside_is_refused(name):
-    r = RANGES[name]
+    r = RANGES.get(name) or CHAT_RANGES[name]
     key = next(k for k, v in KEYS.items() if v == name)
     for ok in (r.low, r.high):
         parse(f"/compose jazz {key}={int(ok) if r.whole else ok}")
@@ -87,6 +88,20 @@ def test_range_edges_are_inclusive_and_one_step_outside_is_refused(name):
     for bad in (r.low - step, r.high + step):
         with pytest.raises(UsageError, match=rf"must be {r.bounds}.*for example"):
             parse(f"/compose jazz {key}={int(bad) if r.whole else round(bad, 4)}")
+
+
+def test_count_asks_for_several_candidates_from_one_to_four():
+    assert parse("/compose jazz count=3 len=5") == Compose(genre="jazz", seconds=5.0, count=3)
+    assert parse("/compose jazz").count == 1  # one track, as always
+    for bad in ("0", "5"):
+        with pytest.raises(UsageError, match=r"count must be from 1 to 4, not \d \(for example count=3\)"):
+            parse(f"/compose jazz count={bad}")
+    with pytest.raises(UsageError, match="count must be a whole number from 1 to 4"):
+        parse("/compose jazz count=two")
+    with pytest.raises(UsageError, match="count needs a value, like count=3"):
+        parse("/compose jazz count=")
+    with pytest.raises(UsageError, match="I don't know the option 'count'"):
+        parse("/settings count=3")  # a default of several would surprise: it is asked for each time
 
 
 def test_other_commands():

@@ -15,7 +15,7 @@ from babel.messages.pofile import read_po
 
 from bot.grammar import UsageError, parse
 from bot.i18n import DOMAIN, ENGLISH, LANGUAGES, LOCALES, SOURCE, language_of, translator
-from bot.replies import genre_label
+from bot.replies import candidates_missing, candidates_progress, genre_label
 from generator.vocab import GENRES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,14 @@ def test_russian_counts_take_their_three_forms():
     ]
     assert [s.split(" за ")[0] for s in said] == ["1 трек", "3 трека", "5 треков", "11 треков", "21 трек"]
     assert ENGLISH.ngettext("{n} track per {s} s each", "{n} tracks per {s} s each", 1) == "{n} track per {s} s each"
+
+
+def test_a_group_of_candidates_is_counted_in_russian_forms():
+    t = translator("ru")
+    assert candidates_progress("queued", 2, 0, 0, 0, None, None, t) == "⏳ В очереди… (2 варианта)"
+    ready = [candidates_progress("rendering", 4, n, 9, 9, None, None, t).split(" · ")[-1] for n in (0, 1, 2)]
+    assert ready == ["готово 0 из 4", "готов 1 из 4", "готовы 2 из 4"]
+    assert candidates_missing(3, ["✖️ Отменено"], t) == "1 из 3 вариантов не получился: ✖️ Отменено"
 
 
 def test_a_usage_error_is_english_as_raised_and_said_in_the_reader_s_language():

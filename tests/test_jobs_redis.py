@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from generator import save_checkpoint
 from jobs import ComposeRequest
-from jobs.api import Piece
+from jobs.api import Piece, Refused
 from jobs.redis_backend import RedisBackend
 from storage import Database, Job, JobState, Track
 from storage.tracks import unpack_tokens
@@ -302,3 +302,16 @@ async def test_worker_check_says_whether_a_worker_is_alive(setup, redis_url):
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert check() == 1  # arq deletes its health key on a clean shutdown
+
+
+async def test_a_group_is_stored_together_or_refused_whole_with_the_caps_counted_across_bots(setup):
+    db, backend, _start_worker = setup
+    group = [req(seed=s, idempotency_key=f"discord:9#{n}") for n, s in enumerate((1, 2, 3), 1)]
+    ids = await backend.submit_all(group)
+    assert len(set(ids)) == 3 and await backend.submit_all(group) == ids  # a redelivery: the same jobs
+    with pytest.raises(Refused, match="that's 2 tracks at once, but you may have 4 on the way and already have 3"):
+        await backend.submit_all(
+            [req(seed=4, idempotency_key="discord:10#1"), req(seed=5, idempotency_key="discord:10#2")]
+        )
+    assert await count(db, Job) == 3  # nothing of the refused group was stored
+    assert [p.job_id for p in await backend.undelivered("discord")] == ids

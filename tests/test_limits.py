@@ -55,3 +55,21 @@ def test_a_refusal_by_the_chat_does_not_use_up_the_users_budget():
     assert refused is not None and "(1 track per 60 s per chat)" in refused
     assert limits.check("alice", "quiet") is None  # her second of two: the refusal did not count
     assert limits.check("alice", "quiet2") is not None
+
+
+def test_several_candidates_cost_one_each_and_a_group_that_can_never_fit_says_so():
+    clock = Clock()
+    limits = Limits(RateLimiter(6, 60.0, clock), RateLimiter(20, 60.0, clock))
+    assert limits.check("alice", "chat", cost=4) is None
+    clock.now = 10.0
+    assert limits.check("alice", "chat", cost=2) is None  # 6 of 6
+    clock.now = 20.0
+    # room for 3 more only once the first 4 have left the window, at 60 s
+    assert "compose again in 40 s (6 tracks per 60 s each)" in limits.check("alice", "chat", cost=3)
+    assert limits.check("bob", "chat", cost=4) is None  # the chat's 20 are far from used up
+    small = Limits(RateLimiter(2, 60.0, clock))
+    assert (
+        small.check("carol", cost=3)
+        == "that's 3 tracks at once, more than I compose (2 tracks per 60 s each); ask for fewer"
+    )
+    assert small.check("carol", cost=2) is None  # the refusal counted nothing

@@ -1,6 +1,16 @@
 """Replies shared by the chat front ends: captions, buttons that survive restarts, progress."""
 
-from bot.replies import RERENDER_INSTRUMENTS, caption, child_temperature, parse_button, progress_line, track_buttons
+from bot.replies import (
+    RERENDER_INSTRUMENTS,
+    KeepPress,
+    caption,
+    child_temperature,
+    keep_buttons,
+    parse_button,
+    parse_keep,
+    progress_line,
+    track_buttons,
+)
 from generator.instruments import INSTRUMENTS
 
 
@@ -33,6 +43,16 @@ def test_progress_lines():
     assert progress_line("queued", position=3) == "⏳ In the queue (#3)…"
     assert progress_line("running", 50, 200, 12.4) == "🎼 Composing ▓▓░░░░░░░░ 25% · ~12 s left"
     assert progress_line("rendering") == "🎹 Recording…"
+
+
+def test_keep_buttons_number_the_candidates_and_parse_back():
+    [row] = keep_buttons([41, 42, 43], [7, 8, 9])
+    assert [b.label for b in row] == ["Keep 1", "Keep 2", "Keep 3"]
+    assert [parse_keep(b.data) for b in row] == [KeepPress(41, 7), KeepPress(42, 8), KeepPress(43, 9)]
+    assert all(len(b.data.encode()) <= 64 for b in keep_buttons([10**12 - 1], [10**12 - 1])[0])  # Telegram's limit
+    assert [b.data for b in keep_buttons([41, 42])[0]] == ["keep:41", "keep:42"]  # Discord's: the track alone
+    for forged in ("keep:", "keep:x", "keep:1:2:3", "keep:-1", "reroll:42"):
+        assert parse_keep(forged) is None
 
 
 def test_the_instruments_offered_under_a_track_are_the_generators_own():

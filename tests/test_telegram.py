@@ -24,6 +24,7 @@ from telegram_stub import BOT_USERNAME, BotApiStub
 
 from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
+from bot.replies import PICK_ONE
 from bot.telegram import build_application, webhook_from
 from bot.telegram.buttons import INSTRUMENT_DATA, instrument_picker
 from generator import vocab as V
@@ -266,6 +267,55 @@ async def test_reroll_composes_the_same_recipe_at_a_new_seed(env):
     assert child.lineage == "reroll" and child.parent_id == parent_id and child.genre == "calm"
     assert child.seed != parent.seed == 11
     assert child.sampling == parent.sampling  # temperature 0.8 and everything else kept
+
+
+async def test_count_sends_the_candidates_as_one_album_and_a_picker_and_keeping_one_leaves_its_track(env):
+    request = env.send("/compose ambient len=5 count=3")
+    env.stub.queue_update(request)  # delivered again: still three candidates, once
+    [album] = await env.stub.wait_for("sendMediaGroup", timeout=90)
+    [picker] = await env.stub.wait_for("sendMessage", text=PICK_ONE)
+    media = album.json("media")
+    assert [m["type"] for m in media] == ["audio"] * 3
+    assert [m["caption"].split(" · ")[0] for m in media] == ["1", "2", "3"]
+    ids = [int(data.split(":")[1]) for data in picker.buttons]
+    assert picker.buttons == [f"keep:{t}:{sent['message_id']}" for t, sent in zip(ids, album.result)]
+    assert all(m["caption"].startswith(f"{n} · Ambient #{t} · 0:0") for n, (m, t) in enumerate(zip(media, ids), 1))
+    assert len({(await env.track(t)).seed for t in ids}) == 3
+    assert album.replied_to == picker.replied_to == request["message"]["message_id"]
+    progress = [c for c in env.stub.calls_to("sendMessage") if c.params["text"].startswith("⏳")]
+    assert len(progress) == 1  # one progress message for the group
+    assert all(
+        e.params["message_id"] == str(progress[0].result["message_id"]) for e in env.stub.calls_to("editMessageText")
+    )
+    [deleted] = await env.stub.wait_for("deleteMessage")
+    assert deleted.params["message_id"] == str(progress[0].result["message_id"])
+    await asyncio.sleep(0.3)
+    assert not env.stub.calls_to("sendAudio") and len(env.stub.calls_to("sendMediaGroup")) == 1
+    assert env.stub.live_messages("1") == [album] * 3 + [picker]
+    assert await env.count(Job) == await env.count(Track) == 3
+
+    under = private(picker) | {"reply_to_message": request["message"]}
+    env.press(picker.buttons[1], user_id=2, under=under)  # someone else's pick
+    [refused] = await env.stub.wait_for("answerCallbackQuery")
+    assert refused.params["text"] == "🤔 only the person who asked for these can pick one"
+    env.press(picker.buttons[1], under=under)
+    [kept] = await env.stub.wait_for("sendAudio")
+    assert track_id_of(kept) == ids[1] and kept.replied_to == request["message"]["message_id"]
+    assert kept.params["audio"] == album.result[1]["audio"]["file_id"]  # sent again by file id, no upload
+    [gone] = await env.stub.wait_for("deleteMessages")
+    assert gone.json("message_ids") == [sent["message_id"] for sent in album.result] + [picker.result["message_id"]]
+    assert env.stub.live_messages("1") == [kept]  # one track message left
+    env.send("/history")
+    page = (await env.stub.wait_for("sendMessage", count=3))[-1]
+    assert all(f"#{t} Ambient" in page.params["text"] for t in ids)  # the others stay in history
+
+
+async def test_count_out_of_range_is_refused_naming_the_range(env):
+    for n, count in enumerate((5, 0), 1):
+        env.send(f"/compose ambient count={count}")
+        said = (await env.stub.wait_for("sendMessage", count=n))[-1]
+        assert said.params["text"] == f"🤔 count must be from 1 to 4, not {count} (for example count=3)"
+    assert await env.count(Job) == 0
 
 
 async def test_a_redelivered_update_composes_once(env):
@@ -1081,11 +1131,29 @@ async def test_a_russian_speaking_user_is_answered_in_russian(env):
     assert audio.params["title"] == f"Эмбиент #{track_id}" and audio.params["caption"].startswith(
         f"Эмбиент #{track_id}"
     )
-    labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться", "⋯ Ещё"]
-    assert audio.labels == labels
+    labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться"]
+    assert audio.labels == [*labels, "🎹 Инструмент", "⋯ Ещё"]
     env.press(f"fav:{track_id}")
     [favourite] = await env.stub.wait_for("answerCallbackQuery")
     assert favourite.params["text"] == "⭐ Добавлено в избранное"
+
+
+async def test_a_russian_speaking_user_s_candidates_come_with_a_russian_picker(env):
+    """count=2: the one progress message, the album's captions and the Keep picker in Russian; a
+    Russian-speaking stranger's pick is refused in Russian."""
+    env.stub.languages |= {1: "ru", 2: "ru"}
+    request = env.send("/compose ambient len=5 count=2")
+    [album] = await env.stub.wait_for("sendMediaGroup", timeout=90)
+    [progress, picker] = await env.stub.wait_for("sendMessage", count=2)
+    assert progress.params["text"] == "⏳ В очереди…"
+    edits = [e.params["text"] for e in env.stub.calls_to("editMessageText")]
+    assert edits and all(e.endswith(("(2 варианта)", " из 2")) for e in edits), edits  # "готово 0 из 2"
+    assert picker.params["text"] == "👆 Выберите, какой оставить (остальные останутся в /history)"
+    assert picker.labels == ["Оставить 1", "Оставить 2"]
+    assert [m["caption"].split(" #")[0] for m in album.json("media")] == ["1 · Эмбиент", "2 · Эмбиент"]
+    env.press(picker.buttons[0], user_id=2, under=private(picker) | {"reply_to_message": request["message"]})
+    [refused] = await env.stub.wait_for("answerCallbackQuery")
+    assert refused.params["text"] == "🤔 выбрать может только тот, кто попросил эти треки"
 
 
 async def test_other_languages_and_none_are_answered_in_english(env):

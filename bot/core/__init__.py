@@ -4,7 +4,7 @@ the types a front end needs from it. Telegram and Discord only translate."""
 from jobs.api import MAX_PRIMER_BYTES, JobBackend
 from storage import ArtifactStore, Database
 
-from .delivery import Followers, Pending, Unavailable, progress_of, watch
+from .delivery import Followers, Pending, Unavailable, progress_of, watch, watch_group
 from .requests import (
     ComposeTrack,
     ContinueMidi,
@@ -44,4 +44,5 @@ __all__ = [
     "Who",
     "progress_of",
     "watch",
+    "watch_group",
 ]

@@ -10,7 +10,7 @@ from bot.core.recipes import DEFAULT_SECONDS
 from bot.core.requests import PageAsk, SetFavourite, SettingsAsk, TrackAsk, Where, Who
 from bot.grammar import UsageError
 from bot.i18n import ENGLISH, N_, Translations, translator
-from bot.replies import USAGE, Listing, Reply, TrackCard, caption, genre_label, track_buttons
+from bot.replies import ONLY_THE_ASKER, USAGE, Listing, Reply, TrackCard, caption, genre_label, track_buttons
 from generator.vocab import display_name
 from storage import Database, Forbidden, NotFound, Track, User
 from storage.favorites import add_favorite, is_favorite, list_favorites, remove_favorite
@@ -94,6 +94,17 @@ class Library:
             return card(await self.readable(user, ask.track_id, ask.origin.where), self.platform, t)
         except UsageError as exc:
             return Reply(exc.said(t), kind=USAGE)
+
+    async def pick(self, ask: TrackAsk) -> TrackCard | Reply:
+        """Keep N under a group of candidates: the picked track, only for the user who asked for
+        them (the group may be shared into the chat, where anyone may read it), or why not."""
+        user, t = await self.user(ask.origin.who), translator(ask.origin.who.locale)
+        try:
+            return card(await self.db.run(lambda s: get_track(s, ask.track_id, user)), self.platform, t)
+        except Forbidden:
+            return Reply(t.gettext(ONLY_THE_ASKER), kind=USAGE)
+        except NotFound as exc:
+            return Reply(unreadable(exc, ask.track_id).said(t), kind=USAGE)
 
     async def favourite(self, ask: SetFavourite) -> Reply:
         """⭐ / ★: favourite or un-favourite a track the user can read here. `favourite` None turns it

@@ -9,7 +9,7 @@ from bot.core.requests import Remix, Who
 from bot.grammar import GENRE_NAMES, Compose, UsageError, instrument_of
 from bot.i18n import N_
 from bot.replies import child_temperature
-from generator.params import Overrides
+from generator.params import RANGES, Overrides, draw_seed
 from generator.vocab import END
 from jobs.api import ComposeRequest, Piece
 from storage import Track, User
@@ -73,6 +73,29 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
         seed=cmd.seed,
         instrument=cmd.instrument or user.default_instrument or "piano",
     )
+
+
+def group_keys(key: str, count: int) -> list[str]:
+    """The idempotency keys of `count` jobs asked for at once: the update's own key for one, else
+    key#1 … key#N, so that a redelivered update starts the same N jobs once."""
+    return [key] if count == 1 else [f"{key}#{n}" for n in range(1, count + 1)]
+
+
+def candidate_requests(request: ComposeRequest, count: int) -> list[ComposeRequest]:
+    """`count` of the request, to pick one from (/compose count=3): each under its own key
+    (`group_keys`) and at its own seed: the one given and those after it (so the group can be
+    composed again), else drawn, all different."""
+    if count == 1:
+        return [request]
+    if request.seed is not None:
+        seeds = [(request.seed + n) % (int(RANGES["seed"].high) + 1) for n in range(count)]
+    else:
+        drawn: set[int] = set()
+        while len(drawn) < count:
+            drawn.add(draw_seed())
+        seeds = list(drawn)
+    keys = group_keys(request.idempotency_key or "", count)
+    return [replace(request, seed=seed, idempotency_key=key) for seed, key in zip(seeds, keys)]
 
 
 def length_of(track: Track) -> tuple[float | None, int | None]:

@@ -19,9 +19,11 @@ from sqlalchemy import select
 from bot.core.delivery import Deliveries, Followers
 from bot.core.library import Library
 from bot.core.recipes import (
+    candidate_requests,
     child_request,
     compose_request,
     continue_request,
+    group_keys,
     midi_continue_request,
     rerender_request,
 )
@@ -56,18 +58,24 @@ class CommandService(Library, Deliveries):
         """Whether a job exists for this update or interaction (it came again)."""
         return await self.db.run(lambda s: job_for_key(s, key)) is not None
 
-    def over_limit(self, origin: Origin) -> Reply | None:
+    def over_limit(self, origin: Origin, count: int = 1) -> Reply | None:
         """The polite refusal when this user, or this chat, asks for tracks too fast; else None
-        (and the action is counted)."""
-        refusal = self.limits.check(origin.who.limit_key, origin.where.limit_key, translator(origin.who.locale))
+        (and the `count` tracks are counted)."""
+        who = origin.who
+        refusal = self.limits.check(who.limit_key, origin.where.limit_key, count, translator(who.locale))
         return None if refusal is None else Reply(refusal, kind=LIMITED)
 
     async def _start(
-        self, origin: Origin, build: Callable[[User], Awaitable[ComposeRequest]], counted: bool = False
+        self,
+        origin: Origin,
+        build: Callable[[User], Awaitable[ComposeRequest]],
+        counted: bool = False,
+        count: int = 1,
     ) -> Reply | Started:
         """Once per key: the request built for the user, rate-limited (unless `counted` already),
-        submitted with where its result goes."""
-        if await self.seen(origin.key):
+        submitted with where its result goes; `count` of them (candidates) cost `count` and are
+        accepted together or not at all."""
+        if await self.seen(group_keys(origin.key, count)[0]):
             return SILENT
         user = await self.user(origin.who)
         try:
@@ -76,22 +84,24 @@ class CommandService(Library, Deliveries):
             return Reply(exc.said(translator(origin.who.locale)), kind=USAGE)
         except (NotFound, Forbidden) as exc:
             return Reply(str(exc), kind=USAGE)
-        refusal = None if counted else self.over_limit(origin)
+        refusal = None if counted else self.over_limit(origin, count)
         if refusal is not None:
             return refusal
+        requests = candidate_requests(replace(request, reply_to=origin.where.reply_to), count)
         try:
-            return Started(await self.backend.submit(replace(request, reply_to=origin.where.reply_to)))
+            return Started(tuple(await self.backend.submit_all(requests)))
         except (Refused, GeneratorError) as exc:
             return Reply(str(exc), kind=REFUSED)
 
     async def compose(self, ask: ComposeTrack) -> Reply | Started:
-        """/compose, with the user's defaults where they gave nothing."""
+        """/compose, with the user's defaults where they gave nothing; count=N composes N
+        candidates at once, for the user to keep one (the others stay in their history)."""
         origin = ask.origin
 
         async def build(user: User) -> ComposeRequest:
             return compose_request(origin.who, origin.key, ask.spec, user)
 
-        return await self._start(origin, build)
+        return await self._start(origin, build, count=ask.spec.count)
 
     async def continue_track(self, ask: TrackAsk) -> Reply | Started:
         """/continue 42 and ➕: a new piece primed with the end of one the user may read here."""

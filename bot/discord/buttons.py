@@ -1,14 +1,15 @@
-"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord, and a pick of 🎹's instruments."""
+"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord, a pick of 🎹's instruments, or Keep N under
+candidates."""
 
 from __future__ import annotations
 
 import discord
 
-from bot.core import Derive, Rerender, SetFavourite, TrackAsk
+from bot.core import Derive, Rerender, SetFavourite, TrackAsk, Unavailable
 from bot.discord.commands import share_view
-from bot.discord.delivery import start_job
+from bot.discord.delivery import DEFAULT_FILESIZE_LIMIT, piano_roll, start_job, track_files
 from bot.discord.talk import core_of, may_post_here, origin, say, text_of, tr, withdraw
-from bot.discord.views import buttons_view
+from bot.discord.views import buttons_view, track_embed, track_view
 from bot.i18n import N_
 from bot.replies import ButtonPress, Reply
 
@@ -62,8 +63,26 @@ async def on_instrument(interaction: discord.Interaction, track_id: int, instrum
     """🎹: the track's notes on the instrument picked, a new track posted here as 🔁's is (so only for
     those who may post here; deferred publicly first)."""
     if not may_post_here(interaction):
-        await say(interaction, NO_POSTING)
+        await say(interaction, tr(interaction).gettext(NO_POSTING))
         return
     await interaction.response.defer(thinking=True)
     rerender = Rerender(origin(interaction), track_id, instrument)
     await start_job(interaction, await core_of(interaction).rerender(rerender))
+
+
+async def on_keep(interaction: discord.Interaction, track_id: int) -> None:
+    """Keep N under candidates, taken only from the person who asked for them: deferred first (an
+    update of the message), then the candidates message becomes the kept track's usual one (its
+    MP3, MIDI and piano roll, its buttons). Every candidate stays in the asker's history."""
+    await interaction.response.defer()
+    track, t = await core_of(interaction).pick(TrackAsk(origin(interaction), track_id)), tr(interaction)
+    if isinstance(track, Reply):
+        await say(interaction, text_of(track))
+        return
+    try:
+        files = await track_files(interaction.client, track, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
+    except Unavailable as exc:
+        await say(interaction, f"⚠️ {exc.said(t)}")
+        return
+    embed, view = track_embed(track, image=piano_roll(files)), track_view(track_id, t=t)
+    await interaction.edit_original_response(content=None, attachments=files, embed=embed, view=view)

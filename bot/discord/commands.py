@@ -41,7 +41,7 @@ EMPTY = {"history": N_("No tracks yet: try `/compose`"), "favorites": N_("No fav
 HELP = N_(
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
-    "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument\n"
+    "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument; `count:3` composes three to keep the one you like\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share, 🎛 remix, "
     "🎹 the same notes on another instrument — anyone in the channel may reroll a posted track; "
     "the new one is theirs.\n\n"

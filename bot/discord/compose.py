@@ -15,7 +15,7 @@ from bot.core import MAX_PRIMER_BYTES, ComposeTrack, ContinueMidi, TrackAsk
 from bot.discord.delivery import start_job
 from bot.discord.talk import core_of, origin, say, text_of, tr, withdraw
 from bot.discord.translator import described
-from bot.grammar import RANGES, SAMPLING_KEYS, Compose, UsageError, bounds, genre_of, instrument_of
+from bot.grammar import RANGES, SAMPLING_KEYS, Compose, UsageError, bounds, genre_of, instrument_of, range_of
 from bot.grammar import checked as grammar_checked
 from bot.i18n import N_
 from bot.replies import UNREADABLE, Reply
@@ -40,15 +40,15 @@ def level_of(attribute: str, value: int) -> int:
 
 
 def _range(name: str) -> Any:
-    """An `app_commands.Range` with the chat bounds of `bot.grammar.RANGES`."""
-    r = RANGES[name]
+    """An `app_commands.Range` with the chat bounds of `bot.grammar.RANGES` (or its CHAT_RANGES)."""
+    r = range_of(name)
     return Range[int, int(r.low), int(r.high)] if r.whole else Range[float, r.low, r.high]
 
 
 Temperature, TopP, RpPenalty, RpRestore = (
     _range(n) for n in ("temperature", "top_p", "rp_penalty", "rp_restore_speed")
 )
-Seed, TopK, AtLeastK = (_range(n) for n in ("seed", "top_k", "at_least_k"))
+Seed, TopK, AtLeastK, Count = (_range(n) for n in ("seed", "top_k", "at_least_k", "count"))
 Seconds = Range[int, int(RANGES["seconds"].low), int(RANGES["seconds"].high)]
 TrackId = Range[int, 1, 10**12 - 1]
 
@@ -60,7 +60,7 @@ async def instrument_choices(interaction: discord.Interaction, current: str) -> 
 
 def checked(name: str, value: float | None) -> float | int | None:
     """A value Discord should have range-checked, checked again (a forged payload skips Discord)."""
-    return None if value is None else grammar_checked(RANGES[name], name, f"{value!r}")
+    return None if value is None else grammar_checked(range_of(name), name, f"{value!r}")
 
 
 @app_commands.command(description=N_("Compose a piano track"))
@@ -78,6 +78,10 @@ def checked(name: str, value: float | None) -> float | int | None:
     density=N_("notes per second (the genre's own by default)"),
     loudness=N_("how loud on average (the genre's own by default)"),
     polyphony=N_("notes sounding at once (the genre's own by default)"),
+    count=described(
+        N_("how many to compose at once, to keep the one you like ({bounds}; 1: just one)"),
+        bounds=bounds(range_of("count")),
+    ),
 )
 @app_commands.choices(
     genre=GENRE_CHOICES,
@@ -101,6 +105,7 @@ async def compose(
     density: Choice[int] | None = None,
     loudness: Choice[int] | None = None,
     polyphony: Choice[int] | None = None,
+    count: Count | None = None,
 ) -> None:
     given = locals()
     try:
@@ -111,6 +116,7 @@ async def compose(
             seed=checked("seed", seed),
             instrument=instrument_of(instrument) if instrument else None,
             sampling={k: checked(k, given[k]) for k in SAMPLING_KEYS if k in RANGES and given[k] is not None} | levels,
+            count=checked("count", count) or 1,
         )
     except UsageError as exc:  # found without the database: answered at once
         await say(interaction, f"🤔 {exc.said(tr(interaction))}")

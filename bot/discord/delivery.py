@@ -1,5 +1,6 @@
 """Discord: getting a job's ending to its user — progress edits of the original response, then
-the track (MP3, MIDI, piano roll) in its place: one message per track.
+the track (MP3, MIDI, piano roll) in its place: one message per track, or one for a group of
+candidates (their MP3s and Keep 1 … Keep N, the pick turning it into the kept track's).
 
 Each job stores its channel. An interaction's token lives 15 minutes and not past a restart, so a
 job resumed on start-up, or one whose token expired meanwhile, is posted into that channel
@@ -11,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import discord
 
-from bot.core import Pending, Unavailable, progress_of, watch
+from bot.core import Pending, Unavailable, progress_of, watch, watch_group
 from bot.discord.talk import core_of, say, text_of, token_expired, who, withdraw
-from bot.discord.views import track_embed, track_view
+from bot.discord.views import candidates_view, track_embed, track_view
 from bot.i18n import N_, Translations, translator
-from bot.replies import Reply, Started, TrackCard
+from bot.replies import PICK_ONE, Reply, Started, TrackCard, candidate_line
 
 log = logging.getLogger(__name__)
 
@@ -149,20 +150,20 @@ async def post(client: discord.Client, delivery: Delivery, text: str = "", **mes
 
 
 async def replace_progress(
-    client: discord.Client, delivery: Delivery, files: list[discord.File], **message: Any
+    client: discord.Client, delivery: Delivery, files: list[discord.File], text: str | None = None, **message: Any
 ) -> discord.Message | None:
-    """The track in place of the progress response while that can be edited, so that each track is
-    one message; else a new message (`post`)."""
+    """The track (or candidates) in place of the progress response while that can be edited, so
+    that each is one message; else a new message (`post`)."""
     if delivery.interaction is not None and delivery.editing:
         try:
-            return await delivery.interaction.edit_original_response(content=None, attachments=files, **message)
+            return await delivery.interaction.edit_original_response(content=text, attachments=files, **message)
         except discord.HTTPException as exc:
             if not token_expired(exc):
                 raise
             delivery.interaction = None
             for file in files:
                 file.reset()  # the failed upload read them to the end
-    return await post(client, delivery, files=files, **message)
+    return await post(client, delivery, text or "", files=files, **message)
 
 
 async def tell(client: discord.Client, delivery: Delivery, text: str) -> bool:
@@ -210,6 +211,72 @@ async def post_track(client: discord.Client, delivery: Delivery, track_id: int) 
     return True
 
 
+async def candidate_files(client: discord.Client, tracks: list[TrackCard], limit: int) -> list[discord.File]:
+    """Each candidate's MP3, named by its number (as its Keep button is); `Unavailable`, with words
+    for the user, when together they are over the channel's attachment limit."""
+    mp3s = [await client.core.audio(track) for track in tracks]  # type: ignore[attr-defined]
+    if (size := sum(map(len, mp3s))) > limit:
+        raise Unavailable(  # no count in it: the asker knows it, and the words need not agree with it
+            N_(
+                "the candidates are {size} together, over this channel's {limit} attachment limit; "
+                "ask for fewer or shorter ones"
+            ),
+            size=size_text(size),
+            limit=size_text(limit),
+        )
+    return [
+        discord.File(io.BytesIO(mp3), filename=f"{n}-{t.stem}.mp3") for n, (t, mp3) in enumerate(zip(tracks, mp3s), 1)
+    ]
+
+
+async def post_candidates(
+    client: discord.Client, delivery: Delivery, tracks: list[TrackCard], missing: str | None
+) -> bool:
+    """The candidates as one message: their MP3s, a line each, how the others ended, and Keep 1 …
+    Keep N; recorded as shared in the channel (the kept one's buttons are everyone's there). Or why
+    they can't be posted. Whether the user was shown either."""
+    t = delivery.t
+    try:
+        files = await candidate_files(client, tracks, upload_limit(client, delivery))
+    except Unavailable as exc:
+        return await tell(client, delivery, f"⚠️ {exc.said(t)}")
+    for track in tracks:
+        await client.core.share_here(track.track_id, delivery.chat_id)  # type: ignore[attr-defined]
+    shown = (candidate_line(n, track) for n, track in enumerate(tracks, 1))
+    lines = [t.gettext(PICK_ONE), *shown, *([missing] if missing else [])]
+    view = candidates_view([track.track_id for track in tracks], t)
+    try:
+        sent = await replace_progress(client, delivery, files, "\n".join(lines), view=view)
+    except discord.HTTPException as exc:
+        text = t.gettext("⚠️ I couldn't post the candidates: {reason}")
+        return await tell(client, delivery, text.format(reason=refusal_reason(exc, t)))
+    return sent is not None
+
+
+async def follow_candidates(client: discord.Client, delivery: Delivery, streams: Mapping[int, AsyncIterator]) -> None:
+    """`follow_job` for a group of candidates: one progress response for them all, the candidates
+    in its place (one that came alone: as its usual track), and the receipts of those that ended.
+    Only a group started by this run is followed as a group: after a restart each unfinished
+    candidate is resumed as a job of its own, and posted as a track of its own."""
+    core = client.core  # type: ignore[attr-defined]
+    endings = await watch_group(streams, lambda text: edit_progress(delivery, text), EDIT_INTERVAL_S, t=delivery.t)
+    tracks, missing = await core.candidates(endings, delivery.locale)
+    if len(tracks) > 1:
+        shown = await post_candidates(client, delivery, tracks, missing)
+    elif tracks:
+        shown = await post_track(client, delivery, tracks[0].track_id)
+        if shown and missing:
+            await tell(client, delivery, missing)  # above the track, while its message can be edited
+    elif missing:
+        shown = await tell(client, delivery, missing)
+    else:
+        return  # none ended: all stay undelivered, for the next start
+    if shown:
+        for job_id, ending in endings.items():
+            if ending is not None:
+                await core.delivered(job_id)
+
+
 async def follow_job(client: discord.Client, delivery: Delivery, events: AsyncIterator) -> None:
     """Show the job's progress, then its ending (the track, or why there is none), then give the
     backend its receipt, so that the next start does not deliver it again."""
@@ -235,13 +302,16 @@ async def start_job(interaction: discord.Interaction, result: Reply | Started) -
         if not result.silent:  # silent: the same interaction twice, and the first is composing it
             await (withdraw if deferred else say)(interaction, text_of(result))
         return
-    job_id = result.job_id
-    events = core_of(interaction).events(job_id)
-    first = asyncio.ensure_future(anext(events))  # subscribed now: a short job may end while we defer
+    core = core_of(interaction)
+    streams, firsts = {}, []
+    for job_id in result.job_ids:  # subscribed now: a short job may end while we defer
+        events = core.events(job_id)
+        firsts.append(asyncio.ensure_future(anext(events)))
+        streams[job_id] = job_events(firsts[-1], events)
     await asyncio.sleep(0)
     asker = who(interaction)
     delivery = Delivery(
-        job_id, interaction.channel_id, interaction.guild_id, asker.user_id, interaction, locale=asker.locale
+        result.job_id, interaction.channel_id, interaction.guild_id, asker.user_id, interaction, locale=asker.locale
     )
     if not deferred:
         try:
@@ -249,10 +319,14 @@ async def start_job(interaction: discord.Interaction, result: Reply | Started) -
         except discord.HTTPException:  # the interaction expired meanwhile: the result goes to the channel
             delivery.interaction = None
         except BaseException:
-            first.cancel()
+            for first in firsts:
+                first.cancel()
             raise
     client = interaction.client
-    core_of(interaction).followers.start(job_id, follow_job(client, delivery, job_events(first, events)))
+    if result.candidates:
+        core.followers.start(result.job_id, follow_candidates(client, delivery, streams))
+    else:
+        core.followers.start(result.job_id, follow_job(client, delivery, streams[result.job_id]))
 
 
 async def job_events(first: asyncio.Future, rest: AsyncIterator) -> AsyncIterator:

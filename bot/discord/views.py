@@ -13,11 +13,14 @@ from bot.i18n import ENGLISH, N_, Translations
 from bot.replies import (
     ACTIONS,
     BUTTON,
+    KEEP,
     RERENDER_INSTRUMENTS,
     Button,
     ButtonPress,
     TrackCard,
+    keep_buttons,
     parse_button,
+    parse_keep,
     track_buttons,
 )
 
@@ -63,6 +66,31 @@ class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9
         await interaction.client.on_remix(interaction, self.track_id)  # type: ignore[attr-defined]
 
 
+class KeepButton(ui.DynamicItem[ui.Button], template=KEEP):
+    """Keep N under a group of candidates: the track lives in the custom id, so the pick works
+    after a restart. A press goes to the client's `on_keep`."""
+
+    def __init__(self, button: Button) -> None:
+        super().__init__(ui.Button(label=button.label, custom_id=button.data, style=discord.ButtonStyle.primary))
+        self.track_id = parse_keep(button.data).track_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> KeepButton:
+        return cls(Button(item.label or "", match.group(0)))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_keep(interaction, self.track_id)  # type: ignore[attr-defined]
+
+
+def candidates_view(track_ids: list[int], t: Translations = ENGLISH) -> ui.View:
+    view = ui.View(timeout=None)
+    for row in keep_buttons(track_ids, t=t):
+        for button in row:
+            view.add_item(KeepButton(button))
+    return view
+
+
 class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<track_id>[0-9]{1,12})$"):
     """🎹 under a track: a pick hears the same notes on that instrument, as a new track. The track
     lives in the custom id; a pick goes to the client's `on_instrument`."""
@@ -70,7 +98,9 @@ class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<tra
     def __init__(self, track_id: int, row: int | None = None, t: Translations = ENGLISH) -> None:
         options = [discord.SelectOption(label=name.capitalize(), value=name) for name in RERENDER_INSTRUMENTS]
         placeholder = t.gettext(HEAR_IT_ON)
-        super().__init__(ui.Select(custom_id=f"instrument:{track_id}", placeholder=placeholder, options=options, row=row))
+        super().__init__(
+            ui.Select(custom_id=f"instrument:{track_id}", placeholder=placeholder, options=options, row=row)
+        )
         self.track_id = track_id
 
     @classmethod

@@ -29,9 +29,18 @@ from telegram.ext import (
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.i18n import LANGUAGES, N_, SOURCE, translator
 from bot.limits import Limits
-from bot.replies import SORRY
+from bot.replies import KEEP, SORRY
 from bot.telegram import commands as c
-from bot.telegram.buttons import INSTRUMENT_DATA, button, forget_answer, forget_me, instrument, more, pick_genre
+from bot.telegram.buttons import (
+    INSTRUMENT_DATA,
+    button,
+    forget_answer,
+    forget_me,
+    instrument,
+    keep,
+    more,
+    pick_genre,
+)
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
 from bot.telegram.menus import settings_button, turn_page
@@ -43,7 +52,7 @@ log = logging.getLogger(__name__)
 FLOOD_RETRIES = 3  # a call Telegram answers "retry after N s" is retried this often, N s apart
 NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits (editing a /compose must not compose again), not channel posts
 COMMANDS = {  # descriptions, in each language Telegram shows its users (`register_commands`)
-    "compose": N_("compose a track: /compose jazz 0.9 60s"),
+    "compose": N_("compose a track: /compose jazz 0.9 60s (count=3: three to pick from)"),
     "genres": N_("the genres you can ask for"),
     "history": N_("your tracks, newest first: /history 2"),
     "favorites": N_("your favourite tracks"),
@@ -155,6 +164,7 @@ def build_application(
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
     application.add_handler(CallbackQueryHandler(instrument, pattern=INSTRUMENT_DATA))
+    application.add_handler(CallbackQueryHandler(keep, pattern=KEEP))
     application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
     application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))
     application.add_handler(

@@ -1,4 +1,5 @@
-"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 under a track, and /forgetme's question."""
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 under a track, Keep 1 … N under candidates, and
+/forgetme's question."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ from bot.replies import (
     Button,
     Reply,
     Started,
+    TrackCard,
     genre_label,
     parse_button,
+    parse_keep,
     track_buttons,
 )
 from bot.telegram.commands import may_post
-from bot.telegram.delivery import post_progress, send_score, track_keyboard
+from bot.telegram.delivery import post_progress, send_score, send_track, track_keyboard
 from bot.telegram.talk import core_of, keyboard, origin, text_of, tr, who, with_retries
 
 STARTING = {"continue": N_("➕ Continuing…"), "reroll": N_("🔁 Rerolling…")}  # else COMPOSING
@@ -104,7 +107,9 @@ async def may_compose_here(update: Update, context: ContextTypes.DEFAULT_TYPE, t
     if chat.type == ChatType.PRIVATE or await may_post_in(context, chat, int(who(update).user_id)):
         return True
     if chat.type == ChatType.CHANNEL:
-        text = t.gettext("🔒 Only the channel's posters can compose here. Open a chat with me and send /continue {track_id}")
+        text = t.gettext(
+            "🔒 Only the channel's posters can compose here. Open a chat with me and send /continue {track_id}"
+        )
     else:
         text = t.gettext(
             "🔒 Only members who may post here can compose here. Open a chat with me and send /continue {track_id}"
@@ -165,11 +170,7 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     asked = origin(update)
     track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
-    if isinstance(track, Reply):
-        await query.answer(text_of(track), show_alert=True)
-        return
-    if not first_delivery(context.application, update.update_id):
-        await query.answer()  # a press delivered again (a webhook retry) sends nothing twice
+    if await answered(update, context, track):
         return
     if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
         await query.answer(t.gettext("🔒 Only members who may post here can have me post the files."), show_alert=True)
@@ -181,6 +182,33 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await query.answer(t.gettext("📎 MIDI and piano roll"))
     under = query.message.message_id if query.message is not None else None
     await send_score(context.application, chat.id, track, reply_to=under)
+
+
+async def keep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Keep N under a group of candidates, taken only from the person who asked for them: the kept
+    one comes as the usual track message (in reply to the request), then the album and the picker
+    go; one too old for Telegram to delete (48 hours) says what was kept, its buttons gone. Every
+    candidate stays in the asker's history."""
+    query, t = update.callback_query, tr(update)
+    press, picker, chat = parse_keep(query.data or ""), query.message, update.effective_chat
+    if press is None or not isinstance(picker, Message) or chat is None:  # or too old to be shown to us
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
+        return
+    track = await core_of(context.application).pick(TrackAsk(origin(update), press.track_id))
+    if await answered(update, context, track):
+        return
+    kept = t.gettext("✅ Kept #{track_id}").format(track_id=track.track_id)
+    await query.answer(kept)
+    request = picker.reply_to_message.message_id if picker.reply_to_message is not None else None
+    await send_track(context.application, chat.id, track, reply_to=request, t=t)
+    rows = picker.reply_markup.inline_keyboard if picker.reply_markup is not None else ()
+    pressed = [parse_keep(b.callback_data or "") for row in rows for b in row]
+    shown = [p.message_id for p in pressed if p is not None and p.message_id is not None]
+    try:
+        await with_retries(lambda: context.bot.delete_messages(chat.id, [*shown, picker.message_id]))
+    except BadRequest:
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_text(kept)
 
 
 async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -211,6 +239,18 @@ async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await query.answer()
     else:
         await query.answer(text_of(result), show_alert=True)
+
+
+async def answered(update: Update, context: ContextTypes.DEFAULT_TYPE, found: TrackCard | Reply) -> bool:
+    """Whether a press that sends something is answered already: the track it needs was refused
+    (said in an alert), or the press came again (a webhook retry), and must send nothing twice."""
+    if isinstance(found, Reply):
+        await update.callback_query.answer(text_of(found), show_alert=True)
+        return True
+    if not first_delivery(context.application, update.update_id):
+        await update.callback_query.answer()
+        return True
+    return False
 
 
 def first_delivery(application: Application, update_id: int, remembered: int = 1000) -> bool:

@@ -36,6 +36,7 @@ from bot.grammar import (
 )
 from bot.i18n import N_, Translations, reason
 from bot.replies import Button, Listing, Reply, Started, genre_label
+from bot.telegram.candidates import post_candidates
 from bot.telegram.delivery import post_progress, send_track
 from bot.telegram.menus import page_buttons, page_of, page_text, settings_menu, settings_message
 from bot.telegram.talk import PLATFORM, answer, core_of, keyboard, origin, say, tr, who, with_retries
@@ -49,6 +50,7 @@ HELP = N_(
     "/compose ambient — a track (genres: {genres})\n"
     "/compose jazz temp=0.9 len=60 seed=7 — with options; also topk, topp, k, rp, rps, instrument\n"
     "/compose jazz 0.9 60s — the same, shorter\n"
+    "/compose jazz count=3 — three at once, to keep the one you like\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share,\n"
     "🎹 Instrument: the same notes on another instrument, ⋯ More: its MIDI and piano roll.\n\n"
     "/history [page] · /favorites · /continue 42 · /share 42 @channel\n"
@@ -82,12 +84,14 @@ async def parsed(update: Update, kind: type[T], usage_text: str) -> T | None:
 
 
 async def started(update: Update, context: ContextTypes.DEFAULT_TYPE, result: Reply | Started) -> None:
-    """An accepted job gets its progress message and is followed; a refusal is the answer."""
+    """An accepted job (or group of candidates) gets its progress message and is followed; a
+    refusal is the answer."""
     if isinstance(result, Started):
-        request_id = update.effective_message.message_id
-        await post_progress(
-            context.application, update.effective_chat.id, result.job_id, request_id, who(update).locale
-        )
+        request_id, chat_id, locale = update.effective_message.message_id, update.effective_chat.id, who(update).locale
+        if result.candidates:
+            await post_candidates(context.application, chat_id, result.job_ids, request_id, locale)
+        else:
+            await post_progress(context.application, chat_id, result.job_id, request_id, locale)
     else:
         await answer(update, result)
 

@@ -11,8 +11,9 @@ the job's request).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 from telegram import InlineKeyboardMarkup, InputFile, InputMediaDocument, Message, ReplyParameters
 from telegram.constants import ChatAction
@@ -41,7 +42,9 @@ async def show_action(app: Application, chat_id: int | str, action: str) -> None
 
 def track_keyboard(track_id: int, rows: list[list[Button]], t: Translations = ENGLISH) -> InlineKeyboardMarkup:
     """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with 🎹 Instrument and ⋯ More."""
-    return keyboard([*rows, [Button(t.gettext(INSTRUMENT), f"inst:{track_id}"), Button(t.gettext(MORE), f"more:{track_id}")]])
+    return keyboard(
+        [*rows, [Button(t.gettext(INSTRUMENT), f"inst:{track_id}"), Button(t.gettext(MORE), f"more:{track_id}")]]
+    )
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:
@@ -76,6 +79,16 @@ async def send_score(
     )
 
 
+async def audio_of(app: Application, chat_id: int | str, track: TrackCard) -> str | InputFile:
+    """What to send as the track's audio: Telegram's file_id when it was uploaded before, else the
+    MP3 (with the chat's "sending audio…" line while it uploads; `Unavailable` when it expired)."""
+    if track.file_id is not None:
+        return track.file_id
+    data = await core_of(app).audio(track)
+    await show_action(app, chat_id, ChatAction.UPLOAD_VOICE)
+    return InputFile(data, filename=f"{track.title.replace(' #', '-')}.mp3")
+
+
 async def send_track(
     app: Application,
     chat_id: int | str,
@@ -87,13 +100,7 @@ async def send_track(
     """The track as one audio message with its caption and buttons (⋯ More among them, labelled in
     the language `t`), in reply to `reply_to` when given; reuses Telegram's file_id when it was
     uploaded before, and remembers it after the first upload (`Unavailable` when its audio expired)."""
-    core = core_of(app)
-    if track.file_id is None:
-        data = await core.audio(track)
-        await show_action(app, chat_id, ChatAction.UPLOAD_VOICE)  # "sending audio…" while it uploads
-        audio: str | InputFile = InputFile(data, filename=f"{track.title.replace(' #', '-')}.mp3")
-    else:
-        audio = track.file_id
+    audio = await audio_of(app, chat_id, track)
     sent = await with_retries(
         lambda: app.bot.send_audio(
             chat_id,
@@ -107,24 +114,33 @@ async def send_track(
         )
     )
     if track.file_id is None and sent.audio is not None:
-        await core.remember_file_id(track.track_id, sent.audio.file_id)
+        await core_of(app).remember_file_id(track.track_id, sent.audio.file_id)
     return sent
 
 
-async def post_progress(
-    app: Application, chat_id: int, job_id: int, request_id: int | None = None, locale: str = "en"
-) -> None:
-    """A new progress message for an accepted job (in reply to the request `request_id`: the
-    command, or the track whose button was pressed), stored as where its result goes, then
-    followed; in the asker's language `locale`. A restart before the message id is stored finds
-    none and posts a new one."""
+async def new_progress(
+    app: Application, chat_id: int, job_ids: Sequence[int], request_id: int | None = None, locale: str = "en"
+) -> tuple[int, str]:
+    """A new progress message for accepted jobs (in reply to the request `request_id`: the
+    command, or the track whose button was pressed), in the asker's language `locale`, stored as
+    where their results go: its id and text. A restart before the message id is stored finds none
+    and posts a new one."""
     text = progress_line("queued", t=translator(locale))
     progress = await with_retries(lambda: app.bot.send_message(chat_id, text, reply_parameters=replying_to(request_id)))
     reply_to = {"chat_id": chat_id, "message_id": progress.message_id}
     if request_id is not None:
         reply_to["request_id"] = request_id
-    await core_of(app).set_reply_to(job_id, reply_to)
-    follow(app, chat_id, progress.message_id, job_id, shown=text, request_id=request_id, locale=locale)
+    for job_id in job_ids:
+        await core_of(app).set_reply_to(job_id, reply_to)
+    return progress.message_id, text
+
+
+async def post_progress(
+    app: Application, chat_id: int, job_id: int, request_id: int | None = None, locale: str = "en"
+) -> None:
+    """A new progress message for an accepted job (`new_progress`), then followed."""
+    message_id, text = await new_progress(app, chat_id, (job_id,), request_id, locale)
+    follow(app, chat_id, message_id, job_id, shown=text, request_id=request_id, locale=locale)
 
 
 def follow(
@@ -165,11 +181,7 @@ async def follow_job(
     one audio message in reply to the request, and the progress message deleted. A failure or a
     cancellation is shown in the progress message instead."""
     core, t = core_of(app), translator(locale)
-
-    async def edit(text: str) -> None:
-        with contextlib.suppress(BadRequest):  # "message is not modified", or deleted by the user
-            await with_retries(lambda: app.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id))
-
+    edit = functools.partial(edit_progress, app, chat_id, message_id)
     final = await watch(core.events(job_id), edit, EDIT_INTERVAL_S, shown, t)
     if final is None:
         return
@@ -183,6 +195,11 @@ async def follow_job(
     else:
         await edit(progress_of(final, t))
         await core.delivered(job_id)
+
+
+async def edit_progress(app: Application, chat_id: int, message_id: int, text: str) -> None:
+    with contextlib.suppress(BadRequest):  # "message is not modified", or deleted by the user
+        await with_retries(lambda: app.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id))
 
 
 async def remove_progress(app: Application, chat_id: int, message_id: int, ending: str) -> None:
