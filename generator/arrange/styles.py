@@ -17,7 +17,7 @@ from .dynamics import Dynamics
 from .parts import Mix, Part, PartNote
 
 # General MIDI programs (0-based) and drum keys
-ACOUSTIC_BASS, FINGERED_BASS, CONTRABASS, STRINGS, SLOW_STRINGS, WARM_PAD, BOWED_PAD = 32, 33, 43, 48, 49, 89, 92
+ACOUSTIC_BASS, FINGERED_BASS, CONTRABASS, STRINGS, WARM_PAD, BOWED_PAD = 32, 33, 43, 48, 89, 92
 STANDARD_KIT, BRUSH_KIT = 0, 40
 KICK, SIDE_STICK, SNARE, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, CRASH, RIDE = 36, 37, 38, 42, 44, 46, 49, 51
 TOMS = (50, 48, 47, 45)  # high to low, for a fill
@@ -25,6 +25,7 @@ BASS_RANGE = (28, 52)  # E1 to E3
 PAD_RANGE = (48, 76)
 DRONE_RANGE = (31, 43)
 SWING = 2 / 3  # where the swung "and" falls within a beat
+COLOUR_ORDER = (3, 4, 10, 11, 9, 2, 5, 6, 7, 8, 1)  # a chord's tones, the ones that name it first
 
 
 @dataclass(frozen=True)
@@ -228,11 +229,14 @@ def pop_drums(h: Harmony, dyn: Dynamics, rnd: random.Random) -> list[PartNote]:
 
 
 def pad_voicing(chord: ChordLabel, prev: tuple[int, ...]) -> tuple[int, ...]:
-    """An open voicing in the pad's register: the root low, then the chord's other tones spread
-    over an octave and a half, each as close as it can be to the previous voicing."""
+    """An open voicing in the pad's register: the root low, then two of the chord's other tones
+    spread above it, each as close as it can be to the previous voicing."""
     lo, hi = PAD_RANGE
     root = nearest(chord.root, prev[0] if prev else 50, lo, lo + 11)
-    others = sorted((chord.root + i) % 12 for i in QUALITIES[chord.quality] if i != 0)
+    # three voices: the root and the two tones that say most (third and seventh, else the fifth);
+    # a pad's sustained voices are what a band render spends its synthesis time on
+    intervals = sorted(QUALITIES[chord.quality][1:], key=lambda i: COLOUR_ORDER.index(i))[:2]
+    others = sorted((chord.root + i) % 12 for i in intervals)
     centre = (sum(prev[1:]) / len(prev[1:])) if len(prev) > 1 else root + 12
     upper = sorted({nearest(pc, centre + (k - len(others) / 2) * 4, root + 5, hi) for k, pc in enumerate(others)})
     return (root, *upper)
@@ -289,7 +293,7 @@ def free_time(h: Harmony, dyn: Dynamics, rnd: random.Random, bass: int, pad_prog
 
 def jazz(h: Harmony, dyn: Dynamics, rnd: random.Random, piano_low: list[PartNote], end: float) -> list[Part]:
     if not h.pulse.steady:
-        return free_time(h, dyn, rnd, CONTRABASS, SLOW_STRINGS)
+        return free_time(h, dyn, rnd, CONTRABASS, STRINGS)
     return [
         Part("Bass", ACOUSTIC_BASS, tuple(walking_bass(h, dyn, rnd)), Mix(volume=100, pan=58, reverb=35)),
         Part("Drums", BRUSH_KIT, tuple(swing_drums(h, dyn, rnd)), Mix(volume=80, pan=70, reverb=45), is_drum=True),
