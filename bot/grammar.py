@@ -4,6 +4,7 @@
     /compose jazz 0.9 60s                     positional shorthand: a temperature, a length
     /compose ambient sparse very soft thick   attribute controls (density, loudness, polyphony)
     /compose jazz count=3                     several candidates to pick one from
+    /compose jazz band 60s   /compose pop solo  the genre's band around the piano, or the piano alone
     /history 2   /continue 42   /share 42 @mychannel   /settings genre=ambient temp=1.0
 
 `parse` is a pure function: it returns a request or raises UsageError, whose message names the
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.i18n import N_, Phrase, PhraseError
+from generator.arrangements import ARRANGEMENTS
 from generator.controls import ATTRIBUTES as CONTROLS
 from generator.controls import ControlError, parse_level, word_controls
 from generator.instruments import ALIASES as INSTRUMENT_ALIASES
@@ -88,6 +90,8 @@ KEYS: dict[str, str] = {
     "loudness": "loudness",
     "polyphony": "polyphony",
     "count": "count",
+    "arrangement": "arrangement",
+    "arr": "arrangement",
 }
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "at_least_k", "rp_penalty", "rp_restore_speed", *CONTROLS)
 SETTINGS_KEYS = ("genre", "temperature", "instrument", "seconds")
@@ -102,6 +106,7 @@ class Compose:
     instrument: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     count: int = 1  # candidates composed at once, the user keeps one (CHAT_RANGES["count"])
+    arrangement: str | None = None  # solo or band; None: the genre's own (generator.arrangements)
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,18 @@ def instrument_of(word: str) -> str:
     return key
 
 
+def arrangement_of(word: str) -> str:
+    """solo or band, however cased; anything else is a usage error naming both."""
+    key = word.strip().lower()
+    if key not in ARRANGEMENTS:
+        raise UsageError(
+            N_("the arrangement is {names}, not {word!r} (for example /compose jazz band)"),
+            names=either(list(ARRANGEMENTS)),
+            word=word[:30],
+        )
+    return key
+
+
 def either(names: list[str]) -> Phrase | str:
     """'a or b or c', in the reader's language."""
     return functools.reduce(
@@ -231,7 +248,7 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             raise UsageError(N_("I don't know the option {key!r}; use one of: {keys}"), key=key[:20], keys=keys)
         limits = range_of(name)
         if not raw:
-            example = limits.example if limits else "jazz"
+            example = limits.example if limits else ("band" if name == "arrangement" else "jazz")
             raise UsageError(N_("{key} needs a value, like {key}={example}"), key=key, example=example)
         if name == "genre":
             values[name] = genre_of(raw)
@@ -239,6 +256,8 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
             values[name] = instrument_of(raw.replace("+", " "))
         elif name == "seconds":
             values[name] = seconds_of(raw)
+        elif name == "arrangement":
+            values[name] = arrangement_of(raw)
         elif name in CONTROLS:
             try:
                 values[name] = parse_level(name, raw)
@@ -252,23 +271,27 @@ def _key_values(words: list[str], allowed: tuple[str, ...] | None = None) -> dic
 def _compose(args: list[str]) -> Compose:
     genre = None
     if args and "=" not in args[0] and not re.fullmatch(r"[\d.:ms]+", args[0].lower()):
-        if word_controls(args[:2])[1] != args[:2] and not _is_genre(args[0]):
+        if args[0].lower() in ARRANGEMENTS:
+            pass  # "/compose band": the user's default genre, with its band
+        elif word_controls(args[:2])[1] != args[:2] and not _is_genre(args[0]):
             pass  # "/compose sparse soft": controls, the user's default genre
         else:
             genre, args = genre_of(args[0]), args[1:]
     # Words like "sparse", "very soft", "thick" set the attribute controls.
     controls, positional = word_controls([a for a in args if "=" not in a])
     values = {**controls.as_dict(), **_key_values([a for a in args if "=" in a])}
-    for word in positional:  # shorthand: a temperature (has a dot, under 3) and a length (60s, 1m, 90)
-        if re.fullmatch(r"\d*\.\d+", word) and "temperature" not in values:
+    for word in positional:  # shorthand: a temperature (has a dot, under 3), a length (60s, 1m, 90), band/solo
+        if word.lower() in ARRANGEMENTS and "arrangement" not in values:
+            values["arrangement"] = word.lower()
+        elif re.fullmatch(r"\d*\.\d+", word) and "temperature" not in values:
             values["temperature"] = checked(RANGES["temperature"], "temp", word)
         elif re.fullmatch(r"[\d.:ms]+", word.lower()) and "seconds" not in values:
             values["seconds"] = seconds_of(word)
         else:
             raise UsageError(
                 N_(
-                    "I can't read {word!r}; try /compose jazz 0.9 60s, /compose ambient sparse soft"
-                    " or /compose jazz temp=0.9 len=60"
+                    "I can't read {word!r}; try /compose jazz 0.9 60s, /compose ambient sparse soft,"
+                    " /compose jazz band or /compose jazz temp=0.9 len=60"
                 ),
                 word=word[:30],
             )
@@ -281,6 +304,7 @@ def _compose(args: list[str]) -> Compose:
         instrument=values.pop("instrument", None),
         sampling={k: values[k] for k in SAMPLING_KEYS if k in values},
         count=int(values.pop("count", 1)),
+        arrangement=values.pop("arrangement", None),
     )
 
 

@@ -31,6 +31,7 @@ LINEAGES = {
     "hotter": N_("hotter of #{parent}"),
     "cooler": N_("cooler of #{parent}"),
     "continue": N_("continue of #{parent}"),
+    "arrangement": N_("rearranged from #{parent}"),
 }
 # The genres' names as shown (looked up by their English, `genre_label`); a genre's typed name
 # stays English in every language.
@@ -39,6 +40,9 @@ TEMPERATURE_STEP = 0.1
 # 🎹 under a track: the instruments it may be heard on again (its notes as they are, rendered anew)
 RERENDER_INSTRUMENTS = ("piano", "electric piano", "organ", "vibraphone", "guitar", "harp", "strings", "pad")
 BUTTON = re.compile(r"^(reroll|hotter|cooler|fav|unfav|continue|share):(\d{1,12})$")
+# 🎸 under a track: the same notes in the other arrangement; the label names what a press makes.
+ARRANGE = re.compile(r"^arr:(\d{1,12}):(solo|band)$")
+ARRANGE_LABELS = {"band": N_("🎸 Add the band"), "solo": N_("🎼 Piano alone")}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class TrackCard:
     mp3_key: str | None = None
     midi_key: str | None = None
     png_key: str | None = None
+    arrangement: str = "solo"  # or band (generator.arrangements): what the 🎸 toggle offers is the other
 
     def buttons(self, favourite: bool = False, t: Translations = ENGLISH) -> list[list[Button]]:
         return track_buttons(self.track_id, favourite, t)
@@ -172,6 +177,24 @@ class ButtonPress:
     track_id: int
 
 
+def arrangement_button(track_id: int, arrangement: str, t: Translations = ENGLISH) -> Button:
+    """🎸 under a track in `arrangement`: its notes again in the other one (data arr:<id>:<other>)."""
+    other = "solo" if arrangement == "band" else "band"
+    return Button(t.gettext(ARRANGE_LABELS[other]), f"arr:{track_id}:{other}")
+
+
+@dataclass(frozen=True)
+class ArrangePress:
+    track_id: int
+    arrangement: str  # the one asked for
+
+
+def parse_arrangement(data: str) -> ArrangePress | None:
+    """🎸's data back; None for anything we did not make."""
+    m = ARRANGE.match(data or "")
+    return ArrangePress(int(m.group(1)), m.group(2)) if m else None
+
+
 def parse_button(data: str) -> ButtonPress | None:
     """Button data back into an action; None for anything we did not make (stale or forged)."""
     m = BUTTON.match(data or "")
@@ -188,11 +211,14 @@ def caption(
     parent_id: int | None = None,
     lineage: str | None = None,
     t: Translations = ENGLISH,
+    arrangement: str = "solo",
 ) -> str:
-    """'Ambient #42 · 0:31 · piano' then the recipe, short enough for any platform's caption. The
-    recipe's keys stay as they are typed (seed=, temp=) in every language."""
+    """'Ambient #42 · 0:31 · piano' (· piano and band, with its band) then the recipe, short enough
+    for any platform's caption. The recipe's keys stay as they are typed (seed=, temp=) in every
+    language."""
     m, s = divmod(round(seconds), 60)
-    lines = [f"{genre_label(genre, t)} #{track_id} · {m}:{s:02d} · {instrument}"]
+    played = t.gettext("{instrument} and band").format(instrument=instrument) if arrangement == "band" else instrument
+    lines = [f"{genre_label(genre, t)} #{track_id} · {m}:{s:02d} · {played}"]
     recipe = [f"seed {seed}", f"temp {sampling.get('temperature', 1.0):g}"]
     for key, label in (("top_k", "top-k"), ("top_p", "top-p"), ("at_least_k", "k"), ("rp_penalty", "rp")):
         if key in sampling:

@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import vocab as V
+from .arrange import band_midi_of
+from .arrangements import check_arrangement
 from .controls import ATTRIBUTES as CONTROLS
 from .controls import parse_level
 from .errors import GeneratorError
 from .params import GenerationRequest, SamplingParams
-from .arrange import band_midi_of, check_arrangement
 from .pianoroll import Layer, clock, write_piano_roll
 from .postprocess import is_degenerate, postprocess, remove_long_pauses
 from .render import RenderTimings, Tags, render_midi_file

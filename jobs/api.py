@@ -68,7 +68,7 @@ class ComposeRequest:
     @property
     def arranged(self) -> str:
         """The arrangement this request renders with: the one asked for, or its genre's."""
-        from generator.arrange import check_arrangement, default_arrangement
+        from generator.arrangements import check_arrangement, default_arrangement
 
         return check_arrangement(self.arrangement) if self.arrangement else default_arrangement(self.genre)
 

@@ -302,7 +302,7 @@ def compose_tracks(
     digest a recipe was composed with, checked against the loaded model ('' for none)."""
     import os
 
-    from generator.arrange import check_arrangement, default_arrangement
+    from generator.arrangements import check_arrangement, default_arrangement
     from generator.decoding import decoding_threads
     from generator.tokenizer import primer_tokens
     from generator.track import Recipe, track_title, write_track

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from generator import vocab as V
-from generator.arrange import band_midi_of, band_parts, check_arrangement, default_arrangement
+from generator.arrange import band_midi_of, band_parts
+from generator.arrangements import check_arrangement, default_arrangement
 from generator.errors import GeneratorError
 from generator.params import SamplingParams
 from generator.pianoroll import PART_COLOURS

@@ -55,7 +55,9 @@ def asked(user: str = "1", key: str = "", where: Where = HERE) -> Origin:
     return Origin(Who("telegram", user, f"user {user}"), where, key)
 
 
-async def stored_track(core: CommandService, owner: str = "1", temperature: float = 0.9, seed: int = 7) -> int:
+async def stored_track(
+    core: CommandService, owner: str = "1", temperature: float = 0.9, seed: int = 7, arrangement: str = "solo"
+) -> int:
     events = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60] * 20
 
     async def make(s):
@@ -70,6 +72,7 @@ async def stored_track(core: CommandService, owner: str = "1", temperature: floa
             max_seconds=5.0,
             duration_s=4.0,
             mp3_key=core.store.put(b"ID3", "mp3"),
+            arrangement=arrangement,
         )
         return (await record_track(s, user, new)).id
 
@@ -194,6 +197,51 @@ async def test_an_instrument_change_carries_the_tracks_own_notes_and_recipe(core
     )
     assert (request["seed"], request["seconds"], request["sampling"]) == (11, 5.0, {"temperature": 0.9})
     assert request["primer"] == []  # no primer: a piano roll marks none
+
+
+async def test_compose_asks_for_the_arrangement_typed_else_the_genres_own(core):
+    for n, text in enumerate(("/compose classic band 5s", "/compose jazz 5s", "/compose jazz solo 5s")):
+        assert isinstance(await core.compose(ComposeTrack(asked(key=f"k{n}"), parse(text))), Started)
+    assert [r["arrangement"] for r in await job_requests(core)] == ["band", "band", "solo"]
+
+
+async def test_children_keep_the_tracks_arrangement_and_a_continuation_takes_the_genres(core):
+    track_id = await stored_track(core)  # calm, whose own arrangement is band, but this one is solo
+    assert isinstance(await core.reroll(asked(key="reroll"), track_id), Started)
+    assert isinstance(await core.rerender(Rerender(asked(key="inst"), track_id, "organ")), Started)
+    assert isinstance(await core.continue_track(TrackAsk(asked(key="more"), track_id)), Started)
+    assert [(r["lineage"], r["arrangement"]) for r in await job_requests(core)] == [
+        ("reroll", "solo"),
+        ("instrument", "solo"),
+        ("continue", "band"),
+    ]
+
+
+async def test_an_arrangement_switch_carries_the_tracks_own_notes_and_recipe(core):
+    track_id = await stored_track(core, seed=11, arrangement="band")
+    shown = await core.track(TrackAsk(asked(), track_id))
+    assert shown.arrangement == "band" and "· piano and band" in shown.caption
+    for arrangement, answer in (
+        ("band", "track #{} is played with its band already"),
+        ("trio", "the arrangement is solo or band, not 'trio'"),
+    ):
+        reply = await core.rerender(Rerender(asked(key=arrangement), track_id, arrangement=arrangement))
+        assert reply.kind == USAGE and answer.format(track_id) in reply.text, reply.text
+    theirs = await core.rerender(Rerender(asked("2", key="theirs"), track_id, arrangement="solo"))
+    assert theirs.kind == USAGE and "belongs to someone else" in theirs.text
+    assert await job_requests(core) == []
+
+    assert isinstance(await core.rerender(Rerender(asked(key="k"), track_id, arrangement="solo")), Started)
+    [request] = await job_requests(core)
+    parent = await core.db.run(lambda s: s.get(Track, track_id))
+    assert request["render"]["tokens"] == unpack_tokens(parent.tokens)
+    assert (request["arrangement"], request["instrument"], request["lineage"], request["parent_track_id"]) == (
+        "solo",
+        "piano",
+        "arrangement",
+        track_id,
+    )
+    assert (request["seed"], request["seconds"], request["sampling"]) == (11, 5.0, {"temperature": 0.9})
 
 
 async def test_a_user_over_the_rate_limit_is_told_when_to_come_back(core):

@@ -135,6 +135,12 @@ def track_id_of(post) -> int:
     return int(post.custom_ids[0].split(":")[1])
 
 
+def track_custom_ids(track_id: int, toggle: str = "solo") -> list[str]:
+    """A posted track's components, row by row: 🔁 🔥 ❄️ 🎸 (to `toggle`) / ⭐ ➕ 📤 🎛 / 🎹."""
+    first, second = ("reroll", "hotter", "cooler"), ("fav", "continue", "share", "remix", "instrument")
+    return [*(f"{a}:{track_id}" for a in first), f"arr:{track_id}:{toggle}", *(f"{a}:{track_id}" for a in second)]
+
+
 async def compose_one(env: Env, **options) -> tuple[dict, object]:
     """/compose in the test channel; the posted track's call."""
     return await compose_one_from(env, env.stub.command("compose", **options))
@@ -181,8 +187,7 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert fmt["format_name"] == "mp3" and float(fmt["duration"]) > 0
 
     track_id = track_id_of(post)
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
-    assert post.custom_ids == [f"{a}:{track_id}" for a in actions]
+    assert post.custom_ids == track_custom_ids(track_id)  # ambient comes with its band: 🎸 offers solo
     assert post.payload["embeds"][0]["title"].startswith(f"Ambient #{track_id}")
     assert await env.count(Share, Share.track_id == track_id, Share.chat_id == str(CHANNEL_ID)) == 1
     await asyncio.sleep(0.3)  # one message per track: the progress response became it, nothing else was posted
@@ -195,6 +200,7 @@ async def test_compose_defers_edits_with_progress_and_posts_one_playable_mp3(env
     assert [c["value"] for c in options["genre"]["choices"]] == ["classic", "jazz", "calm", "pop"]
     assert options["temperature"]["min_value"] == 0.1 and options["seconds"]["max_value"] == 180
     assert options["instrument"]["autocomplete"] is True
+    assert [c["value"] for c in options["arrangement"]["choices"]] == ["solo", "band"]
 
 
 def first_calls(stub: DiscordApiStub, interaction: dict) -> list[str]:
@@ -227,8 +233,7 @@ async def test_count_posts_the_candidates_as_one_message_and_keeping_one_turns_i
     kept = (await tracks_shown(env, 2))[-1]
     callback = next(c for c in env.stub.calls_to("callback") if c.match["id"] == press["id"])
     assert callback.payload["type"] == 6 and kept.match["token"] == press["token"]  # deferred, then edited
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "remix", "instrument")
-    assert kept.custom_ids == [f"{a}:{ids[1]}" for a in actions] and not kept.content
+    assert kept.custom_ids == track_custom_ids(ids[1]) and not kept.content
     assert kept.payload["embeds"][0]["title"].startswith(f"Ambient #{ids[1]}")
     assert {name.rsplit(".", 1)[1] for name in kept.files} == {"mp3", "mid", "png"}
     assert await env.count(Track) == 3  # the others stay in history
@@ -779,12 +784,36 @@ async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
     assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2
 
 
+async def test_the_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
+    message, post = await compose_one(env, genre="classic", seconds=5, arrangement="band")
+    parent_id = track_id_of(post)
+    assert post.custom_ids == track_custom_ids(parent_id, "solo") and post.labels[3] == "🎼 Piano alone"
+    assert "· piano and band" in post.payload["embeds"][0]["title"]
+    assert (await env.track(parent_id)).arrangement == "band"
+
+    theirs = await stored_track(env, owner="3")  # never shared here
+    env.dispatch(env.stub.press(f"arr:{theirs}:band", env.stub.posted(f"arr:{theirs}:band")))
+    [refusal] = await env.stub.wait_for_replies(1)
+    assert "belongs to someone else" in refusal and await env.count(Job) == 1
+    await env.restart()  # the button needs no memory of having been posted
+    pressed = env.dispatch(env.stub.press(f"arr:{parent_id}:solo", message, user_id=2))  # another member
+    [_, shown] = await tracks_shown(env, 2)
+    [callback] = [c for c in env.stub.calls_to("callback") if c.match["id"] == pressed["id"]]
+    assert callback.payload["type"] == 5 and not callback.ephemeral  # deferred publicly, as 🔁 is
+    assert shown.match["token"] == pressed["token"]  # one message: its response became the track
+    child, parent = await env.track(track_id_of(shown)), await env.track(parent_id)
+    assert child.tokens == parent.tokens and (child.arrangement, child.instrument) == ("solo", parent.instrument)
+    assert (child.parent_id, child.lineage, child.seed) == (parent_id, "arrangement", parent.seed)
+    assert shown.custom_ids == track_custom_ids(child.id, "band")
+
+
 # --- the user's language -----------------------------------------------------------------------
 
 RUSSIAN_BUTTONS = [
     "🔁 Переиграть",
     "🔥 Горячее",
     "❄️ Холоднее",
+    "🎼 Фортепиано соло",  # ambient comes with its band
     "⭐ В избранное",
     "➕ Продолжить",
     "📤 Поделиться",

@@ -46,13 +46,29 @@ def test_compose_with_keys_and_every_alias():
         },
     )
     for alias, name in KEYS.items():
-        if name in ("genre", "instrument", "density", "loudness", "polyphony", "count"):
+        if name in ("genre", "instrument", "density", "loudness", "polyphony", "count", "arrangement"):
             continue
         value = {"seconds": "60", "seed": "5"}.get(name, RANGES[name].example)
         got = parse(f"/compose jazz {alias}={value}")
         assert getattr(got, name, None) == RANGES[name].check(alias, value) or got.sampling[name] == RANGES[name].check(
             alias, value
         )
+
+
+def test_band_and_solo_are_words_and_a_key_of_compose():
+    assert parse("/compose jazz band 60s") == Compose(genre="jazz", seconds=60.0, arrangement="band")
+    assert parse("/compose ambient sparse Solo") == Compose(genre="calm", sampling={"density": 1}, arrangement="solo")
+    assert parse("/compose band") == Compose(arrangement="band")  # the user's default genre
+    assert parse("/compose pop arrangement=band").arrangement == parse("/compose pop arr=BAND").arrangement == "band"
+    assert parse("/compose jazz").arrangement is None  # the genre's own
+    with pytest.raises(
+        UsageError, match=r"the arrangement is solo or band, not 'trio' \(for example /compose jazz band\)"
+    ):
+        parse("/compose jazz arrangement=trio")
+    with pytest.raises(UsageError, match="arrangement needs a value, like arrangement=band"):
+        parse("/compose jazz arrangement=")
+    with pytest.raises(UsageError, match="I can't read 'solo'"):
+        parse("/compose jazz band solo")
 
 
 def test_control_words_and_keys_set_the_attribute_controls():

@@ -203,9 +203,10 @@ async def test_compose_shows_progress_then_one_playable_mp3(env, tmp_path):
     track_id = track_id_of(audio)
     assert audio.params["title"] == f"Ambient #{track_id}" and audio.params["performer"] == "Melomania"
     assert audio.params["caption"].startswith(f"Ambient #{track_id}")
-    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "inst", "more")
+    actions = ("reroll", "hotter", "cooler", "fav", "continue", "share", "inst", "arr", "more")
     # 📤 Share opens Telegram's chat picker, which sends an inline query for the track
-    assert audio.buttons == [f"{a}:{track_id}" if a != "share" else f"pick:#{track_id}" for a in actions]
+    shown = {"share": f"pick:#{track_id}", "arr": f"arr:{track_id}:solo"}  # ambient comes with its band
+    assert audio.buttons == [shown.get(a, f"{a}:{track_id}") for a in actions]
     assert await eventually(lambda: _file_id(env, track_id)) == "AUDIO1"
     await asyncio.sleep(0.3)
     assert len(env.stub.calls_to("sendAudio")) == 1
@@ -346,7 +347,8 @@ async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked
     assert picker.buttons == [*(f"inst:{track_id}:{n}" for n in names), f"inst:{track_id}:back_fav"]
     env.press(f"inst:{track_id}:back_fav", under=card)  # ◀ Back: the track's buttons, still ★
     back = (await env.stub.wait_for("editMessageReplyMarkup", count=2))[-1]
-    assert back.buttons[3] == f"unfav:{track_id}" and back.buttons[-2:] == [f"inst:{track_id}", f"more:{track_id}"]
+    assert back.buttons[3] == f"unfav:{track_id}"
+    assert back.buttons[-3:] == [f"inst:{track_id}", f"arr:{track_id}:band", f"more:{track_id}"]  # 🎸: it is solo
 
     env.press(f"inst:{track_id}:piano", under=card)
     env.press(f"inst:{track_id}:kazoo", under=card)
@@ -368,6 +370,32 @@ async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked
     env.press(f"inst:{track_id}:organ", user_id=2)  # someone the track was never shared with
     refused = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
     assert "belongs to someone else" in refused.params["text"] and await env.count(Job) == 1
+
+
+async def test_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
+    env.send("/compose classic band len=5")
+    [audio] = await env.stub.wait_for("sendAudio", timeout=60)
+    track_id, card = track_id_of(audio), private(audio)
+    parent = await env.track(track_id)
+    assert parent.arrangement == "band" and "· piano and band" in audio.params["caption"]
+    assert audio.buttons[-3:] == [f"inst:{track_id}", f"arr:{track_id}:solo", f"more:{track_id}"]
+    assert audio.labels[-2] == "🎼 Piano alone"
+
+    env.press(f"arr:{track_id}:band", under=card)  # a band already
+    env.press(f"arr:{track_id}:solo", user_id=2)  # someone the track was never shared with
+    answers = await env.stub.wait_for("answerCallbackQuery", count=2)
+    assert f"track #{track_id} is played with its band already" in answers[0].params["text"]
+    assert "belongs to someone else" in answers[1].params["text"] and await env.count(Job) == 1
+
+    env.press(f"arr:{track_id}:solo", under=card)
+    [_, toggled] = await env.stub.wait_for("sendAudio", count=2, timeout=60)
+    await env.stub.wait_for("deleteMessage", count=2)
+    child = await env.track(track_id_of(toggled))
+    assert child.tokens == parent.tokens and child.arrangement == "solo" and child.instrument == parent.instrument
+    assert (child.parent_id, child.lineage, child.seed) == (track_id, "arrangement", parent.seed)
+    assert f"rearranged from #{track_id}" in toggled.params["caption"] and "band" not in toggled.params["caption"]
+    assert toggled.buttons[-2] == f"arr:{child.id}:band" and toggled.replied_to == audio.result["message_id"]
+    assert env.stub.live_messages("1") == [audio, toggled]  # one message each: the progress made way
 
 
 def test_every_instrument_pick_fits_telegram_s_callback_data_and_reaches_its_handler():
@@ -1132,7 +1160,7 @@ async def test_a_russian_speaking_user_is_answered_in_russian(env):
         f"Эмбиент #{track_id}"
     )
     labels = ["🔁 Переиграть", "🔥 Горячее", "❄️ Холоднее", "⭐ В избранное", "➕ Продолжить", "📤 Поделиться"]
-    assert audio.labels == [*labels, "🎹 Инструмент", "⋯ Ещё"]
+    assert audio.labels == [*labels, "🎹 Инструмент", "🎼 Фортепиано соло", "⋯ Ещё"]  # ambient: a band, by default
     env.press(f"fav:{track_id}")
     [favourite] = await env.stub.wait_for("answerCallbackQuery")
     assert favourite.params["text"] == "⭐ Добавлено в избранное"

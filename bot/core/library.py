@@ -36,12 +36,14 @@ def card(track: Track, platform: str, t: Translations = ENGLISH) -> TrackCard:
             parent_id=track.parent_id,
             lineage=track.lineage,
             t=t,
+            arrangement=track.arrangement,
         ),
         duration_s=track.duration_s,
         file_id=(track.file_ids or {}).get(platform),
         mp3_key=track.mp3_key,
         midi_key=track.midi_key,
         png_key=track.png_key,
+        arrangement=track.arrangement,
     )
 
 
@@ -114,20 +116,21 @@ class Library:
         t = translator(ask.origin.who.locale)
 
         async def toggle(s):
-            await get_track(s, track_id, user, where.channel)
+            track = await get_track(s, track_id, user, where.channel)
             add = ask.favourite if ask.favourite is not None else not await is_favorite(s, user, track_id)
             if add:
                 await add_favorite(s, user, track_id, where.channel)
             else:
                 await remove_favorite(s, user, track_id)
-            return await is_favorite(s, user, track_id)
+            return track, await is_favorite(s, user, track_id)
 
         try:
-            now = await self.db.run(toggle)
+            track, now = await self.db.run(toggle)
         except (NotFound, Forbidden) as exc:
             return Reply(unreadable(exc, track_id).said(t), kind=USAGE)
         text = t.gettext("⭐ Added to your favourites") if now else t.gettext("Removed from your favourites")
-        return Reply(text, track_buttons(track_id, now, t))
+        # the card too, so that a platform redrawing the buttons shows the track's own 🎸 toggle
+        return Reply(text, track_buttons(track_id, now, t), track=card(track, self.platform, t))
 
     async def page(self, ask: PageAsk) -> Listing:
         """Page `page_no` (from 1) of the user's history or favourites; no lines past the last page.

@@ -1,12 +1,12 @@
 """The job requests chat intents become: a /compose with the user's stored defaults filled in, and
-🔁 / 🔥 / ❄️ / ➕ / 🎹 made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
+🔁 / 🔥 / ❄️ / ➕ / 🎹 / 🎸 made from a stored track. `new_request` is the one place a `ComposeRequest` is built."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from bot.core.requests import Remix, Who
-from bot.grammar import GENRE_NAMES, Compose, UsageError, instrument_of
+from bot.grammar import GENRE_NAMES, Compose, UsageError, arrangement_of, instrument_of
 from bot.i18n import N_
 from bot.replies import child_temperature
 from generator.params import RANGES, Overrides, draw_seed
@@ -34,8 +34,9 @@ def new_request(
     parent_track_id: int | None = None,
     lineage: str | None = None,
     render: Piece | None = None,
+    arrangement: str | None = None,
 ) -> ComposeRequest:
-    """The job request for `who`, idempotent under `key`."""
+    """The job request for `who`, idempotent under `key`; `arrangement` None: the genre's own."""
     return ComposeRequest(
         platform=who.platform,
         user_id=who.user_id,
@@ -53,6 +54,7 @@ def new_request(
         lineage=lineage,
         idempotency_key=key,
         render=render,
+        arrangement=arrangement,
     )
 
 
@@ -72,6 +74,7 @@ def compose_request(who: Who, key: str, cmd: Compose, user: User) -> ComposeRequ
         sampling=sampling,
         seed=cmd.seed,
         instrument=cmd.instrument or user.default_instrument or "piano",
+        arrangement=cmd.arrangement,
     )
 
 
@@ -105,8 +108,8 @@ def length_of(track: Track) -> tuple[float | None, int | None]:
 
 
 def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | None = None) -> ComposeRequest:
-    """🔁 / 🔥 / ❄️: the same recipe again, at a new seed (reroll) or a new temperature; `remix`'s
-    length, temperature and instrument replace the track's where given."""
+    """🔁 / 🔥 / ❄️: the same recipe again (its arrangement too), at a new seed (reroll) or a new
+    temperature; `remix`'s length, temperature and instrument replace the track's where given."""
     remix = remix or Remix()
     recipe = Overrides.from_json(track.sampling)  # the track's whole recipe, kept but for its temperature
     temperature = remix.temperature
@@ -127,19 +130,37 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
         instrument=remix.instrument or track.instrument,
         parent_track_id=track.id,
         lineage=action,
+        arrangement=track.arrangement,
     )
 
 
-def rerender_request(who: Who, key: str, track: Track, instrument: str) -> ComposeRequest:
-    """🎹: the track's own notes rendered on `instrument` (checked as inst= is), nothing composed;
+# What a 🎸 re-render into the arrangement the track has already is told.
+ALREADY = {
+    "solo": N_("track #{track_id} is solo piano already"),
+    "band": N_("track #{track_id} is played with its band already"),
+}
+
+
+def rerender_request(
+    who: Who, key: str, track: Track, instrument: str | None = None, arrangement: str | None = None
+) -> ComposeRequest:
+    """🎹 / 🎸: the track's own notes rendered on `instrument` (checked as inst= is) or in
+    `arrangement` (solo, band), nothing composed; what is not given stays as the track had it, and
     the new track keeps the whole recipe, so that it still composes these notes."""
-    instrument = instrument_of(instrument)
-    if instrument == track.instrument:
+    played_on = track.instrument if instrument is None else instrument_of(instrument)
+    arranged = track.arrangement if arrangement is None else arrangement_of(arrangement)
+    if arranged != track.arrangement:  # (with a new instrument too, if asked: the bigger change names it)
+        lineage = "arrangement"
+    elif played_on != track.instrument:
+        lineage = "instrument"
+    elif instrument is not None:
         raise UsageError(
             N_("track #{track_id} is played on the {instrument} already; pick another instrument"),
             track_id=track.id,
-            instrument=instrument,
+            instrument=played_on,
         )
+    else:
+        raise UsageError(ALREADY[arranged], track_id=track.id)
     seconds, tokens = length_of(track)
     return new_request(
         who,
@@ -149,11 +170,12 @@ def rerender_request(who: Who, key: str, track: Track, instrument: str) -> Compo
         tokens=tokens,
         sampling=Overrides.from_json(track.sampling),
         seed=track.seed,
-        instrument=instrument,
+        instrument=played_on,
         primer_ref=track.primer_ref,
         parent_track_id=track.id,
-        lineage="instrument",
+        lineage=lineage,
         render=Piece(tuple(unpack_tokens(track.tokens)), track.model_id, track.checkpoint_sha256),
+        arrangement=arranged,
     )
 
 

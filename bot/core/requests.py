@@ -83,12 +83,14 @@ class Derive:
 
 @dataclass(frozen=True)
 class Rerender:
-    """🎹: the same notes of a track the user may read here, on another instrument (its name as
-    picked or typed: the service checks it)."""
+    """🎹 / 🎸: the same notes of a track the user may read here, on another instrument (its name as
+    picked or typed: the service checks it) or in another arrangement (solo, band); None: as the
+    track had it."""
 
     origin: Origin
     track_id: int
-    instrument: str
+    instrument: str | None = None
+    arrangement: str | None = None
 
 
 @dataclass(frozen=True)

@@ -124,12 +124,13 @@ class CommandService(Library, Deliveries):
         return await self._start(origin, build)
 
     async def rerender(self, ask: Rerender) -> Reply | Started:
-        """🎹: a track the user may read here, its notes rendered on another instrument."""
+        """🎹 / 🎸: a track the user may read here, its notes rendered on another instrument or in
+        another arrangement (solo, band)."""
         origin = ask.origin
 
         async def build(user: User) -> ComposeRequest:
             track = await self.readable(user, ask.track_id, origin.where)
-            return rerender_request(origin.who, origin.key, track, ask.instrument)
+            return rerender_request(origin.who, origin.key, track, ask.instrument, ask.arrangement)
 
         return await self._start(origin, build)
 

@@ -1,5 +1,5 @@
-"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 under a track on Discord, a pick of 🎹's instruments, or Keep N under
-candidates."""
+"""A press of 🔁 🔥 ❄️ ⭐ ➕ 📤 🎸 under a track on Discord, a pick of 🎹's instruments, or Keep N
+under candidates."""
 
 from __future__ import annotations
 
@@ -55,18 +55,21 @@ async def toggle_favourite(interaction: discord.Interaction, track_id: int, favo
     """`favourite` None: turn the presser's favourite over (a server's button shows no state)."""
     reply = await core_of(interaction).favourite(SetFavourite(origin(interaction), track_id, favourite))
     if interaction.guild_id is None and not reply.kind:  # in a DM the buttons are only the user's: show the state
-        await interaction.edit_original_response(view=buttons_view(reply.buttons, tr(interaction)))
+        arranged = reply.track.arrangement if reply.track is not None else None
+        await interaction.edit_original_response(view=buttons_view(reply.buttons, tr(interaction), arranged))
     await say(interaction, text_of(reply))
 
 
-async def on_instrument(interaction: discord.Interaction, track_id: int, instrument: str) -> None:
-    """🎹: the track's notes on the instrument picked, a new track posted here as 🔁's is (so only for
-    those who may post here; deferred publicly first)."""
+async def on_rerender(
+    interaction: discord.Interaction, track_id: int, instrument: str | None = None, arrangement: str | None = None
+) -> None:
+    """🎹 / 🎸: the track's notes on the instrument picked or in the other arrangement, a new track
+    posted here as 🔁's is (so only for those who may post here; deferred publicly first)."""
     if not may_post_here(interaction):
         await say(interaction, tr(interaction).gettext(NO_POSTING))
         return
     await interaction.response.defer(thinking=True)
-    rerender = Rerender(origin(interaction), track_id, instrument)
+    rerender = Rerender(origin(interaction), track_id, instrument, arrangement)
     await start_job(interaction, await core_of(interaction).rerender(rerender))
 
 
@@ -84,5 +87,5 @@ async def on_keep(interaction: discord.Interaction, track_id: int) -> None:
     except Unavailable as exc:
         await say(interaction, f"⚠️ {exc.said(t)}")
         return
-    embed, view = track_embed(track, image=piano_roll(files)), track_view(track_id, t=t)
+    embed, view = track_embed(track, image=piano_roll(files)), track_view(track_id, t=t, arrangement=track.arrangement)
     await interaction.edit_original_response(content=None, attachments=files, embed=embed, view=view)

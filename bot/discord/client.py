@@ -22,15 +22,15 @@ import discord
 from discord import app_commands
 
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
-from bot.discord.buttons import on_button, on_instrument, on_keep
+from bot.discord.buttons import on_button, on_keep, on_rerender
 from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
 from bot.discord.remix import RemixForm
 from bot.discord.talk import PLATFORM, apologise, say, tr
 from bot.discord.translator import CommandTranslator
-from bot.discord.views import InstrumentSelect, KeepButton, RemixButton, TrackButton
+from bot.discord.views import ArrangementButton, InstrumentSelect, KeepButton, RemixButton, TrackButton
 from bot.limits import Limits
-from bot.replies import ButtonPress
+from bot.replies import ArrangePress, ButtonPress
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ class MelomaniaClient(discord.Client):
         await on_button(interaction, press)
 
     async def on_instrument(self, interaction: discord.Interaction, track_id: int, instrument: str) -> None:
-        await on_instrument(interaction, track_id, instrument)
+        await on_rerender(interaction, track_id, instrument=instrument)
+
+    async def on_arrangement(self, interaction: discord.Interaction, press: ArrangePress) -> None:
+        await on_rerender(interaction, press.track_id, arrangement=press.arrangement)
 
     async def on_keep(self, interaction: discord.Interaction, track_id: int) -> None:
         await on_keep(interaction, track_id)
@@ -81,7 +84,9 @@ class MelomaniaClient(discord.Client):
         await interaction.response.send_modal(RemixForm(track_id, tr(interaction)))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(TrackButton, ForgetButton, ShareSelect, RemixButton, InstrumentSelect, KeepButton)
+        self.add_dynamic_items(
+            TrackButton, ForgetButton, ShareSelect, RemixButton, InstrumentSelect, KeepButton, ArrangementButton
+        )
         await self.tree.set_translator(CommandTranslator())  # the descriptions in each user's language
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)

@@ -41,9 +41,12 @@ EMPTY = {"history": N_("No tracks yet: try `/compose`"), "favorites": N_("No fav
 HELP = N_(
     "🎹 I compose piano music.\n\n"
     "`/compose genre:ambient` — a track (genres: {genres}); options: temperature, seconds, seed, top_k, "
-    "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument; `count:3` composes three to keep the one you like\n"
+    "top_p, at_least_k, rp_penalty, rp_restore_speed, instrument; "
+    "`count:3` composes three to keep the one you like; "
+    "`arrangement:band` adds the genre's band (bass, drums, pads), `arrangement:solo` keeps the piano alone\n"
     "Under each track: 🔁 reroll, 🔥 hotter, ❄️ cooler, ⭐ favourite, ➕ continue, 📤 share, 🎛 remix, "
-    "🎹 the same notes on another instrument — anyone in the channel may reroll a posted track; "
+    "🎸 the same notes with or without the band, 🎹 the same notes on another instrument — "
+    "anyone in the channel may reroll a posted track; "
     "the new one is theirs.\n\n"
     "`/continue track:42` — more of a track · `/continue midi:<your .mid file> genre:jazz` — more of your own piece\n"
     "`/history` · `/favorites` · `/share track:42 channel:#music`\n"
@@ -111,7 +114,9 @@ async def share_track(interaction: discord.Interaction, track_id: int, channel: 
     try:
         files = await track_files(interaction.client, found, interaction.filesize_limit or DEFAULT_FILESIZE_LIMIT)
         embed = track_embed(found, image=piano_roll(files))
-        sent = await target.send(embed=embed, files=files, view=track_view(found.track_id, t=t))
+        sent = await target.send(
+            embed=embed, files=files, view=track_view(found.track_id, t=t, arrangement=found.arrangement)
+        )
     except discord.Forbidden:
         text = t.gettext("🙅 I'm not allowed to post in {channel}; ask an admin to let me in.")
         await say(interaction, text.format(channel=channel.mention))

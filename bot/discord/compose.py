@@ -15,16 +15,28 @@ from bot.core import MAX_PRIMER_BYTES, ComposeTrack, ContinueMidi, TrackAsk
 from bot.discord.delivery import start_job
 from bot.discord.talk import core_of, origin, say, text_of, tr, withdraw
 from bot.discord.translator import described
-from bot.grammar import RANGES, SAMPLING_KEYS, Compose, UsageError, bounds, genre_of, instrument_of, range_of
+from bot.grammar import (
+    RANGES,
+    SAMPLING_KEYS,
+    Compose,
+    UsageError,
+    arrangement_of,
+    bounds,
+    genre_of,
+    instrument_of,
+    range_of,
+)
 from bot.grammar import checked as grammar_checked
 from bot.i18n import N_
 from bot.replies import UNREADABLE, Reply
+from generator.arrangements import ARRANGEMENTS
 from generator.controls import ATTRIBUTES as CONTROLS
 from generator.controls import LEVELS, WORDS, ControlError, parse_level
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES, display_name
 
 GENRE_CHOICES = [Choice(name=display_name(g), value=g) for g in GENRES]
+ARRANGEMENT_CHOICES = [Choice(name=a, value=a) for a in ARRANGEMENTS]  # the words typed in every language
 LEVEL_CHOICES = {  # "sparse (low)", value 1
     a: [Choice(name=f"{WORDS[a][level][0]} ({LEVELS[level]})", value=level) for level in range(len(LEVELS))]
     for a in CONTROLS
@@ -75,6 +87,7 @@ def checked(name: str, value: float | None) -> float | int | None:
     rp_penalty=N_("repetition penalty per repeated note (0: off)"),
     rp_restore_speed=N_("penalty restored per second"),
     instrument=N_("what plays it"),
+    arrangement=N_("solo piano, or the genre's band around it (the genre's own by default)"),
     density=N_("notes per second (the genre's own by default)"),
     loudness=N_("how loud on average (the genre's own by default)"),
     polyphony=N_("notes sounding at once (the genre's own by default)"),
@@ -85,6 +98,7 @@ def checked(name: str, value: float | None) -> float | int | None:
 )
 @app_commands.choices(
     genre=GENRE_CHOICES,
+    arrangement=ARRANGEMENT_CHOICES,
     density=LEVEL_CHOICES["density"],
     loudness=LEVEL_CHOICES["loudness"],
     polyphony=LEVEL_CHOICES["polyphony"],
@@ -106,6 +120,7 @@ async def compose(
     loudness: Choice[int] | None = None,
     polyphony: Choice[int] | None = None,
     count: Count | None = None,
+    arrangement: Choice[str] | None = None,
 ) -> None:
     given = locals()
     try:
@@ -117,6 +132,7 @@ async def compose(
             instrument=instrument_of(instrument) if instrument else None,
             sampling={k: checked(k, given[k]) for k in SAMPLING_KEYS if k in RANGES and given[k] is not None} | levels,
             count=checked("count", count) or 1,
+            arrangement=arrangement_of(arrangement.value) if arrangement else None,
         )
     except UsageError as exc:  # found without the database: answered at once
         await say(interaction, f"🤔 {exc.said(tr(interaction))}")

@@ -201,7 +201,9 @@ async def post_track(client: discord.Client, delivery: Delivery, track_id: int) 
     await core.share_here(track_id, delivery.chat_id)  # before it appears: a press at once already passes
     try:
         embed = track_embed(track, image=piano_roll(files))
-        sent = await replace_progress(client, delivery, files, embed=embed, view=track_view(track_id, t=t))
+        sent = await replace_progress(
+            client, delivery, files, embed=embed, view=track_view(track_id, t=t, arrangement=track.arrangement)
+        )
     except discord.HTTPException as exc:
         text = t.gettext("⚠️ I couldn't post track #{track_id}: {reason}")
         return await tell(client, delivery, text.format(track_id=track_id, reason=refusal_reason(exc, t)))

@@ -12,13 +12,17 @@ from bot.discord.talk import guarded
 from bot.i18n import ENGLISH, N_, Translations
 from bot.replies import (
     ACTIONS,
+    ARRANGE,
     BUTTON,
     KEEP,
     RERENDER_INSTRUMENTS,
+    ArrangePress,
     Button,
     ButtonPress,
     TrackCard,
+    arrangement_button,
     keep_buttons,
+    parse_arrangement,
     parse_button,
     parse_keep,
     track_buttons,
@@ -64,6 +68,25 @@ class RemixButton(ui.DynamicItem[ui.Button], template=r"^remix:(?P<track_id>[0-9
     @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.client.on_remix(interaction, self.track_id)  # type: ignore[attr-defined]
+
+
+class ArrangementButton(ui.DynamicItem[ui.Button], template=ARRANGE):
+    """🎸 under a track: its notes again in the other arrangement (the genre's band, or the piano
+    alone); the track and the arrangement asked for live in the custom id (`arrangement_button`).
+    A press goes to the client's `on_arrangement`."""
+
+    def __init__(self, button: Button, row: int | None = None) -> None:
+        style = discord.ButtonStyle.secondary
+        super().__init__(ui.Button(label=button.label, custom_id=button.data, style=style, row=row))
+        self.press: ArrangePress = parse_arrangement(button.data)
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: Any, /) -> ArrangementButton:
+        return cls(Button(item.label or "", match.group(0)))
+
+    @guarded
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_arrangement(interaction, self.press)  # type: ignore[attr-defined]
 
 
 class KeepButton(ui.DynamicItem[ui.Button], template=KEEP):
@@ -113,22 +136,27 @@ class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<tra
         await interaction.client.on_instrument(interaction, self.track_id, instrument)  # type: ignore[attr-defined]
 
 
-def buttons_view(rows: list[list[Button]], t: Translations = ENGLISH) -> ui.View:
-    """The platform's buttons (labelled already), and Discord's own 🎛 Remix after them and 🎹
-    instruments under them."""
+def buttons_view(rows: list[list[Button]], t: Translations = ENGLISH, arrangement: str | None = None) -> ui.View:
+    """The platform's buttons (labelled already), and Discord's own after them: 🎸 to the other
+    arrangement at the end of the first row (when the track's `arrangement` is known), 🎛 Remix at
+    the end of the last, and 🎹 instruments under them (a select fills a row of Discord's five)."""
     view = ui.View(timeout=None)
     for row, buttons in enumerate(rows):
         for b in buttons:
             view.add_item(TrackButton(parse_button(b.data), row=row, label=b.label))
     track_id = next((parse_button(b.data).track_id for row in rows for b in row), None)
     if track_id is not None:
+        if arrangement is not None:
+            view.add_item(ArrangementButton(arrangement_button(track_id, arrangement, t), row=0))
         view.add_item(RemixButton(track_id, row=len(rows) - 1, t=t))
         view.add_item(InstrumentSelect(track_id, row=len(rows), t=t))
     return view
 
 
-def track_view(track_id: int, favourite: bool = False, t: Translations = ENGLISH) -> ui.View:
-    return buttons_view(track_buttons(track_id, favourite, t), t)
+def track_view(
+    track_id: int, favourite: bool = False, t: Translations = ENGLISH, arrangement: str | None = None
+) -> ui.View:
+    return buttons_view(track_buttons(track_id, favourite, t), t, arrangement)
 
 
 def track_embed(track: TrackCard, image: str | None = None) -> discord.Embed:

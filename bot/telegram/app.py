@@ -29,10 +29,11 @@ from telegram.ext import (
 from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.i18n import LANGUAGES, N_, SOURCE, translator
 from bot.limits import Limits
-from bot.replies import KEEP, SORRY
+from bot.replies import ARRANGE, KEEP, SORRY
 from bot.telegram import commands as c
 from bot.telegram.buttons import (
     INSTRUMENT_DATA,
+    arrangement,
     button,
     forget_answer,
     forget_me,
@@ -164,6 +165,7 @@ def build_application(
     application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
     application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
     application.add_handler(CallbackQueryHandler(instrument, pattern=INSTRUMENT_DATA))
+    application.add_handler(CallbackQueryHandler(arrangement, pattern=ARRANGE))
     application.add_handler(CallbackQueryHandler(keep, pattern=KEEP))
     application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
     application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))

@@ -1,4 +1,4 @@
-"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 under a track, Keep 1 … N under candidates, and
+"""Telegram's buttons: 🔁 🔥 ❄️ ⭐ ➕ 📤 🎹 🎸 under a track, Keep 1 … N under candidates, and
 /forgetme's question."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from bot.replies import (
     Started,
     TrackCard,
     genre_label,
+    parse_arrangement,
     parse_button,
     parse_keep,
     track_buttons,
@@ -146,17 +147,37 @@ async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if choice is None or choice in ("back", "back_fav"):
         if not await may_compose_here(update, context, track_id):  # the keyboard is everyone's here
             return
-        await query.answer()
+        t = tr(update)
         if choice is None:
-            markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id), tr(update)))
-        else:
-            t = tr(update)
-            markup = track_keyboard(track_id, track_buttons(track_id, choice == "back_fav", t), t)
+            markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id), t))
+        else:  # the track's own keyboard again, its 🎸 toggle read from the track
+            track = await core_of(context.application).track(TrackAsk(origin(update), track_id))
+            if isinstance(track, Reply):
+                await query.answer(text_of(track), show_alert=True)
+                return
+            markup = track_keyboard(track_id, track_buttons(track_id, choice == "back_fav", t), t, track.arrangement)
+        await query.answer()
         with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
             await query.edit_message_reply_markup(markup)
         return
-    core, ask = core_of(context.application), Rerender(origin(update), track_id, choice.replace("_", " "))
-    await start_under(update, context, track_id, lambda: core.rerender(ask), RECORDING)
+    await rerender_under(update, context, Rerender(origin(update), track_id, choice.replace("_", " ")))
+
+
+async def arrangement(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """🎸 under a track: the same notes in the other arrangement (the genre's band around the piano,
+    or the piano alone), a new track in reply, as 🎹's pick makes one."""
+    query = update.callback_query
+    press = parse_arrangement(query.data or "")
+    if press is None or update.effective_chat is None:  # ours? (and not under a message sent inline)
+        await query.answer(tr(update).gettext(OUT_OF_DATE), show_alert=True)
+        return
+    await rerender_under(update, context, Rerender(origin(update), press.track_id, arrangement=press.arrangement))
+
+
+async def rerender_under(update: Update, context: ContextTypes.DEFAULT_TYPE, ask: Rerender) -> None:
+    """🎹's pick or 🎸: the pressed track's notes rendered anew, a new track in reply to it."""
+    core = core_of(context.application)
+    await start_under(update, context, ask.track_id, lambda: core.rerender(ask), RECORDING)
 
 
 async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -277,7 +298,8 @@ async def toggle_favourite(
     await query.answer(reply.text)
     if update.effective_chat.type == ChatType.PRIVATE:  # in a channel the buttons are everyone's
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons, tr(update)))
+            arranged = reply.track.arrangement if reply.track is not None else None
+            await query.edit_message_reply_markup(track_keyboard(track_id, reply.buttons, tr(update), arranged))
 
 
 async def may_post_in(context: ContextTypes.DEFAULT_TYPE, chat: Chat, user_id: int) -> bool:

@@ -22,7 +22,7 @@ from telegram.ext import Application
 
 from bot.core import progress_of, watch
 from bot.i18n import ENGLISH, N_, Translations, translator
-from bot.replies import SORRY, Button, TrackCard, progress_line
+from bot.replies import SORRY, Button, TrackCard, arrangement_button, progress_line
 from bot.telegram.talk import core_of, keyboard, with_retries
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,15 @@ async def show_action(app: Application, chat_id: int | str, action: str) -> None
         await app.bot.send_chat_action(chat_id, action)
 
 
-def track_keyboard(track_id: int, rows: list[list[Button]], t: Translations = ENGLISH) -> InlineKeyboardMarkup:
-    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with 🎹 Instrument and ⋯ More."""
-    return keyboard(
-        [*rows, [Button(t.gettext(INSTRUMENT), f"inst:{track_id}"), Button(t.gettext(MORE), f"more:{track_id}")]]
-    )
+def track_keyboard(
+    track_id: int, rows: list[list[Button]], t: Translations = ENGLISH, arrangement: str | None = None
+) -> InlineKeyboardMarkup:
+    """A track's buttons (🔁 🔥 ❄️ / ⭐ ➕ 📤) and a last row with 🎹 Instrument, the 🎸 toggle to the
+    other arrangement (when the track's `arrangement` is known) and ⋯ More."""
+    last = [Button(t.gettext(INSTRUMENT), f"inst:{track_id}"), Button(t.gettext(MORE), f"more:{track_id}")]
+    if arrangement is not None:
+        last.insert(1, arrangement_button(track_id, arrangement, t))
+    return keyboard([*rows, last])
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:
@@ -109,7 +113,7 @@ async def send_track(
             performer=PERFORMER,
             duration=round(track.duration_s),
             caption=track.caption,
-            reply_markup=track_keyboard(track.track_id, track.buttons(favourite, t), t),
+            reply_markup=track_keyboard(track.track_id, track.buttons(favourite, t), t, track.arrangement),
             reply_parameters=replying_to(reply_to),
         )
     )

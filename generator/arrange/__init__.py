@@ -11,7 +11,6 @@ import random
 from collections.abc import Sequence
 
 from .. import vocab as V
-from ..errors import GeneratorError
 from ..midi_libs import pretty_midi
 from ..tokenizer import Note
 from .analysis import Harmony, analyse
@@ -19,22 +18,7 @@ from .dynamics import Dynamics
 from .parts import PIANO_MIX, Mix, Part, PartNote, band_midi
 from .styles import PIANO_REVERB, STYLES
 
-ARRANGEMENTS = ("solo", "band")
-# What each genre plays unless asked: classic stays a piano piece; the others sound finished with
-# the band their listeners expect around the piano.
-DEFAULT_ARRANGEMENT = {"classic": "solo", "jazz": "band", "calm": "band", "pop": "band"}
 LOW_VOICE = 60  # a piano note under middle C that is its chord's lowest is part of the bass line
-
-
-def check_arrangement(name: str) -> str:
-    key = name.strip().lower()
-    if key not in ARRANGEMENTS:
-        raise GeneratorError(f"arrangement must be one of {', '.join(ARRANGEMENTS)}, got {name!r}")
-    return key
-
-
-def default_arrangement(genre: str) -> str:
-    return DEFAULT_ARRANGEMENT.get(V.canonical_genre(genre), "solo")
 
 
 def band_parts(notes: Sequence[Note], genre: str, seed: int) -> tuple[Harmony, list[Part]]:
