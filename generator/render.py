@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import shutil
 import subprocess
@@ -110,23 +111,49 @@ class Synthesizer:
             raise RenderError(f"FluidSynth cannot load the soundfont {soundfont}")
         self.sample_rate = sample_rate
 
-    def render(self, midi_path: Path) -> np.ndarray:
-        """(frames, 2) float32 in [-1, 1]: the file played from start to its last event."""
+    def render(self, midi_path: Path, silence_dbfs: float | None = None, tail_seconds: float = 0.0) -> np.ndarray:
+        """(frames, 2) float32 in [-1, 1]: the file played from start to its last event, and on
+        while its last notes ring.
+
+        With `silence_dbfs`, rendering stops once every event has been played and the last
+        `tail_seconds` were all quieter than that: `trim_and_fade` would cut the rest. A pad's
+        release fades for seconds below hearing, and FluidSynth plays until every voice is done."""
         fl, synth = self._fl, self._synth
         synth.system_reset()
         synth.get_samples(self.sample_rate)  # let the previous track's reverb die away, unheard
         player = fl.new_fluid_player(synth.synth)
+        ticks = _player_ticks() if silence_dbfs is not None else None
+        quiet_level = 32768 * 10 ** ((silence_dbfs or 0) / 20)
+        tail = int(tail_seconds * self.sample_rate) + self.BLOCK
         try:
             if fl.fluid_player_add(player, str(midi_path).encode()) == fl.FLUID_FAILED:
                 raise RenderError("FluidSynth cannot read the MIDI file")
             fl.fluid_player_play(player)
-            blocks = []
+            blocks, quiet_frames = [], 0
             while fl.fluid_player_get_status(player) == fl.FLUID_PLAYER_PLAYING:
-                blocks.append(synth.get_samples(self.BLOCK))
+                block = synth.get_samples(self.BLOCK)
+                blocks.append(block)
+                if ticks is None or ticks[0](player) < ticks[1](player):
+                    continue  # notes still to come
+                quiet_frames = quiet_frames + self.BLOCK if np.abs(block).max() <= quiet_level else 0
+                if quiet_frames >= tail:
+                    break
         finally:
             fl.delete_fluid_player(player)
         pcm = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
         return pcm.reshape(-1, 2).astype(np.float32) / 32768.0
+
+
+@functools.cache
+def _player_ticks():
+    """FluidSynth's (current tick, total ticks) of a player, which pyfluidsynth does not wrap;
+    None where the library predates them (FluidSynth 2.0)."""
+    fl = load_fluidsynth()
+    current, total = (
+        fl.cfunc(name, ctypes.c_int, ("player", ctypes.c_void_p, 1))
+        for name in ("fluid_player_get_current_tick", "fluid_player_get_total_ticks")
+    )
+    return None if current is None or total is None else (current, total)
 
 
 @contextlib.contextmanager
@@ -295,7 +322,7 @@ def _render_file(midi_path: Path, mp3_path: Path, tags: Tags, sf: Path, settings
 
     t0 = time.perf_counter()
     synth = synthesizer(sf, settings.sample_rate)
-    audio, rate = synth.render(midi_path), synth.sample_rate
+    audio, rate = synth.render(midi_path, settings.silence_dbfs, settings.tail_seconds), synth.sample_rate
     t1 = time.perf_counter()
     audio = normalise(trim_and_fade(audio, rate, settings), rate, settings)
     part = mp3_path.with_name(f".{mp3_path.name}.part")

@@ -155,6 +155,24 @@ def test_one_synthesizer_renders_track_after_track_without_carrying_sound_over(t
     assert np.sqrt((again**2).mean()) == pytest.approx(np.sqrt((first**2).mean()), rel=0.05)
 
 
+def test_rendering_stops_when_the_last_release_falls_below_hearing(tmp_path):
+    """A pad's release rings for seconds under -60 dBFS; the synthesizer stops once the file's
+    events are played and the tail has been that quiet for `tail_seconds`, and the trimmed audio
+    is as long as a full render's."""
+    from generator.render import find_soundfont, synthesizer
+
+    pad = tmp_path / "pad.mid"
+    notes_to_midi([Note(0, 200, p, 90) for p in (48, 55, 64)], program=94).write(str(pad))  # Halo Pad
+    synth = synthesizer(find_soundfont())
+    settings = AudioSettings()
+    full = synth.render(pad)
+    early = synth.render(pad, settings.silence_dbfs, settings.tail_seconds)
+    assert len(early) < len(full) - synth.sample_rate  # over a second of inaudible tail not rendered
+    kept_full, kept_early = (len(trim_and_fade(a, synth.sample_rate, settings)) for a in (full, early))
+    assert abs(kept_full - kept_early) < synth.sample_rate // 10
+    assert len(early) / synth.sample_rate > 2.0  # the events themselves all played
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP starts no extra threads on one core")
 def test_loading_the_soundfont_leaves_no_openmp_threads_behind():
     """FluidSynth reads a soundfont with an OpenMP team that shares torch's libgomp; a render

@@ -17,7 +17,7 @@ from .dynamics import Dynamics
 from .parts import Mix, Part, PartNote
 
 # General MIDI programs (0-based) and drum keys
-ACOUSTIC_BASS, FINGERED_BASS, CONTRABASS, STRINGS, WARM_PAD, BOWED_PAD = 32, 33, 43, 48, 89, 92
+ACOUSTIC_BASS, FINGERED_BASS, CONTRABASS, STRINGS, WARM_PAD, HALO_PAD = 32, 33, 43, 48, 89, 94
 STANDARD_KIT, BRUSH_KIT = 0, 40
 KICK, SIDE_STICK, SNARE, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, CRASH, RIDE = 36, 37, 38, 42, 44, 46, 49, 51
 TOMS = (50, 48, 47, 45)  # high to low, for a fill
@@ -242,29 +242,50 @@ def pad_voicing(chord: ChordLabel, prev: tuple[int, ...]) -> tuple[int, ...]:
     return (root, *upper)
 
 
-def pad(h: Harmony, dyn: Dynamics, rnd: random.Random, base: int = 56) -> tuple[list[PartNote], list[tuple[float, int]]]:
-    """Chord tones held for each chord's whole length, with a slow swell (expression) into each."""
+def pad(
+    h: Harmony, dyn: Dynamics, rnd: random.Random, base: int = 56, pedal: int | None = None
+) -> tuple[list[PartNote], list[tuple[float, int]]]:
+    """Chord tones held for each chord's whole length, with a slow swell (expression) into each;
+    tones common to two chords sound on through the change. Where a drone sounds the chord's
+    root (pitch class `pedal`), the pad leaves the root to it."""
     notes: list[PartNote] = []
     swells: list[tuple[float, int]] = []
     prev: tuple[int, ...] = ()
+    held: dict[int, int] = {}  # pitch -> index in notes of the note sounding it up to now
     for s in spans(h):
         voicing = pad_voicing(s.chord, prev)
         velocity = dyn.velocity(s.start, base, _jitter(rnd, 3))
-        notes += [PartNote(s.start, s.end, p, velocity) for p in voicing]
+        sounding: dict[int, int] = {}
+        # with fewer than two tones above the root (a power chord), the pad keeps the root too
+        for p in voicing[1:] if s.chord.root == pedal and len(voicing) > 2 else voicing:
+            i = held.get(p)
+            if i is not None and abs(notes[i].end - s.start) < 1e-9:
+                # a common tone is held through the change, as a player would, not struck again
+                notes[i] = PartNote(notes[i].start, s.end, p, notes[i].velocity)
+                sounding[p] = i
+            else:
+                sounding[p] = len(notes)
+                notes.append(PartNote(s.start, s.end, p, velocity))
+        held = sounding
         rise = min(2.0, (s.end - s.start) / 2)
         swells += [(s.start, 50), (s.start + rise / 2, 85), (s.start + rise, 110)]
         prev = voicing
     return notes, swells
 
 
-def drone(h: Harmony, dyn: Dynamics, piece_end: float) -> list[PartNote]:
-    """The piece's home note (the root heard longest), low and soft, re-struck every 16 s."""
+def home_note(h: Harmony) -> int | None:
+    """The piece's home pitch class: the chord root heard longest."""
     weights: dict[int, float] = {}
     for s in spans(h):
         weights[s.chord.root] = weights.get(s.chord.root, 0.0) + s.end - s.start
-    if not weights:
+    return max(weights, key=lambda pc: (weights[pc], -pc)) if weights else None
+
+
+def drone(h: Harmony, dyn: Dynamics, piece_end: float) -> list[PartNote]:
+    """The piece's home note, low and soft, re-struck every 16 s."""
+    home = home_note(h)
+    if home is None:
         return []
-    home = max(weights, key=lambda pc: (weights[pc], -pc))
     pitch = nearest(home, 36, *DRONE_RANGE)
     start = h.pulse.beats[0]
     out = []
@@ -310,10 +331,14 @@ def pop(h: Harmony, dyn: Dynamics, rnd: random.Random, piano_low: list[PartNote]
 
 
 def ambient(h: Harmony, dyn: Dynamics, rnd: random.Random, piano_low: list[PartNote], end: float) -> list[Part]:
-    notes, swells = pad(h, dyn, rnd)
+    notes, swells = pad(h, dyn, rnd, pedal=home_note(h))
     return [
-        Part("Pad", WARM_PAD, tuple(notes), Mix(volume=78, pan=64, reverb=110, chorus=70), expression=tuple(swells)),
-        Part("Drone", BOWED_PAD, tuple(drone(h, dyn, end)), Mix(volume=70, pan=64, reverb=110, chorus=40)),
+        # Halo Pad sounds two samples a note where Warm Pad sounds four, the drone is bowed
+        # contrabass rather than a third pad, and the pad leaves the home root to the drone:
+        # sustained voices are what a band render pays for (issue 22's 1.5x budget; the
+        # measurements are in bench/RESULTS.md)
+        Part("Pad", HALO_PAD, tuple(notes), Mix(volume=78, pan=64, reverb=110, chorus=70), expression=tuple(swells)),
+        Part("Drone", CONTRABASS, tuple(drone(h, dyn, end)), Mix(volume=70, pan=64, reverb=110, chorus=40)),
     ]
 
 
