@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from bot.core.requests import Remix, Who
 from bot.grammar import GENRE_NAMES, Compose, UsageError, arrangement_of, instrument_of
@@ -115,23 +116,32 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
     temperature = remix.temperature
     if temperature is None:
         temperature = child_temperature(action, recipe.temperature or 1.0)
-    sampling = replace(recipe, temperature=temperature)
-    seconds, tokens = length_of(track)
-    if remix.seconds is not None:
-        seconds, tokens = remix.seconds, None
-    return new_request(
+    length = {} if remix.seconds is None else {"seconds": remix.seconds, "tokens": None}
+    return from_track(
         who,
         key,
-        track.genre,
-        seconds=seconds,
-        tokens=tokens,
-        sampling=sampling,
+        track,
+        action,
+        sampling=replace(recipe, temperature=temperature),
         seed=None if action == "reroll" else track.seed,
         instrument=remix.instrument or track.instrument,
-        parent_track_id=track.id,
-        lineage=action,
-        arrangement=track.arrangement,
+        **length,
     )
+
+
+def from_track(who: Who, key: str, track: Track, lineage: str, **changes: Any) -> ComposeRequest:
+    """A child of `track`: its genre, length, recipe, seed, instrument and arrangement, with
+    `changes` (any of `new_request`'s keywords) in their place."""
+    seconds, tokens = length_of(track)
+    kept: dict[str, Any] = {
+        "seconds": seconds,
+        "tokens": tokens,
+        "sampling": Overrides.from_json(track.sampling),
+        "seed": track.seed,
+        "instrument": track.instrument,
+        "arrangement": track.arrangement,
+    }
+    return new_request(who, key, track.genre, parent_track_id=track.id, lineage=lineage, **(kept | changes))
 
 
 # What a 🎸 re-render into the arrangement the track has already is told.
@@ -161,21 +171,15 @@ def rerender_request(
         )
     else:
         raise UsageError(ALREADY[arranged], track_id=track.id)
-    seconds, tokens = length_of(track)
-    return new_request(
+    return from_track(
         who,
         key,
-        track.genre,
-        seconds=seconds,
-        tokens=tokens,
-        sampling=Overrides.from_json(track.sampling),
-        seed=track.seed,
+        track,
+        lineage,
         instrument=played_on,
-        primer_ref=track.primer_ref,
-        parent_track_id=track.id,
-        lineage=lineage,
-        render=Piece(tuple(unpack_tokens(track.tokens)), track.model_id, track.checkpoint_sha256),
         arrangement=arranged,
+        primer_ref=track.primer_ref,
+        render=Piece(tuple(unpack_tokens(track.tokens)), track.model_id, track.checkpoint_sha256),
     )
 
 
