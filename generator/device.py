@@ -99,8 +99,8 @@ def resolve_device(name: str) -> str:
         return "cpu"
     index = int(name.partition(":")[2] or 0)
     if not gpus:
-        why = "torch here is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise PlacementError(f"device {name} asked for, but {why}; available: cpu (--device cpu or auto)")
+        why = " (torch here is built without CUDA)" if torch.version.cuda is None else ""
+        raise PlacementError(f"device {name} asked for, but this machine has no CUDA GPU{why}; available: cpu")
     if index >= gpus:
         there = ", ".join(f"cuda:{i}" for i in range(gpus))
         raise PlacementError(f"device {name} asked for, but this machine has {gpus} GPU(s); available: cpu, {there}")
