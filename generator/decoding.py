@@ -230,7 +230,7 @@ class BatchDecoder:
 
     def _join(self, rows: list[Row], cache: KVCache, state: RowState, pending: torch.Tensor) -> None:
         if self.cache is None:
-            self.rows, self.state, self.pending = rows, state, pending
+            self.rows, self.state, self.pending = list(rows), state, pending  # not the caller's list
             if self._steps is None:
                 self.cache = cache
                 return
