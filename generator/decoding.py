@@ -8,6 +8,11 @@ bit, in every check. Where attention runs in torch instead, it reads every row a
 row's width, and a float sum over more (zero) terms may round differently: short pieces come
 out the same in any batch; a piece of a thousand events or more sometimes tips one draw and
 goes its own way from there.
+
+The decoder runs wherever the model is (generator/device.py), in torch ops on a GPU: each row's
+random stream is a generator on that device, and a step waits for the device once, for the
+tokens it sampled. A seed's stream, and the arithmetic, differ between devices and precisions,
+so a seed writes another piece on a GPU than on the CPU; recipes name the device.
 """
 
 from __future__ import annotations
