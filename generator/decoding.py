@@ -158,7 +158,8 @@ class BatchDecoder:
     A step (or a prompt's encoding) that runs out of memory does not fail the rows: the batch is
     halved, the rows taken out are parked with their state and rejoin, in order, as rows finish,
     and from then on no more than the rows that fitted share a step (`room`), until the batch
-    runs empty. Each row composes what it would have in any batch."""
+    runs empty. A parked row goes on from exactly where it stopped, so it writes what it would
+    have in a batch that fitted (as far as a row's piece is its own whatever the batch: above)."""
 
     def __init__(
         self,
