@@ -14,6 +14,7 @@ import torch
 
 from . import vocab
 from .controls import ControlSpec
+from .device import Placement, Resolved
 from .errors import CheckpointError, GeneratorError
 from .model import ModelConfig, MusicTransformer
 from .params import SamplingParams, presets_from
@@ -85,6 +86,7 @@ class LoadedModel:
     sha256: str  # of the checkpoint file, for recipes
     presets: dict[str, SamplingParams] = field(default_factory=dict)  # its own per genre; {}: the reference's
     genres: tuple[str, ...] = vocab.GENRES  # names in token order
+    placement: Resolved = field(default_factory=Resolved)  # where it runs, in what precision (recipes name the device)
 
     @property
     def controls(self) -> ControlSpec | None:
@@ -93,13 +95,15 @@ class LoadedModel:
 
 def load_model(
     path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    placement: Placement | Resolved | None = None,
     exact_decoding: bool = False,
 ) -> LoadedModel:
-    """Load the published music-composer state_dict unchanged, or one of our checkpoints.
-    `exact_decoding`: fp32 products when decoding, even where bfloat16 ones would be faster
-    (packed.py)."""
+    """Load the published music-composer state_dict unchanged, or one of our checkpoints, onto
+    the device and in the precision `placement` resolves to (None: auto, a GPU in bfloat16 when
+    there is one, else the CPU as before). `exact_decoding`: fp32 throughout, even where
+    bfloat16 would be faster (packed.py). PlacementError, before the file is read, when this
+    machine cannot run what was asked."""
+    resolved = placement if isinstance(placement, Resolved) else (placement or Placement()).resolve(exact_decoding)
     path = Path(path)
     blob = _read(path)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
@@ -137,8 +141,10 @@ def load_model(
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     model.controls = controls
-    model.exact_decoding = exact_decoding
-    return LoadedModel(model.to(device=device, dtype=dtype).eval(), path.stem, _sha256(path), presets, genres)
+    model.exact_decoding = resolved.exact or exact_decoding
+    model.cuda_graphs = resolved.cuda_graphs
+    model = model.to(device=resolved.device, dtype=resolved.torch_dtype).eval()
+    return LoadedModel(model, path.stem, _sha256(path), presets, genres, resolved)
 
 
 def _presets(path: Path, blob: dict) -> dict[str, SamplingParams]:

@@ -8,11 +8,17 @@ bit, in every check. Where attention runs in torch instead, it reads every row a
 row's width, and a float sum over more (zero) terms may round differently: short pieces come
 out the same in any batch; a piece of a thousand events or more sometimes tips one draw and
 goes its own way from there.
+
+The decoder runs wherever the model is (generator/device.py), in torch ops on a GPU: each row's
+random stream is a generator on that device, and a step waits for the device once, for the
+tokens it sampled. A seed's stream, and the arithmetic, differ between devices and precisions,
+so a seed writes another piece on a GPU than on the CPU; recipes name the device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -20,10 +26,13 @@ import torch
 
 from . import vocab as V
 from .controls import ControlError
+from .graphs import BucketedSteps, StaticKVCache
 from .model import KVCache, MusicTransformer
 from .packed import for_decoding
 from .params import GenerationRequest, draw_seed
 from .sampling import RowState, draw, next_token_probs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -120,8 +129,37 @@ def keys_down(prompts: Sequence[Sequence[int]]) -> torch.Tensor:
     return down
 
 
+Step = Callable[[torch.Tensor, KVCache], torch.Tensor]
+"""A decode step: the pending token of every row, the cache → each row's next logits (B, V)."""
+
+
+@dataclass(eq=False)
+class Parked:
+    """Rows taken out of the batch when a step ran out of memory, with everything they need to
+    go on exactly where they stopped: their cache (on the host), sampling state, pending token."""
+
+    rows: list[Row]
+    cache: KVCache
+    state: RowState
+    pending: torch.Tensor
+
+    def split(self, n: int) -> tuple[Parked, Parked]:
+        """The first `n` rows, and the rest."""
+        first, rest = list(range(n)), list(range(n, len(self.rows)))
+        return (
+            Parked(self.rows[:n], self.cache.take_rows(first), self.state.take_rows(first), self.pending[:n]),
+            Parked(self.rows[n:], self.cache.take_rows(rest), self.state.take_rows(rest), self.pending[n:]),
+        )
+
+
 class BatchDecoder:
-    """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty."""
+    """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty.
+
+    A step (or a prompt's encoding) that runs out of memory does not fail the rows: the batch is
+    halved, the rows taken out are parked with their state and rejoin, in order, as rows finish,
+    and from then on no more than the rows that fitted share a step (`room`), until the batch
+    runs empty. A parked row goes on from exactly where it stopped, so it writes what it would
+    have in a batch that fitted (as far as a row's piece is its own whatever the batch: above)."""
 
     def __init__(
         self,
@@ -129,18 +167,42 @@ class BatchDecoder:
         initial_capacity: int = 256,
         packed: bool = True,
         window_threads: int | None = None,
+        before_model: Callable[[int], None] | None = None,
     ):
         """`packed`: bfloat16 products and cache where this machine has them (packed.for_decoding);
         False keeps fp32. `window_threads`: torch threads for re-encoding a full row's window, for
-        a caller that decodes on fewer (None: the same)."""
+        a caller that decodes on fewer (None: the same). `before_model`: called with the number
+        of rows about to run through the model (a step's batch, or prompts encoded together);
+        an out-of-memory error raised there is handled as one raised by the model (the seam
+        where tests inject one)."""
         self.model = for_decoding(model.eval()) if packed else model.eval()
+        self.device = self.model.embedding.weight.device
         self.max_len = model.config.max_len
         self.window_threads = window_threads
+        self.before_model = before_model
         self.rows: list[Row] = []
         self.cache: KVCache | None = None
         self.state: RowState | None = None
         self.pending: torch.Tensor | None = None  # (B,) last sampled token, not yet in the cache
         self.initial_capacity = initial_capacity
+        self.parked: list[Parked] = []
+        self.limit: int | None = None  # the most rows a step is known to fit in memory; None: no limit seen
+        self._steps: BucketedSteps | None = None  # with a cache allocated once (MELOMANIA_CUDA_GRAPHS)
+        if self.model.cuda_graphs:  # captured as graphs on a GPU; elsewhere the same buckets, run eagerly
+            static = StaticKVCache(
+                self.model.config, 8, self.device, self.model.kv_dtype or self.model.embedding.weight.dtype
+            )
+            self._steps = BucketedSteps(self.model, static, capture=self.device.type == "cuda")
+
+    @property
+    def all_rows(self) -> list[Row]:
+        """Every row being composed: the batch, then the parked ones."""
+        return [*self.rows, *(row for group in self.parked for row in group.rows)]
+
+    def room(self, max_batch: int) -> int:
+        """How many rows may join now, `max_batch` at most in all: none while rows are parked."""
+        cap = max_batch if self.limit is None else min(max_batch, self.limit)
+        return 0 if self.parked else max(0, cap - len(self.rows))
 
     @torch.inference_mode()
     def add(self, requests: Sequence[GenerationRequest], tags: Sequence[object] | None = None) -> list[Row]:
@@ -153,7 +215,8 @@ class BatchDecoder:
         for i, r in enumerate(requests):
             prefix = prompt_prefix(self.model, r)
             prompt = [*prefix, *r.primer]
-            g = torch.Generator()
+            # on the model's device: its random stream is the device's (a GPU's differs from the CPU's)
+            g = torch.Generator(device=self.device)
             g.manual_seed(r.seed)
             new_rows.append(Row(r, prompt, len(prompt), g, len(prefix), tag=None if tags is None else tags[i]))
         prompts = [
@@ -164,25 +227,51 @@ class BatchDecoder:
             self.max_len,
             max(len(p) for p in prompts) + min(max(r.token_budget for r in requests), self.initial_capacity),
         )
-        logits, cache = self.model.prefill(prompts, capacity)
+        logits, cache = self._prefill(prompts, capacity)
         down = keys_down([row.tokens[row.prefix :] for row in new_rows])
-        state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests], down)
+        state = RowState.build([r.sampling for r in requests], [r.piano_range for r in requests], down, self.device)
         first = self._sample(logits, state, new_rows)
-        if self.cache is None:
-            self.rows, self.cache, self.state, self.pending = new_rows, cache, state, first
-        else:
-            self.rows += new_rows
-            self.cache.extend(cache)
-            self.state.extend(state)
-            self.pending = torch.cat([self.pending, first])
+        self._join(new_rows, cache, state, first)
         return new_rows
+
+    def _join(self, rows: list[Row], cache: KVCache, state: RowState, pending: torch.Tensor) -> None:
+        if self.cache is None:
+            self.rows, self.state, self.pending = list(rows), state, pending  # not the caller's list
+            if self._steps is None:
+                self.cache = cache
+                return
+            self.cache = self._steps.cache
+            self.cache.clear()
+            self.cache.extend(cache)
+            return
+        self.rows += rows
+        self.cache.extend(cache)
+        self.state.extend(state)
+        self.pending = torch.cat([self.pending, pending])
+
+    def _prefill(self, prompts: list[list[int]], capacity: int) -> tuple[torch.Tensor, KVCache]:
+        """model.prefill, in halves where the prompts together do not fit in memory."""
+        try:
+            if self.before_model is not None:
+                self.before_model(len(prompts))
+            return self.model.prefill(prompts, capacity)
+        except torch.OutOfMemoryError:
+            if len(prompts) == 1:
+                raise
+            free_cached_memory(self.device)
+        half = len(prompts) // 2
+        logits, cache = self._prefill(prompts[:half], capacity)
+        more, rest = self._prefill(prompts[half:], capacity)
+        cache.extend(rest)
+        return torch.cat([logits, more]), cache
 
     def _sample(self, logits: torch.Tensor, state: RowState, rows: list[Row]) -> torch.Tensor:
         # A model with control tokens has more outputs than events; it never writes those.
         probs, order = next_token_probs(logits[:, : V.VOCAB_SIZE], state)
-        uniforms = torch.cat([torch.rand(1, generator=row.generator) for row in rows])
+        uniforms = torch.cat([torch.rand(1, generator=row.generator, device=self.device) for row in rows])
         tokens = draw(probs, order, uniforms)
         state.advance(tokens)
+        # The one wait for the device each step: the tokens decide which rows are finished.
         for row, tok in zip(rows, tokens.tolist()):
             row.tokens.append(tok)
             if V.is_time_shift(tok):
@@ -197,31 +286,69 @@ class BatchDecoder:
             return finished
         assert self.cache is not None and self.state is not None and self.pending is not None
         self._slide_full_rows()
-        need = int(self.cache.lengths.max()) + 1
-        if need > self.cache.capacity:
-            self.cache.reserve(max(need, 2 * self.cache.capacity))
-        logits = self.model.step(self.pending, self.cache)
+        logits = self._forward()
         self.pending = self._sample(logits, self.state, self.rows)
         return finished + self._retire()
 
+    def _forward(self) -> torch.Tensor:
+        """One step of the model over the batch, halving the batch until it fits in memory."""
+        while True:
+            try:
+                need = max(self.cache.host_lengths) + 1
+                if need > self.cache.capacity:
+                    self.cache.reserve(max(need, 2 * self.cache.capacity))
+                if self.before_model is not None:
+                    self.before_model(len(self.rows))
+                if self._steps is not None:
+                    return self._steps(self.pending, self.cache)
+                return self.model.step(self.pending, self.cache)
+            except torch.OutOfMemoryError:
+                if len(self.rows) == 1:
+                    raise
+                self._park(len(self.rows) // 2)
+
+    def _park(self, keep: int) -> None:
+        """Keep the first `keep` rows in the batch; the rest wait, their cache on the host."""
+        log.warning("a step of %d rows ran out of memory; going on with %d", len(self.rows), keep)
+        out = list(range(keep, len(self.rows)))
+        parked = Parked(
+            self.rows[keep:], self.cache.take_rows(out).to("cpu"), self.state.take_rows(out), self.pending[keep:]
+        )
+        self.parked.append(parked)
+        self._keep(list(range(keep)))
+        self.limit = keep
+        free_cached_memory(self.device)
+
+    def _unpark(self) -> None:
+        """Parked rows rejoin, the earliest parked first, as far as the limit allows."""
+        while self.parked and (room := (self.limit or 0) - len(self.rows)) > 0:
+            group = self.parked.pop(0)
+            if len(group.rows) > room:
+                group, rest = group.split(room)
+                self.parked.insert(0, rest)
+            self._join(group.rows, group.cache.to(self.device), group.state, group.pending)
+
     def _retire(self) -> list[Row]:
         done = [i for i, row in enumerate(self.rows) if row.done]
-        if not done:
-            return []
         finished = [self.rows[i] for i in done]
-        keep = [i for i, row in enumerate(self.rows) if not row.done]
+        if done:
+            self._keep([i for i, row in enumerate(self.rows) if not row.done])
+        self._unpark()
+        if not self.rows and not self.parked:
+            self.limit = None  # a batch that ran empty starts over: memory may have been short only for a while
+        return finished
+
+    def _keep(self, keep: list[int]) -> None:
         self.rows = [self.rows[i] for i in keep]
         if not keep:
             self.cache = self.state = self.pending = None
-            return finished
-        idx = torch.tensor(keep, dtype=torch.long)
-        self.cache.select_rows(idx)
-        self.state.select_rows(idx)
-        self.pending = self.pending.index_select(0, idx)
-        return finished
+            return
+        self.cache.select_rows(keep)
+        self.state.select_rows(keep)
+        self.pending = self.pending[keep]
 
     def _slide_full_rows(self) -> None:
-        full = (self.cache.lengths >= self.max_len).nonzero().flatten().tolist()
+        full = [b for b, n in enumerate(self.cache.host_lengths) if n >= self.max_len]
         for b in full:
             # The pending token is fed by the next step as usual, so the window ends before it.
             context = window(self.rows[b].tokens[:-1], self.max_len, self.rows[b].prefix)
@@ -229,6 +356,12 @@ class BatchDecoder:
                 _, fresh = self.model.prefill([context], len(context))
             self.cache.replace_row(b, fresh)
             self.rows[b].windows += 1
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """Hand the blocks an out-of-memory attempt left cached back to the GPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ the whole model. Shapes in comments use B batch, T time, H heads, D head size, C
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,8 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        # The same lengths on the host: a step plans from these, so a GPU need not stop to send them.
+        self.host_lengths = [0] * batch
 
     @property
     def batch(self) -> int:
@@ -68,19 +71,21 @@ class KVCache:
         capacity = min(capacity, self.config.max_len)
         if capacity <= self.capacity:
             return
-        used = int(self.lengths.max()) if self.batch else 0
+        used = max(self.host_lengths, default=0)
         for store in (self.k, self.v):
             for i, old in enumerate(store):
                 new = old.new_zeros(old.shape[:2] + (capacity,) + old.shape[3:])
                 new[:, :, :used] = old[:, :, :used]
                 store[i] = new
 
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` (a LongTensor of batch indices), in that order."""
+    def select_rows(self, rows: Sequence[int]) -> None:
+        """Keep only `rows` (batch indices), in that order."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.lengths.device)
         for store in (self.k, self.v):
             for i, t in enumerate(store):
-                store[i] = t.index_select(0, rows)
-        self.lengths = self.lengths.index_select(0, rows)
+                store[i] = t.index_select(0, index)
+        self.lengths = self.lengths.index_select(0, index)
+        self.host_lengths = [self.host_lengths[r] for r in rows]
 
     def extend(self, other: KVCache) -> None:
         """Append the rows of `other` after ours (rows joining a running batch)."""
@@ -90,14 +95,48 @@ class KVCache:
             for i in range(len(mine)):
                 mine[i] = torch.cat([mine[i], theirs[i]], dim=0)
         self.lengths = torch.cat([self.lengths, other.lengths])
+        self.host_lengths = self.host_lengths + other.host_lengths
 
     def replace_row(self, row: int, other: KVCache) -> None:
         """Overwrite row `row` with the single row held by `other` (a re-encoded window)."""
-        n = int(other.lengths[0])
+        n = other.host_lengths[0]
         for mine, theirs in ((self.k, other.k), (self.v, other.v)):
             for i in range(len(mine)):
                 mine[i][row, :, :n] = theirs[i][0, :, :n]
         self.lengths[row] = n
+        self.host_lengths[row] = n
+
+    def take_rows(self, rows: Sequence[int]) -> KVCache:
+        """A new cache holding a copy of `rows`, in that order; ours is left as it is."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.lengths.device)
+        return KVCache.holding(
+            self.config,
+            [t.index_select(0, index) for t in self.k],
+            [t.index_select(0, index) for t in self.v],
+            self.lengths.index_select(0, index),
+            [self.host_lengths[r] for r in rows],
+        )
+
+    def to(self, device: torch.device | str) -> KVCache:
+        """The same rows on `device` (rows parked on the host free a GPU's memory)."""
+        move = lambda t: t.to(device)
+        return KVCache.holding(
+            self.config, [*map(move, self.k)], [*map(move, self.v)], move(self.lengths), list(self.host_lengths)
+        )
+
+    @classmethod
+    def holding(
+        cls,
+        config: ModelConfig,
+        k: list[torch.Tensor],
+        v: list[torch.Tensor],
+        lengths: torch.Tensor,
+        host_lengths: list[int],
+    ) -> KVCache:
+        """A cache over tensors that already hold its rows."""
+        cache = cls.__new__(cls)
+        cache.config, cache.k, cache.v, cache.lengths, cache.host_lengths = config, k, v, lengths, host_lengths
+        return cache
 
 
 def skew(rel: torch.Tensor) -> torch.Tensor:
@@ -110,6 +149,12 @@ def skew(rel: torch.Tensor) -> torch.Tensor:
     *lead, T, _ = rel.shape
     padded = F.pad(rel, (1, 0))
     return padded.reshape(*lead, T + 1, T)[..., 1:, :]
+
+
+def softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis, summed in fp32 whatever the scores' type (bfloat16 on a GPU
+    keeps 8 bits, too few for a sum over hundreds of keys), returned in that type."""
+    return scores.float().softmax(-1).to(scores.dtype)
 
 
 class RelativeSelfAttention(nn.Module):
@@ -149,7 +194,7 @@ class RelativeSelfAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) + skew(q @ Er.transpose(0, 1))  # (B, H, T, T)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu_(1)
         scores = scores.masked_fill(causal, float("-inf"))
-        att = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        att = F.dropout(softmax(scores), self.dropout, self.training)
         return self._merge(att @ v), k, v
 
     def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan: StepPlan):
@@ -174,7 +219,7 @@ class RelativeSelfAttention(nn.Module):
         # keys @ q, not q @ keysᵀ: the same dot products, but MKL reads each (row, head)'s keys
         # in their stored order; 8 rows at once step 8 % faster (the keys no longer fit in cache).
         scores = (keys @ q.transpose(-2, -1)).transpose(-2, -1) + rel
-        return self._merge(scores.softmax(-1) @ values)
+        return self._merge(softmax(scores) @ values)
 
 
 @dataclass
@@ -190,15 +235,28 @@ class StepPlan:
     mask: torch.Tensor | None = None  # (B, 1, 1, T) True where a key is past the row's end
 
     @classmethod
-    def for_lengths(cls, lengths: torch.Tensor, n_heads: int, kernel: bool = False) -> StepPlan:
-        """`kernel`: attention runs in the attention kernel, which needs only `valid`."""
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo == hi:
-            return cls(width=hi + 1, uniform=hi, valid=lengths + 1)
+    def for_lengths(
+        cls,
+        lengths: torch.Tensor,
+        n_heads: int,
+        kernel: bool = False,
+        host: Sequence[int] | None = None,
+        width: int | None = None,
+    ) -> StepPlan:
+        """`kernel`: attention runs in the attention kernel, which needs only `valid`. `host`: the
+        same lengths as ints, read instead of the tensor, so a GPU need not stop to send them.
+        `width`: attend to this many keys whatever the lengths (each row masked past its end),
+        so that every step has the same shapes and a CUDA graph can replay it; nothing is read
+        from `lengths` then."""
+        if width is None:
+            lo, hi = (min(host), max(host)) if host is not None else (int(lengths.min()), int(lengths.max()))
+            if lo == hi:
+                return cls(width=hi + 1, uniform=hi, valid=lengths + 1)
+            width = hi + 1
         rows = torch.arange(len(lengths), device=lengths.device)
         if kernel:
-            return cls(width=hi + 1, uniform=None, valid=lengths + 1, rows=rows, positions=lengths)
-        B, T = lengths.shape[0], hi + 1
+            return cls(width=width, uniform=None, valid=lengths + 1, rows=rows, positions=lengths)
+        B, T = lengths.shape[0], width
         j = torch.arange(T, device=lengths.device)
         # key j of row b is at distance lengths[b]-j; the relative logits are laid out for
         # distance T-1-c at column c, so row b reads column j + (T-1-lengths[b]).
@@ -264,6 +322,9 @@ class MusicTransformer(nn.Module):
     # them wherever the model goes (a decoding copy, a worker's BatchDecoder).
     controls: ControlSpec | None = None  # the control tokens past the events; None: it takes none
     exact_decoding: bool = False  # fp32 products when decoding, even where bfloat16 ones are faster
+    # Decode over a cache allocated once, in buckets of fixed shapes, replayed as CUDA graphs on a
+    # GPU (graphs.py; elsewhere the buckets run eagerly, which only tests want).
+    cuda_graphs: bool = False
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
@@ -292,16 +353,20 @@ class MusicTransformer(nn.Module):
                 cache.v[i][:, :, :T] = v
         return self.Wout(self.encoder.norm(x))
 
-    def step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Feed one token per row at position cache.lengths[b]; (B,) ids → (B, V) logits."""
+    def step(self, tokens: torch.Tensor, cache: KVCache, width: int | None = None) -> torch.Tensor:
+        """Feed one token per row at position cache.lengths[b]; (B,) ids → (B, V) logits.
+        `width`: attend to that many keys, whatever the lengths below it (StepPlan.for_lengths);
+        the host lengths are then left to the caller, since a replayed graph cannot count them."""
         kernel = all(layer.self_attn.attend is not None for layer in self.encoder.layers)
-        plan = StepPlan.for_lengths(cache.lengths, self.config.n_heads, kernel)
+        plan = StepPlan.for_lengths(cache.lengths, self.config.n_heads, kernel, cache.host_lengths, width)
         if plan.width > cache.capacity:
             raise ValueError(f"cache holds {cache.capacity} positions, step needs {plan.width}")
         x = self.embedding(tokens)[:, None] + self.positional_encoding.pe[cache.lengths]  # (B, 1, C)
         for i, layer in enumerate(self.encoder.layers):
             x = layer.step(x, cache.k[i], cache.v[i], plan)
         cache.lengths += 1
+        if width is None:
+            cache.host_lengths = [n + 1 for n in cache.host_lengths]
         return self.Wout(self.encoder.norm(x[:, 0]))
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
@@ -315,11 +380,12 @@ class MusicTransformer(nn.Module):
             raise ValueError("every prompt needs at least one token (the genre)")
         device = self.embedding.weight.device
         T = max(lengths)
-        tokens = torch.full((len(sequences), T), vocab.PAD, dtype=torch.long, device=device)
+        tokens = torch.full((len(sequences), T), vocab.PAD, dtype=torch.long)
         for b, s in enumerate(sequences):
             tokens[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
         cache = self.new_cache(len(sequences), max(capacity, T))
-        logits = self(tokens, cache)
+        logits = self(tokens.to(device), cache)  # built on the host, sent in one copy
         last = torch.as_tensor(lengths, device=device) - 1
         cache.lengths = last + 1
+        cache.host_lengths = list(lengths)
         return logits[torch.arange(len(sequences), device=device), last], cache

@@ -29,7 +29,8 @@ Where we differ from the reference, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -65,12 +66,21 @@ class RowState:
     clock: torch.Tensor  # (B,) seconds of music written
     struck_at: torch.Tensor  # (B, 128) clock when each key went down; nan while it is up
     pitches_only: torch.Tensor  # (B,) bool: top-k and top-p cut only note-ons
+    # Skip the steps no row needs this time, which takes reading a flag back from the device:
+    # free on the CPU, a stall of the whole queue on a GPU, where the steps run for every row
+    # instead (the same numbers: a row a step does not concern comes out of it unchanged).
+    host_checks: bool = field(default=True, compare=False)
 
     @classmethod
     def build(
-        cls, params: list[SamplingParams], piano_range: list[bool], keys_down: torch.Tensor | None = None
+        cls,
+        params: list[SamplingParams],
+        piano_range: list[bool],
+        keys_down: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
     ) -> RowState:
-        """`keys_down`: (B, 128) bool, keys a row's primer leaves down; they count as struck now."""
+        """`keys_down`: (B, 128) bool, keys a row's primer leaves down; they count as struck now.
+        The state lives on `device`, the model's."""
 
         def col(name: str, dtype=torch.float32) -> torch.Tensor:
             return torch.tensor([getattr(p, name) for p in params], dtype=dtype)
@@ -81,7 +91,7 @@ class RowState:
         max_hold = col("max_hold")
         if keys_down is None:
             keys_down = torch.zeros(len(params), V.N_PITCHES, dtype=torch.bool)
-        return cls(
+        on_host = cls(
             temperature=col("temperature"),
             top_k=torch.maximum(top_k, at_least_k),
             top_p=col("top_p"),
@@ -93,9 +103,18 @@ class RowState:
             pitch_weight=torch.ones(len(params), V.N_PITCHES),
             max_hold=torch.where(max_hold > 0, max_hold, torch.inf),
             clock=torch.zeros(len(params)),
-            struck_at=torch.where(keys_down, 0.0, torch.nan),
+            struck_at=torch.where(keys_down.cpu(), 0.0, torch.nan),
             pitches_only=torch.tensor([p.truncate == "pitches" for p in params], dtype=torch.bool),
         )
+        return on_host.to(torch.device(device))
+
+    def _tensors(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "host_checks"]
+
+    def to(self, device: torch.device) -> RowState:
+        """The same state on `device`; host checks only where that is the CPU."""
+        moved = {name: getattr(self, name).to(device) for name in self._tensors()}
+        return RowState(**moved, host_checks=device.type == "cpu")
 
     def advance(self, tokens: torch.Tensor) -> None:
         """Account for the tokens (B,) just drawn: the penalty's memory, the clock, the keys down."""
@@ -103,13 +122,26 @@ class RowState:
         self.clock = self.clock + shift_seconds(tokens)
         self.struck_at = press_and_release(self.struck_at, tokens, self.clock)
 
-    def select_rows(self, rows: torch.Tensor) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name).index_select(0, rows))
+    def select_rows(self, rows: Sequence[int]) -> None:
+        """Keep only `rows` (batch indices), in that order."""
+        kept = self.take_rows(rows)
+        for name in self._tensors():
+            setattr(self, name, getattr(kept, name))
+
+    def take_rows(self, rows: Sequence[int]) -> RowState:
+        """A new state of `rows` (batch indices), in that order; ours is left as it is."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.clock.device)
+        taken = {name: getattr(self, name).index_select(0, index) for name in self._tensors()}
+        return RowState(**taken, host_checks=self.host_checks)
 
     def extend(self, other: RowState) -> None:
-        for f in fields(self):
-            setattr(self, f.name, torch.cat([getattr(self, f.name), getattr(other, f.name)]))
+        for name in self._tensors():
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+
+    def unused(self, mask: torch.Tensor) -> bool:
+        """True when no row of `mask` is set and the host may look (host_checks): a step it
+        gates can be skipped. False says nothing on a GPU: the step then runs for every row."""
+        return self.host_checks and not bool(mask.any())
 
 
 # --- the steps, each a pure function of sorted logits and per-row values -----------------------
@@ -127,9 +159,13 @@ def press_and_release(struck_at: torch.Tensor, tokens: torch.Tensor, clock: torc
     rows = torch.arange(len(tokens), device=tokens.device)
     on = tokens < V.N_PITCHES
     off = (tokens >= V.NOTE_OFF) & (tokens < V.NOTE_OFF + V.N_PITCHES)
-    r, pitch = rows[on], tokens[on]
-    out[r, pitch] = torch.where(out[r, pitch].isnan(), clock[r], out[r, pitch])
-    out[rows[off], tokens[off] - V.NOTE_OFF] = torch.nan
+    # Every row writes its one slot, most of them the value already there: selecting the rows
+    # that strike or release would need their count on the host.
+    pitch = tokens.clamp(0, V.N_PITCHES - 1)
+    was = out[rows, pitch]
+    out[rows, pitch] = torch.where(on & was.isnan(), clock, was)
+    released = (tokens - V.NOTE_OFF).clamp(0, V.N_PITCHES - 1)
+    out[rows, released] = torch.where(off, torch.nan, out[rows, released])
     return out
 
 
@@ -139,7 +175,7 @@ def release_overdue(logits: torch.Tensor, state: RowState) -> torch.Tensor:
     held_for = (state.clock[:, None] - state.struck_at).nan_to_num(-1.0)
     overdue = held_for >= state.max_hold[:, None]
     forced = overdue.any(-1)
-    if not bool(forced.any()):
+    if state.unused(forced):
         return logits
     key = held_for.masked_fill(~overdue, -1.0).argmax(-1)
     only = torch.full_like(logits, float("-inf"))
@@ -210,8 +246,10 @@ def restore_and_penalise(
     a note-on lowers its own pitch by penalty. Weights stay in [0, 1]."""
     weight = pitch_weight + (shift_seconds(tokens) * restore_speed)[:, None]
     on = tokens < V.N_PITCHES
-    rows = on.nonzero().squeeze(-1)
-    weight[rows, tokens[rows]] -= penalty[rows]
+    # every row writes (a row without a note-on takes 0 off some pitch, which changes nothing):
+    # picking out the rows with one would need their count on the host
+    rows = torch.arange(len(tokens), device=tokens.device)
+    weight[rows, tokens.clamp(max=V.N_PITCHES - 1)] -= torch.where(on, penalty, 0.0)
     return weight.clamp_(0.0, 1.0)
 
 
@@ -222,7 +260,7 @@ def next_token_probs(logits: torch.Tensor, state: RowState) -> tuple[torch.Tenso
     sorted_logits, order = logits.sort(-1, descending=True)
     in_top_k = top_k_mask(sorted_logits, state.top_k)
     in_top_p = top_p_mask(sorted_logits, state.top_p, state.topp_temperature)
-    if bool(state.pitches_only.any()):
+    if not state.unused(state.pitches_only):
         k, p = pitch_truncation(sorted_logits, order, state.top_k, state.top_p, state.topp_temperature)
         in_top_k = torch.where(state.pitches_only[:, None], k, in_top_k)
         in_top_p = torch.where(state.pitches_only[:, None], p, in_top_p)
@@ -231,12 +269,12 @@ def next_token_probs(logits: torch.Tensor, state: RowState) -> tuple[torch.Tenso
     probs = tempered_probs(sorted_logits, nucleus, state.temperature)
 
     use_rp = state.rp_penalty > 0
-    if bool(use_rp.any()):
+    if not state.unused(use_rp):
         penalised = torch.where(use_rp[:, None], penalise(probs, order, state.pitch_weight), probs)
         # Fallbacks, in order, for rows whose every candidate was penalised to zero: the rest of
         # the top-k (still penalised), then the nucleus without the penalty.
         dead = penalised.sum(-1) == 0
-        if bool(dead.any()):
+        if not state.unused(dead):
             wider = penalise(
                 tempered_probs(sorted_logits, in_top_k & ~nucleus, state.temperature), order, state.pitch_weight
             )

@@ -4,6 +4,7 @@ the MIDI, the piano roll and the MP3. The same path serves the CLI and the job w
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import tempfile
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ class Recipe:
     primer_seconds: float | None = None  # only this many seconds of the primer were continued
     primer_from: str = "end"  # taken from the primer's "start" or "end"
     arrangement: str = "solo"  # or "band" (generator.arrange); recipes from before it were solo
+    # Where it was composed (device.Resolved.label): the same seed on another device or in another
+    # precision may write another piece, so a recipe says so; it is composed again anywhere.
+    device: str = "cpu"
 
     @classmethod
     def of(
@@ -59,6 +63,7 @@ class Recipe:
         primer_seconds: float | None = None,
         primer_from: str = "end",
         arrangement: str = "solo",
+        device: str = "cpu",
     ) -> Recipe:
         assert request.seed is not None, "a recipe needs the seed that was used"
         return cls(
@@ -74,6 +79,7 @@ class Recipe:
             primer_seconds,
             primer_from,
             check_arrangement(arrangement),
+            check_recipe_device(device),
         )
 
     def summary(self) -> str:
@@ -99,6 +105,8 @@ class Recipe:
         ]
         if self.arrangement != "solo":  # a solo recipe reads as it did before band mode
             parts.append(f"arrangement={self.arrangement}")
+        if self.device != "cpu":  # a recipe composed on the CPU reads as it did before GPUs
+            parts.append(f"device={self.device}")
         if self.primer:
             parts.append(f"primer={shlex.quote(self.primer)}")
             if self.primer_seconds is not None:
@@ -155,6 +163,7 @@ class Recipe:
             primer_seconds=number("primer_seconds") if "primer_seconds" in values else None,
             primer_from=values.get("primer_from", "end"),
             arrangement=_recipe_arrangement(values.get("arrangement", "solo")),
+            device=_recipe_device(values.get("device", "cpu")),
         )
 
     def as_dict(self) -> dict:
@@ -183,10 +192,28 @@ RECIPE_KEYS = (
     *CONTROLS,
     "instrument",
     "arrangement",
+    "device",
     "primer",
     "primer_seconds",
     "primer_from",
 )
+
+
+RECIPE_DEVICE = re.compile(r"cpu|cuda/(fp32|bf16|fp16)")
+
+
+def check_recipe_device(label: str) -> str:
+    """A device as a recipe names it: cpu, or cuda/ and the precision (device.Resolved.label)."""
+    if not RECIPE_DEVICE.fullmatch(label):
+        raise RecipeError(f"device must be cpu or cuda/fp32, cuda/bf16 or cuda/fp16, got {label!r}")
+    return label
+
+
+def _recipe_device(value: str) -> str:
+    try:
+        return check_recipe_device(value)
+    except RecipeError as exc:
+        raise RecipeError(f"recipe {exc}") from None
 
 
 def _recipe_arrangement(value: str) -> str:
@@ -319,7 +346,14 @@ def render_track(
     """`write_track` into a scratch directory that is gone when this returns."""
     with tempfile.TemporaryDirectory(prefix="melomania-track-") as tmp:
         files = write_track(
-            tokens, Path(tmp) / "track", tags, program, soundfont, seed=seed, primer_until=primer_until, arrangement=arrangement
+            tokens,
+            Path(tmp) / "track",
+            tags,
+            program,
+            soundfont,
+            seed=seed,
+            primer_until=primer_until,
+            arrangement=arrangement,
         )
         return RenderedTrack(
             files.mp3.read_bytes(), files.midi.read_bytes(), files.png.read_bytes(), files.seconds, files.notes

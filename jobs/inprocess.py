@@ -44,6 +44,7 @@ from .settings import RunnerSettings
 
 if TYPE_CHECKING:  # not at run time: a Redis-mode bot imports this and never torch
     from generator.checkpoint import LoadedModel
+    from generator.decoding import BatchDecoder
     from generator.model import MusicTransformer
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,16 @@ class InProcessRunner(StoredDeliveries):
         settings: RunnerSettings | None = None,
         soundfont: str | None = None,
         platforms: tuple[str, ...] | None = None,
+        before_model: Callable[[int], None] | None = None,
     ):
         """`platforms`: the chats this process serves, whose unfinished jobs a start resumes (None:
         every job). A bot process serving one chat must leave another's jobs alone: the process
-        serving that one is composing them, or resumes them itself."""
+        serving that one is composing them, or resumes them itself. `before_model`: the
+        decoder's seam for an allocation failure (BatchDecoder; tests inject one there)."""
         self.db, self.store, self.platforms = db, store, platforms
         self.settings = settings = settings or RunnerSettings()
         self._load_model = load_model
+        self._before_model = before_model
         self._incoming: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._cancelled: dict[int, float] = {}  # job id → when the cancel came (monotonic)
         self._released: dict[int, float] = {}  # job id → when this runner let it go (release)
@@ -400,7 +404,9 @@ class InProcessRunner(StoredDeliveries):
         from generator.decoding import BatchDecoder, tokens_done_and_expected
 
         def new_decoder() -> BatchDecoder:
-            self.decoder = BatchDecoder(model, packed=False, window_threads=window_threads)
+            self.decoder = BatchDecoder(
+                model, packed=False, window_threads=window_threads, before_model=self._before_model
+            )
             return self.decoder
 
         decoder = new_decoder()
@@ -408,7 +414,7 @@ class InProcessRunner(StoredDeliveries):
         reported: dict[int, float] = {}
         held: list[Queued] = []  # waiting for their user's running job to end
         while not self._stopping.is_set():
-            admitted = self._admit(decoder.rows, held)
+            admitted = self._admit(decoder, held)
             if admitted is None:
                 return
             if admitted:
@@ -425,7 +431,7 @@ class InProcessRunner(StoredDeliveries):
             if not decoder.rows:
                 continue
             now = time.monotonic()
-            for row in decoder.rows:
+            for row in decoder.all_rows:  # parked ones too: they leave once back in the batch
                 with self._lock:
                     cancelled = self._dropped(row.tag)
                 if cancelled:
@@ -437,7 +443,7 @@ class InProcessRunner(StoredDeliveries):
                 finished = decoder.step()
             except Exception:  # never let one bad step stop every user's music
                 log.exception("generation step failed; failing the rows in the batch")
-                for row in decoder.rows:
+                for row in decoder.all_rows:
                     started.pop(row.tag, None)
                     reported.pop(row.tag, None)
                     self._from_thread(self._spawn, self._failed(row.tag, "the composer hit an error; please try again"))
@@ -459,11 +465,13 @@ class InProcessRunner(StoredDeliveries):
                     eta = elapsed * (total - done) / done if done else None
                     self._from_thread(self._progress, row.tag, done, total, eta)
 
-    def _admit(self, rows: list, held: list[Queued]) -> list[Queued] | None:
-        """The jobs that join the batch at this step, up to max_batch: held ones whose user is free
-        again first, then new arrivals; a job whose user already has running_per_user in the batch
-        is held back (so one user's several tracks cannot crowd out everyone else's). Waits a
-        little for work when there is none. None: the runner is stopping."""
+    def _admit(self, decoder: BatchDecoder, held: list[Queued]) -> list[Queued] | None:
+        """The jobs that join the batch at this step, up to max_batch (fewer once a step ran out
+        of memory: BatchDecoder.room): held ones whose user is free again first, then new
+        arrivals; a job whose user already has running_per_user in the batch is held back (so
+        one user's several tracks cannot crowd out everyone else's). Waits a little for work
+        when there is none. None: the runner is stopping."""
+        rows, room = decoder.all_rows, decoder.room(self.settings.max_batch)
         admitted: list[Queued] = []
         busy: Counter[tuple[str, str] | None] | None = None  # counted only once something may join
 
@@ -488,11 +496,11 @@ class InProcessRunner(StoredDeliveries):
             return True
 
         for item in list(held):
-            if len(rows) + len(admitted) >= self.settings.max_batch:
+            if len(admitted) >= room:
                 return admitted
             if admit(item):
                 held.remove(item)
-        while len(rows) + len(admitted) < self.settings.max_batch:
+        while len(admitted) < room:
             try:
                 idle = not rows and not admitted
                 item = self._incoming.get(timeout=0.2) if idle else self._incoming.get_nowait()
@@ -646,8 +654,15 @@ class InProcessRunner(StoredDeliveries):
         assert self.loaded is not None  # a job renders only after start() loaded the model
         piece = compose.render
         composer = (piece.model, piece.checkpoint_sha256) if piece else (self.loaded.name, self.loaded.sha256)
+        # a stored piece rendered again names no device: where it was composed is not stored
+        device = "cpu" if piece else self.loaded.placement.label
         recipe = Recipe.of(
-            request, *composer, instrument=compose.instrument, primer=compose.primer_ref, arrangement=compose.arranged
+            request,
+            *composer,
+            instrument=compose.instrument,
+            primer=compose.primer_ref,
+            arrangement=compose.arranged,
+            device=device,
         )
         title = track_title(request.genre, job_id)
         files = await self._render_pool.render(

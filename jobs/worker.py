@@ -22,6 +22,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
+from generator.device import Resolved
 from storage import Database, InvalidTransition, Job, JobState, LocalArtifactStore
 from storage.jobs import FINISHED, fail_job, requeue_job
 
@@ -56,7 +57,9 @@ class WorkerConfig:
     data_dir: Path
     soundfont: Path | None = None
     threads: int | None = None
-    exact_decoding: bool = False
+    # MELOMANIA_DEVICE, MELOMANIA_DTYPE and MELOMANIA_EXACT_DECODING, checked against the machine
+    # by `melomania worker` before it connects
+    placement: Resolved = field(default_factory=Resolved)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -69,7 +72,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     runner = InProcessRunner(
         db,
         LocalArtifactStore(settings.data_dir / "artifacts"),
-        lambda: load_model(ckpt, exact_decoding=settings.exact_decoding),
+        lambda: load_model(ckpt, settings.placement),
         RunnerSettings(
             max_batch=MAX_JOBS,
             queue_cap=10_000,
@@ -84,7 +87,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     await runner.start(recover=False)  # Redis redelivers unfinished jobs itself
     ctx.update(db=db, runner=runner, cancel_listener=asyncio.create_task(_listen_for_cancels(ctx["redis"], runner)))
-    log.info("worker ready with %s", ckpt)
+    log.info("worker ready with %s on %s", ckpt, settings.placement.label)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from generator import GenerationRequest, GeneratorError, preset_sampling
 from generator import vocab as V
 from generator.controls import parse_level
+from generator.device import Placement
 from generator.instruments import INSTRUMENTS, instrument_program
 from generator.params import Overrides, draw_seed
 from generator.render import INSTALL_HINT, RenderError, Tags, find_soundfont, load_fluidsynth
@@ -28,6 +30,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:  # torch is imported only by the commands that compose
     from generator.checkpoint import LoadedModel
+    from generator.device import Resolved
 
 app = typer.Typer(
     add_completion=False,
@@ -87,7 +90,35 @@ def writable_dir(path: Path) -> Path:
     return path
 
 
-def load_configured_model(settings: Settings, checkpoint: Path | None) -> tuple[Path, LoadedModel]:
+# Where a model is loaded: over MELOMANIA_DEVICE and MELOMANIA_DTYPE (generator/device.py).
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(help="auto (a CUDA GPU when present), cpu, cuda or cuda:N", show_default="MELOMANIA_DEVICE or auto"),
+]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (bf16 on a GPU that has it, the CPU's own choices), fp32, bf16 or fp16",
+        show_default="MELOMANIA_DTYPE or auto",
+    ),
+]
+
+
+def resolve_placement(settings: Settings, device: str | None = None, dtype: str | None = None) -> Resolved:
+    """The device and precision to load a model with, checked against this machine now: asking
+    for what it has not is one line naming what it has."""
+    from generator.device import PlacementError
+
+    try:
+        return settings.placement(device, dtype).resolve(settings.exact_decoding)
+    except PlacementError as exc:
+        fail(str(exc))
+
+
+def load_configured_model(
+    settings: Settings, checkpoint: Path | None, placement: Resolved | None = None
+) -> tuple[Path, LoadedModel]:
+    """The configured model, where `placement` says (None: where the settings say)."""
     path = checkpoint or settings.checkpoint_path()
     if path is None:
         fail(
@@ -98,9 +129,10 @@ def load_configured_model(settings: Settings, checkpoint: Path | None) -> tuple[
 
     from generator import load_model
 
+    placement = placement or resolve_placement(settings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    return path, load_model(path, exact_decoding=settings.exact_decoding)
+    return path, load_model(path, placement)
 
 
 def check_soundfont(soundfont: Path) -> None:
@@ -208,6 +240,8 @@ def compose(
         Path | None,
         typer.Option(help="model weights", envvar="MELOMANIA_CHECKPOINT", show_default="the shipped model"),
     ] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Compose tracks and write MP3, MIDI and a piano-roll PNG for each."""
     with err.status("starting…") as status:
@@ -275,6 +309,8 @@ def compose(
                 out_dir=out_dir,
                 checkpoint=checkpoint,
                 model_sha256=wanted.checkpoint_sha256 if wanted and not given(ctx, "checkpoint") else "",
+                placement=resolve_placement(settings, device, dtype),
+                recipe_device=wanted.device if wanted else None,
             )
 
 
@@ -296,10 +332,14 @@ def compose_tracks(
     out_dir: Path | None,
     checkpoint: Path | None,
     model_sha256: str = "",
+    placement: Resolved | None = None,
+    recipe_device: str | None = None,
 ) -> None:
     """`compose` once its options (and any recipe) are settled; `status` is the start-up line,
     which this stops before the progress bar starts. `model_sha256`: the start of the checkpoint
-    digest a recipe was composed with, checked against the loaded model ('' for none)."""
+    digest a recipe was composed with, checked against the loaded model ('' for none).
+    `placement`: where to compose (None: where the settings say); `recipe_device`: where a
+    recipe was composed, if one is composed again."""
     import os
 
     from generator.arrangements import check_arrangement, default_arrangement
@@ -337,13 +377,20 @@ def compose_tracks(
     folder = writable_dir(out_dir or settings.out_dir)
     first_seed = seed if seed is not None else draw_seed()
     status.update("loading the model…")
-    ckpt_path, loaded = load_configured_model(settings, checkpoint)
+    ckpt_path, loaded = load_configured_model(settings, checkpoint, placement)
+    here = loaded.placement.label
+    if recipe_device is not None and recipe_device != here:
+        err.print(
+            f"note: the recipe was composed on {recipe_device}, this is {here}; the same seed may write "
+            "another piece here",
+            highlight=False,
+        )
     if model_sha256 and not loaded.sha256.startswith(model_sha256):
         fail(
             f"the recipe was composed with a model of sha256 {model_sha256}, not {ckpt_path.name} "
             f"({loaded.sha256[:12]}); pass --checkpoint with that model, or with this one to compose it anyway"
         )
-    if not settings.threads:  # like the bots: one thread for a small model, whose ops are too short to share
+    if not settings.threads and here == "cpu":  # like the bots: one thread for a small model's short ops
         import torch
 
         torch.set_num_threads(decoding_threads(loaded.model, len(os.sched_getaffinity(0))))
@@ -390,6 +437,7 @@ def compose_tracks(
             primer_seconds=primer_seconds if primer else None,
             primer_from=primer_from,
             arrangement=arrangement,
+            device=here,
         )
         title = track_title(genre, r.seed)
         stem = folder / f"{V.display_name(genre)}-{r.seed}"
@@ -575,11 +623,13 @@ def train(
     dtype: Annotated[
         str | None,
         typer.Option(
-            help="auto (measure fp32 against bf16 here and keep the faster), fp32 or bf16", show_default="auto"
+            help="auto (measure fp32 against bf16 here and keep the faster), fp32 or bf16",
+            show_default="MELOMANIA_DTYPE or auto",
         ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda\\[:N]", show_default="auto")
+        str | None,
+        typer.Option(help="auto (a GPU when present), cpu or cuda\\[:N]", show_default="MELOMANIA_DEVICE or auto"),
     ] = None,
     init: Annotated[
         Path | None, typer.Option(help="start from these weights (e.g. the shipped checkpoint) instead of random ones")
@@ -587,8 +637,16 @@ def train(
     threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: every core)")] = None,
 ) -> None:
     """Train the Music Transformer on the shards (resumable; checkpoints every few minutes)."""
+    from generator.device import PlacementError
     from training.train import TrainConfig, Trainer
 
+    settings = load_settings()
+    try:  # the command line, else MELOMANIA_DEVICE and MELOMANIA_DTYPE where set, else the TOML's
+        asked = Placement(device or "auto", dtype or "auto")
+    except PlacementError as exc:
+        fail(str(exc))
+    device = (device and asked.device) or (settings.device if "device" in settings.model_fields_set else None)
+    dtype = (dtype and asked.dtype) or (settings.dtype if "dtype" in settings.model_fields_set else None)
     if init is not None and not init.is_file():
         fail(f"--init checkpoint not found: {init}")
     try:
@@ -711,6 +769,8 @@ def worker(
     check: Annotated[
         bool, typer.Option("--check", help="exit 0 if a worker on this Redis is alive (for health checks), else 1")
     ] = False,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Run a generator worker: pull compose jobs from Redis (MELOMANIA_REDIS_URL), batch, render, store."""
     import logging
@@ -739,7 +799,7 @@ def worker(
         data_dir=settings.data_dir,
         soundfont=settings.soundfont,
         threads=settings.threads,
-        exact_decoding=settings.exact_decoding,
+        placement=resolve_placement(settings, device, dtype),  # a device it lacks: one line now, not at startup
     )
     url = settings.redis_url or "redis://127.0.0.1:6379/0"
     check_redis(url)  # one line, not arq's retries and traceback
@@ -747,16 +807,22 @@ def worker(
     run_worker(WorkerSettings, redis_settings=redis, ctx={"config": config})
 
 
-def prepare_bot_process():
+def prepare_bot_process(device: str | None = None, dtype: str | None = None):
     """What every bot process needs before it connects: a migrated database, and either the model
-    and render tools (composing here) or a reachable Redis (workers compose; no model loaded)."""
+    (on `device`, in `dtype`, over the settings') and render tools (composing here) or a
+    reachable Redis (workers compose; no model loaded)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from generator.device import PlacementError
     from storage.migrate import upgrade
 
     from .composer import Composer
 
     settings = load_settings()
+    try:  # spelling, before anything: a Redis-mode bot loads no model, but a typo is still one
+        settings = settings.model_copy(update=asdict(settings.placement(device, dtype)))
+    except PlacementError as exc:
+        fail(str(exc))
     try:
         upgrade(settings.database_url)
     except (SQLAlchemyError, OSError) as exc:
@@ -820,7 +886,7 @@ app.add_typer(run_app, name="run")
 
 
 @run_app.command("telegram")
-def run_telegram() -> None:
+def run_telegram(device: DeviceOption = None, dtype: DtypeOption = None) -> None:
     """Run the Telegram bot with MELOMANIA_TELEGRAM_TOKEN: long polling, or a webhook when
     MELOMANIA_TELEGRAM_WEBHOOK_URL is set; tracks are composed in this process, or by workers
     when MELOMANIA_REDIS_URL is set."""
@@ -854,7 +920,7 @@ def run_telegram() -> None:
         fail("Telegram rejected MELOMANIA_TELEGRAM_TOKEN; check it with @BotFather")
     except NetworkError as exc:
         fail(f"cannot reach Telegram ({exc.__class__.__name__}); check the network and try again")
-    settings, composer = prepare_bot_process()
+    settings, composer = prepare_bot_process(device, dtype)
 
     log_without(token, webhook.secret_token if webhook else "")
 
@@ -894,6 +960,8 @@ TestGuild = Annotated[
 @run_app.command("discord")
 def run_discord(
     test_guild: TestGuild = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Run the Discord bot with MELOMANIA_DISCORD_TOKEN; tracks are composed in this process, or
     by workers when MELOMANIA_REDIS_URL is set."""
@@ -910,7 +978,7 @@ def run_discord(
     from bot.discord import build_client
     from storage import Database, LocalArtifactStore
 
-    settings, composer = prepare_bot_process()
+    settings, composer = prepare_bot_process(device, dtype)
 
     log_without(token)
 
@@ -959,6 +1027,8 @@ def bot_token(value: SecretStr | None, platform: str, shape: str, looks_like: st
 @run_app.command("all")
 def run_all(
     test_guild: TestGuild = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Run the Telegram bot (long polling) and the Discord bot in one process with
     MELOMANIA_TELEGRAM_TOKEN and MELOMANIA_DISCORD_TOKEN: one model and one in-process runner
@@ -981,7 +1051,7 @@ def run_all(
 
     from .run_all import StartError, serve_both
 
-    settings, composer = prepare_bot_process()
+    settings, composer = prepare_bot_process(device, dtype)
     log_without(telegram_token, discord_token)
     try:
         asyncio.run(serve_both(settings, composer, telegram_token, discord_token, test_guild))

@@ -7,6 +7,9 @@
 | MELOMANIA_OUT_DIR       | out                                       | where the CLI writes tracks        |
 | MELOMANIA_THREADS       | all cores (a small model: 1)              | CPU threads for the model          |
 | MELOMANIA_EXACT_DECODING | false                                    | fp32 throughout, no bfloat16           |
+| MELOMANIA_DEVICE        | auto (a CUDA GPU when present, else cpu)  | auto, cpu, cuda or cuda:N          |
+| MELOMANIA_DTYPE         | auto (bf16 on a GPU that has it; the CPU's own choices) | auto, fp32, bf16 or fp16 |
+| MELOMANIA_CUDA_GRAPHS   | false                                     | replay decode steps as CUDA graphs |
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
 | MELOMANIA_REDIS_URL     | (none: jobs run in-process)               | Redis for `melomania worker`s      |
@@ -29,10 +32,11 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.limits import Limits, RateLimiter
+from generator.device import Placement
 
 SHIPPED_CHECKPOINT = Path(str(files("generator").joinpath("checkpoints", "melomania-small.pt")))
 
@@ -45,6 +49,9 @@ class Settings(BaseSettings):
     out_dir: Path = Path("out")
     threads: int | None = None
     exact_decoding: bool = False
+    device: str = "auto"  # generator.device: checked here, resolved against the machine where a model loads
+    dtype: str = "auto"
+    cuda_graphs: bool = False
     # URLs may carry passwords: kept out of every repr, so a logged Settings shows none
     database_url: str = Field("sqlite+aiosqlite:///data/melomania.db", repr=False)
     data_dir: Path = Path("data")
@@ -58,6 +65,15 @@ class Settings(BaseSettings):
     telegram_token: SecretStr | None = Field(None, repr=False)
     discord_token: SecretStr | None = Field(None, repr=False)
     discord_test_guild: int | None = None
+
+    @field_validator("device", "dtype")
+    @classmethod
+    def _spelt_right(cls, value: str, info) -> str:
+        return getattr(Placement(**{info.field_name: value}), info.field_name)
+
+    def placement(self, device: str | None = None, dtype: str | None = None) -> Placement:
+        """Where a model runs: `device` and `dtype` (a command line's) over the settings'."""
+        return Placement(device or self.device, dtype or self.dtype, self.cuda_graphs)
 
     def checkpoint_path(self) -> Path | None:
         """The configured checkpoint, else the shipped default model, else None."""

@@ -15,6 +15,16 @@ NOTES = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60, 64, V.TIME_SHI
 PIECE = (V.genre_token("calm"), *NOTES * 20)  # a stored piece's tokens, as written: 40 notes, 10 s
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu skip, saying why, on a machine without a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)
     config = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, max_len=max_len, dropout=0.0, **overrides)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from generator import vocab as V
 from generator.checkpoint import FORMAT, FORMAT_VERSION
 from generator.controls import ATTRIBUTES, Controls, ControlSpec, measure
+from generator.device import resolve_device
 from generator.model import ModelConfig, MusicTransformer
 
 from .dataset import Shard
@@ -432,21 +433,9 @@ DTYPES = ("auto", "fp32", "bf16")
 
 
 def training_device(name: str) -> torch.device:
-    """'auto': the first GPU when there is one, else the CPU. A GPU asked for and absent is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPUs")
-    elif device.type != "cpu":
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
-    return device
+    """'auto': the first GPU when there is one, else the CPU; one asked for and absent is a
+    ValueError naming the devices there are (generator.device, as for composing)."""
+    return torch.device(resolve_device(name))
 
 
 @contextmanager
@@ -500,8 +489,8 @@ def choose_dtype(
     """The precision of the products: as asked, or for 'auto' whichever measures faster here
     (bf16 autocast wins where the CPU multiplies bfloat16 in hardware and loses 5-10x where it
     is emulated, so flags are not asked; a GPU with bf16 takes it without measuring)."""
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.dtype not in DTYPES:  # no fp16: it would need loss scaling, which training does not do
+        raise ValueError(f"training dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.dtype != "auto":
         return cfg.dtype
     if device.type == "cuda":
