@@ -23,6 +23,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
 from storage import Database, InvalidTransition, Job, JobState, LocalArtifactStore
+from storage.db import RETRY_FOR_S
 from storage.jobs import FINISHED, fail_job, requeue_job
 
 from .api import ComposeRequest, JobEvent
@@ -54,6 +55,7 @@ class WorkerConfig:
     checkpoint: Path
     database_url: str = field(repr=False)  # may carry a password
     data_dir: Path
+    database_retry_s: float = RETRY_FOR_S
     soundfont: Path | None = None
     threads: int | None = None
     exact_decoding: bool = False
@@ -64,7 +66,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     settings: WorkerConfig = ctx["config"]
     ckpt = settings.checkpoint
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
 
     runner = InProcessRunner(
         db,

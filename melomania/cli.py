@@ -736,6 +736,7 @@ def worker(
     config = WorkerConfig(
         checkpoint=checkpoint,
         database_url=settings.database_url,
+        database_retry_s=settings.database_retry_s,
         data_dir=settings.data_dir,
         soundfont=settings.soundfont,
         threads=settings.threads,
@@ -858,7 +859,7 @@ def run_telegram() -> None:
 
     log_without(token, webhook.secret_token if webhook else "")
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
     runner = composer.backend(db, store, platforms=("telegram",))
     application = build_application(token, runner, db, store, limits=settings.limits())
@@ -915,7 +916,7 @@ def run_discord(
     log_without(token)
 
     async def serve() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
         store = LocalArtifactStore(settings.data_dir / "artifacts")
         runner = composer.backend(db, store, platforms=("discord",))
         await runner.start()
