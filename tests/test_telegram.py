@@ -18,13 +18,15 @@ from dataclasses import dataclass
 import pretty_midi
 import pytest
 from conftest import runner_model
+from patterns import MISSING_ID, examples
 from sqlalchemy import func, select
-from telegram.ext import Application
-from telegram_stub import BOT_USERNAME, BotApiStub
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler
+from telegram_stub import BOT_USERNAME, BotApiStub, Call
 
 from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
-from bot.replies import PICK_ONE
+from bot.replies import OUT_OF_DATE, PICK_ONE, track_buttons
 from bot.telegram import build_application, webhook_from
 from bot.telegram.buttons import INSTRUMENT_DATA, instrument_picker
 from generator import vocab as V
@@ -1213,3 +1215,71 @@ async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language
         assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
         edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
         assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits
+
+
+# --- presses no button of ours sent -------------------------------------------------------------
+
+# The bot as built for a run, read only for its handlers: every button's handler is covered here,
+# a new one included, with presses made from its own pattern.
+BUILT = build_application(TOKEN, None, None, None)  # type: ignore[arg-type]
+PRESS_HANDLERS = [h for h in BUILT.handlers[0] if isinstance(h, CallbackQueryHandler)]
+PRESSER = 7  # not 1: a forged /forgetme answer naming track #1's id must name someone else
+MALFORMED = [None, "", "nonsense", "x" * 64, "🎵", "more:", "inst:abc", "keep:-1", "page:history:", "set::"]
+PASSIVE = {"answerCallbackQuery", "getChatMember"}  # what a press may call and still post nothing
+
+
+def first_taker(data: str | None) -> CallbackQueryHandler:
+    """The handler the application gives a press carrying `data` (the first in its group that takes it)."""
+    update = Update.de_json({"update_id": 1, "callback_query": BotApiStub().callback(data, PRESSER)}, BUILT.bot)
+    return next(h for h in PRESS_HANDLERS if h.check_update(update))
+
+
+def presses_for(handler: CallbackQueryHandler) -> list[str | None]:
+    """What reaches `handler` that no button of ours sent: made from its pattern (ids no track has,
+    values nobody chose); for the last handler, which takes every other press, malformed data and
+    the buttons under a track that does not exist."""
+    if handler.pattern is not None:
+        return list(examples(handler.pattern))
+    under_a_track = [b.data for row in track_buttons(int(MISSING_ID), False) for b in row]
+    return [*MALFORMED, *(data for data in under_a_track if first_taker(data) is handler)]
+
+
+async def press_alone(env: Env, data: str | None) -> Call:
+    """Press with `data` and return the press's answer, once it was handled to its end; asserts
+    that it was answered once, in an alert, and that the bot called nothing that posts or edits."""
+    before = len(env.stub.calls)
+    press = env.press(data, PRESSER)["callback_query"]
+    env.send("/genres", PRESSER)  # the same sender's next update: handled only once the press is
+
+    async def genres_listed() -> int | None:
+        calls = env.stub.calls[before:]
+        return next((before + i for i, c in enumerate(calls) if c.params.get("text", "").startswith("Genres:")), None)
+
+    calls = env.stub.calls[before : await eventually(genres_listed)]
+    answers = [c for c in calls if c.method == "answerCallbackQuery"]
+    assert [a.params["callback_query_id"] for a in answers] == [press["id"]], (data, calls)
+    assert {c.method for c in calls} <= PASSIVE, (data, [c.method for c in calls])
+    assert answers[0].json("show_alert") is True, data
+    return answers[0]
+
+
+@pytest.mark.parametrize("handler", PRESS_HANDLERS, ids=lambda h: h.callback.__name__)
+async def test_a_press_no_button_of_ours_sent_is_answered_privately_and_posts_nothing(tmp_path, caplog, handler):
+    """Empty, missing, malformed, another's or naming a track that does not exist: every handler
+    answers the presser alone and posts nothing in the chat; one that is not the presser's track
+    reads as one that does not exist (no probing which ids exist)."""
+    async with bot_env(tmp_path, compose=False) as env:
+        foreign = await stored_track(env, owner="2")
+        assert str(foreign) != str(PRESSER)
+        presses = presses_for(handler)
+        assert presses, "every handler gets presses to answer"
+        for data in presses:
+            if data is not None and data not in MALFORMED:
+                assert first_taker(data) is handler, f"{data!r} does not reach {handler.callback.__name__}"
+            answer = (await press_alone(env, data)).params.get("text", "")
+            if data in MALFORMED:
+                assert answer == OUT_OF_DATE, data
+            elif MISSING_ID in data:
+                others = (await press_alone(env, data.replace(MISSING_ID, str(foreign)))).params.get("text", "")
+                assert others.replace(f"#{foreign}", f"#{MISSING_ID}") == answer, (data, answer, others)
+    assert not [r for r in caplog.records if r.name == "bot.telegram.app" and "failed" in r.getMessage()]

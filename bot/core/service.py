@@ -31,9 +31,9 @@ from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, Rerend
 from bot.grammar import UsageError
 from bot.i18n import translator
 from bot.limits import Limits
-from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started
+from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started, midi_fault_text
 from generator import GeneratorError
-from jobs.api import ComposeRequest, JobBackend, Refused, primer_from_midi
+from jobs.api import ComposeRequest, JobBackend, Refused, UnusableMidi, primer_from_midi
 from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Platform, User
 from storage.jobs import UNFINISHED, job_for_key
 from storage.privacy import forget_user
@@ -160,8 +160,8 @@ class CommandService(Library, Deliveries):
         """The downloaded file's last bars become the primer of a new piece (counted already)."""
         try:
             primer = await asyncio.to_thread(primer_from_midi, data)
-        except Refused as exc:
-            return Reply(str(exc), kind=UNREADABLE)
+        except UnusableMidi as exc:
+            return Reply(midi_fault_text(exc, translator(ask.origin.who.locale)), kind=UNREADABLE)
         origin = ask.origin
 
         async def build(user: User) -> ComposeRequest:
