@@ -15,7 +15,6 @@ from typing import Any
 from bot.grammar import RANGES
 from bot.i18n import ENGLISH, N_, Translations
 from generator.vocab import PIANO_RANGE, display_name
-from storage.errors import StorageUnavailable
 
 ACTIONS = {  # translated where they are shown: t.gettext(ACTIONS[action])
     "reroll": N_("🔁 Reroll"),
@@ -280,18 +279,6 @@ COMPOSING = N_("🎼 Composing…")
 SORRY = N_("⚠️ Something went wrong on my side; please try again.")
 STORAGE_DOWN = N_("⚠️ My database is out of reach right now (restarting, perhaps); nothing was saved. Try again soon.")
 OUT_OF_DATE = N_("This button is out of date; send /compose again.")
-
-
-def apology(error: BaseException | None) -> str:
-    """What to tell someone whose request failed on our side (a msgid): that the database is out
-    of reach, when it stayed so past the retries, else that something went wrong."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, StorageUnavailable):
-            return STORAGE_DOWN
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return SORRY
 
 
 def progress_line(

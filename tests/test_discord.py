@@ -373,7 +373,7 @@ async def test_bad_input_gets_an_ephemeral_answer_and_composes_nothing(env):
     texts = await env.stub.wait_for_replies(len(BAD_INPUT) + 3)
     for _, answer in BAD_INPUT:
         assert any(answer in t for t in texts), answer
-    assert sum("belongs to someone else" in t for t in texts) == 2 and any("no track #999" in t for t in texts)
+    assert sum("of yours or shared here" in t for t in texts) == 3 and any("no track #999 " in t for t in texts)
     # what needs no database is answered at once; the rest is deferred first, then answered privately
     callbacks = env.stub.calls_to("callback")
     assert len([c for c in callbacks if c.payload["type"] == 4 and c.ephemeral]) == len(BAD_INPUT) - 1
@@ -781,7 +781,7 @@ async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
         env.stub.pick(f"instrument:{theirs}", env.stub.posted_select(f"instrument:{theirs}", ["organ"]), ["organ"])
     )
     replies = await env.stub.wait_for_replies(2)
-    assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2
+    assert "of yours or shared here" in replies[-1] and await env.count(Job) == 2
 
 
 async def test_the_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
@@ -794,7 +794,7 @@ async def test_the_band_toggle_renders_the_same_notes_in_the_other_arrangement(e
     theirs = await stored_track(env, owner="3")  # never shared here
     env.dispatch(env.stub.press(f"arr:{theirs}:band", env.stub.posted(f"arr:{theirs}:band")))
     [refusal] = await env.stub.wait_for_replies(1)
-    assert "belongs to someone else" in refusal and await env.count(Job) == 1
+    assert "of yours or shared here" in refusal and await env.count(Job) == 1
     await env.restart()  # the button needs no memory of having been posted
     pressed = env.dispatch(env.stub.press(f"arr:{parent_id}:solo", message, user_id=2))  # another member
     [_, shown] = await tracks_shown(env, 2)

@@ -238,7 +238,7 @@ async def test_more_sends_the_midi_and_piano_roll_as_one_album_in_reply_to_the_t
     assert len(env.stub.calls_to("sendMediaGroup")) == 1
     assert len(env.stub.live_messages("1")) == 3  # the track, and the two files More added
     env.press(f"more:{await stored_track(env, owner='2')}")  # someone else's track
-    assert "belongs to someone else" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
+    assert "of yours or shared here" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def _file_id(env: Env, track_id: int) -> str | None:
@@ -371,7 +371,7 @@ async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked
 
     env.press(f"inst:{track_id}:organ", user_id=2)  # someone the track was never shared with
     refused = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
-    assert "belongs to someone else" in refused.params["text"] and await env.count(Job) == 1
+    assert "of yours or shared here" in refused.params["text"] and await env.count(Job) == 1
 
 
 async def test_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
@@ -388,7 +388,7 @@ async def test_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
     answers = [a.params["text"] for a in await env.stub.wait_for("answerCallbackQuery", count=2)]
     # concurrent updates: the two presses are answered in either order
     assert any(f"track #{track_id} is played with its band already" in a for a in answers)
-    assert any("belongs to someone else" in a for a in answers) and await env.count(Job) == 1
+    assert any("of yours or shared here" in a for a in answers) and await env.count(Job) == 1
 
     env.press(f"arr:{track_id}:solo", under=card)
     [_, toggled] = await env.stub.wait_for("sendAudio", count=2, timeout=60)
@@ -573,7 +573,8 @@ async def test_bad_input_gets_a_clear_answer_and_composes_nothing(env):
         answers = await env.stub.wait_for("answerCallbackQuery", count=n)
         assert answers[-1].params.get("show_alert") == "true"
     texts = [c.params["text"] for c in env.stub.calls_to("answerCallbackQuery")]
-    assert "belongs to someone else" in texts[0] and "there is no track #9999" in texts[1]
+    assert texts[0] == f"🤔 there is no track #{someone_elses} of yours or shared here"
+    assert texts[1] == "🤔 there is no track #9999 of yours or shared here"  # the same words: ids cannot be probed
     assert "out of date" in texts[3]
     assert await env.count(Job) == 0 and await env.count(Favorite) == 0
     assert not env.stub.calls_to("sendAudio")

@@ -26,10 +26,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core import ArtifactStore, CommandService, Database, JobBackend
+from bot.core import ArtifactStore, CommandService, Database, JobBackend, apology
 from bot.i18n import LANGUAGES, N_, SOURCE, translator
 from bot.limits import Limits
-from bot.replies import ARRANGE, KEEP, apology
+from bot.replies import ARRANGE, KEEP
 from bot.telegram import commands as c
 from bot.telegram.buttons import (
     FORGET_DATA,
