@@ -808,19 +808,49 @@ async def test_continue_on_a_midi_file_uses_my_default_genre_or_asks_for_one(env
 
 
 async def test_bad_midi_files_get_a_clear_answer_and_compose_nothing(env):
+    silent = io.BytesIO()
+    pretty_midi.PrettyMIDI().write(silent)
     cases = [
         (env.stub.document(b"%PDF-1.4", name="notes.pdf", mime="application/pdf"), "/continue jazz", "isn't MIDI"),
         (env.stub.document(b"MThd" + b"\0" * 1_000_000), "/continue jazz", "send one up to 1 MB"),
         (env.stub.document(b"RIFF not midi", name="song.mid"), "/continue jazz", "not a MIDI file"),
         (env.stub.document(midi_file()), "/continue polka", "don't know the genre"),
         (env.stub.document(midi_file()), "/continue jazz now", "reply /continue or /continue jazz"),
+        (env.stub.document(midi_file()[:60]), "/continue jazz", "cut short: it ends inside a track"),
+        (env.stub.document(silent.getvalue()), "/continue jazz", "has no notes I can continue"),
     ]
     for n, (doc, text, answer) in enumerate(cases, 1):
         env.reply(text, to=doc)
         replies = await env.stub.wait_for("sendMessage", count=n)
         assert answer in replies[-1].params["text"], answer
-    assert [c.params["file_id"] for c in env.stub.calls_to("getFile")] == [cases[2][0]["document"]["file_id"]]
+        assert "()" not in replies[-1].params["text"]
+    read = [cases[i][0]["document"]["file_id"] for i in (2, 5, 6)]  # only those that could be MIDI were read
+    assert [c.params["file_id"] for c in env.stub.calls_to("getFile")] == read
     assert await env.count(Job) == 0
+
+
+async def test_a_midi_file_over_the_limit_is_refused_by_size_also_when_its_message_gives_none(env):
+    """Telegram's file_size is optional: without it in the message, getFile's decides before any
+    download; without either, the download stops once it passes the limit."""
+    no_size = env.stub.document(b"MThd" + b"\0" * 1_500_000, sized=(False, True))
+    env.reply("/continue jazz", to=no_size)
+    [refusal] = await env.stub.wait_for("sendMessage")
+    assert "that MIDI file is 1.5 MB; send one up to 1 MB" in refusal.params["text"]
+    assert not env.stub.calls_to("download")  # refused before downloading a byte
+
+    huge = b"MThd" + b"\0" * 32_000_000
+    never_sized = env.stub.document(huge, sized=(False, False))
+    env.reply("/continue jazz", to=never_sized)
+    [_, refusal] = await env.stub.wait_for("sendMessage", count=2)
+    assert "that MIDI file is over 1 MB; send one up to 1 MB" in refusal.params["text"]
+    file_id = never_sized["document"]["file_id"]
+    await eventually(lambda: asyncio.sleep(0, result=file_id in env.stub.served))
+    assert env.stub.served[file_id] < len(huge) // 2  # the reader left early: the rest was never sent
+
+    fits = env.stub.document(midi_file(), sized=(False, False))
+    env.reply("/continue jazz", to=fits)
+    await eventually(lambda: env.count(Job))  # a file under the limit still goes through
+    assert await env.count(Job) == 1
 
 
 # --- rate limits -------------------------------------------------------------------------------
