@@ -446,7 +446,7 @@ async def test_continue_refuses_bad_or_missing_input_privately_before_composing(
     after_download = [  # found in the database or once the file is read, after deferring: a private follow-up
         ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
         ({"midi": env.stub.attachment(b"ID3 an mp3", "song.mp3"), "genre": "jazz"}, "not a MIDI file"),
-        ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "damaged"),
+        ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "ends inside its header"),
         ({"midi": expired, "genre": "jazz"}, "couldn't download that file; attach it again"),
     ]
     for options, _ in at_once + after_download:
