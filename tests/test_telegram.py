@@ -1314,3 +1314,26 @@ async def test_a_press_no_button_of_ours_sent_is_answered_privately_and_posts_no
                 others = (await press_alone(env, data.replace(MISSING_ID, str(foreign)))).params.get("text", "")
                 assert others.replace(f"#{foreign}", f"#{MISSING_ID}") == answer, (data, answer, others)
     assert not [r for r in caplog.records if r.name == "bot.telegram.app" and "failed" in r.getMessage()]
+
+
+async def test_a_database_out_of_reach_past_the_retries_is_told_as_such(own_postgres, tmp_path):
+    """PostgreSQL down for longer than the bound: the user hears that the database is out of
+    reach and nothing was saved, not a bare "something went wrong"; back up, the bot serves again."""
+    stub = BotApiStub().start()
+    db = Database(own_postgres.url, retry_for_s=0.5)
+    await db.create_all()
+    env = Env(stub, db, LocalArtifactStore(tmp_path / "artifacts"), itertools.count(100))
+    try:
+        async with running_bot(stub, db, env.store, compose=False) as app:
+            await app.updater.start_polling(timeout=1)
+            await asyncio.to_thread(own_postgres.stop)
+            env.send("/history")
+            [told] = await stub.wait_for("sendMessage")
+            assert told.params["text"].startswith("⚠️ My database is out of reach right now")
+            await asyncio.to_thread(own_postgres.start)
+            env.send("/history")
+            [_, listed] = await stub.wait_for("sendMessage", count=2)
+            assert "No tracks yet" in listed.params["text"]
+    finally:
+        await db.dispose()
+        stub.stop()
