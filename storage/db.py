@@ -82,7 +82,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+        pending += [getattr(current, "orig", None), current.__cause__]  # not __context__: an error
+        # raised while handling another (a NotFound after a caught reset, say) is not that one
 
 
 def _transient_one(exc: BaseException) -> bool:
