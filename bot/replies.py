@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.grammar import RANGES
 from bot.i18n import ENGLISH, N_, Translations
-from generator.vocab import display_name
+from generator.vocab import PIANO_RANGE, display_name
 
 ACTIONS = {  # translated where they are shown: t.gettext(ACTIONS[action])
     "reroll": N_("🔁 Reroll"),
@@ -76,6 +76,27 @@ USAGE = "usage"  # the user typed or picked something we cannot do, or a track t
 REFUSED = "refused"  # the job backend said no (busy, quota)
 LIMITED = "limited"  # over a rate limit
 UNREADABLE = "unreadable"  # a file they sent cannot be used
+# What is wrong with a MIDI file someone sent, by `generator.tokenizer.MIDI_FAULTS`' keys
+MIDI_FAULTS = {
+    "not_midi": N_("that is not a MIDI file: it does not start with the MIDI header, MThd"),
+    "cut_header": N_("that MIDI file is cut short: it ends inside its header"),
+    "cut_track": N_("that MIDI file is cut short: it ends inside a track (cut off while copying, perhaps)"),
+    "no_track_header": N_("that MIDI file is damaged: a track does not start with its MTrk header"),
+    "bad_event": N_("that MIDI file is damaged: a track holds an event that is not valid MIDI"),
+    "no_timing": N_("that MIDI file is damaged: its header gives no timing (a division of 0)"),
+    "no_notes": N_("that MIDI file has no notes I can continue (I use the piano's notes {lo}–{hi})"),
+}
+MIDI_DAMAGED = N_("that MIDI file is damaged and cannot be read")  # what the parser said, none of the above
+
+
+def midi_fault_text(refusal: Exception, t: Translations = ENGLISH) -> str:
+    """Why a MIDI file cannot be continued, in the reader's language: its `fault` (a MIDI_FAULTS
+    key) if it has one, else the refusal's own words (its size, say), else that it is damaged."""
+    fault = getattr(refusal, "fault", None)
+    if fault in MIDI_FAULTS:
+        lo, hi = PIANO_RANGE
+        return t.gettext(MIDI_FAULTS[fault]).format(lo=lo, hi=hi)
+    return str(refusal) if fault is None and str(refusal) else t.gettext(MIDI_DAMAGED)
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,8 @@ def child_temperature(action: str, temperature: float) -> float:
 
 COMPOSING = N_("🎼 Composing…")
 SORRY = N_("⚠️ Something went wrong on my side; please try again.")
+STORAGE_DOWN = N_("⚠️ My database is out of reach right now (restarting, perhaps); nothing was saved. Try again soon.")
+OUT_OF_DATE = N_("This button is out of date; send /compose again.")
 
 
 def progress_line(

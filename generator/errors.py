@@ -10,7 +10,12 @@ class UnknownGenreError(GeneratorError):
 
 
 class PrimerError(GeneratorError):
-    pass
+    """A primer that cannot be used. `fault`: what is wrong with a MIDI file, as a key a front end
+    can put in its user's language (`tokenizer.MIDI_FAULTS`), None for anything else."""
+
+    def __init__(self, message: str, fault: str | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 class CheckpointError(GeneratorError):

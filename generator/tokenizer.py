@@ -157,13 +157,44 @@ def load_midi(source: str | os.PathLike[str] | bytes) -> pretty_midi.PrettyMIDI:
     except OSError as exc:
         raise PrimerError(f"cannot read MIDI file {os.fspath(source)!r}: {exc.strerror}") from None
     if not data.startswith(b"MThd"):
-        raise PrimerError("not a MIDI file (a standard MIDI file starts with 'MThd')")
+        raise PrimerError(f"not a MIDI file ({MIDI_FAULTS['not_midi']})", "not_midi")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pretty_midi.PrettyMIDI(io.BytesIO(data))
     except Exception as exc:  # mido and pretty_midi raise many types for broken files
-        raise PrimerError(f"the MIDI file is damaged and cannot be read ({exc})") from None
+        fault = midi_fault(exc, data)
+        raise PrimerError(f"the MIDI file is damaged: {MIDI_FAULTS[fault]}", fault) from None
+
+
+HEADER_BYTES = 14  # "MThd", its length (6) and format, track count and division
+# What can be wrong with a MIDI file, in words a person can check it against (English; a front end
+# translates them by key). "damaged" is for what the parser reports that none of the others names.
+MIDI_FAULTS = {
+    "not_midi": "it does not start with a MIDI header, MThd",
+    "cut_header": "it ends inside its header",
+    "cut_track": "it ends inside a track (cut off while copying, perhaps)",
+    "no_track_header": "a track does not start with its MTrk header",
+    "bad_event": "a track holds an event that is not valid MIDI",
+    "no_timing": "its header gives no timing (a division of 0)",
+    "no_notes": "it has no notes to continue",
+    "damaged": "it is damaged and cannot be read",
+}
+
+
+def midi_fault(exc: Exception, data: bytes) -> str:
+    """What the parser's exception (mido's, under pretty_midi) says is wrong: a MIDI_FAULTS key.
+    mido's own messages are not for people (an EOFError says nothing at all)."""
+    said = str(exc)
+    if isinstance(exc, EOFError):
+        return "cut_header" if len(data) < HEADER_BYTES else "cut_track"
+    if "MTrk" in said:
+        return "no_track_header"
+    if isinstance(exc, ZeroDivisionError):
+        return "no_timing"
+    if "running status" in said or "data byte" in said or isinstance(exc, KeyError):
+        return "bad_event"
+    return "damaged"
 
 
 def trim_notes(notes: Sequence[Note], seconds: float, side: Literal["start", "end"] = "start") -> list[Note]:
@@ -201,5 +232,5 @@ def primer_tokens(
         notes = trim_notes(notes, seconds, side)
     if not notes:
         lo, hi = V.PIANO_RANGE
-        raise PrimerError(f"the MIDI file has no notes to continue (piano notes {lo}–{hi} are used)")
+        raise PrimerError(f"the MIDI file has no notes to continue (piano notes {lo}–{hi} are used)", "no_notes")
     return encode_notes(notes)

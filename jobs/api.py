@@ -146,11 +146,20 @@ def primer_from_midi(data: bytes, seconds: float = PRIMER_SECONDS) -> tuple[int,
     try:
         return tuple(primer_tokens(data, seconds, "end"))
     except GeneratorError as exc:
-        raise Refused(str(exc)) from None
+        raise UnusableMidi(str(exc), getattr(exc, "fault", None)) from None
 
 
 class Refused(Exception):
     """The job was not accepted (busy, quota); the message is for the user."""
+
+
+class UnusableMidi(Refused):
+    """A MIDI file that cannot be continued. `fault`: what is wrong with it, a key of
+    `generator.tokenizer.MIDI_FAULTS` (None: the message says it, in English)."""
+
+    def __init__(self, message: str, fault: str | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ class InProcessRunner(StoredDeliveries):
         self._starts: dict[int, asyncio.Task] = {}
         self._closed = False
         self._last_db_progress: dict[int, float] = {}
+        self._progress_writes: set[int] = set()  # jobs whose progress is being written now
         from .render_pool import RenderPool  # not at import: Redis-mode bots need no audio libraries
 
         self._render_pool = RenderPool(settings.render_workers, soundfont)
@@ -356,12 +357,19 @@ class InProcessRunner(StoredDeliveries):
         self._incoming.put((job_id, generation))
 
     def _spawn(self, coro) -> None:
+        """Run `coro` in the background, kept referenced until it ends; its failure is logged, never
+        left for the garbage collector's "Task exception was never retrieved"."""
         if self._closed:
             coro.close()
             return
         task = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task %s failed", task.get_coro().__qualname__, exc_info=exc)
 
     def _from_thread(self, fn: Callable, *args: Any) -> None:
         self._loop.call_soon_threadsafe(fn, *args)
@@ -565,9 +573,22 @@ class InProcessRunner(StoredDeliveries):
             return
         self._emit(JobEvent(job_id, "running", done=done, total=total, eta_s=eta))
         now = time.monotonic()
-        if now - self._last_db_progress.get(job_id, 0.0) >= 1.0:
+        # one write a job at a time: while the database is out of reach, writes wait in retries,
+        # and each second's would otherwise pile up behind them
+        if now - self._last_db_progress.get(job_id, 0.0) >= 1.0 and job_id not in self._progress_writes:
             self._last_db_progress[job_id] = now
-            self._spawn(self.db.run(lambda s: set_progress(s, job_id, done / max(total, 1))))
+            self._progress_writes.add(job_id)
+            self._spawn(self._store_progress(job_id, done / max(total, 1)))
+
+    async def _store_progress(self, job_id: int, fraction: float) -> None:
+        """A progress write that fails is lost, and only logged: the job goes on, and the next one
+        (or its ending) writes over it."""
+        try:
+            await self.db.run(lambda s: set_progress(s, job_id, fraction))
+        except Exception as exc:
+            log.warning("job %s: progress not stored (%s)", job_id, exc.__class__.__name__)
+        finally:
+            self._progress_writes.discard(job_id)
 
     async def _failed(self, job_id: int, reason: str) -> None:
         await self._stored_start(job_id)

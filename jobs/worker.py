@@ -24,6 +24,7 @@ from arq.worker import func
 
 from generator.device import Resolved
 from storage import Database, InvalidTransition, Job, JobState, LocalArtifactStore
+from storage.db import RETRY_FOR_S
 from storage.jobs import FINISHED, fail_job, requeue_job
 
 from .api import ComposeRequest, JobEvent
@@ -55,6 +56,7 @@ class WorkerConfig:
     checkpoint: Path
     database_url: str = field(repr=False)  # may carry a password
     data_dir: Path
+    database_retry_s: float = RETRY_FOR_S
     soundfont: Path | None = None
     threads: int | None = None
     # MELOMANIA_DEVICE, MELOMANIA_DTYPE and MELOMANIA_EXACT_DECODING, checked against the machine
@@ -67,7 +69,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     settings: WorkerConfig = ctx["config"]
     ckpt = settings.checkpoint
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
 
     runner = InProcessRunner(
         db,

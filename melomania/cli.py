@@ -796,6 +796,7 @@ def worker(
     config = WorkerConfig(
         checkpoint=checkpoint,
         database_url=settings.database_url,
+        database_retry_s=settings.database_retry_s,
         data_dir=settings.data_dir,
         soundfont=settings.soundfont,
         threads=settings.threads,
@@ -924,7 +925,7 @@ def run_telegram(device: DeviceOption = None, dtype: DtypeOption = None) -> None
 
     log_without(token, webhook.secret_token if webhook else "")
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
     runner = composer.backend(db, store, platforms=("telegram",))
     application = build_application(token, runner, db, store, limits=settings.limits())
@@ -983,7 +984,7 @@ def run_discord(
     log_without(token)
 
     async def serve() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
         store = LocalArtifactStore(settings.data_dir / "artifacts")
         runner = composer.backend(db, store, platforms=("discord",))
         await runner.start()

@@ -49,7 +49,7 @@ class Bots:
 
 
 def build_bots(settings: Settings, composer: Composer, telegram_token: str, test_guild: int | None = None) -> Bots:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, retry_for_s=settings.database_retry_s)
     store = LocalArtifactStore(settings.data_dir / "artifacts")
     runner = composer.backend(db, store)
     telegram = build_application(telegram_token, runner, db, store, limits=settings.limits())

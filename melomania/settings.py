@@ -11,6 +11,7 @@
 | MELOMANIA_DTYPE         | auto (bf16 on a GPU that has it; the CPU's own choices) | auto, fp32, bf16 or fp16 |
 | MELOMANIA_CUDA_GRAPHS   | false                                     | replay decode steps as CUDA graphs |
 | MELOMANIA_DATABASE_URL  | sqlite+aiosqlite:///data/melomania.db     | SQLite file, or postgresql+asyncpg |
+| MELOMANIA_DATABASE_RETRY_S | 30                                    | how long to retry an unreachable database |
 | MELOMANIA_DATA_DIR      | data                                      | artifact store (MP3, MIDI, PNG)    |
 | MELOMANIA_REDIS_URL     | (none: jobs run in-process)               | Redis for `melomania worker`s      |
 | MELOMANIA_RATE_PER_USER | 6                                         | tracks a minute one user may ask   |
@@ -54,6 +55,7 @@ class Settings(BaseSettings):
     cuda_graphs: bool = False
     # URLs may carry passwords: kept out of every repr, so a logged Settings shows none
     database_url: str = Field("sqlite+aiosqlite:///data/melomania.db", repr=False)
+    database_retry_s: float = Field(30.0, gt=0)  # covers a restart of PostgreSQL; then "unavailable"
     data_dir: Path = Path("data")
     redis_url: str | None = Field(None, repr=False)
     rate_per_user: int = Field(6, ge=1)

@@ -82,10 +82,12 @@ async def shared_in(session: AsyncSession, track_id: int, channel: Channel) -> b
 async def get_track(session: AsyncSession, track_id: int, viewer: User, channel: Channel | None = None) -> Track:
     """A track the viewer may read: their own, or one shared in the channel they are in."""
     track = await session.get(Track, track_id)
+    # one message for both: whoever reads it cannot tell a track that does not exist from another's
+    unreadable = f"there is no track #{track_id} of yours or shared here"
     if track is None:
-        raise NotFound(f"there is no track #{track_id}")
+        raise NotFound(unreadable)
     if track.owner_id != viewer.id and not (channel and await shared_in(session, track_id, channel)):
-        raise Forbidden(f"track #{track_id} belongs to someone else and was not shared here")
+        raise Forbidden(unreadable)
     return track
 
 

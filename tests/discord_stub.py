@@ -333,6 +333,11 @@ class DiscordApiStub:
         select = {"type": 3, "custom_id": custom_id, "options": [{"label": v, "value": v} for v in values]}
         return self._message(channel_id, {"components": [{"type": 1, "components": [select]}]})
 
+    def posted_channel_select(self, custom_id: str, channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """A message of the bot's with a channel select, as if posted earlier."""
+        select = {"type": 8, "custom_id": custom_id}
+        return self._message(channel_id, {"components": [{"type": 1, "components": [select]}]})
+
     def answered_message(self, callback: Call) -> dict[str, Any]:
         """The message an interaction callback (an immediate answer) put up, to press its buttons."""
         return self._message(CHANNEL_ID, callback.payload.get("data") or {})

@@ -24,43 +24,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PostgresServer:
+    """A PostgreSQL cluster of our own on loopback, in a throwaway directory, that a test may stop,
+    start and restart as an operator would (`pg_ctl`)."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError(
+                "PostgreSQL is not installed: run `make test` (it installs Debian's postgresql), "
+                "or set MELOMANIA_TEST_POSTGRES_URL"
+            )
+        self.bindir = Path(bins[-1]).parent
+        # the server refuses to run as root; run it as the postgres user the package created
+        self._as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="melomania-pg-"))
+        if self._as_pg:
+            shutil.chown(self.root, "postgres")
+        self.data, self.port = self.root / "data", free_port()
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]
+        subprocess.run([*self._as_pg, *initdb, "-E", "UTF8"], check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts]
+        subprocess.run([*self._as_pg, *command, *args], check=check, capture_output=True)
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: as a crash or a power cut would, no connection told, the next start recovers."""
+        self._pg_ctl("-w", "-m", mode, "stop", check=False)
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop and start again, waiting until it takes connections (`pg_ctl restart -m immediate`)."""
+        self._pg_ctl("-w", "-m", mode, "restart")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A running server no other test shares, for tests that stop or restart it."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield an asyncpg URL for a fresh PostgreSQL cluster; stop and delete it afterwards."""
     if url := os.environ.get("MELOMANIA_TEST_POSTGRES_URL"):
         yield url
         return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        raise RuntimeError(
-            "PostgreSQL is not installed: run `make test` (it installs Debian's postgresql), "
-            "or set MELOMANIA_TEST_POSTGRES_URL"
-        )
-    bindir = Path(bins[-1]).parent
-    # the server refuses to run as root; run it as the postgres user the package created
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="melomania-pg-"))
-    if as_pg:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", free_port()
-    subprocess.run(
-        [*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-    subprocess.run(
-        [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", opts, "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with own_postgres_server() as server:
+        yield server.url
 
 
 @contextmanager

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 
 import pytest
-from servers import postgres_server
+from servers import own_postgres_server, postgres_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storage import Database
@@ -19,6 +20,15 @@ _counter = itertools.count()
 def postgres_url():
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server for one test alone, which it may stop and restart (a PostgresServer)."""
+    if os.environ.get("MELOMANIA_TEST_POSTGRES_URL"):
+        pytest.skip("a test that restarts PostgreSQL needs a server of its own, not MELOMANIA_TEST_POSTGRES_URL")
+    with own_postgres_server() as server:
+        yield server
 
 
 async def _fresh_postgres_db(admin_url: str) -> str:

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 BOT_ID = 777000
 BOT_USERNAME = "melomania_bot"
 MAX_POLL_S = 0.5  # however long the bot asks to long-poll, the stub answers within this
+CHUNK = 64 * 1024  # a download is written this much at a time
 
 
 @dataclass
@@ -91,6 +92,8 @@ class BotApiStub:
         self._message_ids = itertools.count(1000)
         self._file_ids = itertools.count(1)
         self.files: dict[str, bytes] = {}  # file_id → the bytes a user sent, for getFile and downloads
+        self.unsized: set[str] = set()  # file ids whose getFile declares no file_size
+        self.served: dict[str, int] = {}  # file_id → bytes the download actually wrote before the reader left
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -190,15 +193,24 @@ class BotApiStub:
         return msg
 
     def document(
-        self, data: bytes, name: str = "tune.mid", mime: str = "audio/midi", user_id: int = 1, **kw: Any
+        self,
+        data: bytes,
+        name: str = "tune.mid",
+        mime: str = "audio/midi",
+        user_id: int = 1,
+        sized: tuple[bool, bool] = (True, True),
+        **kw: Any,
     ) -> dict[str, Any]:
-        """A user's message with a file attached; getFile and the download URL serve its bytes."""
+        """A user's message with a file attached; getFile and the download URL serve its bytes.
+        `sized`: whether the message and getFile declare its size (Telegram's is optional in both)."""
         n = next(self._file_ids)
         file_id, unique = f"USERDOC{n}", f"UUSERDOC{n}"
         self.files[file_id] = data
+        if not sized[1]:
+            self.unsized.add(file_id)
         msg = self.message("", user_id, **kw)
         del msg["text"]
-        doc = {"file_id": file_id, "file_unique_id": unique, "file_size": len(data)}
+        doc = {"file_id": file_id, "file_unique_id": unique} | ({"file_size": len(data)} if sized[0] else {})
         msg["document"] = doc | ({"file_name": name} if name else {}) | ({"mime_type": mime} if mime else {})
         return msg
 
@@ -212,15 +224,16 @@ class BotApiStub:
         """Someone typing "@bot <query>" in any chat."""
         return {"id": str(next(self._message_ids)), "from": self.user(user_id), "query": query, "offset": offset}
 
-    def callback(self, data: str, user_id: int = 1, message: dict | None = None) -> dict[str, Any]:
-        """A press of an inline button under a message the bot sent."""
-        return {
+    def callback(self, data: str | None, user_id: int = 1, message: dict | None = None) -> dict[str, Any]:
+        """A press of an inline button under a message the bot sent (`data` None: a press that
+        carries none, as Telegram sends for a game's button)."""
+        press = {
             "id": str(next(self._message_ids)),
             "from": self.user(user_id),
             "chat_instance": "ci",
-            "data": data,
             "message": message or self._bot_message(user_id, {"text": "a track"}),
         }
+        return press | ({"data": data} if data is not None else {})
 
     # --- the server side -----------------------------------------------------------------------
 
@@ -314,9 +327,9 @@ class BotApiStub:
             file_id = params.get("file_id", "")
             if file_id not in self.files:
                 raise LookupError("invalid file_id")
-            size = len(self.files[file_id])
+            size = {} if file_id in self.unsized else {"file_size": len(self.files[file_id])}
             path = f"documents/{file_id}.mid"
-            return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": size, "file_path": path}
+            return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_path": path} | size
         if method == "getUpdates":
             return self._serve_updates(float(params.get("timeout", 0) or 0))
         if method == "sendMessage":  # the sent message comes back with its buttons, as Telegram's does
@@ -397,7 +410,15 @@ class BotApiStub:
         request.send_header("Content-Type", "application/octet-stream")
         request.send_header("Content-Length", str(len(data or b"")))
         request.end_headers()
-        request.wfile.write(data or b"")
+        written = 0
+        try:  # in pieces, as a file server streams it, so a reader that stops early is seen to
+            for at in range(0, len(data or b""), CHUNK):
+                request.wfile.write(data[at : at + CHUNK])
+                request.wfile.flush()
+                written += len(data[at : at + CHUNK])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.served[file_id] = written
 
     def _serve_updates(self, timeout: float) -> list[dict[str, Any]]:
         with self._cond:

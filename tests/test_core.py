@@ -110,7 +110,7 @@ async def test_a_user_neither_sees_nor_favourites_nor_continues_another_users_tr
         core.continue_track(TrackAsk(asked("2", key="k2"), track_id)),
     ):
         reply = await attempt
-        assert isinstance(reply, Reply) and reply.kind == USAGE and "belongs to someone else" in reply.text
+        assert isinstance(reply, Reply) and reply.kind == USAGE and "of yours or shared here" in reply.text
     assert (await core.page(PageAsk(asked("2"), "history"))).lines == []
     assert (await core.page(PageAsk(asked("2"), "favorites"))).lines == []
     assert await job_requests(core) == []
@@ -183,7 +183,7 @@ async def test_an_instrument_change_carries_the_tracks_own_notes_and_recipe(core
         reply = await core.rerender(Rerender(asked(key=instrument), track_id, instrument))
         assert isinstance(reply, Reply) and reply.kind == USAGE and answer in reply.text, reply.text
     theirs = await core.rerender(Rerender(asked("2", key="theirs"), track_id, "organ"))
-    assert theirs.kind == USAGE and "belongs to someone else" in theirs.text
+    assert theirs.kind == USAGE and "of yours or shared here" in theirs.text
     assert await job_requests(core) == []
 
     assert isinstance(await core.rerender(Rerender(asked(key="k"), track_id, "rhodes")), Started)
@@ -228,7 +228,7 @@ async def test_an_arrangement_switch_carries_the_tracks_own_notes_and_recipe(cor
         reply = await core.rerender(Rerender(asked(key=arrangement), track_id, arrangement=arrangement))
         assert reply.kind == USAGE and answer.format(track_id) in reply.text, reply.text
     theirs = await core.rerender(Rerender(asked("2", key="theirs"), track_id, arrangement="solo"))
-    assert theirs.kind == USAGE and "belongs to someone else" in theirs.text
+    assert theirs.kind == USAGE and "of yours or shared here" in theirs.text
     assert await job_requests(core) == []
 
     assert isinstance(await core.rerender(Rerender(asked(key="k"), track_id, arrangement="solo")), Started)
@@ -346,6 +346,7 @@ async def test_only_the_asker_picks_a_candidate(core):
     group = Where("telegram", "-100", "telegram-chat:-100", {"chat_id": -100})
     other = await core.pick(TrackAsk(asked("2", where=group), track_id))
     assert other == Reply("only the person who asked for these can pick one", kind=USAGE)
+    assert await core.pick(TrackAsk(asked("2", where=group), 999999)) == other  # as if it were someone's
     mine = await core.pick(TrackAsk(asked("1", where=group), track_id))
     assert not isinstance(mine, Reply) and mine.track_id == track_id
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import sqlite3
 import subprocess
+import typing
 from dataclasses import dataclass
 
 import discord
@@ -16,12 +18,15 @@ import discord.gateway
 import pytest
 import yarl
 from conftest import runner_model
+from discord import ui
 from discord_stub import CHANNEL_ID, GUILD_ID, DiscordApiStub
+from patterns import MISSING_ID, examples
 from sqlalchemy import func, select
 
 from bot.discord import MelomaniaClient, build_client
+from bot.discord.client import DYNAMIC_ITEMS, claimed, template_of
 from bot.limits import Limits, RateLimiter
-from bot.replies import PICK_ONE
+from bot.replies import OUT_OF_DATE, PICK_ONE
 from generator import vocab as V
 from generator.tokenizer import Note, notes_to_midi
 from jobs.api import ComposeRequest, primer_from_midi
@@ -373,7 +378,7 @@ async def test_bad_input_gets_an_ephemeral_answer_and_composes_nothing(env):
     texts = await env.stub.wait_for_replies(len(BAD_INPUT) + 3)
     for _, answer in BAD_INPUT:
         assert any(answer in t for t in texts), answer
-    assert sum("belongs to someone else" in t for t in texts) == 2 and any("no track #999" in t for t in texts)
+    assert sum("of yours or shared here" in t for t in texts) == 3 and any("no track #999 " in t for t in texts)
     # what needs no database is answered at once; the rest is deferred first, then answered privately
     callbacks = env.stub.calls_to("callback")
     assert len([c for c in callbacks if c.payload["type"] == 4 and c.ephemeral]) == len(BAD_INPUT) - 1
@@ -441,7 +446,7 @@ async def test_continue_refuses_bad_or_missing_input_privately_before_composing(
     after_download = [  # found in the database or once the file is read, after deferring: a private follow-up
         ({"midi": env.stub.attachment(data)}, "which genre should it continue in? choose one of: classic, jazz"),
         ({"midi": env.stub.attachment(b"ID3 an mp3", "song.mp3"), "genre": "jazz"}, "not a MIDI file"),
-        ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "damaged"),
+        ({"midi": env.stub.attachment(b"MThd\x00\x00\x00\x06junk"), "genre": "jazz"}, "ends inside its header"),
         ({"midi": expired, "genre": "jazz"}, "couldn't download that file; attach it again"),
     ]
     for options, _ in at_once + after_download:
@@ -781,7 +786,7 @@ async def test_the_instrument_select_renders_the_same_notes_as_a_new_track(env):
         env.stub.pick(f"instrument:{theirs}", env.stub.posted_select(f"instrument:{theirs}", ["organ"]), ["organ"])
     )
     replies = await env.stub.wait_for_replies(2)
-    assert "belongs to someone else" in replies[-1] and await env.count(Job) == 2
+    assert "of yours or shared here" in replies[-1] and await env.count(Job) == 2
 
 
 async def test_the_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
@@ -794,7 +799,7 @@ async def test_the_band_toggle_renders_the_same_notes_in_the_other_arrangement(e
     theirs = await stored_track(env, owner="3")  # never shared here
     env.dispatch(env.stub.press(f"arr:{theirs}:band", env.stub.posted(f"arr:{theirs}:band")))
     [refusal] = await env.stub.wait_for_replies(1)
-    assert "belongs to someone else" in refusal and await env.count(Job) == 1
+    assert "of yours or shared here" in refusal and await env.count(Job) == 1
     await env.restart()  # the button needs no memory of having been posted
     pressed = env.dispatch(env.stub.press(f"arr:{parent_id}:solo", message, user_id=2))  # another member
     [_, shown] = await tracks_shown(env, 2)
@@ -882,3 +887,110 @@ async def test_a_job_resumed_after_a_restart_is_posted_in_its_user_s_language(en
     finally:
         await env.client.close()
         await runner.stop()
+
+
+# --- presses no component of ours sent ----------------------------------------------------------
+
+PRESSER = 7
+UNCLAIMED = ["", "nonsense", "remix:abc", "keep:-1", "x" * 100]  # custom ids no item of ours takes
+KINDS = {ui.Button: 2, ui.Select: 3, ui.ChannelSelect: 8}  # what a DynamicItem wraps → Discord's component type
+
+
+def kind_of(item: type[ui.DynamicItem]) -> int:
+    [wrapped] = typing.get_args(item.__orig_bases__[0])
+    return KINDS[wrapped]
+
+
+def press_payload(env: Env, custom_id: str, kind: int, values: list[str] | None) -> dict:
+    """A press of the component `custom_id` (of Discord's type `kind`) under a message of the bot's
+    holding it; a select's `values` as chosen (a channel select's resolved as Discord resolves them)."""
+    if kind == 2:
+        return env.stub.press(custom_id, env.stub.posted(custom_id), PRESSER)
+    if kind == 3:
+        return env.stub.pick(custom_id, env.stub.posted_select(custom_id, values or ["organ"]), values or [], PRESSER)
+    channels = [env.stub.channel(OTHER_CHANNEL, "elsewhere")] if values else []
+    return env.stub.choose(custom_id, env.stub.posted_channel_select(custom_id), channels, PRESSER)
+
+
+async def pressed_alone(env: Env, payload: dict) -> str:
+    """Deliver a press and return what its presser alone was told, once it was handled; asserts one
+    response to the interaction and nothing left in the channel for anyone else."""
+    token = payload["token"]
+
+    def mine() -> list:
+        return [c for c in env.stub.calls if c.match.get("token") == token or c.match.get("id") == payload["id"]]
+
+    env.dispatch(payload)
+
+    async def answered() -> bool:
+        """Told something: a follow-up, an immediate answer (a message, the pressed one updated, a
+        form), or the pressed message edited after a quiet defer."""
+        names = {c.name if c.name != "callback" else c.payload["type"] for c in mine()}
+        return bool(names & {"followup", 4, 7, 9}) or {6, "edit_original"} <= names
+
+    await eventually(answered)
+    await asyncio.sleep(0.3)  # anything it does after answering, too
+    calls = mine()
+    responses = [c for c in calls if c.name == "callback"]
+    assert len(responses) == 1, [(c.name, c.payload) for c in calls]
+    [response] = responses
+    public = [c for c in calls if c.name == "followup" and not c.ephemeral]
+    public += [c for c in calls if c.name == "callback" and c.payload["type"] == 4 and not c.ephemeral]
+    assert not public and not env.stub.calls_to("channel_message"), [(c.name, c.payload) for c in calls]
+    if response.payload["type"] == 5 and not response.ephemeral:  # a public "thinking…": withdrawn
+        assert any(c.name == "delete_original" for c in calls), [(c.name, c.payload) for c in calls]
+    told = [c.content for c in calls if c.name in ("followup", "edit_original")]
+    told += [(c.payload.get("data") or {}).get("content") or "" for c in calls if c.name == "callback"]
+    told += [(c.payload.get("data") or {}).get("title") or "" for c in calls if c.payload.get("type") == 9]
+    return " | ".join(t for t in told if t)
+
+
+@pytest.fixture
+async def quiet_env(tmp_path, monkeypatch):
+    """As `env`, with a runner that accepts jobs and composes none (nothing here composes)."""
+    stub = DiscordApiStub().start()
+    monkeypatch.setattr(discord.http.Route, "BASE", stub.base_url)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    env = Env(stub, db, store, new_runner_unstarted(db, store), None)  # type: ignore[arg-type]
+    env.client = await logged_in(env)
+    try:
+        yield env
+    finally:
+        await env.client.close()
+        await db.dispose()
+        stub.stop()
+
+
+def new_runner_unstarted(db: Database, store: LocalArtifactStore) -> InProcessRunner:
+    return InProcessRunner(db, store, runner_model, RunnerSettings())
+
+
+@pytest.mark.parametrize("item", [*DYNAMIC_ITEMS, None], ids=lambda i: i.__name__ if i else "unclaimed")
+async def test_a_press_no_component_of_ours_sent_is_answered_privately_and_posts_nothing(quiet_env, caplog, item):
+    """For every item the client registers (and ids none claims): presses made from its template,
+    naming a track that does not exist and another's; a select with no choice. Each is answered to
+    the presser alone, and someone else's track reads as one that does not exist."""
+    env = quiet_env
+    assert set(env.client._connection._view_store._dynamic_items.values()) == set(DYNAMIC_ITEMS)
+    foreign = await stored_track(env, owner="2")
+    if item is None:
+        for custom_id in UNCLAIMED:
+            assert not claimed(custom_id)
+            assert await pressed_alone(env, press_payload(env, custom_id, 2, None)) == OUT_OF_DATE
+    else:
+        kind = kind_of(item)
+        for custom_id in examples(template_of(item)):
+            for values in ([], ["zzzz"]) if kind != 2 else (None,):
+                payload = press_payload(env, custom_id, kind, values)
+                told = await pressed_alone(env, payload)
+                assert told, custom_id
+                if values == []:
+                    assert told == OUT_OF_DATE, (custom_id, told)
+                elif MISSING_ID in custom_id:
+                    theirs = press_payload(env, custom_id.replace(MISSING_ID, str(foreign)), kind, values)
+                    told_theirs = await pressed_alone(env, theirs)
+                    assert told_theirs.replace(f"#{foreign}", f"#{MISSING_ID}") == told, (custom_id, told, told_theirs)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

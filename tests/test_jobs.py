@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import shutil
 import sqlite3
 import time
@@ -699,3 +701,98 @@ async def test_the_arrangement_is_settled_when_admitted_and_kept_with_the_track(
     assert [j.request["arrangement"] for j in jobs] == ["band", "solo"]
     parts = [[t.name for t in mido.MidiFile(file=io.BytesIO(store.get(t.midi_key))).tracks] for t in tracks]
     assert {"Piano", "Pad", "Drone"} <= set(parts[0]) and "Pad" not in parts[1]
+
+
+async def until_logged(caplog, logger: str, words: str, after: int = 0, timeout: float = 60.0) -> int:
+    """Wait until a record of `logger` holding `words` is among the records past the first `after`;
+    returns how many records there are then."""
+    for _ in range(int(timeout / 0.05)):
+        records = caplog.records
+        if any(r.name == logger and words in r.getMessage() for r in records[after:]):
+            return len(records)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{logger} never logged {words!r}")
+
+
+@contextlib.contextmanager
+def unhandled_task_errors():
+    """What the event loop reports of tasks nobody awaited ("Task exception was never retrieved")."""
+    loop, seen = asyncio.get_running_loop(), []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        yield seen
+    finally:
+        gc.collect()  # a dropped task reports its exception when it is collected
+        loop.set_exception_handler(previous)
+
+
+async def test_a_job_in_flight_across_a_postgres_restart_ends_once_done(own_postgres, tmp_path, caplog):
+    """PostgreSQL goes down as in a crash while a job composes and comes back only after the job
+    tried to store its track: the job's writes wait it out, and the job ends once, done."""
+    caplog.set_level(logging.WARNING)
+    db = Database(own_postgres.url)
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    runner = await started_runner(db, store, progress_interval_s=0.05)
+    try:
+        with unhandled_task_errors() as unhandled:
+            job_id = await runner.submit(req(tokens=400))
+            events = runner.events(job_id)
+            await stored_as_running(db, job_id)
+            await asyncio.to_thread(own_postgres.stop)  # -m immediate
+            while (await anext(events)).kind != "rendering":
+                pass
+            seen = len(caplog.records)
+            await until_logged(caplog, "storage.db", "database unavailable", after=seen)  # storing the track
+            await asyncio.to_thread(own_postgres.start)
+            rest = await asyncio.wait_for(collect_rest(events), 60)
+    finally:
+        await runner.stop()
+    endings = [e for e in rest if e.terminal]
+    assert [e.kind for e in endings] == ["done"]
+    job = await db.run(lambda s: s.get(Job, job_id))
+    assert job.state is JobState.done and job.attempts == 1 and job.track_id == endings[0].track_id
+    assert await count(db, Track) == 1
+    assert unhandled == []
+    await db.dispose()
+
+
+async def test_progress_lost_to_a_database_outage_neither_fails_nor_loses_the_job(own_postgres, tmp_path, caplog):
+    """With a short bound, the progress written while PostgreSQL is down is given up on: logged,
+    never left as an exception nobody retrieves, and the job goes on to its track."""
+    caplog.set_level(logging.WARNING)
+    db = Database(own_postgres.url, retry_for_s=0.5)
+    await db.create_all()
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    runner = await started_runner(db, store, progress_interval_s=0.05)
+    try:
+        with unhandled_task_errors() as unhandled:
+            job_id = await runner.submit(req(tokens=3000))
+            events = runner.events(job_id)
+            await stored_as_running(db, job_id)
+            await asyncio.to_thread(own_postgres.stop)
+            await until_logged(caplog, "storage.db", "database unavailable after")  # a progress write given up
+            await asyncio.to_thread(own_postgres.start)
+            rest = await asyncio.wait_for(collect_rest(events), 120)
+    finally:
+        await runner.stop()
+    assert [e.kind for e in rest if e.terminal] == ["done"]
+    assert (await db.run(lambda s: s.get(Job, job_id))).state is JobState.done
+    assert unhandled == []
+    assert any(r.name == "jobs.inprocess" and "progress not stored" in r.getMessage() for r in caplog.records)
+    await db.dispose()
+
+
+async def collect_rest(events) -> list:
+    return [e async for e in events]
+
+
+async def stored_as_running(db, job_id: int) -> None:
+    """Wait until the job's start is stored (an outage before it is another story: the job cannot
+    end as done without it)."""
+    for _ in range(600):
+        if (await db.run(lambda s: s.get(Job, job_id))).state is JobState.running:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never stored as running")

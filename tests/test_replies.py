@@ -57,3 +57,20 @@ def test_keep_buttons_number_the_candidates_and_parse_back():
 
 def test_the_instruments_offered_under_a_track_are_the_generators_own():
     assert 6 <= len(RERENDER_INSTRUMENTS) <= 8 and set(RERENDER_INSTRUMENTS) <= set(INSTRUMENTS)
+
+
+def test_every_midi_fault_the_parser_names_has_words_in_the_bot():
+    """A fault the generator names and the bot has no words for would be told as "damaged"."""
+    from bot.replies import MIDI_DAMAGED, MIDI_FAULTS, midi_fault_text
+    from generator.tokenizer import MIDI_FAULTS as NAMED
+    from jobs.api import UnusableMidi
+
+    assert set(MIDI_FAULTS) == set(NAMED) - {"damaged"}
+    assert (
+        midi_fault_text(UnusableMidi("…", "no_notes"))
+        == "that MIDI file has no notes I can continue (I use the piano's notes 21–96)"
+    )
+    assert midi_fault_text(UnusableMidi("…", "damaged")) == MIDI_DAMAGED
+    assert midi_fault_text(UnusableMidi("that MIDI file is 2.0 MB; send one up to 1 MB")).startswith(
+        "that MIDI file is 2.0 MB"
+    )

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 import pretty_midi
 import pytest
 from conftest import runner_model
+from patterns import MISSING_ID, examples
 from sqlalchemy import func, select
-from telegram.ext import Application
-from telegram_stub import BOT_USERNAME, BotApiStub
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler
+from telegram_stub import BOT_USERNAME, BotApiStub, Call
 
 from bot.grammar import UsageError
 from bot.limits import Limits, RateLimiter
-from bot.replies import PICK_ONE
+from bot.replies import OUT_OF_DATE, PICK_ONE, track_buttons
 from bot.telegram import build_application, webhook_from
 from bot.telegram.buttons import INSTRUMENT_DATA, instrument_picker
 from generator import vocab as V
@@ -236,7 +238,7 @@ async def test_more_sends_the_midi_and_piano_roll_as_one_album_in_reply_to_the_t
     assert len(env.stub.calls_to("sendMediaGroup")) == 1
     assert len(env.stub.live_messages("1")) == 3  # the track, and the two files More added
     env.press(f"more:{await stored_track(env, owner='2')}")  # someone else's track
-    assert "belongs to someone else" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
+    assert "of yours or shared here" in (await env.stub.wait_for("answerCallbackQuery", count=3))[-1].params["text"]
 
 
 async def _file_id(env: Env, track_id: int) -> str | None:
@@ -369,7 +371,7 @@ async def test_instrument_button_renders_the_same_notes_on_the_instrument_picked
 
     env.press(f"inst:{track_id}:organ", user_id=2)  # someone the track was never shared with
     refused = (await env.stub.wait_for("answerCallbackQuery", count=6))[-1]
-    assert "belongs to someone else" in refused.params["text"] and await env.count(Job) == 1
+    assert "of yours or shared here" in refused.params["text"] and await env.count(Job) == 1
 
 
 async def test_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
@@ -386,7 +388,7 @@ async def test_band_toggle_renders_the_same_notes_in_the_other_arrangement(env):
     answers = [a.params["text"] for a in await env.stub.wait_for("answerCallbackQuery", count=2)]
     # concurrent updates: the two presses are answered in either order
     assert any(f"track #{track_id} is played with its band already" in a for a in answers)
-    assert any("belongs to someone else" in a for a in answers) and await env.count(Job) == 1
+    assert any("of yours or shared here" in a for a in answers) and await env.count(Job) == 1
 
     env.press(f"arr:{track_id}:solo", under=card)
     [_, toggled] = await env.stub.wait_for("sendAudio", count=2, timeout=60)
@@ -571,7 +573,8 @@ async def test_bad_input_gets_a_clear_answer_and_composes_nothing(env):
         answers = await env.stub.wait_for("answerCallbackQuery", count=n)
         assert answers[-1].params.get("show_alert") == "true"
     texts = [c.params["text"] for c in env.stub.calls_to("answerCallbackQuery")]
-    assert "belongs to someone else" in texts[0] and "there is no track #9999" in texts[1]
+    assert texts[0] == f"🤔 there is no track #{someone_elses} of yours or shared here"
+    assert texts[1] == "🤔 there is no track #9999 of yours or shared here"  # the same words: ids cannot be probed
     assert "out of date" in texts[3]
     assert await env.count(Job) == 0 and await env.count(Favorite) == 0
     assert not env.stub.calls_to("sendAudio")
@@ -805,19 +808,49 @@ async def test_continue_on_a_midi_file_uses_my_default_genre_or_asks_for_one(env
 
 
 async def test_bad_midi_files_get_a_clear_answer_and_compose_nothing(env):
+    silent = io.BytesIO()
+    pretty_midi.PrettyMIDI().write(silent)
     cases = [
         (env.stub.document(b"%PDF-1.4", name="notes.pdf", mime="application/pdf"), "/continue jazz", "isn't MIDI"),
         (env.stub.document(b"MThd" + b"\0" * 1_000_000), "/continue jazz", "send one up to 1 MB"),
         (env.stub.document(b"RIFF not midi", name="song.mid"), "/continue jazz", "not a MIDI file"),
         (env.stub.document(midi_file()), "/continue polka", "don't know the genre"),
         (env.stub.document(midi_file()), "/continue jazz now", "reply /continue or /continue jazz"),
+        (env.stub.document(midi_file()[:60]), "/continue jazz", "cut short: it ends inside a track"),
+        (env.stub.document(silent.getvalue()), "/continue jazz", "has no notes I can continue"),
     ]
     for n, (doc, text, answer) in enumerate(cases, 1):
         env.reply(text, to=doc)
         replies = await env.stub.wait_for("sendMessage", count=n)
         assert answer in replies[-1].params["text"], answer
-    assert [c.params["file_id"] for c in env.stub.calls_to("getFile")] == [cases[2][0]["document"]["file_id"]]
+        assert "()" not in replies[-1].params["text"]
+    read = [cases[i][0]["document"]["file_id"] for i in (2, 5, 6)]  # only those that could be MIDI were read
+    assert [c.params["file_id"] for c in env.stub.calls_to("getFile")] == read
     assert await env.count(Job) == 0
+
+
+async def test_a_midi_file_over_the_limit_is_refused_by_size_also_when_its_message_gives_none(env):
+    """Telegram's file_size is optional: without it in the message, getFile's decides before any
+    download; without either, the download stops once it passes the limit."""
+    no_size = env.stub.document(b"MThd" + b"\0" * 1_500_000, sized=(False, True))
+    env.reply("/continue jazz", to=no_size)
+    [refusal] = await env.stub.wait_for("sendMessage")
+    assert "that MIDI file is 1.5 MB; send one up to 1 MB" in refusal.params["text"]
+    assert not env.stub.calls_to("download")  # refused before downloading a byte
+
+    huge = b"MThd" + b"\0" * 32_000_000
+    never_sized = env.stub.document(huge, sized=(False, False))
+    env.reply("/continue jazz", to=never_sized)
+    [_, refusal] = await env.stub.wait_for("sendMessage", count=2)
+    assert "that MIDI file is over 1 MB; send one up to 1 MB" in refusal.params["text"]
+    file_id = never_sized["document"]["file_id"]
+    await eventually(lambda: asyncio.sleep(0, result=file_id in env.stub.served))
+    assert env.stub.served[file_id] < len(huge) // 2  # the reader left early: the rest was never sent
+
+    fits = env.stub.document(midi_file(), sized=(False, False))
+    env.reply("/continue jazz", to=fits)
+    await eventually(lambda: env.count(Job))  # a file under the limit still goes through
+    assert await env.count(Job) == 1
 
 
 # --- rate limits -------------------------------------------------------------------------------
@@ -1213,3 +1246,94 @@ async def test_a_job_resumed_after_a_restart_is_delivered_in_its_user_s_language
         assert audio.params["caption"].startswith("Джаз #") and audio.labels[0] == "🔁 Переиграть"
         edits = [e.params["text"] for e in stub.calls_to("editMessageText")]
         assert all(e.startswith(("⏳ В очереди", "🎼 Сочиняю", "🎹 Записываю")) for e in edits), edits
+
+
+# --- presses no button of ours sent -------------------------------------------------------------
+
+# The bot as built for a run, read only for its handlers: every button's handler is covered here,
+# a new one included, with presses made from its own pattern.
+BUILT = build_application(TOKEN, None, None, None)  # type: ignore[arg-type]
+PRESS_HANDLERS = [h for h in BUILT.handlers[0] if isinstance(h, CallbackQueryHandler)]
+PRESSER = 7  # not 1: a forged /forgetme answer naming track #1's id must name someone else
+MALFORMED = [None, "", "nonsense", "x" * 64, "🎵", "more:", "inst:abc", "keep:-1", "page:history:", "set::"]
+PASSIVE = {"answerCallbackQuery", "getChatMember"}  # what a press may call and still post nothing
+
+
+def first_taker(data: str | None) -> CallbackQueryHandler:
+    """The handler the application gives a press carrying `data` (the first in its group that takes it)."""
+    update = Update.de_json({"update_id": 1, "callback_query": BotApiStub().callback(data, PRESSER)}, BUILT.bot)
+    return next(h for h in PRESS_HANDLERS if h.check_update(update))
+
+
+def presses_for(handler: CallbackQueryHandler) -> list[str | None]:
+    """What reaches `handler` that no button of ours sent: made from its pattern (ids no track has,
+    values nobody chose); for the last handler, which takes every other press, malformed data and
+    the buttons under a track that does not exist."""
+    if handler.pattern is not None:
+        return list(examples(handler.pattern))
+    under_a_track = [b.data for row in track_buttons(int(MISSING_ID), False) for b in row]
+    return [*MALFORMED, *(data for data in under_a_track if first_taker(data) is handler)]
+
+
+async def press_alone(env: Env, data: str | None) -> Call:
+    """Press with `data` and return the press's answer, once it was handled to its end; asserts
+    that it was answered once, in an alert, and that the bot called nothing that posts or edits."""
+    before = len(env.stub.calls)
+    press = env.press(data, PRESSER)["callback_query"]
+    env.send("/genres", PRESSER)  # the same sender's next update: handled only once the press is
+
+    async def genres_listed() -> int | None:
+        calls = env.stub.calls[before:]
+        return next((before + i for i, c in enumerate(calls) if c.params.get("text", "").startswith("Genres:")), None)
+
+    calls = env.stub.calls[before : await eventually(genres_listed)]
+    answers = [c for c in calls if c.method == "answerCallbackQuery"]
+    assert [a.params["callback_query_id"] for a in answers] == [press["id"]], (data, calls)
+    assert {c.method for c in calls} <= PASSIVE, (data, [c.method for c in calls])
+    assert answers[0].json("show_alert") is True, data
+    return answers[0]
+
+
+@pytest.mark.parametrize("handler", PRESS_HANDLERS, ids=lambda h: h.callback.__name__)
+async def test_a_press_no_button_of_ours_sent_is_answered_privately_and_posts_nothing(tmp_path, caplog, handler):
+    """Empty, missing, malformed, another's or naming a track that does not exist: every handler
+    answers the presser alone and posts nothing in the chat; one that is not the presser's track
+    reads as one that does not exist (no probing which ids exist)."""
+    async with bot_env(tmp_path, compose=False) as env:
+        foreign = await stored_track(env, owner="2")
+        assert str(foreign) != str(PRESSER)
+        presses = presses_for(handler)
+        assert presses, "every handler gets presses to answer"
+        for data in presses:
+            if data is not None and data not in MALFORMED:
+                assert first_taker(data) is handler, f"{data!r} does not reach {handler.callback.__name__}"
+            answer = (await press_alone(env, data)).params.get("text", "")
+            if data in MALFORMED:
+                assert answer == OUT_OF_DATE, data
+            elif MISSING_ID in data:
+                others = (await press_alone(env, data.replace(MISSING_ID, str(foreign)))).params.get("text", "")
+                assert others.replace(f"#{foreign}", f"#{MISSING_ID}") == answer, (data, answer, others)
+    assert not [r for r in caplog.records if r.name == "bot.telegram.app" and "failed" in r.getMessage()]
+
+
+async def test_a_database_out_of_reach_past_the_retries_is_told_as_such(own_postgres, tmp_path):
+    """PostgreSQL down for longer than the bound: the user hears that the database is out of
+    reach and nothing was saved, not a bare "something went wrong"; back up, the bot serves again."""
+    stub = BotApiStub().start()
+    db = Database(own_postgres.url, retry_for_s=0.5)
+    await db.create_all()
+    env = Env(stub, db, LocalArtifactStore(tmp_path / "artifacts"), itertools.count(100))
+    try:
+        async with running_bot(stub, db, env.store, compose=False) as app:
+            await app.updater.start_polling(timeout=1)
+            await asyncio.to_thread(own_postgres.stop)
+            env.send("/history")
+            [told] = await stub.wait_for("sendMessage")
+            assert told.params["text"].startswith("⚠️ My database is out of reach right now")
+            await asyncio.to_thread(own_postgres.start)
+            env.send("/history")
+            [_, listed] = await stub.wait_for("sendMessage", count=2)
+            assert "No tracks yet" in listed.params["text"]
+    finally:
+        await db.dispose()
+        stub.stop()

@@ -147,6 +147,35 @@ def test_primer_errors_are_clear(tmp_path):
         primer_tokens(empty.getvalue())
 
 
+def _a_midi_file() -> bytes:
+    out = io.BytesIO()
+    notes_to_midi([Note(i * 50, i * 50 + 40, 60 + i % 12, 80) for i in range(24)]).write(out)
+    return out.getvalue()
+
+
+GOOD = _a_midi_file()
+
+
+@pytest.mark.parametrize(
+    ("data", "fault", "words"),
+    [
+        (b"RIFF....WAVEfmt ", "not_midi", "MThd"),
+        (GOOD[:10], "cut_header", "ends inside its header"),
+        (GOOD[:60], "cut_track", "ends inside a track"),
+        (GOOD[:14] + b"XXXX" + GOOD[18:], "no_track_header", "MTrk"),
+        (GOOD[:12] + b"\x00\x00" + GOOD[14:], "no_timing", "division of 0"),
+        (GOOD[:22] + b"\x00\x00\x00\x05\x00\x45\x00\x00\x00", "bad_event", "not valid MIDI"),
+    ],
+    ids=["wav", "cut header", "cut track", "no MTrk", "division 0", "running status"],
+)
+def test_a_damaged_midi_file_is_named_for_what_is_wrong(data, fault, words):
+    """The parser's own errors say little (a cut file raises an empty EOFError): each is named."""
+    with pytest.raises(PrimerError) as refused:
+        primer_tokens(data)
+    assert refused.value.fault == fault and words in str(refused.value)
+    assert "()" not in str(refused.value)
+
+
 def test_primer_from_file_is_trimmed(tmp_path):
     path = tmp_path / "primer.mid"
     notes_to_midi([Note(0, 100, 60, 80), Note(150, 400, 62, 80), Note(500, 600, 64, 80)]).write(str(path))

@@ -19,7 +19,7 @@ from .requests import (
     Where,
     Who,
 )
-from .service import CommandService
+from .service import CommandService, apology
 
 __all__ = [
     "MAX_PRIMER_BYTES",
@@ -42,6 +42,7 @@ __all__ = [
     "Unavailable",
     "Where",
     "Who",
+    "apology",
     "progress_of",
     "watch",
     "watch_group",

@@ -63,13 +63,15 @@ def settings_text(user: User, saved: bool, t: Translations = ENGLISH) -> str:
     return f"{title}\n{values.format(genre=genre, temp=temp, seconds=seconds, instrument=instrument)}"
 
 
-NO_TRACK = N_("there is no track #{track_id}")
-NOT_SHARED_HERE = N_("track #{track_id} belongs to someone else and was not shared here")
+# One answer whether the track does not exist or is someone else's: told apart, they would let
+# anyone find out, number by number, which tracks exist.
+NO_TRACK = N_("there is no track #{track_id} of yours or shared here")
 
 
 def unreadable(exc: NotFound | Forbidden, track_id: int) -> UsageError:
-    """Storage's refusal to read a track (in English), as words for the asker in their language."""
-    return UsageError(NO_TRACK if isinstance(exc, NotFound) else NOT_SHARED_HERE, track_id=track_id)
+    """Storage's refusal to read a track, as words for the asker in their language (the same for
+    a track that does not exist and for someone else's)."""
+    return UsageError(NO_TRACK, track_id=track_id)
 
 
 class Library:
@@ -103,10 +105,8 @@ class Library:
         user, t = await self.user(ask.origin.who), translator(ask.origin.who.locale)
         try:
             return card(await self.db.run(lambda s: get_track(s, ask.track_id, user)), self.platform, t)
-        except Forbidden:
+        except (NotFound, Forbidden):  # the same words for both, as NO_TRACK
             return Reply(t.gettext(ONLY_THE_ASKER), kind=USAGE)
-        except NotFound as exc:
-            return Reply(unreadable(exc, ask.track_id).said(t), kind=USAGE)
 
     async def favourite(self, ask: SetFavourite) -> Reply:
         """⭐ / ★: favourite or un-favourite a track the user can read here. `favourite` None turns it

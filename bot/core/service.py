@@ -31,10 +31,21 @@ from bot.core.requests import ComposeTrack, ContinueMidi, Derive, Origin, Rerend
 from bot.grammar import UsageError
 from bot.i18n import translator
 from bot.limits import Limits
-from bot.replies import LIMITED, REFUSED, SILENT, UNREADABLE, USAGE, Reply, Started
+from bot.replies import (
+    LIMITED,
+    REFUSED,
+    SILENT,
+    SORRY,
+    STORAGE_DOWN,
+    UNREADABLE,
+    USAGE,
+    Reply,
+    Started,
+    midi_fault_text,
+)
 from generator import GeneratorError
-from jobs.api import ComposeRequest, JobBackend, Refused, primer_from_midi
-from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Platform, User
+from jobs.api import ComposeRequest, JobBackend, Refused, UnusableMidi, primer_from_midi
+from storage import ArtifactStore, Database, Forbidden, Job, NotFound, Platform, StorageUnavailable, User
 from storage.jobs import UNFINISHED, job_for_key
 from storage.privacy import forget_user
 
@@ -160,8 +171,8 @@ class CommandService(Library, Deliveries):
         """The downloaded file's last bars become the primer of a new piece (counted already)."""
         try:
             primer = await asyncio.to_thread(primer_from_midi, data)
-        except Refused as exc:
-            return Reply(str(exc), kind=UNREADABLE)
+        except UnusableMidi as exc:
+            return Reply(midi_fault_text(exc, translator(ask.origin.who.locale)), kind=UNREADABLE)
         origin = ask.origin
 
         async def build(user: User) -> ComposeRequest:
@@ -207,3 +218,15 @@ class CommandService(Library, Deliveries):
             gone.tracks,
         )
         return Reply(done.format(n=gone.tracks))
+
+
+def apology(error: BaseException | None) -> str:
+    """What to tell someone whose request failed on our side (a msgid): that the database is out
+    of reach, when it stayed so past the retries, else that something went wrong."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StorageUnavailable):
+            return STORAGE_DOWN
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return SORRY

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 import discord
@@ -30,9 +31,30 @@ from bot.discord.talk import PLATFORM, apologise, say, tr
 from bot.discord.translator import CommandTranslator
 from bot.discord.views import ArrangementButton, InstrumentSelect, KeepButton, RemixButton, TrackButton
 from bot.limits import Limits
-from bot.replies import ArrangePress, ButtonPress
+from bot.replies import OUT_OF_DATE, ArrangePress, ButtonPress
 
 log = logging.getLogger(__name__)
+# Every button and select of ours: each parses its state from its custom id (`DynamicItem`)
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem], ...] = (
+    TrackButton,
+    ForgetButton,
+    ShareSelect,
+    RemixButton,
+    InstrumentSelect,
+    KeepButton,
+    ArrangementButton,
+)
+
+
+def template_of(item: type[discord.ui.DynamicItem]) -> re.Pattern[str]:
+    """The custom ids a DynamicItem class takes (discord.py keeps the class's template compiled
+    here; `DynamicItem.template` reads it only from an instance)."""
+    return item.__discord_ui_compiled_template__
+
+
+def claimed(custom_id: object) -> bool:
+    """Whether a component's custom id is one of ours (some DynamicItem's template matches it)."""
+    return isinstance(custom_id, str) and any(template_of(item).fullmatch(custom_id) for item in DYNAMIC_ITEMS)
 
 
 def http_detail(exc: BaseException) -> str:
@@ -84,15 +106,23 @@ class MelomaniaClient(discord.Client):
         await interaction.response.send_modal(RemixForm(track_id, tr(interaction)))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(
-            TrackButton, ForgetButton, ShareSelect, RemixButton, InstrumentSelect, KeepButton, ArrangementButton
-        )
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
         await self.tree.set_translator(CommandTranslator())  # the descriptions in each user's language
         if self.test_guild is not None:  # a guild's commands update at once: fast iteration
             self.tree.copy_global_to(guild=self.test_guild)
             await self.tree.sync(guild=self.test_guild)
         else:
             await self.tree.sync()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A press of a component none of ours claims (an id of an older version, or forged) is
+        answered out of date, privately: discord.py drops it, and its presser would see "This
+        interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        if not claimed((interaction.data or {}).get("custom_id")):
+            with contextlib.suppress(discord.HTTPException):
+                await say(interaction, tr(interaction).gettext(OUT_OF_DATE))
 
     async def on_ready(self) -> None:
         """Resume delivering, once per process (READY comes again with every new gateway session).

@@ -25,7 +25,7 @@ from bot.discord.talk import PLATFORM, core_of, guarded, origin, say, text_of, t
 from bot.discord.views import track_embed, track_view
 from bot.grammar import GENRE_NAMES, UsageError, genre_of, instrument_of
 from bot.i18n import ENGLISH, N_, Translations, reason
-from bot.replies import FORGET_CONFIRM, FORGET_DELETE, FORGET_KEEP, FORGET_KEPT, Reply, listing_text
+from bot.replies import FORGET_CONFIRM, FORGET_DELETE, FORGET_KEEP, FORGET_KEPT, OUT_OF_DATE, Reply, listing_text
 
 PAGE_SIZE = 10
 PageNumber = Range[int, 1, 1000]
@@ -150,6 +150,9 @@ class ShareSelect(ui.DynamicItem[ui.ChannelSelect], template=r"^share-to:(?P<tra
 
     @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
+        if len(self.item.values) != 1:  # the select takes one channel: this press is not from it
+            await say(interaction, tr(interaction).gettext(OUT_OF_DATE))
+            return
         await think_privately(interaction)
         [channel] = self.item.values
         await share_track(interaction, self.track_id, channel)

@@ -11,9 +11,9 @@ from typing import Any
 
 import discord
 
-from bot.core import CommandService, Origin, Where, Who
+from bot.core import CommandService, Origin, Where, Who, apology
 from bot.i18n import Translations, language_of, translator
-from bot.replies import LIMITED, REFUSED, SORRY, UNREADABLE, USAGE, Reply
+from bot.replies import LIMITED, REFUSED, UNREADABLE, USAGE, Reply
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ async def apologise(interaction: discord.Interaction, error: BaseException, what
     the user is told privately, instead of Discord's "This interaction failed". A public "thinking…"
     placeholder is withdrawn first, so that the apology stays private."""
     log.error("%s failed", what, exc_info=error)
-    sorry = tr(interaction).gettext(SORRY)
+    sorry = tr(interaction).gettext(apology(error))
     with contextlib.suppress(discord.HTTPException):
         if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
             await withdraw(interaction, sorry)

@@ -8,13 +8,14 @@ from typing import Any
 import discord
 from discord import ui
 
-from bot.discord.talk import guarded
+from bot.discord.talk import guarded, say, tr
 from bot.i18n import ENGLISH, N_, Translations
 from bot.replies import (
     ACTIONS,
     ARRANGE,
     BUTTON,
     KEEP,
+    OUT_OF_DATE,
     RERENDER_INSTRUMENTS,
     ArrangePress,
     Button,
@@ -132,6 +133,9 @@ class InstrumentSelect(ui.DynamicItem[ui.Select], template=r"^instrument:(?P<tra
 
     @guarded
     async def callback(self, interaction: discord.Interaction) -> None:
+        if len(self.item.values) != 1:  # Discord sends exactly one pick: this press is not from our select
+            await say(interaction, tr(interaction).gettext(OUT_OF_DATE))
+            return
         [instrument] = self.item.values
         await interaction.client.on_instrument(interaction, self.track_id, instrument)  # type: ignore[attr-defined]
 

@@ -26,13 +26,16 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core import ArtifactStore, CommandService, Database, JobBackend
+from bot.core import ArtifactStore, CommandService, Database, JobBackend, apology
 from bot.i18n import LANGUAGES, N_, SOURCE, translator
 from bot.limits import Limits
-from bot.replies import ARRANGE, KEEP, SORRY
+from bot.replies import ARRANGE, KEEP
 from bot.telegram import commands as c
 from bot.telegram.buttons import (
+    FORGET_DATA,
+    GENRE_DATA,
     INSTRUMENT_DATA,
+    MORE_DATA,
     arrangement,
     button,
     forget_answer,
@@ -44,7 +47,7 @@ from bot.telegram.buttons import (
 )
 from bot.telegram.delivery import resume_deliveries, stop_following
 from bot.telegram.inline import inline_query
-from bot.telegram.menus import settings_button, turn_page
+from bot.telegram.menus import PAGE_DATA, SETTINGS_DATA, settings_button, turn_page
 from bot.telegram.ordering import PerSenderOrder
 from bot.telegram.talk import PLATFORM, say, tr
 
@@ -93,14 +96,31 @@ async def refuse_hidden_senders(update: Update, context: ContextTypes.DEFAULT_TY
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """One place for every unexpected error: log it (never the token) and tell the user, if any."""
+    """One place for every unexpected error: log it (never the token) and tell the user, if any:
+    a press only the presser (in an alert: the chat may be everyone's), a message in reply."""
     token = context.bot.token
     detail = str(context.error).replace(token, "<token>")
     update_id = update.update_id if isinstance(update, Update) else None
     log.error("update %s failed: %s: %s", update_id, context.error.__class__.__name__, detail)
-    if isinstance(update, Update) and update.effective_message is not None:
-        with contextlib.suppress(TelegramError):
-            await update.effective_message.reply_text(tr(update).gettext(SORRY))
+    if not isinstance(update, Update):
+        return
+    text = tr(update).gettext(apology(context.error))
+    with contextlib.suppress(TelegramError):  # answered already, or too old to answer
+        if update.callback_query is not None:
+            await update.callback_query.answer(text, show_alert=True)
+        elif update.effective_message is not None:
+            await update.effective_message.reply_text(text)
+
+
+class Pressed(CallbackQueryHandler):
+    """The handler of one kind of button, chosen by its callback data's pattern. PTB matches a
+    press without data (or with empty data) to every pattern; here it goes on, to the last
+    handler, which answers that the button is out of date."""
+
+    def check_update(self, update: object) -> bool | object | None:
+        if isinstance(update, Update) and update.callback_query is not None and not update.callback_query.data:
+            return False
+        return super().check_update(update)
 
 
 async def register_commands(application: Application) -> None:
@@ -162,17 +182,15 @@ def build_application(
         ("share", c.share),
     ):
         application.add_handler(CommandHandler(name, handler, filters=NEW_MESSAGES))
-    application.add_handler(CallbackQueryHandler(forget_answer, pattern=r"^forgetme:(confirm|keep):\d+$"))
-    application.add_handler(CallbackQueryHandler(more, pattern=r"^more:\d{1,12}$"))
-    application.add_handler(CallbackQueryHandler(instrument, pattern=INSTRUMENT_DATA))
-    application.add_handler(CallbackQueryHandler(arrangement, pattern=ARRANGE))
-    application.add_handler(CallbackQueryHandler(keep, pattern=KEEP))
-    application.add_handler(CallbackQueryHandler(pick_genre, pattern=r"^compose:\w{1,40}$"))
-    application.add_handler(CallbackQueryHandler(turn_page, pattern=r"^page:(history|favorites):\d{1,4}$"))
-    application.add_handler(
-        CallbackQueryHandler(settings_button, pattern=r"^(settings:\w{1,10}|set:\w{1,10}:[\w.]{1,40})$")
-    )
-    application.add_handler(CallbackQueryHandler(button))
+    application.add_handler(Pressed(forget_answer, pattern=FORGET_DATA))
+    application.add_handler(Pressed(more, pattern=MORE_DATA))
+    application.add_handler(Pressed(instrument, pattern=INSTRUMENT_DATA))
+    application.add_handler(Pressed(arrangement, pattern=ARRANGE))
+    application.add_handler(Pressed(keep, pattern=KEEP))
+    application.add_handler(Pressed(pick_genre, pattern=GENRE_DATA))
+    application.add_handler(Pressed(turn_page, pattern=PAGE_DATA))
+    application.add_handler(Pressed(settings_button, pattern=SETTINGS_DATA))
+    application.add_handler(CallbackQueryHandler(button))  # the rest: 🔁 🔥 ❄️ ⭐ ➕ 📤, or out of date
     application.add_handler(InlineQueryHandler(inline_query))
     application.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & filters.ChatType.PRIVATE, c.unknown))
     application.add_error_handler(on_error)

@@ -22,6 +22,7 @@ from bot.replies import (
     FORGET_DELETE,
     FORGET_KEEP,
     FORGET_KEPT,
+    OUT_OF_DATE,
     RERENDER_INSTRUMENTS,
     Button,
     Reply,
@@ -39,8 +40,10 @@ from bot.telegram.talk import core_of, keyboard, origin, text_of, tr, who, with_
 
 STARTING = {"continue": N_("➕ Continuing…"), "reroll": N_("🔁 Rerolling…")}  # else COMPOSING
 RECORDING = N_("🎹 Recording it anew…")
-OUT_OF_DATE = N_("This button is out of date; send /compose again.")
 INSTRUMENT_DATA = re.compile(r"^inst:(\d{1,12})(?::([a-z_]{1,20}))?$")  # 🎹, a pick, or ◀ Back
+MORE_DATA = re.compile(r"^more:(\d{1,12})$")
+GENRE_DATA = re.compile(r"^compose:(\w{1,40})$")  # a genre under a bare /compose
+FORGET_DATA = re.compile(r"^forgetme:(confirm|keep):(\d{1,20})$")  # the answer, and whom it asked
 
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -139,8 +142,11 @@ async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     """🎹 under a track: its keyboard becomes a short instrument picker, and ◀ Back turns it back; a
     pick renders the same notes on that instrument, a new track in reply, as 🔁 composes one."""
     query = update.callback_query
-    track_id, choice = INSTRUMENT_DATA.match(query.data or "").groups()  # the handler's pattern matched
-    track_id = int(track_id)
+    pressed = INSTRUMENT_DATA.match(query.data or "")
+    if pressed is None:
+        await query.answer(tr(update).gettext(OUT_OF_DATE), show_alert=True)
+        return
+    track_id, choice = int(pressed[1]), pressed[2]
     if update.effective_chat is None:  # under a message sent inline: there is no chat to post into
         await query.answer(tr(update).gettext("Open the bot to hear it on another instrument."), show_alert=True)
         return
@@ -148,13 +154,14 @@ async def instrument(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         if not await may_compose_here(update, context, track_id):  # the keyboard is everyone's here
             return
         t = tr(update)
+        # the track first: a keyboard is redrawn only under a track the presser may read here
+        track = await core_of(context.application).track(TrackAsk(origin(update), track_id))
+        if isinstance(track, Reply):
+            await query.answer(text_of(track), show_alert=True)
+            return
         if choice is None:
             markup = keyboard(instrument_picker(track_id, shows_favourite(update, track_id), t))
         else:  # the track's own keyboard again, its 🎸 toggle read from the track
-            track = await core_of(context.application).track(TrackAsk(origin(update), track_id))
-            if isinstance(track, Reply):
-                await query.answer(text_of(track), show_alert=True)
-                return
             markup = track_keyboard(track_id, track_buttons(track_id, choice == "back_fav", t), t, track.arrangement)
         await query.answer()
         with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
@@ -189,8 +196,12 @@ async def more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if chat is None:  # under a message sent inline: there is no chat to post into
         await query.answer(t.gettext("Open the bot to get the MIDI and piano roll."), show_alert=True)
         return
+    pressed = MORE_DATA.match(query.data or "")
+    if pressed is None:
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
+        return
     asked = origin(update)
-    track = await core.track(TrackAsk(asked, int((query.data or "").split(":")[1])))
+    track = await core.track(TrackAsk(asked, int(pressed[1])))
     if await answered(update, context, track):
         return
     if chat.type != ChatType.PRIVATE and not await may_post_in(context, chat, int(asked.who.user_id)):
@@ -237,8 +248,11 @@ async def pick_genre(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     which then says what was picked (its buttons gone, so one press makes one track)."""
     query, t = update.callback_query, tr(update)
     chat = update.effective_chat
+    pressed = GENRE_DATA.match(query.data or "")
     try:
-        genre = genre_of((query.data or "").split(":", 1)[1])
+        if pressed is None:
+            raise UsageError(OUT_OF_DATE)
+        genre = genre_of(pressed[1])
     except UsageError:
         await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
         return
@@ -329,7 +343,11 @@ async def forget_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     """The answer to /forgetme's question, taken only from the person it asked. Deleting cancels
     their unfinished jobs, then removes everything of theirs."""
     query, t = update.callback_query, tr(update)
-    _, choice, asker = (query.data or "").split(":")  # the handler's pattern guarantees the shape
+    pressed = FORGET_DATA.match(query.data or "")
+    if pressed is None:
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
+        return
+    choice, asker = pressed.groups()
     if who(update).user_id != asker:
         text = t.gettext("This question was for someone else; send /forgetme to be asked yourself.")
         await query.answer(text, show_alert=True)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
-from telegram import Document, Update
+import httpx
+from telegram import Document, File, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import Forbidden as CannotWrite
 from telegram.error import TelegramError
@@ -45,6 +46,7 @@ from generator.vocab import GENRES
 T = TypeVar("T")
 MIDI_NAMES = (".mid", ".midi", ".kar")
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid", "audio/sp-midi")
+DOWNLOAD_TIMEOUT_S = 30.0  # for each read of a user's file from Telegram's file server
 HELP = N_(
     "🎹 I compose piano music.\n\n"
     "/compose ambient — a track (genres: {genres})\n"
@@ -160,9 +162,40 @@ def check_midi_document(document: Document) -> None:
     name, mime = (document.file_name or "").lower(), (document.mime_type or "").lower()
     if (name or mime) and not (name.endswith(MIDI_NAMES) or mime in MIDI_TYPES):
         raise UsageError(N_("that file isn't MIDI; reply /continue to a .mid file (or send /continue 42 for a track)"))
-    if document.file_size and document.file_size > MAX_PRIMER_BYTES:
-        size, most = f"{document.file_size / 1e6:.1f}", MAX_PRIMER_BYTES // 1_000_000
-        raise UsageError(N_("that MIDI file is {size} MB; send one up to {most} MB"), size=size, most=most)
+    check_midi_size(document.file_size)
+
+
+def check_midi_size(size: int | None) -> None:
+    """Refuse a file Telegram says is over the limit (None: it did not say)."""
+    if size is not None and size > MAX_PRIMER_BYTES:
+        shown, most = f"{size / 1e6:.1f}", MAX_PRIMER_BYTES // 1_000_000
+        raise UsageError(N_("that MIDI file is {size} MB; send one up to {most} MB"), size=shown, most=most)
+
+
+async def download_midi(file: File) -> bytes:
+    """A MIDI file's bytes, refused (UsageError) by the size getFile gives before any download;
+    where it gives none either, the download stops as soon as it passes the limit."""
+    check_midi_size(file.file_size)
+    if file.file_size is not None or not (file.file_path or "").startswith(("http://", "https://")):
+        data = bytes(await file.download_as_bytearray())  # known to fit, or a local Bot API server's file
+    else:
+        data = await download_at_most(file.file_path, MAX_PRIMER_BYTES)
+    if len(data) > MAX_PRIMER_BYTES:  # how much more there was is not known: it was not downloaded
+        most = MAX_PRIMER_BYTES // 1_000_000
+        raise UsageError(N_("that MIDI file is over {most} MB; send one up to {most} MB"), most=most)
+    return data
+
+
+async def download_at_most(url: str, most: int) -> bytes:
+    """The bytes at `url`, up to `most` + 1: one more is enough to know the file is too big."""
+    data = bytearray()
+    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_S) as client, client.stream("GET", url) as response:
+        response.raise_for_status()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > most:
+                break
+    return bytes(data[: most + 1])
 
 
 async def continue_midi(
@@ -185,7 +218,11 @@ async def continue_midi(
         await answer(update, refusal)
         return
     file = await with_retries(lambda: context.bot.get_file(document.file_id))
-    data = bytes(await file.download_as_bytearray())
+    try:
+        data = await download_midi(file)
+    except UsageError as exc:
+        await usage(update, exc)
+        return
     await started(update, context, await core.continue_midi(ask, data))
 
 

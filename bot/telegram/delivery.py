@@ -20,9 +20,9 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 
-from bot.core import progress_of, watch
+from bot.core import apology, progress_of, watch
 from bot.i18n import ENGLISH, N_, Translations, translator
-from bot.replies import SORRY, Button, TrackCard, arrangement_button, progress_line
+from bot.replies import Button, TrackCard, arrangement_button, progress_line
 from bot.telegram.talk import core_of, keyboard, with_retries
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ async def reported(app: Application, chat_id: int, message_id: int, work: Awaita
     except Exception as exc:
         await app.process_error(None, exc)
         with contextlib.suppress(TelegramError):
-            await app.bot.edit_message_text(t.gettext(SORRY), chat_id=chat_id, message_id=message_id)
+            await app.bot.edit_message_text(t.gettext(apology(exc)), chat_id=chat_id, message_id=message_id)
 
 
 async def follow_job(

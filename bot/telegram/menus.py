@@ -14,7 +14,7 @@ from telegram.ext import ContextTypes
 from bot.core import PageAsk, SettingsAsk
 from bot.grammar import SettingsCommand, UsageError, parse
 from bot.i18n import N_, Translations
-from bot.replies import Button, Listing, Reply, genre_label, listing_text
+from bot.replies import OUT_OF_DATE, Button, Listing, Reply, genre_label, listing_text
 from bot.telegram.talk import core_of, keyboard, origin, tr
 from generator.instruments import INSTRUMENTS
 from generator.vocab import GENRES
@@ -26,6 +26,7 @@ EMPTY = {
 }
 FOOTER = N_("Send /continue <number> or /share <number> @channel.")
 PAGE_DATA = re.compile(r"^page:(history|favorites):(\d{1,4})$")
+SETTINGS_DATA = re.compile(r"^(?:settings:(\w{1,10})|set:(\w{1,10}):([\w.]{1,40}))$")  # a section, or a value
 SETTINGS_HINT = N_("Pick below, or type /settings genre=jazz temp=0.9 len=60")
 
 # What the menu offers; the typed command takes any value in range.
@@ -59,7 +60,13 @@ async def turn_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """◀ ▶: the list message becomes the presser's page before or after."""
     query = update.callback_query
     m = PAGE_DATA.match(query.data or "")
+    if m is None:
+        await query.answer(tr(update).gettext(OUT_OF_DATE), show_alert=True)
+        return
     listing = await page_of(update, context, m.group(1), max(1, int(m.group(2))))
+    if listing.page_no > 1 and not listing.lines:  # past the last page: the list has shrunk since
+        await query.answer(tr(update).gettext(OUT_OF_DATE), show_alert=True)
+        return
     await query.answer()
     with contextlib.suppress(BadRequest):  # "not modified" (pressed twice), or the message is gone
         await query.edit_message_text(page_text(listing, tr(update)), reply_markup=keyboard(page_buttons(listing)))
@@ -95,14 +102,16 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """settings:<section> opens a setting's choices (settings:menu goes back); set:<key>:<value>
     stores that default (checked by the same grammar as the typed command) and redraws the menu."""
     query, t = update.callback_query, tr(update)
-    data = query.data or ""
-    if data.startswith("settings:"):
-        section = data.split(":", 1)[1]
+    pressed = SETTINGS_DATA.match(query.data or "")
+    section, key, value = pressed.groups() if pressed is not None else (None, None, None)
+    if pressed is None or (section is not None and section not in ("menu", *SECTIONS)):
+        await query.answer(t.gettext(OUT_OF_DATE), show_alert=True)
+        return
+    if section is not None:
         await query.answer()
         with contextlib.suppress(BadRequest):
             await query.edit_message_reply_markup(keyboard(settings_menu(None if section == "menu" else section, t)))
         return
-    _, key, value = data.split(":", 2)
     try:
         cmd = parse(f"/settings {key}={value}")
         assert isinstance(cmd, SettingsCommand)
