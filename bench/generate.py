@@ -281,18 +281,7 @@ def main() -> None:
     model.exact_decoding = args.exact
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
-    primer = tuple(torch.randint(0, vocab.END, (args.prompt,)).tolist())
-    # Top-k 40 with the penalty on, as the bot composes; each row its own seed.
-    requests = [
-        GenerationRequest(
-            vocab.GENRES[b % 4],
-            SamplingParams(temperature=1.0 + 0.05 * (b % 3)),
-            max_new_tokens=args.tokens,
-            seed=b,
-            primer=primer,
-        )
-        for b in range(args.batch)
-    ]
+    requests = make_requests(args, args.batch)
     print(
         f"model: {cfg.n_layers} layers, d={cfg.d_model}, {cfg.n_heads} heads, ff={cfg.d_ff}, "
         f"{params / 1e6:.1f}M parameters; batch {args.batch}, prompt {1 + args.prompt}, "
