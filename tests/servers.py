@@ -1,4 +1,4 @@
-"""Real servers for the tests, started on loopback in a throwaway directory.
+"""Real servers for the tests (and bench/faults.py), started on loopback in a throwaway directory.
 
 PostgreSQL comes from Debian's `postgresql` package (make test installs it). Set
 MELOMANIA_TEST_POSTGRES_URL to use a server you already run instead.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,43 +25,114 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+class PostgresCluster:
+    """A fresh PostgreSQL cluster in a temporary directory; `restart` it to see what a server
+    going away does to its clients."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError(
+                "PostgreSQL is not installed: run `make test` (it installs Debian's postgresql), "
+                "or set MELOMANIA_TEST_POSTGRES_URL"
+            )
+        self.bindir = Path(bins[-1]).parent
+        # the server refuses to run as root; run it as the postgres user the package created
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="melomania-pg-"))
+        if self.as_pg:
+            shutil.chown(self.root, "postgres")
+        self.data, self.port = self.root / "data", free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        command = [*self.as_pg, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), *args]
+        subprocess.run(command, check=check, capture_output=True)
+
+    def start(self) -> str:
+        """Create and start the cluster; its asyncpg URL (the `postgres` database)."""
+        subprocess.run(
+            [*self.as_pg, str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
+            + ["--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        self._pg_ctl("-w", "-o", opts, "start")
+        return self.url
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as a crash would, no checkpoint) and start it again, with
+        the options it last started with; returns once it accepts connections."""
+        self._pg_ctl("-w", "-m", mode, "restart")
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "immediate", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield an asyncpg URL for a fresh PostgreSQL cluster; stop and delete it afterwards."""
     if url := os.environ.get("MELOMANIA_TEST_POSTGRES_URL"):
         yield url
         return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        raise RuntimeError(
-            "PostgreSQL is not installed: run `make test` (it installs Debian's postgresql), "
-            "or set MELOMANIA_TEST_POSTGRES_URL"
-        )
-    bindir = Path(bins[-1]).parent
-    # the server refuses to run as root; run it as the postgres user the package created
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="melomania-pg-"))
-    if as_pg:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", free_port()
-    subprocess.run(
-        [*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-    subprocess.run(
-        [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", opts, "start"],
-        check=True,
-        capture_output=True,
-    )
+    cluster = PostgresCluster()
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.start()
     finally:
-        subprocess.run(
-            [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
+
+
+class RedisServer:
+    """A private redis-server on loopback. `persist`: Redis's own defaults, as the project's
+    docker-compose runs it (RDB snapshots at the default save points, no append-only file), so
+    that a restart keeps what a real one would; otherwise nothing is ever written to disk."""
+
+    def __init__(self, persist: bool = False) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError(
+                "redis-server is not installed: run `make test` (it installs Debian's redis-server), "
+                "or set MELOMANIA_TEST_REDIS_URL"
+            )
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
+        kept = [] if persist else ["--save", "", "--appendonly", "no"]
+        self.command = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root), *kept]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self.url
+
+    def halt(self, crash: bool = False) -> None:
+        """Stop the server: SIGTERM (it saves its snapshot first, when it persists), or SIGKILL
+        (`crash`: whatever the last snapshot holds is all that comes back)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
+            self.process.wait(30)
+            self.process = None
+
+    def restart(self, crash: bool = False) -> None:
+        self.halt(crash)
+        self.start()
+
+    def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextmanager
@@ -69,27 +141,8 @@ def redis_server() -> Iterator[str]:
     if url := os.environ.get("MELOMANIA_TEST_REDIS_URL"):
         yield url
         return
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError(
-            "redis-server is not installed: run `make test` (it installs Debian's redis-server), "
-            "or set MELOMANIA_TEST_REDIS_URL"
-        )
-    port = free_port()
-    root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer()
     try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.start()
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
