@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import PIECE, tiny_model
-from servers import redis_server
+from servers import RedisServer, redis_server
 from sqlalchemy import func, select
 
 from generator import save_checkpoint
@@ -233,6 +233,37 @@ async def test_a_worker_still_hears_cancels_after_its_connection_to_redis_drops(
     finally:
         await admin.aclose()
     assert await count(db, Track) == 0
+
+
+async def test_a_bot_following_a_job_while_redis_restarts_is_still_told_how_it_ended(tmp_path):
+    """redis-server restarting drops every follower's subscription, and an ending published
+    meanwhile is gone: the follower subscribes again and reads the stored ending, rather than
+    breaking off and leaving its user waiting until the bot restarts (bench/faults.py)."""
+    from storage.jobs import fail_job, start_job
+
+    server = RedisServer()
+    server.start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.create_all()
+    backend = RedisBackend(db, server.url)
+    await backend.start()
+    try:
+        job_id = await backend.submit(req())
+        events = backend.events(job_id)
+        assert (await anext(events)).kind == "queued"
+        server.halt()
+        await db.run(lambda s: start_job(s, job_id))  # a worker composed it while Redis was away,
+        await db.run(lambda s: fail_job(s, job_id, "the composer hit an error; please try again"))
+        ending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.0)  # the follower finds Redis gone, and tries again
+        server.start()
+        ending = await asyncio.wait_for(ending, 30)
+        assert ending.kind == "failed" and ending.reason == "the composer hit an error; please try again"
+        await events.aclose()
+    finally:
+        await backend.stop()
+        await db.dispose()
+        server.stop()
 
 
 async def test_a_job_redis_cannot_take_is_refused_and_never_composed_later(setup, redis_url):
