@@ -304,7 +304,7 @@ def crash_redis(rig: Rig) -> None:
 
 def fill_disk(rig: Rig) -> None:
     """Fill the artifact store's tmpfs to the last byte."""
-    with open(Path(rig.plan["artifacts"]) / "filler", "wb") as fh, suppress(OSError):
+    with suppress(OSError), open(Path(rig.plan["artifacts"]) / "filler", "wb") as fh:  # closing it raises too
         while True:
             fh.write(b"\0" * 65536)
             fh.flush()
@@ -681,8 +681,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kinds", default="all", help="comma-separated kinds (see above), or all")
     ap.add_argument("--jobs", type=int, default=20, help="jobs per burst, one per user")
     ap.add_argument("--times", type=int, default=2, help="faults injected per burst (full-disk: once)")
-    ap.add_argument("--settle", type=float, default=40.0, help="a burst is over once nothing has ended for this long")
-    ap.add_argument("--seconds", type=float, default=3.0, help="music per job")
+    ap.add_argument("--settle", type=float, default=30.0, help="a burst is over once nothing has ended for this long")
+    ap.add_argument("--seconds", type=float, default=2.0, help="music per job")
     ap.add_argument("--checkpoint", help="model to compose with: a path, or 'shipped' (default: a tiny random one)")
     ap.add_argument("--seed", type=int, default=1, help="draws the moments of the faults")
     ap.add_argument("--quick", action="store_true", help="one fault per burst, 25 s to settle")
