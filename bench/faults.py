@@ -1,19 +1,21 @@
 """Fault injection on real servers: a burst of compose jobs through the job API while something
 breaks, then what became of every job, judged from the database and from the endings the API told.
 
-    python bench/faults.py [--kinds all|K,K] [--jobs 16] [--times 2] [--settle 40] [--seconds 3]
-                           [--checkpoint PATH|shipped] [--seed 1] [--quick]
+    python bench/faults.py [--kinds all|K,K] [--jobs 20] [--times 2] [--settle 30] [--seconds 2]
+                           [--checkpoint PATH|shipped] [--seed 1] [--quick] [--keep]
 
 PostgreSQL and redis-server run on loopback (tests/servers.py). A "bot" child process (this script
 with --bot) submits the burst (one job per user, idempotency keys as the chats send them),
 follows every job with `events()` as the front ends do, writes each ending it is told to a
 journal and gives the receipt; started again, it follows `undelivered()` and submits what it had
 not yet acknowledged, as a restarted bot does. In-process, that child is also the runner; over
-Redis, `melomania worker` children compose. The kinds (--times N: faults per burst):
+Redis, one `melomania worker` child composes (heartbeat as configured, 5 s by default). A child
+that exits by itself is started again, as docker-compose's `restart: unless-stopped` would.
+The kinds (--times N: faults per burst, each once a random share of the jobs has ended):
 
-  kill-runner-sqlite    SIGKILL the in-process runner's process at random moments, start it again
+  kill-runner-sqlite    SIGKILL the in-process runner's process, start it again
   kill-runner-postgres  the same on PostgreSQL
-  kill-worker           SIGKILL the (one) Redis worker at random moments, start it again
+  kill-worker           SIGKILL the Redis worker, start it again
   restart-postgres      `pg_ctl restart -m immediate` under the in-process runner
   restart-redis         redis-server stopped (SIGTERM: it saves its snapshot) and started again
   crash-redis           redis-server SIGKILLed and started again: the last snapshot is all it has
@@ -23,9 +25,10 @@ Redis runs as docker-compose runs it (the redis image's defaults: RDB snapshots,
 PostgreSQL. Each setup first runs a fault-free burst, the baseline: when each job ends normally.
 Per kind: jobs submitted; done; failed, by the reason the user was told (a refused submission
 too); lost (never told any ending); duplicated (told more than one ending, or more than one track
-stored, for one job); stuck (still queued or running in the database once the settle time after
-the last fault is over); the longest any job was told its ending later than in the baseline; and
-the exceptions the children logged. Last line:
+stored, for one job); stuck (still queued or running in the database once nothing has ended for
+--settle seconds after the last fault); wait_s, the longest any job was told its ending later
+than in the baseline; and the exceptions the children logged. A tiny random model composes
+unless --checkpoint says otherwise: the burst is rendering, storage and the faults. Last line:
 faults=<kinds> submitted=<n> lost=<n> duplicated=<n> stuck=<n>
 """
 
