@@ -1,7 +1,7 @@
 """Fault injection on real servers: a burst of compose jobs through the job API while something
 breaks, then what became of every job, judged from the database and from the endings the API told.
 
-    python bench/faults.py [--kinds all|K,K] [--jobs 16] [--times 2] [--settle 25] [--seconds 2]
+    python bench/faults.py [--kinds all|K,K] [--jobs 20] [--times 2] [--settle 25] [--seconds 2]
                            [--checkpoint PATH|shipped] [--seed 1] [--quick] [--keep]
 
 PostgreSQL and redis-server run on loopback (tests/servers.py). A "bot" child process (this script
@@ -684,7 +684,7 @@ def tiny_checkpoint(folder: Path) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="all", help="comma-separated kinds (see above), or all")
-    ap.add_argument("--jobs", type=int, default=16, help="jobs per burst, one per user")
+    ap.add_argument("--jobs", type=int, default=20, help="jobs per burst, one per user")
     ap.add_argument("--times", type=int, default=2, help="faults injected per burst (full-disk: once)")
     ap.add_argument("--settle", type=float, default=25.0, help="a burst is over once nothing has ended for this long")
     ap.add_argument("--seconds", type=float, default=2.0, help="music per job")
