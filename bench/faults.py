@@ -2,7 +2,7 @@
 breaks, then what became of every job, judged from the database and from the endings the API told.
 
     python bench/faults.py [--kinds all|K,K] [--jobs 20] [--times 2] [--settle 25] [--seconds 2]
-                           [--checkpoint PATH|shipped] [--seed 1] [--quick] [--keep]
+                           [--checkpoint PATH|shipped] [--seed 1] [--at SHARE] [--quick] [--keep]
 
 PostgreSQL and redis-server run on loopback (tests/servers.py). A "bot" child process (this script
 with --bot) submits the burst (one job per user, idempotency keys as the chats send them),
@@ -504,7 +504,8 @@ async def _burst(kind: Kind, servers: Servers, args: argparse.Namespace, rng: ra
         times = 0 if kind.inject is None else args.times if kind.repeats else 1
         # Moments drawn as how far the burst has got (jobs told their ending), not as seconds: on
         # a busy machine a burst's length varies, and a fault after its end would test nothing.
-        for share in sorted(rng.uniform(0.0, 0.75) for _ in range(times)):
+        shares = [rng.uniform(0.0, 0.75) if args.at is None else args.at for _ in range(times)]
+        for share in sorted(shares):
             target = round(share * args.jobs)
             await wait_for(rig, lambda told, _, target=target: told >= target, args.settle)
             await supervise(rig, rng.uniform(0.0, 1.0))
@@ -690,6 +691,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=2.0, help="music per job")
     ap.add_argument("--checkpoint", help="model to compose with: a path, or 'shipped' (default: a tiny random one)")
     ap.add_argument("--seed", type=int, default=1, help="draws the moments of the faults")
+    ap.add_argument("--at", type=float, help="inject each fault once this share of the jobs has ended (0-1)")
     ap.add_argument("--quick", action="store_true", help="12 jobs, one fault per burst, 20 s to settle")
     ap.add_argument("--keep", action="store_true", help="keep each burst's folder (journal, logs, SQLite)")
     ap.add_argument("--bot", help=argparse.SUPPRESS)  # the child: a plan file
