@@ -3,16 +3,19 @@ progress over pub/sub; `melomania worker` processes elsewhere do the composing."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import func, select
 
-from storage import Database, InvalidTransition, Job, JobState
-from storage.jobs import UNFINISHED, cancel_users_job, create_job, fail_job, job_for_key, unfinished_jobs
+from storage import Database, InvalidTransition, Job
+from storage.jobs import FINISHED, UNFINISHED, cancel_users_job, create_job, fail_job, job_for_key, unfinished_jobs
 from storage.users import get_or_create_user
 
 from .admission import BUSY, admit, over_quota
@@ -22,6 +25,7 @@ from .receipts import StoredDeliveries
 from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
+FOLLOW_AGAIN_S = (0.5, 5.0)  # the first wait to follow a job again after Redis dropped us, and the longest
 
 
 def arq_job_id(job_id: int) -> str:
@@ -100,27 +104,44 @@ class RedisBackend(StoredDeliveries):
         return True
 
     async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
-        """Progress from whichever worker holds the job; the stored state first."""
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(job_channel(job_id))  # before reading the state, so nothing falls between
-        try:
-            job = await self.db.run(lambda s: s.get(Job, job_id))
-            if job is None:
-                return
-            if job.state in (JobState.done, JobState.failed, JobState.cancelled):
-                yield JobEvent.stored(job)
-                return
-            yield JobEvent(job_id, job.state.value, done=0)  # type: ignore[arg-type]
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                event = event_from_json(message["data"])
-                yield event
-                if event.terminal:
+        """Progress from whichever worker holds the job; the stored state first. A connection to
+        Redis that drops (a restart) is made again and the state read again: an ending published
+        while we were away is stored, so it is not missed; until Redis is back, we keep trying
+        (the front end gives up on a job after its own timeout)."""
+        announced, wait = False, FOLLOW_AGAIN_S[0]
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(job_channel(job_id))  # before reading the state, so nothing falls between
+                job = await self.db.run(lambda s: s.get(Job, job_id))
+                if job is None:
                     return
-        finally:
-            await pubsub.unsubscribe()
-            await pubsub.aclose()
+                if job.state in FINISHED:
+                    yield JobEvent.stored(job)
+                    return
+                if not announced:
+                    yield JobEvent(job_id, job.state.value, done=0)  # type: ignore[arg-type]
+                    announced = True
+                wait = FOLLOW_AGAIN_S[0]  # through again: the next drop starts over
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    event = event_from_json(message["data"])
+                    yield event
+                    if event.terminal:
+                        return
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning(
+                    "job %s: lost Redis while following it (%s); following it again", job_id, type(exc).__name__
+                )
+            finally:
+                with contextlib.suppress(Exception):  # a connection that dropped cannot unsubscribe
+                    await pubsub.unsubscribe()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, FOLLOW_AGAIN_S[1])
 
 
 __all__ = ["RedisBackend"]

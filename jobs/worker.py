@@ -88,13 +88,19 @@ async def startup(ctx: dict[str, Any]) -> None:
         soundfont=str(settings.soundfont) if settings.soundfont else None,
     )
     await runner.start(recover=False)  # Redis redelivers unfinished jobs itself
-    ctx.update(db=db, runner=runner, cancel_listener=asyncio.create_task(_listen_for_cancels(ctx["redis"], runner)))
+    ctx.update(
+        db=db,
+        runner=runner,
+        cancel_listener=asyncio.create_task(_listen_for_cancels(ctx["redis"], runner)),
+        claims=asyncio.create_task(_shorten_claims(ctx["redis"])),
+    )
     log.info("worker ready with %s on %s", ckpt, settings.placement.label)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    if task := ctx.get("cancel_listener"):
-        task.cancel()
+    for name in ("cancel_listener", "claims"):
+        if task := ctx.get(name):
+            task.cancel()
     if runner := ctx.get("runner"):
         await runner.stop()
     if db := ctx.get("db"):
@@ -117,6 +123,21 @@ async def _listen_for_cancels(redis, runner: InProcessRunner) -> None:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+
+async def _shorten_claims(redis) -> None:
+    """arq claims a job for its whole timeout (an hour), and our heartbeat shortens the claim only
+    once the job is under way: a worker killed in between would keep the job from everyone for
+    that hour. Every worker cuts any claim longer than a heartbeat's down to one; a live owner's
+    heartbeat keeps its own fresh, a dead one's lapses like any other."""
+    claim_ms = int(HEARTBEAT_S * 3 * 1000)
+    while True:
+        try:
+            async for key in redis.scan_iter(match=in_progress_key_prefix + "compose:*"):
+                await redis.pexpire(key, claim_ms, lt=True)  # LT: never lengthens one
+        except Exception as exc:
+            log.warning("could not look over the claims on jobs (%s)", type(exc).__name__)
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 async def _heartbeat(redis, arq_job_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Real servers for the tests, started on loopback in a throwaway directory.
+"""Real servers for the tests (and bench/faults.py), started on loopback in a throwaway directory.
 
 PostgreSQL comes from Debian's `postgresql` package (make test installs it). Set
 MELOMANIA_TEST_POSTGRES_URL to use a server you already run instead.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +23,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
 
 
 class PostgresServer:
@@ -91,33 +102,55 @@ def postgres_server() -> Iterator[str]:
         yield server.url
 
 
+class RedisServer:
+    """A private redis-server on loopback. `persist`: Redis's own defaults, as the project's
+    docker-compose runs it (RDB snapshots at the default save points, no append-only file), so
+    that a restart keeps what a real one would; otherwise nothing is ever written to disk."""
+
+    def __init__(self, persist: bool = False) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError(
+                "redis-server is not installed: run `make test` (it installs Debian's redis-server), "
+                "or set MELOMANIA_TEST_REDIS_URL"
+            )
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
+        kept = [] if persist else ["--save", "", "--appendonly", "no"]
+        self.command = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root), *kept]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self.url
+
+    def halt(self, crash: bool = False) -> None:
+        """Stop the server: SIGTERM (it saves its snapshot first, when it persists), or SIGKILL
+        (`crash`: whatever the last snapshot holds is all that comes back)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
+            self.process.wait(30)
+            self.process = None
+
+    def restart(self, crash: bool = False) -> None:
+        self.halt(crash)
+        self.start()
+
+    def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Yield a redis:// URL for a private redis-server on loopback, without persistence."""
     if url := os.environ.get("MELOMANIA_TEST_REDIS_URL"):
         yield url
         return
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError(
-            "redis-server is not installed: run `make test` (it installs Debian's redis-server), "
-            "or set MELOMANIA_TEST_REDIS_URL"
-        )
-    port = free_port()
-    root = Path(tempfile.mkdtemp(prefix="melomania-redis-"))
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer()
     try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.start()
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()

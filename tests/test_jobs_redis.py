@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import PIECE, tiny_model
-from servers import redis_server
+from servers import RedisServer, redis_server
 from sqlalchemy import func, select
 
 from generator import save_checkpoint
@@ -233,6 +233,56 @@ async def test_a_worker_still_hears_cancels_after_its_connection_to_redis_drops(
     finally:
         await admin.aclose()
     assert await count(db, Track) == 0
+
+
+async def test_a_job_claimed_by_a_worker_killed_before_its_first_heartbeat_is_composed_soon(setup, redis_url):
+    """arq claims a job for its whole timeout (an hour); a worker killed before its heartbeat
+    shortened that claim must not keep the job from every other worker for the hour
+    (bench/faults.py, kill-worker)."""
+    import redis.asyncio as aioredis
+    from arq.constants import in_progress_key_prefix
+
+    from jobs.redis_backend import arq_job_id
+    from jobs.worker import JOB_TIMEOUT_S
+
+    _db, backend, start_worker = setup
+    job_id = await backend.submit(req(tokens=40))
+    admin = aioredis.from_url(redis_url)
+    await admin.psetex(in_progress_key_prefix + arq_job_id(job_id), (JOB_TIMEOUT_S + 10) * 1000, b"1")  # as arq claims
+    await admin.aclose()
+    start_worker()
+    assert (await collect(backend, job_id, timeout=60))[-1].kind == "done"
+
+
+async def test_a_bot_following_a_job_while_redis_restarts_is_still_told_how_it_ended(tmp_path):
+    """redis-server restarting drops every follower's subscription, and an ending published
+    meanwhile is gone: the follower subscribes again and reads the stored ending, rather than
+    breaking off and leaving its user waiting until the bot restarts (bench/faults.py)."""
+    from storage.jobs import fail_job, start_job
+
+    server = RedisServer()
+    server.start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await db.create_all()
+    backend = RedisBackend(db, server.url)
+    await backend.start()
+    try:
+        job_id = await backend.submit(req())
+        events = backend.events(job_id)
+        assert (await anext(events)).kind == "queued"
+        server.halt()
+        await db.run(lambda s: start_job(s, job_id))  # a worker composed it while Redis was away,
+        await db.run(lambda s: fail_job(s, job_id, "the composer hit an error; please try again"))
+        ending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.0)  # the follower finds Redis gone, and tries again
+        server.start()
+        ending = await asyncio.wait_for(ending, 30)
+        assert ending.kind == "failed" and ending.reason == "the composer hit an error; please try again"
+        await events.aclose()
+    finally:
+        await backend.stop()
+        await db.dispose()
+        server.stop()
 
 
 async def test_a_job_redis_cannot_take_is_refused_and_never_composed_later(setup, redis_url):
