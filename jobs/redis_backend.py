@@ -32,6 +32,17 @@ def arq_job_id(job_id: int) -> str:
     return f"compose:{job_id}"  # one arq job per stored job, however often it is enqueued
 
 
+async def enqueue_unfinished(db: Database, redis: ArqRedis) -> int:
+    """Enqueue every stored job still queued or running; arq ignores those it holds already, by
+    their job id (queued, in progress, or ended with its result kept). What it picks up are jobs
+    it never had (a bot died between storing and enqueueing) or lost (Redis crashed between two
+    snapshots). Returns how many arq took."""
+    taken = 0
+    for job in await db.run(unfinished_jobs):
+        taken += await redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id)) is not None
+    return taken
+
+
 class RedisBackend(StoredDeliveries):
     def __init__(self, db: Database, redis_url: str, settings: RunnerSettings | None = None):
         self.db, self.redis_url, self.settings = db, redis_url, settings or RunnerSettings()
@@ -39,10 +50,7 @@ class RedisBackend(StoredDeliveries):
 
     async def start(self) -> None:
         self.redis = await create_pool(RedisSettings.from_dsn(self.redis_url))
-        # jobs stored but never enqueued (the bot died in between) are enqueued now; arq ignores
-        # the ones it already holds, by their job id
-        for job in await self.db.run(unfinished_jobs):
-            await self.redis.enqueue_job("compose", job.id, _job_id=arq_job_id(job.id))
+        await enqueue_unfinished(self.db, self.redis)
 
     async def stop(self) -> None:
         if self.redis is not None:

@@ -30,10 +30,12 @@ from storage.jobs import FINISHED, fail_job, requeue_job
 from .api import ComposeRequest, JobEvent
 from .channels import CANCEL_CHANNEL, publish
 from .inprocess import InProcessRunner
+from .redis_backend import enqueue_unfinished
 from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = float(os.environ.get("MELOMANIA_WORKER_HEARTBEAT_S", "5"))
+REQUEUE_S = 20.0  # how often a worker enqueues again the stored jobs a crashed Redis forgot
 GENERATION_TIMEOUT_S = 900.0
 # arq's own limit must outlast the runner's (each composition of a job gets its own timeout, a
 # degenerate piece is composed again, then rendering): a job arq cancels says nothing to its user,
@@ -93,12 +95,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         runner=runner,
         cancel_listener=asyncio.create_task(_listen_for_cancels(ctx["redis"], runner)),
         claims=asyncio.create_task(_shorten_claims(ctx["redis"])),
+        requeue=asyncio.create_task(_requeue_forgotten(db, ctx["redis"])),
     )
     log.info("worker ready with %s on %s", ckpt, settings.placement.label)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for name in ("cancel_listener", "claims"):
+    for name in ("cancel_listener", "claims", "requeue"):
         if task := ctx.get(name):
             task.cancel()
     if runner := ctx.get("runner"):
@@ -138,6 +141,20 @@ async def _shorten_claims(redis) -> None:
         except Exception as exc:
             log.warning("could not look over the claims on jobs (%s)", type(exc).__name__)
         await asyncio.sleep(HEARTBEAT_S)
+
+
+async def _requeue_forgotten(db: Database, redis) -> None:
+    """PostgreSQL keeps the jobs, Redis only their queue: a Redis that crashed between snapshots
+    comes back without jobs it had queued, and nobody would enqueue them again until a bot
+    restarts. Every worker, at start-up and then every REQUEUE_S, enqueues again each stored
+    unfinished job that Redis no longer holds."""
+    while True:
+        try:
+            if taken := await enqueue_unfinished(db, redis):
+                log.warning("enqueued %d stored jobs again that Redis had lost", taken)
+        except Exception as exc:
+            log.warning("could not look for jobs Redis lost (%s)", type(exc).__name__)
+        await asyncio.sleep(REQUEUE_S)
 
 
 async def _heartbeat(redis, arq_job_id: str) -> None:

@@ -365,3 +365,41 @@ async def test_a_group_is_stored_together_or_refused_whole_with_the_caps_counted
         )
     assert await count(db, Job) == 3  # nothing of the refused group was stored
     assert [p.job_id for p in await backend.undelivered("discord")] == ids
+
+
+async def test_jobs_a_crashed_redis_forgot_are_composed_without_a_bot_restart(tmp_path):
+    """Redis SIGKILLed with jobs queued comes back empty (no snapshot had them); PostgreSQL (here
+    SQLite) still holds them: a worker enqueues them again on its own (bench/faults.py crash-redis)."""
+    server = RedisServer()
+    server.start()
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(tiny_model(max_len=256), ckpt)
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    db = Database(db_url)
+    await db.create_all()
+    backend = RedisBackend(db, server.url)
+    await backend.start()
+    worker = None
+    try:
+        jobs = [await backend.submit(req(f"user{i}", tokens=40, seed=i)) for i in range(2)]
+        server.halt(crash=True)
+        server.start()  # empty: this server keeps no snapshot
+        env = {
+            **os.environ,
+            "MELOMANIA_CHECKPOINT": str(ckpt),
+            "MELOMANIA_DATABASE_URL": db_url,
+            "MELOMANIA_DATA_DIR": str(tmp_path / "data"),
+            "MELOMANIA_REDIS_URL": server.url,
+            "MELOMANIA_THREADS": "1",
+        }
+        worker = subprocess.Popen([sys.executable, "-m", "melomania.cli", "worker"], env=env, stdout=subprocess.DEVNULL)
+        results = await asyncio.gather(*(collect(backend, j) for j in jobs))
+        assert [r[-1].kind for r in results] == ["done"] * 2
+        assert await count(db, Track) == 2
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(10)
+        await backend.stop()
+        await db.dispose()
+        server.stop()
