@@ -20,6 +20,7 @@ from . import vocab
 if TYPE_CHECKING:
     from .attention_kernel import AttentionKernel
     from .controls import ControlSpec
+    from .precision import Choice
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,9 @@ class MusicTransformer(nn.Module):
     # them wherever the model goes (a decoding copy, a worker's BatchDecoder).
     controls: ControlSpec | None = None  # the control tokens past the events; None: it takes none
     exact_decoding: bool = False  # fp32 products when decoding, even where bfloat16 ones are faster
+    # The precisions decoding may choose among (precision.py); None: every one that runs here.
+    decoding_precisions: tuple[str, ...] | None = None
+    decoding_choice: Choice | None = None  # what a decoding copy chose per batch bucket, and why
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
