@@ -34,6 +34,7 @@ from generator.packed import PackedLinear, for_decoding
 from generator.precision import (
     GIVE_UP,
     PRECISIONS,
+    Fp32Linear,
     Int8DynamicLinear,
     Int8WeightLinear,
     RoutedLinear,
@@ -57,15 +58,13 @@ def product_bytes(module: nn.Module, rows: int) -> int:
     """Bytes of weights one call with `rows` rows reads."""
     if isinstance(module, RoutedLinear):
         return product_bytes(module.route[min(rows, len(module.route) - 1)], rows)
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear | Fp32Linear):
         return 4 * (module.weight.numel() + module.out_features)
     if isinstance(module, PackedLinear):
         return 2 * (module.in_features + 1) * module.out_features
     if isinstance(module, Int8DynamicLinear | Int8WeightLinear):
         return (module.in_features + 8) * module.out_features  # int8, a scale and a bias per row
-    # the fp32 product inside a RoutedLinear: a closure over the model's own tensors
-    weight, bias = (c.cell_contents for c in module.__closure__[:2])
-    return 4 * (weight.numel() + (0 if bias is None else bias.numel()))
+    raise TypeError(f"no byte count for {type(module).__name__}")
 
 
 def bytes_per_step(model: MusicTransformer, batch: int) -> int:

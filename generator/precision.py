@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +57,6 @@ KL_LIMIT = 0.01  # nats: mean KL of a candidate's next-token distributions from 
 MARGIN = 0.10
 GIVE_UP = 3.0  # a candidate this many times slower than the best is timed no further
 TIMED_STEPS = 3  # per candidate and bucket, after one warm-up; the median counts
-
-Product = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,10 +108,24 @@ class Int8WeightLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-def make_product(precision: str, weight: torch.Tensor, bias: torch.Tensor | None) -> Product:
+class Fp32Linear(nn.Module):
+    """y = x·Wᵀ + b on the model's own tensors (MKL)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        # Detached views of the model's parameters, so they are not registered here a second time.
+        self.weight = weight.detach()
+        self.bias = None if bias is None else bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def make_product(precision: str, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     """x ↦ x·Wᵀ + b in `precision`. fp32 shares the model's own tensors."""
     if precision == "fp32":
-        return lambda x: F.linear(x, weight, bias)
+        return Fp32Linear(weight, bias)
     if precision == "bf16":
         from .packed import PackedLinear
 
@@ -152,13 +164,19 @@ class RoutedLinear(nn.Module):
     """y = x·Wᵀ + b by the product chosen for the call's number of rows (its batch bucket)."""
 
     def __init__(
-        self, weight: torch.Tensor, bias: torch.Tensor | None, products: dict[str, Product], original: nn.Module | None
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        products: dict[str, nn.Module],
+        original: nn.Module | None,
     ):
         super().__init__()
         self.in_features = weight.shape[1]
-        self.original = original  # what `uninstall` puts back
+        # What `uninstall` puts back; not registered as a submodule, or the copy's state_dict
+        # would name the model's weights twice.
+        object.__setattr__(self, "original", original)
         self.products = products  # precision → product; a plain dict, so no state_dict entries
-        self.route: list[Product] = []
+        self.route: list[nn.Module] = []
         self.set_route(dict.fromkeys(BUCKETS, "fp32"))
 
     def set_route(self, by_bucket: dict[int, str], prune: bool = False) -> None:
