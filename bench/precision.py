@@ -34,6 +34,7 @@ from generator.packed import PackedLinear, for_decoding
 from generator.precision import (
     GIVE_UP,
     PRECISIONS,
+    Fp16Linear,
     Fp32Linear,
     Int8DynamicLinear,
     Int8WeightLinear,
@@ -60,7 +61,7 @@ def product_bytes(module: nn.Module, rows: int) -> int:
         return product_bytes(module.route[min(rows, len(module.route) - 1)], rows)
     if isinstance(module, nn.Linear | Fp32Linear):
         return 4 * (module.weight.numel() + module.out_features)
-    if isinstance(module, PackedLinear):
+    if isinstance(module, PackedLinear | Fp16Linear):
         return 2 * (module.in_features + 1) * module.out_features
     if isinstance(module, Int8DynamicLinear | Int8WeightLinear):
         return (module.in_features + 8) * module.out_features  # int8, a scale and a bias per row

@@ -16,7 +16,10 @@ from generator import vocab as V
 from generator.packed import for_decoding
 
 INT8 = [p for p in ("int8-dynamic", "int8-weight") if P.runs(p)]
+OTHERS = [p for p in P.PRECISIONS if p != "fp32" and P.runs(p)]  # what can stand in for fp32 here
+CANDIDATES = ("fp32", *OTHERS)
 needs_int8 = pytest.mark.skipif(not INT8, reason="torch has no int8 products on this machine")
+needs_another = pytest.mark.skipif(not OTHERS, reason="fp32 is the only precision here: nothing to measure")
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +46,8 @@ def stepped_logits(model, tokens: list[int]) -> torch.Tensor:
     return torch.cat(out)[:, : V.VOCAB_SIZE]
 
 
-@needs_int8
-@pytest.mark.parametrize("precision", INT8)
-def test_an_int8_product_is_within_int8_rounding_of_fp32(precision):
+@pytest.mark.parametrize("precision", OTHERS)
+def test_a_product_is_within_its_rounding_of_fp32(precision):
     gen = torch.Generator().manual_seed(0)
     w, b = torch.randn(96, 64, generator=gen) * 0.1, torch.randn(96, generator=gen)
     x = torch.randn(5, 3, 64, generator=gen)
@@ -53,13 +55,12 @@ def test_an_int8_product_is_within_int8_rounding_of_fp32(precision):
     got = P.make_product(precision, w, b)(x)
     assert got.dtype == torch.float32 and got.shape == (5, 3, 96)
     error = (got - exact).abs().max() / exact.abs().max()
-    assert 0 < error < 0.03  # 7-8 bits on each side; and not fp32 in disguise
+    assert 0 < error < 0.03  # int8: 7-8 bits on each side; and not fp32 in disguise
 
 
-@needs_int8
-@pytest.mark.parametrize("precision", INT8)
-def test_int8_decoding_stays_within_the_kl_bound_of_fp32(precision):
-    """The guard on a small model: next-token distributions over a piece, int8 against fp32."""
+@pytest.mark.parametrize("precision", OTHERS)
+def test_decoding_stays_within_the_kl_bound_of_fp32(precision):
+    """The guard on a small model: next-token distributions over a piece, against fp32's."""
     model = tiny_model(max_len=256, seed=2)
     # Sharper outputs (3.6 nats of entropy, not a random model's 5.8), as a trained model's: a
     # near-uniform distribution would hide the error (fbgemm's 8-bit activations, which
@@ -170,22 +171,22 @@ def kept(tmp_path, monkeypatch):
     return tmp_path / "melomania" / "kernels", measured
 
 
-@needs_int8
+@needs_another
 def test_the_measurements_are_kept_once_and_reused(kept):
     directory, measured = kept
     model = tiny_model(max_len=64)
     rng = torch.get_rng_state()
-    first = for_decoding(model, precisions=("fp32", *INT8))
+    first = for_decoding(model, precisions=CANDIDATES)
     assert torch.equal(torch.get_rng_state(), rng)  # measuring leaves the random stream alone
     assert first.decoding_choice is None or first.decoding_choice.source == "measured"
     (table,) = directory.glob("precision-*.json")
     blob = json.loads(table.read_text())
     assert set(blob["ms"]) == {str(b) for b in P.BUCKETS}
     assert all("fp32" in times for times in blob["ms"].values())
-    assert set(blob["kl"]) <= set(INT8)
+    assert set(blob["kl"]) <= set(OTHERS)
     assert len(measured) == 1
 
-    again = for_decoding(model, precisions=("fp32", *INT8))
+    again = for_decoding(model, precisions=CANDIDATES)
     assert len(measured) == 1  # read, not measured
     assert list(directory.glob("precision-*.json")) == [table]
     chosen = {int(b): p for b, p in blob["by_bucket"].items()}
@@ -194,35 +195,35 @@ def test_the_measurements_are_kept_once_and_reused(kept):
         assert again.decoding_choice.by_bucket == chosen
 
 
-@needs_int8
+@needs_another
 def test_another_cpu_or_shape_is_measured_anew(kept, monkeypatch):
     directory, measured = kept
-    for_decoding(tiny_model(max_len=64), precisions=("fp32", *INT8))
+    for_decoding(tiny_model(max_len=64), precisions=CANDIDATES)
     narrower = MusicTransformer(ModelConfig(n_layers=2, d_model=32, n_heads=2, d_ff=64, max_len=64, dropout=0.0))
-    for_decoding(narrower.eval(), precisions=("fp32", *INT8))
+    for_decoding(narrower.eval(), precisions=CANDIDATES)
     assert len(measured) == 2
     monkeypatch.setattr(P, "_cpu_model", lambda: "another CPU")
-    for_decoding(tiny_model(max_len=64), precisions=("fp32", *INT8))
+    for_decoding(tiny_model(max_len=64), precisions=CANDIDATES)
     assert len(measured) == 3
     assert len(list(directory.glob("precision-*.json"))) == 3
 
 
-@needs_int8
+@needs_another
 def test_a_damaged_table_is_measured_again(kept):
     directory, measured = kept
     model = tiny_model(max_len=64)
-    for_decoding(model, precisions=("fp32", *INT8))
+    for_decoding(model, precisions=CANDIDATES)
     (table,) = directory.glob("precision-*.json")
     table.write_text("{not json")
-    for_decoding(model, precisions=("fp32", *INT8))
+    for_decoding(model, precisions=CANDIDATES)
     assert len(measured) == 2
     assert json.loads(table.read_text())["by_bucket"]
 
 
-@needs_int8
+@needs_another
 def test_the_table_reads_as_measured():
     model = tiny_model(max_len=64)
-    fast = for_decoding(model, precisions=("fp32", *INT8), fresh=True)
+    fast = for_decoding(model, precisions=CANDIDATES, fresh=True)
     choice = fast.decoding_choice if fast is not model else None
     if choice is None:  # everything fp32 and no kernel: the model itself
         return
