@@ -19,8 +19,8 @@ arithmetic and sampling stay fp32; the model's own weights are untouched):
   int8-weight   int8 weights with a scale per output channel, fp32 activations
                 (aten._weight_int8pack_mm).
 
-A guard runs with the timing: the next-token distributions of each candidate, at every step
-timed, against fp32's; one whose mean KL divergence exceeds KL_LIMIT is not a candidate.
+A guard runs with the timing: each candidate's next-token distributions against fp32's at every
+bucket; one whose mean KL divergence over a bucket's rows exceeds KL_LIMIT is not a candidate.
 Choosing per bucket means a seed's piece can depend on its batch's bucket where two buckets chose
 differently (and dynamic int8 quantizes a call's rows together), so a test or an operator who
 needs one precision forces it (`precisions`, MusicTransformer.decoding_precisions).
@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -57,7 +56,7 @@ KL_LIMIT = 0.01  # nats: mean KL of a candidate's next-token distributions from 
 # than this is within the noise of a few timed steps on a shared machine.
 MARGIN = 0.10
 GIVE_UP = 3.0  # a candidate this many times slower than the best is timed no further
-TIMED_STEPS = 3  # per candidate and bucket, after one warm-up; the least counts
+TIMED_STEPS = 2  # per candidate and bucket, after one warm-up; the least counts
 
 
 def _quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,7 +245,8 @@ class Choice:
 
     by_bucket: dict[int, str]
     ms: dict[int, dict[str, float]] = field(default_factory=dict)  # bucket → precision → ms per step
-    kl: dict[str, float] = field(default_factory=dict)  # precision → mean KL from fp32, nats
+    kl: dict[str, float] = field(default_factory=dict)  # precision → KL from fp32, nats (measure)
+    screened: list[str] = field(default_factory=list)  # hopeless in one product: not timed (screen)
     seconds: float = 0.0  # what measuring took
     source: str = "forced"  # "measured", "cache" (measured before, read from disk), "forced"
 
@@ -255,6 +255,7 @@ class Choice:
             "by_bucket": {str(b): p for b, p in self.by_bucket.items()},
             "ms": {str(b): t for b, t in self.ms.items()},
             "kl": self.kl,
+            "screened": self.screened,
             "seconds": self.seconds,
         }
 
@@ -264,6 +265,7 @@ class Choice:
             by_bucket={int(b): p for b, p in blob["by_bucket"].items()},
             ms={int(b): t for b, t in blob["ms"].items()},
             kl=blob["kl"],
+            screened=blob["screened"],
             seconds=blob["seconds"],
             source="cache",
         )
@@ -278,7 +280,9 @@ class Choice:
             lines.append(f"{b:>5} " + " ".join(f"{c:>13}" for c in cells) + f"  {chosen}")
         if self.kl:
             guard = ", ".join(f"{p} {kl:.5f}" for p, kl in self.kl.items())
-            lines.append(f"mean KL from fp32 (nats, limit {KL_LIMIT}): {guard}")
+            lines.append(f"KL from fp32 (nats, mean over a batch, worst batch; limit {KL_LIMIT}): {guard}")
+        if self.screened:
+            lines.append(f"not timed, {GIVE_UP:g}x slower than fp32 in one product: {', '.join(self.screened)}")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -312,51 +316,75 @@ def _expand(model: MusicTransformer, base: KVCache, rows: int) -> KVCache:
 def _kl(reference: torch.Tensor, other: torch.Tensor) -> float:
     """Mean over rows of KL(reference ‖ other) between next-event distributions, nats."""
     p, q = (t[:, : V.VOCAB_SIZE].float().log_softmax(-1) for t in (reference, other))
-    return float((p.exp() * (p - q)).sum(-1).mean())
+    return max(0.0, float((p.exp() * (p - q)).sum(-1).mean()))  # not -0.0 where they agree
+
+
+@torch.inference_mode()
+def screen(model: MusicTransformer, precisions: Sequence[str]) -> list[str]:
+    """`precisions` less those hopeless here, by one product of the model's own shape (its first
+    in_proj) at 1 and 32 rows: GIVE_UP times slower than fp32 at both. Cheap, where building a
+    hopeless precision for the whole model costs seconds (torch's weight-only int8 kernel ran
+    16x slower than fp32 at one row on the AVX2 EPYC, 97x at 32)."""
+    attn = model.encoder.layers[0].self_attn
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    products = {p: make_product(p, weight, bias) for p in dict.fromkeys(("fp32", *precisions))}
+    best: dict[str, list[float]] = {p: [] for p in products}
+    for rows in (1, BUCKETS[-1]):
+        x = torch.linspace(-1, 1, rows * weight.shape[1]).reshape(rows, -1)
+        times: dict[str, list[float]] = {p: [] for p in products}
+        for rep in range(4):
+            for p, product in products.items():
+                t0 = time.perf_counter()
+                product(x)
+                if rep:  # the first call builds the kernel
+                    times[p].append(time.perf_counter() - t0)
+        for p, t in times.items():
+            best[p].append(min(t))
+    return [p for p in products if any(t <= GIVE_UP * f for t, f in zip(best[p], best["fp32"]))]
 
 
 @torch.inference_mode()
 def measure(
     model: MusicTransformer, precisions: Sequence[str], buckets: Sequence[int] = BUCKETS
 ) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
-    """ms per decode step of each precision at each bucket, and each one's mean KL from fp32.
-    `model` holds RoutedLinear with every precision (`install`); it is left routed to fp32.
-    Steps are timed interleaved (each precision's step in turn), a few of each; a precision
-    GIVE_UP times slower than the best at one bucket is not timed at larger ones."""
+    """ms per decode step of each precision at each bucket, and each one's KL from fp32 (the
+    mean over a bucket's rows, at its worst bucket). `model` holds RoutedLinear with every
+    precision (`install`); it is left routed to fp32. Steps are timed interleaved (each
+    precision's step in turn), a few of each. A precision over KL_LIMIT at a bucket, or GIVE_UP
+    times slower than the best there, is not timed at larger ones."""
     names = list(dict.fromkeys(("fp32", *precisions)))
     set_routes(model, dict.fromkeys(BUCKETS, "fp32"))
     prompts = _prompts(4)
     _, base = model.prefill(prompts, max(len(p) for p in prompts) + 1)
     ms: dict[int, dict[str, float]] = {}
-    divergence: dict[str, list[float]] = {p: [] for p in names[1:]}
+    kl: dict[str, float] = {}
     alive = list(names)
     for b in buckets:
         cache = _expand(model, base, b)
         start = cache.lengths.clone()
         tokens = (V.NOTE_ON + 48 + torch.arange(b) * 5 % 40).long()
         times: dict[str, list[float]] = {p: [] for p in alive}
-        logits: dict[str, torch.Tensor] = {}
         for rep in range(1 + TIMED_STEPS):
+            logits = {}
             for p in alive:
                 set_routes(model, dict.fromkeys(BUCKETS, p))
                 cache.lengths = start.clone()
                 t0 = time.perf_counter()
-                out = model.step(tokens, cache)
+                logits[p] = model.step(tokens, cache)
                 if rep:
                     times[p].append((time.perf_counter() - t0) * 1e3)
-                else:
-                    logits[p] = out
-            if rep == 1:  # one timed step each: the hopeless are not timed again, here or later
-                best = min(times[p][0] for p in alive)
-                alive = [p for p in alive if p == "fp32" or times[p][0] <= GIVE_UP * best]
+            if rep == 0:  # the warm-up's distributions are the guard's: a failing one is timed no more
+                for p in alive[1:]:
+                    kl[p] = max(kl.get(p, 0.0), _kl(logits["fp32"], logits[p]))
+                alive = [p for p in alive if p == "fp32" or kl[p] <= KL_LIMIT]
         # The least of each, not the median: on a shared machine other work only ever adds
         # time, and with three steps the median still caught a neighbour's burst (fp32 at
         # batch 2 timed 6x its batch 1 and 2x its batch 32).
-        ms[b] = {p: min(t) for p, t in times.items()}
-        for p in logits.keys() - {"fp32"}:
-            divergence[p].append(_kl(logits["fp32"], logits[p]))
+        ms[b] = {p: min(t) for p, t in times.items() if t}
+        best = min(ms[b][p] for p in alive)
+        alive = [p for p in alive if p == "fp32" or ms[b][p] <= GIVE_UP * best]
     set_routes(model, dict.fromkeys(BUCKETS, "fp32"))
-    return ms, {p: statistics.fmean(d) for p, d in divergence.items() if d}
+    return ms, kl
 
 
 def choose(ms: dict[int, dict[str, float]], kl: dict[str, float]) -> dict[int, str]:
@@ -471,9 +499,11 @@ def prepare(model: MusicTransformer, precisions: Sequence[str] | None = None, fr
     choice = None if fresh else _read(path, key)
     if choice is None:
         t0 = time.perf_counter()
-        install(model, names)
-        ms, kl = measure(model, names)
-        choice = Choice(choose(ms, kl), ms, kl, time.perf_counter() - t0, "measured")
+        hopeful = screen(model, names)
+        install(model, hopeful)
+        ms, kl = measure(model, hopeful)
+        screened = [p for p in names if p not in hopeful]
+        choice = Choice(choose(ms, kl), ms, kl, screened, time.perf_counter() - t0, "measured")
         _write(path, key, choice)
         log.info("%s\n%s", choice.summary(), choice.table())
     else:

@@ -23,6 +23,13 @@ needs_another = pytest.mark.skipif(not OTHERS, reason="fp32 is the only precisio
 
 
 @pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Tables measured here are kept in the test's own directory, not the user's cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "melomania" / "kernels"
+
+
+@pytest.fixture(autouse=True)
 def one_thread():
     """Steps of a tiny model are too short to share; two threads on a busy machine only wait."""
     before = torch.get_num_threads()
@@ -157,9 +164,8 @@ def test_the_choice_is_the_fastest_that_passes_the_guard_and_beats_fp32_by_the_m
 
 
 @pytest.fixture
-def kept(tmp_path, monkeypatch):
-    """A private cache directory, and a count of the measurements made."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def kept(private_cache, monkeypatch):
+    """The cache directory, and a count of the measurements made."""
     measured = []
     real = P.measure
 
@@ -168,7 +174,7 @@ def kept(tmp_path, monkeypatch):
         return real(model, precisions, buckets)
 
     monkeypatch.setattr(P, "measure", counted)
-    return tmp_path / "melomania" / "kernels", measured
+    return private_cache, measured
 
 
 @needs_another
@@ -227,7 +233,32 @@ def test_the_table_reads_as_measured():
     choice = fast.decoding_choice if fast is not model else None
     if choice is None:  # everything fp32 and no kernel: the model itself
         return
-    text = choice.table()
-    assert text.splitlines()[0].split()[:2] == ["batch", "fp32"]
-    assert len(text.splitlines()) == 1 + len(P.BUCKETS) + 1
-    assert "mean KL from fp32" in text
+    lines = choice.table().splitlines()
+    assert lines[0].split()[:2] == ["batch", "fp32"]
+    assert [int(line.split()[0]) for line in lines[1 : 1 + len(P.BUCKETS)]] == list(P.BUCKETS)
+    assert lines[1 + len(P.BUCKETS)].startswith("KL from fp32")
+
+
+def test_a_hopeless_precision_is_not_built_for_the_whole_model(monkeypatch):
+    """Screened out by one product first: building it for every layer would cost seconds."""
+    import time
+
+    real = P.make_product
+
+    class Sluggish(torch.nn.Module):
+        def __init__(self, weight, bias):
+            super().__init__()
+            self.fp32 = real("fp32", weight, bias)
+
+        def forward(self, x):
+            time.sleep(0.01)
+            return self.fp32(x)
+
+    monkeypatch.setattr(P, "_runs", {p: p in ("fp32", "int8-weight") for p in P.PRECISIONS})
+    monkeypatch.setattr(P, "make_product", lambda p, w, b: Sluggish(w, b) if p == "int8-weight" else real(p, w, b))
+    model = tiny_model(max_len=64)
+    assert P.screen(model, ["fp32", "int8-weight"]) == ["fp32"]
+    fast = for_decoding(model, precisions=("fp32", "int8-weight"), fresh=True)
+    assert P.uses(fast) == {"fp32"}
+    if fast is not model:
+        assert fast.decoding_choice.screened == ["int8-weight"]
