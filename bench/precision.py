@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24, help="decode steps timed per repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precisions", help="comma-separated, side by side with auto (default: every one that runs)")
     ap.add_argument("--fresh", action="store_true", help="measure the automatic choice again, not the kept table")
     ap.add_argument("--guard", action="store_true", help="KL and NLL against fp32 (needs --checkpoint and data)")
     ap.add_argument("--data", default="data/dataset", help="the dataset with validation shards (for --guard)")
@@ -202,8 +203,9 @@ def main() -> None:
         f"model: {cfg.n_layers} layers, d={cfg.d_model}, {cfg.n_heads} heads, ff={cfg.d_ff}, "
         f"{params / 1e6:.1f}M parameters; {torch.get_num_threads()} thread(s); {args.steps} steps × {args.reps}"
     )
-    names = [p for p in PRECISIONS if p in available()]
-    print(f"precisions that run here: {', '.join(names)} (not: {', '.join(set(PRECISIONS) - set(names)) or '-'})")
+    runs = [p for p in PRECISIONS if p in available()]
+    print(f"precisions that run here: {', '.join(runs)} (not: {', '.join(set(PRECISIONS) - set(runs)) or '-'})")
+    names = [p for p in (args.precisions.split(",") if args.precisions else runs) if p in runs]
     gb_s = bandwidth_gb_s()
     variants = {p: for_decoding(model, precisions=(p,)) for p in names}
     variants["auto"] = for_decoding(model, fresh=args.fresh)
