@@ -59,7 +59,7 @@ def bandwidth_gb_s(mib: int = 512, reps: int = 5) -> float:
 def product_bytes(module: nn.Module, rows: int) -> int:
     """Bytes of weights one call with `rows` rows reads."""
     if isinstance(module, RoutedLinear):
-        return product_bytes(module.route[min(rows, len(module.route) - 1)], rows)
+        return product_bytes(module.route[min(rows, len(module.route) - 1)].__self__, rows)
     if isinstance(module, nn.Linear | Fp32Linear):
         return 4 * (module.weight.numel() + module.out_features)
     if isinstance(module, PackedLinear | Fp16Linear):

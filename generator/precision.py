@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ class Fp16Linear(nn.Module):
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float().contiguous(), b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        return torch.ops.quantized.linear_dynamic_fp16.default(x, self.packed)
 
 
 class Int8DynamicLinear(nn.Module):
@@ -101,7 +101,9 @@ class Int8DynamicLinear(nn.Module):
         self.reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
+        # The overload itself, not the packet: no schema matching on every call (a decode step
+        # makes one call per projection, and at one row each is a few tens of µs)
+        return torch.ops.quantized.linear_dynamic.default(x, self.packed, self.reduce_range)
 
 
 class Int8WeightLinear(nn.Module):
@@ -191,15 +193,16 @@ class RoutedLinear(nn.Module):
         # would name the model's weights twice.
         object.__setattr__(self, "original", original)
         self.products = products  # precision → product; a plain dict, so no state_dict entries
-        self.route: list[nn.Module] = []
+        self.route: list[Callable[[torch.Tensor], torch.Tensor]] = []
         self.set_route(dict.fromkeys(BUCKETS, "fp32"))
 
     def set_route(self, by_bucket: dict[int, str], prune: bool = False) -> None:
         """Use `by_bucket[bucket]`'s product for each bucket; `prune`: drop the others."""
         if prune:
             self.products = {p: f for p, f in self.products.items() if p in by_bucket.values()}
-        # indexed by rows, 0 … the largest bucket: one list lookup per call
-        self.route = [self.products[by_bucket[bucket_of(n)]] for n in range(BUCKETS[-1] + 1)]
+        # Indexed by rows, 0 … the largest bucket: one list lookup per call, straight to the
+        # product's forward (it has no hooks to run).
+        self.route = [self.products[by_bucket[bucket_of(n)]].forward for n in range(BUCKETS[-1] + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
