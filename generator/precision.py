@@ -189,6 +189,7 @@ class RoutedLinear(nn.Module):
     ):
         super().__init__()
         self.in_features = weight.shape[1]
+        self.source = (weight.detach(), None if bias is None else bias.detach())  # for products added later
         # What `uninstall` puts back; not registered as a submodule, or the copy's state_dict
         # would name the model's weights twice.
         object.__setattr__(self, "original", original)
@@ -220,10 +221,16 @@ def install(model: MusicTransformer, precisions: Sequence[str]) -> list[RoutedLi
         return routed[-1]
 
     for module in list(model.modules()):
+        if isinstance(module, RoutedLinear):  # installed before: add the precisions it lacks
+            weight, bias = module.source
+            for p in precisions:
+                module.products.setdefault(p, make_product(p, weight, bias))
+            routed.append(module)
+            continue
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, routed_linear(child.weight, child.bias, child))
-        if isinstance(module, RelativeSelfAttention):
+        if isinstance(module, RelativeSelfAttention) and not isinstance(module.in_proj, RoutedLinear):
             module.in_proj = routed_linear(module.in_proj_weight, module.in_proj_bias, module.in_proj)
     return routed
 
@@ -249,7 +256,7 @@ class Choice:
     by_bucket: dict[int, str]
     ms: dict[int, dict[str, float]] = field(default_factory=dict)  # bucket → precision → ms per step
     kl: dict[str, float] = field(default_factory=dict)  # precision → KL from fp32, nats (measure)
-    screened: list[str] = field(default_factory=list)  # hopeless in one product: not timed (screen)
+    screened: dict[str, str] = field(default_factory=dict)  # not timed, and why (screen)
     seconds: float = 0.0  # what measuring took
     source: str = "forced"  # "measured", "cache" (measured before, read from disk), "forced"
 
@@ -285,7 +292,7 @@ class Choice:
             guard = ", ".join(f"{p} {kl:.5f}" for p, kl in self.kl.items())
             lines.append(f"KL from fp32 (nats, mean over a batch, worst batch; limit {KL_LIMIT}): {guard}")
         if self.screened:
-            lines.append(f"not timed, {GIVE_UP:g}x slower than fp32 in one product: {', '.join(self.screened)}")
+            lines.append("not timed: " + ", ".join(f"{p} ({why})" for p, why in self.screened.items()))
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -323,11 +330,14 @@ def _kl(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def screen(model: MusicTransformer, precisions: Sequence[str]) -> list[str]:
-    """`precisions` less those hopeless here, by one product of the model's own shape (its first
-    in_proj) at 1 and 32 rows: GIVE_UP times slower than fp32 at both. Cheap, where building a
-    hopeless precision for the whole model costs seconds (torch's weight-only int8 kernel ran
-    16x slower than fp32 at one row on the AVX2 EPYC, 97x at 32)."""
+def screen(model: MusicTransformer, precisions: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Which of `precisions` are worth building for the whole model and timing, judged by one
+    product of its own shape (its first in_proj) at 1 and 32 rows: (those, {the others: why}).
+    Out are the hopeless, GIVE_UP times slower than fp32 at both (torch's weight-only int8 ran
+    16x slower at one row on the AVX2 EPYC, 97x at 32), and the beaten, slower at both than
+    another candidate by MARGIN (fp16 behind int8 there): building a precision for a 103M
+    model costs a second or two. `prepare` times the beaten after all where their betters fail
+    the guard."""
     attn = model.encoder.layers[0].self_attn
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     products = {p: make_product(p, weight, bias) for p in dict.fromkeys(("fp32", *precisions))}
@@ -343,7 +353,16 @@ def screen(model: MusicTransformer, precisions: Sequence[str]) -> list[str]:
                     times[p].append(time.perf_counter() - t0)
         for p, t in times.items():
             best[p].append(min(t))
-    return [p for p in products if any(t <= GIVE_UP * f for t, f in zip(best[p], best["fp32"]))]
+    out: dict[str, str] = {}
+    for p in products:
+        if p != "fp32" and all(t > GIVE_UP * f for t, f in zip(best[p], best["fp32"])):
+            out[p] = f"{GIVE_UP:g}x slower than fp32 in one product"
+    for p in products:
+        rivals = [q for q in products if q not in (p, "fp32", *out)]
+        faster = [q for q in rivals if all((1 + MARGIN) * tq < tp for tq, tp in zip(best[q], best[p]))]
+        if p != "fp32" and p not in out and faster:
+            out[p] = f"slower than {faster[0]} in one product"
+    return [p for p in products if p not in out], out
 
 
 @torch.inference_mode()
@@ -502,10 +521,16 @@ def prepare(model: MusicTransformer, precisions: Sequence[str] | None = None, fr
     choice = None if fresh else _read(path, key)
     if choice is None:
         t0 = time.perf_counter()
-        hopeful = screen(model, names)
-        install(model, hopeful)
-        ms, kl = measure(model, hopeful)
-        screened = [p for p in names if p not in hopeful]
+        timed, screened = screen(model, names)
+        install(model, timed)
+        ms, kl = measure(model, timed)
+        beaten = [p for p, why in screened.items() if why.startswith("slower than")]
+        if beaten and any(kl.get(p, 0.0) > KL_LIMIT for p in timed):  # a better one failed the guard
+            timed = [p for p in timed if kl.get(p, 0.0) <= KL_LIMIT] + beaten
+            install(model, beaten)
+            ms, more = measure(model, timed)
+            kl |= more
+            screened = {p: why for p, why in screened.items() if p not in beaten}
         choice = Choice(choose(ms, kl), ms, kl, screened, time.perf_counter() - t0, "measured")
         _write(path, key, choice)
         log.info("%s\n%s", choice.summary(), choice.table())

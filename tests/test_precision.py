@@ -3,6 +3,7 @@ and kept on disk per CPU and model, and a precision forced where a test or a CPU
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -36,6 +37,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def measured(model, precisions) -> P.Choice:
+    """What a decoding copy of `model` chooses among `precisions`, timed afresh."""
+    return P.prepare(copy.deepcopy(model), precisions, fresh=True)
 
 
 def kl_from(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -228,12 +234,7 @@ def test_a_damaged_table_is_measured_again(kept):
 
 @needs_another
 def test_the_table_reads_as_measured():
-    model = tiny_model(max_len=64)
-    fast = for_decoding(model, precisions=CANDIDATES, fresh=True)
-    choice = fast.decoding_choice if fast is not model else None
-    if choice is None:  # everything fp32 and no kernel: the model itself
-        return
-    lines = choice.table().splitlines()
+    lines = measured(tiny_model(max_len=64), CANDIDATES).table().splitlines()
     assert lines[0].split()[:2] == ["batch", "fp32"]
     assert [int(line.split()[0]) for line in lines[1 : 1 + len(P.BUCKETS)]] == list(P.BUCKETS)
     assert lines[1 + len(P.BUCKETS)].startswith("KL from fp32")
@@ -257,8 +258,29 @@ def test_a_hopeless_precision_is_not_built_for_the_whole_model(monkeypatch):
     monkeypatch.setattr(P, "_runs", {p: p in ("fp32", "int8-weight") for p in P.PRECISIONS})
     monkeypatch.setattr(P, "make_product", lambda p, w, b: Sluggish(w, b) if p == "int8-weight" else real(p, w, b))
     model = tiny_model(max_len=64)
-    assert P.screen(model, ["fp32", "int8-weight"]) == ["fp32"]
-    fast = for_decoding(model, precisions=("fp32", "int8-weight"), fresh=True)
-    assert P.uses(fast) == {"fp32"}
-    if fast is not model:
-        assert fast.decoding_choice.screened == ["int8-weight"]
+    assert P.screen(model, ["fp32", "int8-weight"]) == (["fp32"], {"int8-weight": "3x slower than fp32 in one product"})
+    choice = measured(model, ("fp32", "int8-weight"))
+    assert set(choice.by_bucket.values()) == {"fp32"} and list(choice.screened) == ["int8-weight"]
+
+
+@pytest.mark.skipif(not P.runs("fp16"), reason="torch has no fp16 products on this machine")
+def test_a_precision_beaten_in_one_product_is_timed_after_all_where_its_better_fails_the_guard(monkeypatch):
+    real = P.make_product
+
+    class FastButWrong(torch.nn.Module):
+        def __init__(self, weight, bias):
+            super().__init__()
+            self.out_features = weight.shape[0]
+
+        def forward(self, x):
+            return x.new_zeros(*x.shape[:-1], self.out_features)
+
+    monkeypatch.setattr(P, "_runs", {p: p in ("fp32", "fp16", "int8-dynamic") for p in P.PRECISIONS})
+    wrong = lambda p, w, b: FastButWrong(w, b) if p == "int8-dynamic" else real(p, w, b)
+    monkeypatch.setattr(P, "make_product", wrong)
+    model = tiny_model(max_len=64)
+    timed, screened = P.screen(model, ["fp32", "fp16", "int8-dynamic"])
+    assert timed == ["fp32", "int8-dynamic"] and screened == {"fp16": "slower than int8-dynamic in one product"}
+    choice = measured(model, ("fp32", "fp16", "int8-dynamic"))
+    assert choice.kl["int8-dynamic"] > P.KL_LIMIT and "int8-dynamic" not in choice.by_bucket.values()
+    assert "fp16" in choice.kl and "fp16" in choice.ms[1] and not choice.screened
