@@ -93,14 +93,18 @@ def decoder_at(model: MusicTransformer, batch: int, tokens: int) -> BatchDecoder
 
 def timings(variants: dict[str, MusicTransformer], batches: list[int], steps: int) -> dict:
     """batch → variant → ms per decode step: the median of `steps`, the variants' decoders
-    stepping in turn (A B A B …), so a neighbour's burst lands on all of them alike."""
+    stepping in turn (A B A B …, the order rotating), so a neighbour's burst lands on all of
+    them alike."""
     alive = list(variants)
     table = {}
     for b in batches:
         decoders = {name: decoder_at(variants[name], b, steps + 3) for name in alive}
         times: dict[str, list[float]] = {name: [] for name in alive}
+        order = list(decoders)
         for i in range(steps + 2):
-            for name, decoder in decoders.items():
+            order = order[1:] + order[:1]  # each follows each in turn: no variant always runs after the slowest
+            for name in order:
+                decoder = decoders[name]
                 t0 = time.perf_counter()
                 decoder.step()
                 if i >= 2:  # the first steps build kernels for this batch
