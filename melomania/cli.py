@@ -732,9 +732,10 @@ def bench_cpu(
     fast = for_decoding(loaded.model, fresh=True)
     choice = fast.decoding_choice
     threads = torch.get_num_threads()
-    if choice is None:
-        why = "exact decoding is set" if loaded.model.exact_decoding else "nothing else was faster here"
-        out.print(f"fp32 at every batch size ({why}); {threads} thread(s)", highlight=False)
+    if choice is None or not choice.ms:  # nothing was timed
+        why = "exact decoding is set" if loaded.model.exact_decoding else "nothing else runs here"
+        only = choice.by_bucket[1] if choice else "fp32"
+        out.print(f"{only} at every batch size ({why}); {threads} thread(s)", highlight=False)
         return
     out.print(f"ms per decode step on {threads} thread(s), * the precision decoding uses:", highlight=False)
     out.print(choice.table(), highlight=False)

@@ -458,3 +458,16 @@ def test_every_command_s_bad_input_is_one_line(env, monkeypatch, args, setup, fr
     for name, value in (setup or {}).items():
         monkeypatch.setenv(name, value)
     assert_one_line_error(run(*args), *fragments)
+
+
+def test_bench_cpu_times_the_precisions_and_keeps_the_table(env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(env / "cache"))
+    result = run("bench-cpu")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    if lines[0].startswith("fp32 at every batch size"):  # no other precision here
+        return
+    assert lines[0].startswith("ms per decode step on")
+    assert lines[1].split()[:2] == ["batch", "fp32"]
+    assert [int(line.split()[0]) for line in lines[2:8]] == [1, 2, 4, 8, 16, 32]
+    assert list((env / "cache" / "melomania" / "kernels").glob("precision-*.json"))
