@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/generate.py --tokens 512 --batch 16 --skip-naive
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/step.py --batches 1,8
+	$(BIN)/python bench/precision.py --batches 1,8
 	$(BIN)/python bench/load.py --users 8
 
 clean:

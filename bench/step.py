@@ -1,6 +1,7 @@
 """What one decode step costs at each batch size, side by side in one run: fp32 throughout; with
-the prepacked bfloat16 products alone (generator/packed.py); and as the decoder runs, those
-products with the bfloat16 cache and its attention kernel (generator/attention_kernel.py).
+the prepacked bfloat16 products alone (generator/packed.py); and as the decoder runs: the
+precisions measured fastest here (generator/precision.py; bench/precision.py compares them all)
+with the bfloat16 cache and its attention kernel (generator/attention_kernel.py).
 
     python bench/step.py [--checkpoint PATH] [--tokens 512] [--batches 1,2,4,8,16] [--threads 1]
 
@@ -55,7 +56,11 @@ def main() -> None:
     loaded = load_model(ckpt)
     model = loaded.model
     batches = [int(b) for b in args.batches.split(",")]
-    variants = {"fp32": model.eval(), "packed": for_decoding(model, kernel=False), "decoder": for_decoding(model)}
+    variants = {
+        "fp32": model.eval(),
+        "packed": for_decoding(model, kernel=False, precisions=("bf16",)),
+        "decoder": for_decoding(model),
+    }
     print(f"checkpoint {ckpt}: {args.tokens} tokens per row, {args.threads} torch thread(s)")
     for name, decoding in list(variants.items())[1:]:
         if decoding is model or (name == "decoder" and decoding.kv_dtype is None):

@@ -21,6 +21,7 @@ from . import vocab
 if TYPE_CHECKING:
     from .attention_kernel import AttentionKernel
     from .controls import ControlSpec
+    from .precision import Choice
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,9 @@ class MusicTransformer(nn.Module):
     # Decode over a cache allocated once, in buckets of fixed shapes, replayed as CUDA graphs on a
     # GPU (graphs.py; elsewhere the buckets run eagerly, which only tests want).
     cuda_graphs: bool = False
+    # The precisions decoding may choose among (precision.py); None: every one that runs here.
+    decoding_precisions: tuple[str, ...] | None = None
+    decoding_choice: Choice | None = None  # what a decoding copy chose per batch bucket, and why
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()

@@ -1,4 +1,5 @@
-"""Prepacked bfloat16 projections for decoding on CPUs that multiply bfloat16 natively.
+"""Prepacked bfloat16 projections for decoding, one of the precisions a decode step's products
+can run in (precision.py times each on this CPU and uses the fastest per batch size).
 
 A decode step multiplies a handful of rows (one per user in the batch) by every weight matrix,
 and on one core of the development machine (AMD EPYC, Zen 4 with AVX512-BF16) the fp32 products
@@ -18,7 +19,7 @@ bits with the number of rows).
 from __future__ import annotations
 
 import copy
-import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,18 +32,12 @@ if TYPE_CHECKING:
 EXACT_ROWS = 32  # row counts up to this (a decode step's batch) get their own kernel
 
 
-@functools.cache
 def supported() -> bool:
-    """True where oneDNN runs bfloat16 products in hardware (AVX512-BF16 or AMX); elsewhere it
-    would emulate them, slower than fp32."""
-    # Not torch.ops.mkldnn._is_mkldnn_bf16_supported(): it says yes for any AVX-512 CPU, and on
-    # one without AVX512-BF16 (Skylake, Cascade Lake) oneDNN emulates the products, slower.
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    native = (getattr(torch.cpu, name, lambda: False) for name in checks)
-    try:
-        return bool(torch.backends.mkldnn.is_available() and any(check() for check in native))
-    except (AttributeError, RuntimeError):
-        return False
+    """True where oneDNN runs bfloat16 products at all (natively, or emulated where the CPU has
+    AVX-512 but no AVX512-BF16); whether they are faster than fp32 is measured (precision.py)."""
+    from .precision import runs
+
+    return runs("bf16")
 
 
 class PackedLinear(nn.Module):
@@ -72,12 +67,17 @@ class PackedLinear(nn.Module):
         return y.float().reshape(*x.shape[:-1], self.out_features)
 
 
-def for_decoding(model: MusicTransformer, kernel: bool = True) -> MusicTransformer:
+def for_decoding(
+    model: MusicTransformer, kernel: bool = True, precisions: Sequence[str] | None = None, fresh: bool = False
+) -> MusicTransformer:
     """An inference copy of `model` for decoding on this CPU, or `model` itself where nothing
-    here would be faster. The copy's projections are PackedLinear when the CPU has native
-    bfloat16, and its key/value cache is bfloat16, read by the attention kernel, where a C
-    compiler could build that (attention_kernel.py; `kernel=False` keeps the fp32 cache). Only a
-    model on the CPU in fp32 is changed.
+    here would be faster. At each batch bucket the copy's projections run in whichever of
+    `precisions` (default: the model's `decoding_precisions`, else every one that runs here; a
+    single one forces it) was timed fastest on this CPU for this model (precision.py: bfloat16,
+    int8 or fp32; `fresh`: time them again rather than read the kept table). Its key/value
+    cache is bfloat16, read by the attention kernel, where a C compiler could build that
+    (attention_kernel.py; `kernel=False` keeps the fp32 cache). Only a model on the CPU in fp32
+    is changed.
 
     A model with `exact_decoding` set (MELOMANIA_EXACT_DECODING) keeps fp32 throughout.
 
@@ -85,38 +85,37 @@ def for_decoding(model: MusicTransformer, kernel: bool = True) -> MusicTransform
     alone, bit for bit, in every check (the attention kernel, the norms and the sampling do by
     construction; oneDNN's products did, though it promises nothing across row and thread
     counts), so a seed composes the same piece alone or among others. Not so for MKL's fp32
-    products, whose last bits vary with the rows, nor for prompts encoded together, padded.
-    Where attention runs in torch instead (the fp32 cache, and exact decoding), it reads every
-    row at the batch's widest, and the last-bit differences that brings can tip a draw in a
-    long piece; bfloat16 rounding magnifies them. In our check (8 thirty-second pieces
-    joining a running batch one step apart, against each composed alone): 8 of 8 the same with
-    the kernel, 8 of 8 in fp32, 6 of 8 with bfloat16 products and the fp32 cache.
+    products, whose last bits vary with the rows, nor for dynamic int8, which quantizes a
+    step's rows with one scale, nor where two buckets chose different precisions, nor for
+    prompts encoded together, padded. Where attention runs in torch instead (the fp32 cache,
+    and exact decoding), it reads every row at the batch's widest, and the last-bit differences
+    that brings can tip a draw in a long piece; bfloat16 rounding magnifies them. In our check
+    (8 thirty-second pieces joining a running batch one step apart, against each composed
+    alone): 8 of 8 the same with the kernel, 8 of 8 in fp32, 6 of 8 with bfloat16 products and
+    the fp32 cache.
     """
     weight = model.embedding.weight
     if model.exact_decoding or weight.device.type != "cpu" or weight.dtype != torch.float32 or model.decoding_copy:
         return model
     from .attention_kernel import load
     from .model import RelativeSelfAttention
+    from .precision import prepare
 
-    pack = supported()
     head = model.config.head_dim
     attend = load() if kernel and head >= 16 and head % 16 == 0 else None
-    if not pack and attend is None:
-        return model
     # The copy shares every tensor with the model (no second set of fp32 weights); only its
-    # projections are new.
+    # products are new.
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     fast = copy.deepcopy(model, memo=shared).eval()
-    for module in list(fast.modules()):
-        if pack:
-            for name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(module, name, PackedLinear(child.weight, child.bias))
-        if isinstance(module, RelativeSelfAttention):
-            if pack:
-                module.in_proj = PackedLinear(module.in_proj_weight, module.in_proj_bias)
-            module.attend = attend
     if attend is not None:
+        for module in fast.modules():
+            if isinstance(module, RelativeSelfAttention):
+                module.attend = attend
         fast.kv_dtype = torch.bfloat16
+    # Timed with the copy's own cache and attention, as it will decode.
+    choice = prepare(fast, model.decoding_precisions if precisions is None else precisions, fresh)
+    if attend is None and set(choice.by_bucket.values()) == {"fp32"}:
+        return model
+    fast.decoding_choice = choice
     fast.decoding_copy = True  # already prepared: a decoder handed this copy uses it as it is
     return fast

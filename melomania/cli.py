@@ -764,6 +764,41 @@ def build_kernel() -> None:
     out.print(f"attention kernel built: {path}", highlight=False)
 
 
+@app.command("bench-cpu")
+def bench_cpu(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="model weights", envvar="MELOMANIA_CHECKPOINT", show_default="the shipped model"),
+    ] = None,
+) -> None:
+    """Time a decode step in each precision at each batch size on this CPU, keep the fastest for
+    decoding to use, and show the table (decoding measures it once by itself otherwise)."""
+    import os
+
+    import torch
+
+    from generator.decoding import decoding_threads
+    from generator.packed import for_decoding
+
+    settings = load_settings()
+    try:
+        _, loaded = load_configured_model(settings, checkpoint)
+    except GeneratorError as exc:
+        fail(str(exc))
+    if not settings.threads:  # the threads decoding runs on, which the table is kept for
+        torch.set_num_threads(decoding_threads(loaded.model, len(os.sched_getaffinity(0))))
+    fast = for_decoding(loaded.model, fresh=True)
+    choice = fast.decoding_choice
+    threads = torch.get_num_threads()
+    if choice is None or not choice.ms:  # nothing was timed
+        why = "exact decoding is set" if loaded.model.exact_decoding else "nothing else runs here"
+        only = choice.by_bucket[1] if choice else "fp32"
+        out.print(f"{only} at every batch size ({why}); {threads} thread(s)", highlight=False)
+        return
+    out.print(f"ms per decode step on {threads} thread(s), * the precision decoding uses:", highlight=False)
+    out.print(choice.table(), highlight=False)
+
+
 @app.command()
 def worker(
     check: Annotated[

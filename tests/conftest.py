@@ -28,7 +28,11 @@ def pytest_collection_modifyitems(config, items):
 def tiny_model(max_len: int = 1024, seed: int = 0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)
     config = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, max_len=max_len, dropout=0.0, **overrides)
-    return MusicTransformer(config).eval()
+    model = MusicTransformer(config).eval()
+    # One precision at every batch, not whichever a busy machine timed fastest: a seed composes
+    # the same piece alone or batched, run after run (test_precision.py tests the choosing).
+    model.decoding_precisions = ("fp32",)
+    return model
 
 
 def runner_model() -> LoadedModel:
