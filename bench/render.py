@@ -91,7 +91,13 @@ def band_vs_solo(loaded, seconds: float, rounds: int, tmpdir: Path) -> None:
         for _ in range(rounds):
             for arrangement in ("solo", "band"):
                 t0 = time.perf_counter()
-                write_track(piece.tokens, tmpdir / f"{genre}-{arrangement}", Tags("bench", genre), seed=7, arrangement=arrangement)
+                write_track(
+                    piece.tokens,
+                    tmpdir / f"{genre}-{arrangement}",
+                    Tags("bench", genre),
+                    seed=7,
+                    arrangement=arrangement,
+                )
                 times[arrangement].append(time.perf_counter() - t0)
         solo, band = statistics.median(times["solo"]), statistics.median(times["band"])
         print(f"band vs solo, {genre} {seconds:g} s: solo {solo:.2f} s, band {band:.2f} s, ratio {band / solo:.2f}")

@@ -50,7 +50,9 @@ class Part:
 PIANO_MIX = Mix(volume=112, pan=64, reverb=30)
 
 
-def band_midi(piano: Sequence[Note], program: int, parts: Sequence[Part], piano_mix: Mix = PIANO_MIX) -> pretty_midi.PrettyMIDI:
+def band_midi(
+    piano: Sequence[Note], program: int, parts: Sequence[Part], piano_mix: Mix = PIANO_MIX
+) -> pretty_midi.PrettyMIDI:
     """The piano (as `notes_to_midi` writes it, on `program`) and the band's parts, one named
     track each; drums on channel 10, which pretty_midi gives every drum instrument."""
     midi = notes_to_midi(piano, program=program)

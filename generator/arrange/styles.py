@@ -213,7 +213,7 @@ def pop_drums(h: Harmony, dyn: Dynamics, rnd: random.Random) -> list[PartNote]:
             crash_next = True
             continue
         for offset, _ in pop_kick_offsets(bpb, pos):
-            if not quiet or offset == 0.0 and pos == 0:
+            if not quiet or (offset == 0.0 and pos == 0):
                 t = t0 + offset * beat
                 out.append(PartNote(t, t + 0.1, KICK, dyn.velocity(t, 88, _jitter(rnd))))
         if (bpb == 4 and pos in (1, 3)) or (bpb == 3 and pos in (1, 2)):
