@@ -320,6 +320,7 @@ def _expand(model: MusicTransformer, base: KVCache, rows: int) -> KVCache:
         for i in range(len(mine)):
             mine[i].copy_(theirs[i].index_select(0, idx))
     cache.lengths = base.lengths.index_select(0, idx)
+    cache.host_lengths = cache.lengths.tolist()
     return cache
 
 
@@ -396,7 +397,7 @@ def measure(
             logits = {}
             for p in alive:
                 set_routes(model, dict.fromkeys(BUCKETS, p))
-                cache.lengths = start.clone()
+                cache.lengths, cache.host_lengths = start.clone(), start.tolist()
                 t0 = time.perf_counter()
                 logits[p] = model.step(tokens, cache)
                 if rep:
