@@ -129,7 +129,7 @@ def _private(path: Path) -> bool:
     return True
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     """Where built kernels are kept: a library found there gets loaded into this process, so
     only a directory that no one else could write to, or swap, is used. Failing that, a fresh
     private directory in the temp dir, for this process alone (the kernel is built again)."""
@@ -145,7 +145,7 @@ def _cache_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
 
 
-def _cpu_signature() -> str:
+def cpu_signature() -> str:
     """-march=native builds for this CPU: a kernel built on another (a shared home) must not load."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -160,9 +160,9 @@ def _target(compiler: str | None = None) -> tuple[list[str], bytes, Path]:
     cc = shlex.split(compiler or os.environ.get("CC") or "cc")
     source = files("generator").joinpath("attention.c").read_bytes()
     version = subprocess.run([*cc, "--version"], capture_output=True, check=True, timeout=30).stdout
-    recipe = [source, "\0".join(cc).encode(), version, " ".join(FLAGS).encode(), _cpu_signature().encode()]
+    recipe = [source, "\0".join(cc).encode(), version, " ".join(FLAGS).encode(), cpu_signature().encode()]
     digest = hashlib.sha256(b"\0".join(recipe)).hexdigest()[:16]
-    return cc, source, _cache_dir() / f"attention-{digest}.so"
+    return cc, source, cache_dir() / f"attention-{digest}.so"
 
 
 def built(compiler: str | None = None) -> Path | None:

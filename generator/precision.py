@@ -446,12 +446,12 @@ def fingerprint(model: MusicTransformer) -> str:
 
 def cache_key(model: MusicTransformer, precisions: Sequence[str]) -> dict:
     """What a table depends on: the CPU, torch, threads, the kernels in play, the model."""
-    from .attention_kernel import _cpu_signature
+    from .attention_kernel import cpu_signature
 
     c = model.config
     return {
         "cpu": _cpu_model(),
-        "cpu_flags": hashlib.sha256(_cpu_signature().encode()).hexdigest()[:16],
+        "cpu_flags": hashlib.sha256(cpu_signature().encode()).hexdigest()[:16],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "kv_dtype": str(model.kv_dtype),
@@ -464,9 +464,9 @@ def cache_key(model: MusicTransformer, precisions: Sequence[str]) -> dict:
 def _table_path(key: dict) -> Path | None:
     """Where the table for `key` is kept (beside the attention kernels), or None where no cache
     directory could be kept."""
-    from .attention_kernel import SCRATCH_PREFIX, _cache_dir
+    from .attention_kernel import SCRATCH_PREFIX, cache_dir
 
-    directory = _cache_dir()
+    directory = cache_dir()
     if directory.name.startswith(SCRATCH_PREFIX):
         shutil.rmtree(directory, ignore_errors=True)
         return None
