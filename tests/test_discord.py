@@ -743,6 +743,8 @@ async def test_remix_rerolls_with_the_length_temperature_and_instrument_its_form
         fields = [c["components"][0]["custom_id"] for c in form["components"]]
         assert form["title"] == f"Remix #{track_id}" and fields == ["seconds", "temperature", "instrument"]
         values = {"seconds": "999"} if n == 1 else {"seconds": "7", "temperature": "1.3", "instrument": "Organ"}
+        if n == 2:
+            await env.restart()  # a form open across a restart is still answered
         env.dispatch(env.stub.submit(form["custom_id"], values))
         if n == 1:
             [refusal] = (await env.stub.wait_for_replies(1))[-1:]
@@ -994,3 +996,19 @@ async def test_a_press_no_component_of_ours_sent_is_answered_privately_and_posts
                     assert told_theirs.replace(f"#{foreign}", f"#{MISSING_ID}") == told, (custom_id, told, told_theirs)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_a_form_no_remix_of_ours_opened_is_answered_privately_and_posts_nothing(quiet_env):
+    env = quiet_env
+    foreign = await stored_track(env, owner="2")
+    for custom_id in ("", "nonsense", "remix-form:abc", "remix-form:-1", "x" * 100):
+        told = await pressed_alone(env, env.stub.submit(custom_id, {"seconds": "7"}, user_id=PRESSER))
+        assert told == OUT_OF_DATE, custom_id
+    told = await pressed_alone(env, env.stub.submit(f"remix-form:{foreign}", {"seconds": "7"}, user_id=PRESSER))
+    assert "of yours or shared here" in told
+    told = await pressed_alone(env, env.stub.submit(f"remix-form:{foreign}", {"seconds": "lots"}, user_id=PRESSER))
+    assert told.startswith("🤔 seconds")
+    bare = env.stub.submit(f"remix-form:{foreign}", {}, user_id=PRESSER)
+    bare["data"]["components"] = [{"type": 1}, "junk", {"type": 4, "custom_id": 5}]
+    assert "of yours or shared here" in await pressed_alone(env, bare)
+    assert await env.count(Job) == 0

@@ -26,7 +26,7 @@ from bot.core import ArtifactStore, CommandService, Database, JobBackend
 from bot.discord.buttons import on_button, on_keep, on_rerender
 from bot.discord.commands import COMMANDS, ForgetButton, ShareSelect
 from bot.discord.delivery import Delivery, follow_job
-from bot.discord.remix import RemixForm
+from bot.discord.remix import RemixForm, form_track, on_form
 from bot.discord.talk import PLATFORM, apologise, say, tr
 from bot.discord.translator import CommandTranslator
 from bot.discord.views import ArrangementButton, InstrumentSelect, KeepButton, RemixButton, TrackButton
@@ -103,7 +103,9 @@ class MelomaniaClient(discord.Client):
 
     async def on_remix(self, interaction: discord.Interaction, track_id: int) -> None:
         # the form is the answer: nothing before it
-        await interaction.response.send_modal(RemixForm(track_id, tr(interaction)))
+        form = RemixForm(track_id, tr(interaction))
+        await interaction.response.send_modal(form)
+        form.stop()  # out of discord.py's memory: on_interaction answers it from its id, restart or not
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -117,12 +119,16 @@ class MelomaniaClient(discord.Client):
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A press of a component none of ours claims (an id of an older version, or forged) is
         answered out of date, privately: discord.py drops it, and its presser would see "This
-        interaction failed"."""
-        if interaction.type is not discord.InteractionType.component:
+        interaction failed". A submitted form is answered here, from its id and fields alone."""
+        custom_id = (interaction.data or {}).get("custom_id")
+        if interaction.type is discord.InteractionType.modal_submit:
+            if (track_id := form_track(custom_id)) is not None:
+                await on_form(interaction, track_id)
+                return
+        elif interaction.type is not discord.InteractionType.component or claimed(custom_id):
             return
-        if not claimed((interaction.data or {}).get("custom_id")):
-            with contextlib.suppress(discord.HTTPException):
-                await say(interaction, tr(interaction).gettext(OUT_OF_DATE))
+        with contextlib.suppress(discord.HTTPException):
+            await say(interaction, tr(interaction).gettext(OUT_OF_DATE))
 
     async def on_ready(self) -> None:
         """Resume delivering, once per process (READY comes again with every new gateway session).
