@@ -154,7 +154,7 @@ def guard(loaded, variants: dict[str, MusicTransformer], data: Path, windows: in
         pieces.append(shard.piece(i)[:length].tolist())
     alone = [teacher_forced_logits(model, prefix, [g], [p]) for g, p in zip(V.GENRES, pieces)]
     reference = {"alone": torch.cat(alone), "batch": teacher_forced_logits(model, prefix, list(V.GENRES), pieces)}
-    cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=windows, controls=model.controls is not None)
+    cfg = TrainConfig.evaluating(model, eval_windows=windows)
     val = validation_set(shards, cfg)
     nll0 = validation_nll(model, val)
     print(

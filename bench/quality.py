@@ -114,7 +114,8 @@ def reference_shard(data: Path, genre: str, reference: str):
         return shard
     parts = [np.asarray(shard.piece(i)) for i in keep]
     offsets = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)
-    return Shard(genre, np.concatenate(parts) if parts else np.zeros(0, np.uint16), offsets)
+    realised = None if shard.realised is None else shard.realised[keep]
+    return Shard(genre, np.concatenate(parts) if parts else np.zeros(0, np.uint16), offsets, realised)
 
 
 def validation_excerpts(
@@ -241,16 +242,21 @@ def main() -> None:
     nll: dict[str, float] = {}
     conditioning: dict[str, dict[str, float]] = {}
     nll_known: dict[str, float] = {}
+    nll_no_source: dict[str, float] = {}
     if have_data:
         from training.train import TrainConfig, validation_nll, validation_set
 
-        cfg = TrainConfig(seq_len=model.config.max_len, eval_windows=32, controls=model.controls is not None)
+        cfg = TrainConfig.evaluating(model, eval_windows=32)
         shards = {g: reference_shard(data, g, args.reference) for g in V.GENRES}
-        windows = validation_set(shards, cfg)  # controls "unknown": comparable with a model without them
+        # controls "unknown": comparable with a model without them; the source, where the model
+        # has one, is each window's own, as the genre token is
+        windows = validation_set(shards, cfg)
         nll = validation_nll(model.float(), windows)
         conditioning = genre_conditioning(model, windows)
         if model.controls is not None:
             nll_known = validation_nll(model, validation_set(shards, cfg, known_controls=True))
+        if model.controls is not None and model.controls.sources:
+            nll_no_source = validation_nll(model, validation_set(shards, cfg, known_source=False))
 
     rows = {}
     header = (
@@ -277,6 +283,7 @@ def main() -> None:
             "data_notes_per_s_with_realised": all_nps,
             "data_polyphony": data_poly,
             "val_nll_known_controls": nll_known.get(g),
+            "val_nll_source_unknown": nll_no_source.get(g),
             "margin": margin,
             "split_half_noise": noise,
             "degenerate_share": bad,
@@ -326,6 +333,11 @@ def main() -> None:
         print(
             "validation NLL with each window's own measured controls: "
             + ", ".join(f"{V.display_name(g)} {v:.3f}" for g, v in nll_known.items())
+        )
+    if nll_no_source:
+        print(
+            "validation NLL with the source unknown too: "
+            + ", ".join(f"{V.display_name(g)} {v:.3f}" for g, v in nll_no_source.items())
         )
     if model.controls is not None and args.control_pieces:
         table = control_table(loaded, args.control_pieces, min(args.tokens, 512), args.seed + 100_000)

@@ -29,6 +29,10 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "polyphony": (("very thin",), ("thin",), ("full",), ("thick", "rich"), ("very thick",)),
 }
 UNITS = {"density": "notes/s", "loudness": "mean MIDI velocity", "polyphony": "notes sounding"}
+# Where a training window comes from: a real recording or score, or a piece our realisers wrote
+# (training/jazz.py, training/ambient.py). Calm holds both, and they sound nothing alike: told
+# apart, the model can learn the real clips fully without blurring the realised ambient it composes.
+SOURCES: tuple[str, ...] = ("real", "realised")
 # Bin edges between the five levels, the pooled quintiles of the training windows (genres weighted
 # equally), so every bin is seen about as often in training.
 DEFAULT_EDGES: dict[str, tuple[float, ...]] = {
@@ -196,15 +200,28 @@ class ControlSpec:
     """A checkpoint's control vocabulary: which attributes, their bin edges, and the first id.
 
     Ids: first + index(attribute) * (N_BINS + 1) + bin, the last id of each attribute "unknown".
-    The prefix is always every attribute in order, right after the genre token."""
+    The prefix is always every attribute in order, right after the genre token. A spec with
+    `sources` adds one more token after them: the source's index, or len(sources) for "unknown";
+    which source each genre composes as is the checkpoint's choice (`compose_as`), not the user's."""
 
     attributes: tuple[str, ...] = ATTRIBUTES
     edges: Mapping[str, tuple[float, ...]] = None  # type: ignore[assignment]
     first: int = V.VOCAB_SIZE
+    sources: tuple[str, ...] = ()
+    compose_as: Mapping[str, str] = None  # type: ignore[assignment]  # genre -> source
 
     def __post_init__(self) -> None:
         if self.edges is None:
             object.__setattr__(self, "edges", {a: DEFAULT_EDGES[a] for a in self.attributes})
+        if self.compose_as is None:
+            object.__setattr__(self, "compose_as", {})
+        object.__setattr__(self, "sources", tuple(self.sources))
+        for s in self.sources:
+            if s not in SOURCES:
+                raise ControlError(f"unknown source {s!r}; sources are {', '.join(SOURCES)}")
+        for genre, s in self.compose_as.items():
+            if s not in self.sources:
+                raise ControlError(f"{genre} composes as source {s!r}, which this vocabulary lacks")
         for a in self.attributes:
             if a not in ATTRIBUTES:
                 raise ControlError(f"unknown control attribute {a!r}")
@@ -214,7 +231,12 @@ class ControlSpec:
 
     @property
     def size(self) -> int:
-        return len(self.attributes) * (N_BINS + 1)
+        return len(self.attributes) * (N_BINS + 1) + (len(self.sources) + 1 if self.sources else 0)
+
+    @property
+    def length(self) -> int:
+        """Tokens in the prefix after the genre token."""
+        return len(self.attributes) + (1 if self.sources else 0)
 
     def bin_of(self, attribute: str, value: float) -> int:
         edges = self.edges[attribute]
@@ -225,12 +247,24 @@ class ControlSpec:
             return Controls()
         return Controls(**{a: self.bin_of(a, attributes.get(a)) for a in self.attributes})
 
-    def tokens(self, controls: Controls) -> list[int]:
+    def tokens(self, controls: Controls, source: str | None = None) -> list[int]:
+        """The prefix after the genre token; `source` None (or a spec without sources) is unknown."""
         out = []
         for i, a in enumerate(self.attributes):
             b = controls.get(a)
             out.append(self.first + i * (N_BINS + 1) + (N_BINS if b is None else b))
+        if self.sources:
+            out.append(self._source_first + (len(self.sources) if source is None else self.sources.index(source)))
         return out
+
+    def prefix(self, genre: str, controls: Controls) -> list[int]:
+        """The prompt's prefix for composing `genre`: its token, the controls, and the source the
+        checkpoint composes that genre as."""
+        return [V.genre_token(genre), *self.tokens(controls, self.compose_as.get(V.canonical_genre(genre)))]
+
+    @property
+    def _source_first(self) -> int:
+        return self.first + len(self.attributes) * (N_BINS + 1)
 
     def decode(self, tokens: Sequence[int]) -> Controls:
         """The controls a prefix holds (the inverse of `tokens`)."""
@@ -241,6 +275,13 @@ class ControlSpec:
                 raise ControlError(f"token {tokens[i]} is not a {a} control")
             found[a] = None if b == N_BINS else b
         return Controls(**found)
+
+    def decode_source(self, tokens: Sequence[int]) -> str | None:
+        """The source a prefix holds (None: unknown)."""
+        i = tokens[len(self.attributes)] - self._source_first
+        if not self.sources or not 0 <= i <= len(self.sources):
+            raise ControlError(f"token {tokens[len(self.attributes)]} is not a source control")
+        return None if i == len(self.sources) else self.sources[i]
 
     def range_of(self, attribute: str, level: int) -> str:
         """'3.5–5.5 notes/s': what a level means, for tables and help."""
@@ -255,16 +296,25 @@ class ControlSpec:
         return f"{lo:g}–{hi:g} {unit}"
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "attributes": list(self.attributes),
             "edges": {a: list(self.edges[a]) for a in self.attributes},
             "first": self.first,
         }
+        if self.sources:  # absent from older checkpoints, whose ids are unchanged
+            out |= {"sources": list(self.sources), "compose_as": dict(self.compose_as)}
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> ControlSpec:
         try:
             attributes = tuple(raw["attributes"])
-            return cls(attributes, {a: tuple(raw["edges"][a]) for a in attributes}, int(raw.get("first", V.VOCAB_SIZE)))
+            return cls(
+                attributes,
+                {a: tuple(raw["edges"][a]) for a in attributes},
+                int(raw.get("first", V.VOCAB_SIZE)),
+                tuple(raw.get("sources", ())),
+                dict(raw.get("compose_as", {})),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlError(f"bad control vocabulary: {exc}") from None

@@ -103,7 +103,7 @@ def prompt_prefix(model: MusicTransformer, request: GenerationRequest) -> list[i
         if controls.any:
             raise ControlError(f"this checkpoint has no attribute controls; compose without {controls.describe()}")
         return [V.genre_token(request.genre)]
-    return [V.genre_token(request.genre), *spec.tokens(controls)]
+    return spec.prefix(request.genre, controls)
 
 
 def held_notes(tokens: Sequence[int]) -> list[tuple[int, int]]:

@@ -206,3 +206,63 @@ def test_admission_checks_overrides_against_the_ranges_people_may_ask_for_and_th
     request, _ = admit(ComposeRequest(platform="telegram", user_id="1", genre="jazz", sampling=Overrides(top_k=30)))
     again = ComposeRequest.from_json(request.to_json())
     assert again == request and again.sampling == Overrides(top_k=30)
+
+
+def test_a_source_token_follows_the_controls_and_older_vocabularies_keep_their_ids():
+    older = ControlSpec()
+    spec = ControlSpec(sources=("real", "realised"), compose_as={"calm": "realised", "pop": "real"})
+    assert spec.size == older.size + 3 and spec.length == 4
+    assert spec.tokens(Controls(0, 4, 2))[:3] == older.tokens(Controls(0, 4, 2))  # attribute ids unchanged
+    seen = set()
+    for source in ("real", "realised", None):
+        tokens = spec.tokens(Controls(density=1), source)
+        assert spec.decode(tokens) == Controls(density=1) and spec.decode_source(tokens) == source
+        assert V.VOCAB_SIZE + older.size <= tokens[3] < V.VOCAB_SIZE + spec.size
+        seen.add(tokens[3])
+    assert len(seen) == 3
+    assert spec.prefix("ambient", Controls())[-1] == spec.tokens(Controls(), "realised")[-1]
+    assert spec.prefix("pop", Controls())[-1] == spec.tokens(Controls(), "real")[-1]
+    assert spec.prefix("jazz", Controls())[-1] == spec.tokens(Controls(), None)[-1]  # not named: unknown
+    assert ControlSpec.from_dict(spec.as_dict()) == spec
+    assert "sources" not in older.as_dict() and ControlSpec.from_dict(older.as_dict()) == older
+    with pytest.raises(ControlError, match="lacks"):
+        ControlSpec(sources=("real",), compose_as={"calm": "realised"})
+    with pytest.raises(ControlError, match="unknown source"):
+        ControlSpec(sources=("recorded",))
+
+
+def test_training_windows_carry_the_source_of_their_piece(dataset, tmp_path):  # noqa: F811
+    vel = V.VELOCITY + V.velocity_to_bin(50)
+    real = [vel, *[t for _ in range(40) for t in (V.NOTE_ON + 60, V.TIME_SHIFT + 20, V.NOTE_OFF + 60)]]
+    realised = [vel, *[t for _ in range(40) for t in (V.NOTE_ON + 72, V.TIME_SHIFT + 20, V.NOTE_OFF + 72)]]
+    shard = Shard(
+        "calm",
+        np.array(real + realised, dtype=np.uint16),
+        np.array([0, len(real), len(real) + len(realised)]),
+        np.array([False, True]),
+    )
+    cfg = tiny_config(
+        dataset, tmp_path, source_control=True, transpose=0, control_dropout=0.0, control_drop_all=0.0, batch_size=32
+    )
+    spec = cfg.control_spec()
+    x, _ = Batches({"calm": shard}, cfg).next()
+    sources = [spec.decode_source(row[1:5]) for row in x.tolist()]
+    assert set(sources) == {"real", "realised"}
+    for row, source in zip(x.tolist(), sources):
+        assert (V.NOTE_ON + 72 in row) == (source == "realised")
+
+
+def test_a_checkpoint_with_sources_composes_each_genre_as_its_declared_source(tmp_path):
+    spec = ControlSpec(sources=("real", "realised"), compose_as={"calm": "realised", "classic": "real"})
+    model = small(V.VOCAB_SIZE + spec.size)
+    model.controls = spec
+    save_checkpoint(model, tmp_path / "ours.pt")
+    ours = load_model(tmp_path / "ours.pt")
+    assert ours.controls == spec
+    requests = [
+        GenerationRequest(g, SamplingParams(density=0), max_new_tokens=24, seed=5) for g in ("ambient", "classic")
+    ]
+    calm, classic = generate(ours.model, requests)
+    assert calm.tokens[:5] == [V.genre_token("calm"), *spec.tokens(Controls(density=0), "realised")]
+    assert classic.tokens[:5] == [V.genre_token("classic"), *spec.tokens(Controls(density=0), "real")]
+    assert all(t < V.END for t in calm.new_tokens + classic.new_tokens)

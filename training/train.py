@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from generator import vocab as V
 from generator.checkpoint import FORMAT, FORMAT_VERSION
-from generator.controls import ATTRIBUTES, Controls, ControlSpec, measure
+from generator.controls import ATTRIBUTES, SOURCES, Controls, ControlSpec, measure
 from generator.device import resolve_device
 from generator.model import ModelConfig, MusicTransformer
 
@@ -69,6 +69,10 @@ class TrainConfig:
     controls: bool = True
     control_dropout: float = 0.15  # each attribute "unknown" this often …
     control_drop_all: float = 0.25  # … and every attribute at once this often
+    # a source token after the controls: real piece or realised by our code (generator/controls.py);
+    # `compose_as` is the source each genre composes as (a genre not named: unknown)
+    source_control: bool = False
+    compose_as: dict[str, str] | None = None
     # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
     dtype: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -84,8 +88,25 @@ class TrainConfig:
             raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return replace(cls(**raw), **{k: v for k, v in overrides.items() if v is not None})
 
+    @classmethod
+    def evaluating(cls, model: MusicTransformer, eval_windows: int = 32) -> TrainConfig:
+        """The settings that give `model`'s own prefix layout to `validation_set`."""
+        spec = model.controls
+        return cls(
+            seq_len=model.config.max_len,
+            eval_windows=eval_windows,
+            controls=spec is not None,
+            source_control=bool(spec and spec.sources),
+            compose_as=dict(spec.compose_as) if spec else None,
+        )
+
     def control_spec(self) -> ControlSpec | None:
-        return ControlSpec() if self.controls else None
+        if not self.controls:
+            return None
+        if not self.source_control:
+            return ControlSpec()
+        compose_as = {V.canonical_genre(g): s for g, s in (self.compose_as or {}).items()}
+        return ControlSpec(sources=SOURCES, compose_as=compose_as)
 
     def model_config(self) -> ModelConfig:
         spec = self.control_spec()
@@ -130,6 +151,13 @@ def sample_window(
 ) -> np.ndarray:
     """A random window of up to `length` tokens, a piece chosen in proportion to its length; with
     `realised_share`, first realised or real pieces with that probability (where the shard has both)."""
+    return sample_piece_window(shard, length, rng, realised_share)[0]
+
+
+def sample_piece_window(
+    shard: Shard, length: int, rng: np.random.Generator, realised_share: float | None = None
+) -> tuple[np.ndarray, str | None]:
+    """`sample_window`, and the source of the piece it came from (None where the shard does not say)."""
     p = np.diff(shard.offsets).astype(np.float64)
     kinds = shard.realised
     if realised_share is not None and kinds is not None and kinds.any() and not kinds.all():
@@ -138,7 +166,8 @@ def sample_window(
     i = int(rng.choice(len(p), p=p / p.sum()))
     piece = shard.piece(i)
     start = int(rng.integers(0, max(1, len(piece) - length + 1)))
-    return np.asarray(piece[start : start + length])
+    source = None if kinds is None else SOURCES[int(kinds[i])]
+    return np.asarray(piece[start : start + length]), source
 
 
 def make_example(
@@ -157,21 +186,27 @@ def make_example(
 
 
 def window_controls(
-    window: np.ndarray, spec: ControlSpec | None, rng: np.random.Generator | None, cfg: TrainConfig
+    window: np.ndarray,
+    spec: ControlSpec | None,
+    rng: np.random.Generator | None,
+    cfg: TrainConfig,
+    source: str | None = None,
 ) -> list[int]:
-    """The control prefix of a training window: its own measured bins, some dropped to unknown
-    (at random with `rng`; none without it, as for validation)."""
+    """The control prefix of a training window: its own measured bins and its source, some
+    dropped to unknown (at random with `rng`; none without it, as for validation)."""
     if spec is None:
         return []
-    kept = window[: cfg.seq_len - len(spec.attributes)]  # what make_example keeps after the prefix
+    kept = window[: cfg.seq_len - spec.length]  # what make_example keeps after the prefix
     bins = spec.bins(measure(kept.tolist()))
     if rng is not None:
         if rng.random() < cfg.control_drop_all:
-            bins = Controls()
+            bins, source = Controls(), None
         else:
             drop = rng.random(len(ATTRIBUTES)) < cfg.control_dropout
             bins = Controls(**{a: None if d else bins.get(a) for a, d in zip(ATTRIBUTES, drop)})
-    return spec.tokens(bins)
+            if spec.sources and rng.random() < cfg.control_dropout:
+                source = None
+    return spec.tokens(bins, source)
 
 
 class Batches:
@@ -199,36 +234,42 @@ class Batches:
         for _ in range(self.cfg.batch_size):
             k = int(self.rng.choice(len(self.genres), p=self.p))
             g = self.genres[k]
-            window = sample_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
+            window, source = sample_piece_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
             w = augment(window, self.rng, self.cfg)
-            x, y = make_example(g, w, self.cfg.seq_len, window_controls(w, self.spec, self.rng, self.cfg))
+            x, y = make_example(g, w, self.cfg.seq_len, window_controls(w, self.spec, self.rng, self.cfg, source))
             xs.append(x)
             ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
 def validation_set(
-    shards: dict[str, Shard], cfg: TrainConfig, known_controls: bool = False
+    shards: dict[str, Shard], cfg: TrainConfig, known_controls: bool = False, known_source: bool = True
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Fixed windows per genre (no augmentation), the same for the whole run. Controls are
-    "unknown" unless `known_controls`, so the NLL compares with a model that has none."""
+    "unknown" unless `known_controls`, so the NLL compares with a model that has none; the source
+    (where the spec has one) is the window's own, a fact about the data like its genre."""
     rng = np.random.default_rng(cfg.seed + 1)
     spec = cfg.control_spec()
     out = {}
     for g, shard in shards.items():
         if shard.n_pieces == 0:
             continue
-        windows = [sample_window(shard, cfg.seq_len, rng) for _ in range(cfg.eval_windows)]
+        windows = [sample_piece_window(shard, cfg.seq_len, rng) for _ in range(cfg.eval_windows)]
         pairs = [
-            make_example(g, w, cfg.seq_len, window_controls(w, spec, None, cfg) if known_controls else _unknown(spec))
-            for w in windows
+            make_example(
+                g,
+                w,
+                cfg.seq_len,
+                window_controls(w, spec, None, cfg, source) if known_controls else _unknown(spec, source),
+            )
+            for w, source in ((w, s if known_source else None) for w, s in windows)
         ]
         out[g] = (torch.from_numpy(np.stack([x for x, _ in pairs])), torch.from_numpy(np.stack([y for _, y in pairs])))
     return out
 
 
-def _unknown(spec: ControlSpec | None) -> list[int]:
-    return spec.tokens(Controls()) if spec else []
+def _unknown(spec: ControlSpec | None, source: str | None = None) -> list[int]:
+    return spec.tokens(Controls(), source) if spec else []
 
 
 def loss_of(model: MusicTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
