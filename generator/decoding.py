@@ -155,11 +155,12 @@ class Parked:
 class BatchDecoder:
     """Continuous batching over one KV cache. Call `add` any time, `step` until `rows` is empty.
 
-    A step (or a prompt's encoding) that runs out of memory does not fail the rows: the batch is
-    halved, the rows taken out are parked with their state and rejoin, in order, as rows finish,
-    and from then on no more than the rows that fitted share a step (`room`), until the batch
-    runs empty. A parked row goes on from exactly where it stopped, so it writes what it would
-    have in a batch that fitted (as far as a row's piece is its own whatever the batch: above)."""
+    A step, a prompt's encoding or a full row's window re-encoded that runs out of memory does not
+    fail the rows: the batch is halved, the rows taken out are parked with their state and rejoin,
+    in order, as rows finish, and from then on no more than the rows that fitted share a step
+    (`room`), until the batch runs empty. A parked row goes on from exactly where it stopped, so it
+    writes what it would have in a batch that fitted (as far as a row's piece is its own whatever
+    the batch: above)."""
 
     def __init__(
         self,
@@ -167,14 +168,15 @@ class BatchDecoder:
         initial_capacity: int = 256,
         packed: bool = True,
         window_threads: int | None = None,
-        before_model: Callable[[int], None] | None = None,
+        before_model: Callable[[int, str], None] | None = None,
     ):
         """`packed`: bfloat16 products and cache where this machine has them (packed.for_decoding);
         False keeps fp32. `window_threads`: torch threads for re-encoding a full row's window, for
-        a caller that decodes on fewer (None: the same). `before_model`: called with the number
-        of rows about to run through the model (a step's batch, or prompts encoded together);
-        an out-of-memory error raised there is handled as one raised by the model (the seam
-        where tests inject one)."""
+        a caller that decodes on fewer (None: the same). `before_model`: called before the model
+        runs with the rows in memory and what runs: "prompts" (encoded together), "step" (the
+        batch) or "window" (one full row's window re-encoded beside the batch's cache); an
+        out-of-memory error raised there is handled as one raised by the model (the seam where
+        tests inject one)."""
         self.model = for_decoding(model.eval()) if packed else model.eval()
         self.device = self.model.embedding.weight.device
         self.max_len = model.config.max_len
@@ -253,7 +255,7 @@ class BatchDecoder:
         """model.prefill, in halves where the prompts together do not fit in memory."""
         try:
             if self.before_model is not None:
-                self.before_model(len(prompts))
+                self.before_model(len(prompts), "prompts")
             return self.model.prefill(prompts, capacity)
         except torch.OutOfMemoryError:
             if len(prompts) == 1:
@@ -298,7 +300,7 @@ class BatchDecoder:
                 if need > self.cache.capacity:
                     self.cache.reserve(max(need, 2 * self.cache.capacity))
                 if self.before_model is not None:
-                    self.before_model(len(self.rows))
+                    self.before_model(len(self.rows), "step")
                 if self._steps is not None:
                     return self._steps(self.pending, self.cache)
                 return self.model.step(self.pending, self.cache)
@@ -309,7 +311,7 @@ class BatchDecoder:
 
     def _park(self, keep: int) -> None:
         """Keep the first `keep` rows in the batch; the rest wait, their cache on the host."""
-        log.warning("a step of %d rows ran out of memory; going on with %d", len(self.rows), keep)
+        log.warning("out of memory with %d rows in the batch; going on with %d", len(self.rows), keep)
         out = list(range(keep, len(self.rows)))
         parked = Parked(
             self.rows[keep:], self.cache.take_rows(out).to("cpu"), self.state.take_rows(out), self.pending[keep:]
@@ -348,12 +350,23 @@ class BatchDecoder:
         self.pending = self.pending[keep]
 
     def _slide_full_rows(self) -> None:
-        full = [b for b, n in enumerate(self.cache.host_lengths) if n >= self.max_len]
-        for b in full:
+        """Re-encode the window of every row whose cache is full. Out of memory, half the batch is
+        parked (its cache on the host) and the rest try again; a parked full row slides when it
+        rejoins."""
+        while full := [b for b, n in enumerate(self.cache.host_lengths) if n >= self.max_len]:
+            b = full[0]
             # The pending token is fed by the next step as usual, so the window ends before it.
             context = window(self.rows[b].tokens[:-1], self.max_len, self.rows[b].prefix)
-            with intra_op_threads(self.window_threads):
-                _, fresh = self.model.prefill([context], len(context))
+            try:
+                if self.before_model is not None:
+                    self.before_model(len(self.rows), "window")
+                with intra_op_threads(self.window_threads):
+                    _, fresh = self.model.prefill([context], len(context))
+            except torch.OutOfMemoryError:
+                if len(self.rows) == 1:
+                    raise
+                self._park(len(self.rows) // 2)
+                continue
             self.cache.replace_row(b, fresh)
             self.rows[b].windows += 1
 

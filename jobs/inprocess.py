@@ -72,7 +72,7 @@ class InProcessRunner(StoredDeliveries):
         settings: RunnerSettings | None = None,
         soundfont: str | None = None,
         platforms: tuple[str, ...] | None = None,
-        before_model: Callable[[int], None] | None = None,
+        before_model: Callable[[int, str], None] | None = None,
     ):
         """`platforms`: the chats this process serves, whose unfinished jobs a start resumes (None:
         every job). A bot process serving one chat must leave another's jobs alone: the process

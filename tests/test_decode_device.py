@@ -29,13 +29,13 @@ def req(genre="ambient", seed=1, tokens=80, **kw) -> GenerationRequest:
     return GenerationRequest(genre, seed=seed, max_new_tokens=tokens, **kw)
 
 
-def fails_above(rows: int, seen: list[int] | None = None):
-    """An allocation failure for more than `rows` rows at once, as a GPU out of memory raises it;
-    `seen` gets the row counts that went through."""
+def fails_above(rows: int, seen: list[int] | None = None, kinds: tuple[str, ...] = ("prompts", "step", "window")):
+    """An allocation failure for more than `rows` rows at once (in what `kinds` runs), as a GPU
+    out of memory raises it; `seen` gets the row counts that went through."""
 
-    def check(n: int) -> None:
-        if n > rows:
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {n} rows, {rows} fit)")
+    def check(n: int, kind: str) -> None:
+        if n > rows and kind in kinds:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {n} rows, {rows} fit, {kind})")
         if seen is not None:
             seen.append(n)
 
@@ -159,6 +159,28 @@ def test_a_step_out_of_memory_halves_the_batch_and_every_piece_comes_out_as_alon
     assert [len(row.new_tokens) for row in rows] == [r.max_new_tokens for r in requests]
     for row, r in zip(rows, requests):
         assert row.tokens == generate(model, [r])[0].tokens
+
+
+def test_a_window_re_encoded_out_of_memory_parks_half_the_batch_and_every_piece_comes_out_as_alone():
+    model = tiny_model(max_len=64, seed=5)
+    model.exact_decoding = True
+    requests = [req(V.GENRES[i % 4], seed=70 + i, tokens=90 + 15 * i) for i in range(4)]  # each slides
+    limits: set[int | None] = set()
+    decoder = BatchDecoder(model, before_model=fails_above(2, kinds=("window",)))
+    rows = decoder.add(requests)
+    assert len(decoder.rows) == 4  # prompts and steps of four fit; a window beside four does not
+    while decoder.rows:
+        decoder.step()
+        limits.add(decoder.limit)
+    assert 2 in limits and all(row.windows > 0 for row in rows)
+    assert [len(row.new_tokens) for row in rows] == [r.max_new_tokens for r in requests]
+    for row, r in zip(rows, requests):
+        assert row.tokens == generate(model, [r])[0].tokens
+    with pytest.raises(torch.OutOfMemoryError):  # one row whose window does not fit is an error
+        decoder = BatchDecoder(model, before_model=fails_above(0, kinds=("window",)))
+        decoder.add([requests[0]])
+        while decoder.rows:
+            decoder.step()
 
 
 def test_one_row_that_does_not_fit_is_an_error_and_room_returns_once_the_batch_is_empty():
