@@ -202,13 +202,17 @@ class ControlSpec:
     Ids: first + index(attribute) * (N_BINS + 1) + bin, the last id of each attribute "unknown".
     The prefix is always every attribute in order, right after the genre token. A spec with
     `sources` adds one more token after them: the source's index, or len(sources) for "unknown";
-    which source each genre composes as is the checkpoint's choice (`compose_as`), not the user's."""
+    which source each genre composes as is the checkpoint's choice (`compose_as`), not the user's.
+    A genre in `split` has a genre token of its own for its real pieces (ids after the source
+    ids), so that its real and realised pieces are told apart from the first token on: the
+    published token stays the realised pieces' (and the unknown's)."""
 
     attributes: tuple[str, ...] = ATTRIBUTES
     edges: Mapping[str, tuple[float, ...]] = None  # type: ignore[assignment]
     first: int = V.VOCAB_SIZE
     sources: tuple[str, ...] = ()
     compose_as: Mapping[str, str] = None  # type: ignore[assignment]  # genre -> source
+    split: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.edges is None:
@@ -216,6 +220,9 @@ class ControlSpec:
         if self.compose_as is None:
             object.__setattr__(self, "compose_as", {})
         object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "split", tuple(V.canonical_genre(g) for g in self.split))
+        if self.split and "real" not in self.sources:
+            raise ControlError("a genre split by source needs the real source")
         for s in self.sources:
             if s not in SOURCES:
                 raise ControlError(f"unknown source {s!r}; sources are {', '.join(SOURCES)}")
@@ -231,7 +238,7 @@ class ControlSpec:
 
     @property
     def size(self) -> int:
-        return len(self.attributes) * (N_BINS + 1) + (len(self.sources) + 1 if self.sources else 0)
+        return len(self.attributes) * (N_BINS + 1) + (len(self.sources) + 1 if self.sources else 0) + len(self.split)
 
     @property
     def length(self) -> int:
@@ -257,10 +264,19 @@ class ControlSpec:
             out.append(self._source_first + (len(self.sources) if source is None else self.sources.index(source)))
         return out
 
+    def genre_token(self, genre: str, source: str | None) -> int:
+        """The first token of a `genre` piece from `source`: the published genre token, or the
+        split genre's own token for its real pieces."""
+        genre = V.canonical_genre(genre)
+        if source == "real" and genre in self.split:
+            return self._source_first + len(self.sources) + 1 + self.split.index(genre)
+        return V.genre_token(genre)
+
     def prefix(self, genre: str, controls: Controls) -> list[int]:
         """The prompt's prefix for composing `genre`: its token, the controls, and the source the
         checkpoint composes that genre as."""
-        return [V.genre_token(genre), *self.tokens(controls, self.compose_as.get(V.canonical_genre(genre)))]
+        source = self.compose_as.get(V.canonical_genre(genre))
+        return [self.genre_token(genre, source), *self.tokens(controls, source)]
 
     @property
     def _source_first(self) -> int:
@@ -302,7 +318,7 @@ class ControlSpec:
             "first": self.first,
         }
         if self.sources:  # absent from older checkpoints, whose ids are unchanged
-            out |= {"sources": list(self.sources), "compose_as": dict(self.compose_as)}
+            out |= {"sources": list(self.sources), "compose_as": dict(self.compose_as), "split": list(self.split)}
         return out
 
     @classmethod
@@ -315,6 +331,7 @@ class ControlSpec:
                 int(raw.get("first", V.VOCAB_SIZE)),
                 tuple(raw.get("sources", ())),
                 dict(raw.get("compose_as", {})),
+                tuple(raw.get("split", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlError(f"bad control vocabulary: {exc}") from None

@@ -3,6 +3,8 @@ resumes exactly, weights grown from a checkpoint without controls, and composing
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -250,6 +252,36 @@ def test_training_windows_carry_the_source_of_their_piece(dataset, tmp_path):  #
     assert set(sources) == {"real", "realised"}
     for row, source in zip(x.tolist(), sources):
         assert (V.NOTE_ON + 72 in row) == (source == "realised")
+        assert row[0] == V.genre_token("calm")
+
+    # split: the real pieces have a genre token of their own, whether the source token is told or not
+    split = replace(cfg, split_genres={"calm": "pop"}, control_drop_all=1.0)
+    spec = split.control_spec()
+    x, _ = Batches({"calm": shard}, split).next()
+    own = spec.genre_token("calm", "real")
+    assert own == V.VOCAB_SIZE + spec.size - 1 and own != V.genre_token("calm")
+    for row in x.tolist():
+        assert spec.decode_source(row[1:5]) is None  # every control dropped
+        assert row[0] == (V.genre_token("calm") if V.NOTE_ON + 72 in row else own)
+    assert {row[0] for row in x.tolist()} == {own, V.genre_token("calm")}
+
+
+def test_a_split_genre_composes_as_its_source_and_its_token_starts_as_another_genres(dataset, tmp_path):  # noqa: F811
+    spec = ControlSpec(sources=("real", "realised"), compose_as={"calm": "realised", "pop": "real"}, split=("calm",))
+    assert spec.size == ControlSpec().size + 4 and ControlSpec.from_dict(spec.as_dict()) == spec
+    assert spec.prefix("ambient", Controls())[0] == V.genre_token("calm")  # the realised pieces' token
+    assert replace(spec, compose_as={"calm": "real"}).prefix("calm", Controls())[0] == spec.genre_token("calm", "real")
+    assert spec.genre_token("pop", "real") == V.genre_token("pop")  # not split
+    with pytest.raises(ControlError, match="real source"):
+        ControlSpec(sources=("realised",), split=("calm",))
+
+    cfg = tiny_config(dataset, tmp_path / "run", source_control=True, split_genres={"calm": "pop"})
+    plain = small(V.VOCAB_SIZE)
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    trainer = Trainer(replace(cfg, n_layers=1, d_model=32, n_heads=2, d_ff=64, init=str(tmp_path / "plain.pt")))
+    rows = trainer.model.embedding.weight
+    assert torch.equal(rows[spec.genre_token("calm", "real")], plain.embedding.weight[V.genre_token("pop")])
+    assert not torch.equal(rows[V.genre_token("calm")], rows[spec.genre_token("calm", "real")])
 
 
 def test_a_checkpoint_with_sources_composes_each_genre_as_its_declared_source(tmp_path):

@@ -73,6 +73,9 @@ class TrainConfig:
     # `compose_as` is the source each genre composes as (a genre not named: unknown)
     source_control: bool = False
     compose_as: dict[str, str] | None = None
+    # genres whose real pieces get a genre token of their own, each started from another genre's
+    # trained token ({calm = "pop"}: the real calm clips are gentle pop-piano covers)
+    split_genres: dict[str, str] | None = None
     # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
     dtype: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -98,6 +101,7 @@ class TrainConfig:
             controls=spec is not None,
             source_control=bool(spec and spec.sources),
             compose_as=dict(spec.compose_as) if spec else None,
+            split_genres={g: g for g in spec.split} if spec and spec.split else None,
         )
 
     def control_spec(self) -> ControlSpec | None:
@@ -106,7 +110,7 @@ class TrainConfig:
         if not self.source_control:
             return ControlSpec()
         compose_as = {V.canonical_genre(g): s for g, s in (self.compose_as or {}).items()}
-        return ControlSpec(sources=SOURCES, compose_as=compose_as)
+        return ControlSpec(sources=SOURCES, compose_as=compose_as, split=tuple(self.split_genres or ()))
 
     def model_config(self) -> ModelConfig:
         spec = self.control_spec()
@@ -171,11 +175,11 @@ def sample_piece_window(
 
 
 def make_example(
-    genre: str, window: np.ndarray, seq_len: int, controls: list[int] = ()
+    genre: str, window: np.ndarray, seq_len: int, controls: list[int] = (), first: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """[genre, controls…, w0, w1, …] shifted by one. Padded positions and the control tokens are
-    ignored by the loss: controls are given, never predicted."""
-    prefix = [V.genre_token(genre), *controls]
+    ignored by the loss: controls are given, never predicted. `first`: another genre token."""
+    prefix = [V.genre_token(genre) if first is None else first, *controls]
     seq = np.full(seq_len + 1, V.PAD, dtype=np.int64)
     seq[: len(prefix)] = prefix
     body = window[: seq_len + 1 - len(prefix)]
@@ -236,7 +240,8 @@ class Batches:
             g = self.genres[k]
             window, source = sample_piece_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
             w = augment(window, self.rng, self.cfg)
-            x, y = make_example(g, w, self.cfg.seq_len, window_controls(w, self.spec, self.rng, self.cfg, source))
+            controls = window_controls(w, self.spec, self.rng, self.cfg, source)
+            x, y = make_example(g, w, self.cfg.seq_len, controls, first_token(self.spec, g, source))
             xs.append(x)
             ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -260,12 +265,19 @@ def validation_set(
                 g,
                 w,
                 cfg.seq_len,
-                window_controls(w, spec, None, cfg, source) if known_controls else _unknown(spec, source),
+                window_controls(w, spec, None, cfg, told) if known_controls else _unknown(spec, told),
+                first_token(spec, g, source),
             )
-            for w, source in ((w, s if known_source else None) for w, s in windows)
+            for w, source, told in ((w, s, s if known_source else None) for w, s in windows)
         ]
         out[g] = (torch.from_numpy(np.stack([x for x, _ in pairs])), torch.from_numpy(np.stack([y for _, y in pairs])))
     return out
+
+
+def first_token(spec: ControlSpec | None, genre: str, source: str | None) -> int:
+    """A window's genre token: a split genre's real pieces have their own, whether or not the
+    source token says so (the split is the piece's identity, the source token a control)."""
+    return spec.genre_token(genre, source) if spec else V.genre_token(genre)
 
 
 def _unknown(spec: ControlSpec | None, source: str | None = None) -> list[int]:
@@ -327,6 +339,7 @@ class Trainer:
         self.model = MusicTransformer(cfg.model_config())
         if cfg.init and not (resume and (self.out / "last.pt").is_file()):
             self.log(initialise_from(self.model, cfg.init))
+            self.log(start_split_tokens(self.model, cfg))
         self.model.to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "Er" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "Er" in n]
@@ -569,6 +582,20 @@ def initialise_from(model: MusicTransformer, path: str | Path) -> str:
     model.load_state_dict(own, strict=True)
     extra = f"; new vocabulary rows in {', '.join(grown)}" if grown else ""
     return f"initialised from {path}{extra}"
+
+
+def start_split_tokens(model: MusicTransformer, cfg: TrainConfig) -> str:
+    """Each split genre's new token starts as the trained token of the genre it is started from,
+    so it is told apart from its own genre's token from the first step and has a prior to start
+    from (a random row would have neither)."""
+    spec = cfg.control_spec()
+    started = []
+    with torch.no_grad():
+        for genre, like in (cfg.split_genres or {}).items():
+            row = spec.genre_token(genre, "real")
+            model.embedding.weight[row] = model.embedding.weight[V.genre_token(like)]
+            started.append(f"{V.canonical_genre(genre)} (real) as {V.canonical_genre(like)}")
+    return f"split genre tokens started: {', '.join(started)}" if started else "no split genre tokens"
 
 
 class _StopFlag:
