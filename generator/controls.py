@@ -217,8 +217,8 @@ class ControlSpec:
     def __post_init__(self) -> None:
         if self.edges is None:
             object.__setattr__(self, "edges", {a: DEFAULT_EDGES[a] for a in self.attributes})
-        if self.compose_as is None:
-            object.__setattr__(self, "compose_as", {})
+        # keyed by canonical genre, whatever alias a config or a checkpoint wrote
+        object.__setattr__(self, "compose_as", {V.canonical_genre(g): s for g, s in (self.compose_as or {}).items()})
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "split", tuple(V.canonical_genre(g) for g in self.split))
         if self.split and "real" not in self.sources:
@@ -275,7 +275,8 @@ class ControlSpec:
     def prefix(self, genre: str, controls: Controls) -> list[int]:
         """The prompt's prefix for composing `genre`: its token, the controls, and the source the
         checkpoint composes that genre as."""
-        source = self.compose_as.get(V.canonical_genre(genre))
+        genre = V.canonical_genre(genre)
+        source = self.compose_as.get(genre)
         return [self.genre_token(genre, source), *self.tokens(controls, source)]
 
     @property
@@ -294,8 +295,10 @@ class ControlSpec:
 
     def decode_source(self, tokens: Sequence[int]) -> str | None:
         """The source a prefix holds (None: unknown)."""
+        if not self.sources:
+            raise ControlError("this control vocabulary has no source token")
         i = tokens[len(self.attributes)] - self._source_first
-        if not self.sources or not 0 <= i <= len(self.sources):
+        if not 0 <= i <= len(self.sources):
             raise ControlError(f"token {tokens[len(self.attributes)]} is not a source control")
         return None if i == len(self.sources) else self.sources[i]
 

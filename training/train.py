@@ -101,6 +101,7 @@ class TrainConfig:
             controls=spec is not None,
             source_control=bool(spec and spec.sources),
             compose_as=dict(spec.compose_as) if spec else None,
+            # which token a split genre started as matters only when training starts
             split_genres={g: g for g in spec.split} if spec and spec.split else None,
         )
 
@@ -109,8 +110,7 @@ class TrainConfig:
             return None
         if not self.source_control:
             return ControlSpec()
-        compose_as = {V.canonical_genre(g): s for g, s in (self.compose_as or {}).items()}
-        return ControlSpec(sources=SOURCES, compose_as=compose_as, split=tuple(self.split_genres or ()))
+        return ControlSpec(sources=SOURCES, compose_as=self.compose_as or {}, split=tuple(self.split_genres or ()))
 
     def model_config(self) -> ModelConfig:
         spec = self.control_spec()
@@ -152,16 +152,10 @@ def augment(window: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> n
 
 def sample_window(
     shard: Shard, length: int, rng: np.random.Generator, realised_share: float | None = None
-) -> np.ndarray:
-    """A random window of up to `length` tokens, a piece chosen in proportion to its length; with
-    `realised_share`, first realised or real pieces with that probability (where the shard has both)."""
-    return sample_piece_window(shard, length, rng, realised_share)[0]
-
-
-def sample_piece_window(
-    shard: Shard, length: int, rng: np.random.Generator, realised_share: float | None = None
 ) -> tuple[np.ndarray, str | None]:
-    """`sample_window`, and the source of the piece it came from (None where the shard does not say)."""
+    """A random window of up to `length` tokens, a piece chosen in proportion to its length, and
+    the source of that piece (None where the shard does not say); with `realised_share`, first
+    realised or real pieces with that probability (where the shard has both)."""
     p = np.diff(shard.offsets).astype(np.float64)
     kinds = shard.realised
     if realised_share is not None and kinds is not None and kinds.any() and not kinds.all():
@@ -238,7 +232,7 @@ class Batches:
         for _ in range(self.cfg.batch_size):
             k = int(self.rng.choice(len(self.genres), p=self.p))
             g = self.genres[k]
-            window, source = sample_piece_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
+            window, source = sample_window(self.shards[g], self.cfg.seq_len, self.rng, self.shares[k])
             w = augment(window, self.rng, self.cfg)
             controls = window_controls(w, self.spec, self.rng, self.cfg, source)
             x, y = make_example(g, w, self.cfg.seq_len, controls, first_token(self.spec, g, source))
@@ -259,7 +253,7 @@ def validation_set(
     for g, shard in shards.items():
         if shard.n_pieces == 0:
             continue
-        windows = [sample_piece_window(shard, cfg.seq_len, rng) for _ in range(cfg.eval_windows)]
+        windows = [sample_window(shard, cfg.seq_len, rng) for _ in range(cfg.eval_windows)]
         pairs = [
             make_example(
                 g,
