@@ -203,9 +203,10 @@ class ControlSpec:
     The prefix is always every attribute in order, right after the genre token. A spec with
     `sources` adds one more token after them: the source's index, or len(sources) for "unknown";
     which source each genre composes as is the checkpoint's choice (`compose_as`), not the user's.
-    A genre in `split` has a genre token of its own for its real pieces (ids after the source
-    ids), so that its real and realised pieces are told apart from the first token on: the
-    published token stays the realised pieces' (and the unknown's)."""
+    A genre in `split` has a genre token of its own for its real pieces (ids last), so that its
+    real and realised pieces are told apart from the first token on: the published token stays
+    the realised pieces' (and the unknown's). A split needs no source token: the dataset says
+    which pieces are real, and the prefix after the genre token stays what it was."""
 
     attributes: tuple[str, ...] = ATTRIBUTES
     edges: Mapping[str, tuple[float, ...]] = None  # type: ignore[assignment]
@@ -221,7 +222,7 @@ class ControlSpec:
         object.__setattr__(self, "compose_as", {V.canonical_genre(g): s for g, s in (self.compose_as or {}).items()})
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "split", tuple(V.canonical_genre(g) for g in self.split))
-        if self.split and "real" not in self.sources:
+        if self.split and self.sources and "real" not in self.sources:
             raise ControlError("a genre split by source needs the real source")
         for s in self.sources:
             if s not in SOURCES:
@@ -269,7 +270,7 @@ class ControlSpec:
         split genre's own token for its real pieces."""
         genre = V.canonical_genre(genre)
         if source == "real" and genre in self.split:
-            return self._source_first + len(self.sources) + 1 + self.split.index(genre)
+            return self._split_first + self.split.index(genre)
         return V.genre_token(genre)
 
     def prefix(self, genre: str, controls: Controls) -> list[int]:
@@ -282,6 +283,10 @@ class ControlSpec:
     @property
     def _source_first(self) -> int:
         return self.first + len(self.attributes) * (N_BINS + 1)
+
+    @property
+    def _split_first(self) -> int:
+        return self._source_first + (len(self.sources) + 1 if self.sources else 0)
 
     def decode(self, tokens: Sequence[int]) -> Controls:
         """The controls a prefix holds (the inverse of `tokens`)."""
@@ -321,7 +326,9 @@ class ControlSpec:
             "first": self.first,
         }
         if self.sources:  # absent from older checkpoints, whose ids are unchanged
-            out |= {"sources": list(self.sources), "compose_as": dict(self.compose_as), "split": list(self.split)}
+            out |= {"sources": list(self.sources), "compose_as": dict(self.compose_as)}
+        if self.split:
+            out["split"] = list(self.split)
         return out
 
     @classmethod

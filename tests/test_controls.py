@@ -284,6 +284,42 @@ def test_a_split_genre_composes_as_its_source_and_its_token_starts_as_another_ge
     assert not torch.equal(rows[V.genre_token("calm")], rows[spec.genre_token("calm", "real")])
 
 
+def test_a_split_needs_no_source_token_and_can_be_learned_alone_with_every_other_weight_frozen(dataset, tmp_path):  # noqa: F811
+    spec = ControlSpec(split=("calm",))
+    assert spec.size == ControlSpec().size + 1 and ControlSpec.from_dict(spec.as_dict()) == spec
+    assert spec.genre_token("calm", "real") == V.VOCAB_SIZE + spec.size - 1
+    assert spec.prefix("ambient", Controls())[0] == V.genre_token("calm")  # composing is unchanged
+    assert spec.tokens(Controls(), "real") == ControlSpec().tokens(Controls())  # no source token
+
+    plain = small(V.VOCAB_SIZE + ControlSpec().size)
+    plain.controls = ControlSpec()
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    cfg = tiny_config(
+        dataset,
+        tmp_path / "run",
+        n_layers=1,
+        split_genres={"calm": "pop"},
+        trainable="split",
+        init=str(tmp_path / "plain.pt"),
+        max_steps=6,
+        eval_every=100,
+    )
+    trainer = Trainer(cfg)
+    trainer.run()
+    own = spec.genre_token("calm", "real")
+    after = trainer.model.state_dict()
+    for name, tensor in plain.state_dict().items():
+        if name == "embedding.weight":
+            assert torch.equal(after[name][:own], tensor)  # every trained row, as it was
+            assert not torch.equal(after[name][own], tensor[V.genre_token("pop")])  # the new one learned
+        elif name.startswith("Wout"):
+            assert torch.equal(after[name][: tensor.shape[0]], tensor)
+        else:
+            assert torch.equal(after[name], tensor), name
+    with pytest.raises(ValueError, match="needs split_genres"):
+        Trainer(replace(cfg, split_genres=None, out=str(tmp_path / "other")))
+
+
 def test_a_checkpoint_with_sources_composes_each_genre_as_its_declared_source(tmp_path):
     spec = ControlSpec(sources=("real", "realised"), compose_as={"calm": "realised", "classic": "real"})
     model = small(V.VOCAB_SIZE + spec.size)

@@ -76,6 +76,9 @@ class TrainConfig:
     # genres whose real pieces get a genre token of their own, each started from another genre's
     # trained token ({calm = "pop"}: the real calm clips are gentle pop-piano covers)
     split_genres: dict[str, str] | None = None
+    # what the optimizer moves: "all", or "split" (only the split genres' new token rows, every
+    # other weight frozen: what the initial weights compose stays exactly as it was)
+    trainable: str = "all"
     # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
     dtype: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -108,9 +111,10 @@ class TrainConfig:
     def control_spec(self) -> ControlSpec | None:
         if not self.controls:
             return None
+        split = tuple(self.split_genres or ())
         if not self.source_control:
-            return ControlSpec()
-        return ControlSpec(sources=SOURCES, compose_as=self.compose_as or {}, split=tuple(self.split_genres or ()))
+            return ControlSpec(split=split)
+        return ControlSpec(sources=SOURCES, compose_as=self.compose_as or {}, split=split)
 
     def model_config(self) -> ModelConfig:
         spec = self.control_spec()
@@ -335,13 +339,7 @@ class Trainer:
             self.log(initialise_from(self.model, cfg.init))
             self.log(start_split_tokens(self.model, cfg))
         self.model.to(self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "Er" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "Er" in n]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=(0.9, 0.98),
-        )
+        self.opt = torch.optim.AdamW(parameter_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.98))
         self.batches = Batches(self.train_shards, cfg)
         self.step = 0
         self.tokens_seen = 0
@@ -415,7 +413,7 @@ class Trainer:
             loss = loss_of(self.forward, x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
         self.opt.step()
         self.step += 1
         self.tokens_seen += int((y != V.PAD).sum())
@@ -576,6 +574,33 @@ def initialise_from(model: MusicTransformer, path: str | Path) -> str:
     model.load_state_dict(own, strict=True)
     extra = f"; new vocabulary rows in {', '.join(grown)}" if grown else ""
     return f"initialised from {path}{extra}"
+
+
+TRAINABLE = ("all", "split")
+
+
+def parameter_groups(model: MusicTransformer, cfg: TrainConfig) -> list[dict]:
+    """AdamW's groups: weight decay on matrices only. With `trainable = "split"` one group, the
+    embedding, whose gradient is kept to the split genres' rows: Adam moves a row with no gradient
+    not at all and the group has no decay, so every other weight stays bit for bit."""
+    if cfg.trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {cfg.trainable!r}")
+    if cfg.trainable == "split":
+        spec = cfg.control_spec()
+        if not (spec and spec.split):
+            raise ValueError('trainable = "split" needs split_genres')
+        rows = torch.tensor([spec.genre_token(g, "real") for g in spec.split])
+        for p in model.parameters():
+            p.requires_grad_(False)
+        table = model.embedding.weight
+        table.requires_grad_(True)
+        keep = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)
+        keep[rows] = 1.0
+        table.register_hook(lambda grad: grad * keep)
+        return [{"params": [table], "weight_decay": 0.0}]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "Er" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "Er" in n]
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def start_split_tokens(model: MusicTransformer, cfg: TrainConfig) -> str:
