@@ -17,7 +17,7 @@ from generator.controls import ControlError, Controls, ControlSpec, measure, par
 from generator.decoding import generate, window
 from generator.model import ModelConfig, MusicTransformer
 from training.dataset import Shard
-from training.train import Batches, Trainer, initialise_from, make_example, window_controls
+from training.train import Batches, Trainer, anchored_loss, initialise_from, make_example, window_controls
 
 
 def shift(seconds: float) -> list[int]:
@@ -318,6 +318,37 @@ def test_a_split_needs_no_source_token_and_can_be_learned_alone_with_every_other
             assert torch.equal(after[name], tensor), name
     with pytest.raises(ValueError, match="needs split_genres"):
         Trainer(replace(cfg, split_genres=None, out=str(tmp_path / "other")))
+
+
+def test_an_anchored_run_learns_the_split_windows_from_data_and_the_rest_from_the_initial_weights(dataset, tmp_path):  # noqa: F811
+    plain = small(V.VOCAB_SIZE + ControlSpec().size)
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    cfg = tiny_config(
+        dataset,
+        tmp_path / "run",
+        n_layers=1,
+        dropout=0.0,
+        split_genres={"calm": "calm"},
+        anchor=1.0,
+        init=str(tmp_path / "plain.pt"),
+        max_steps=4,
+        eval_every=100,
+        batch_size=16,
+    )
+    trainer = Trainer(cfg)
+    x, y = trainer.batches.next()
+    own = torch.isin(x[:, 0], trainer.batches.split_rows)
+    assert 0 < int(own.sum()) < len(x)  # both kinds in the batch
+    # at the start the model is its teacher: no KL, only the split windows' cross-entropy counts
+    loss = anchored_loss(trainer.model.eval(), trainer.teacher, x, y, trainer.batches.split_rows, 1.0)
+    logits = trainer.model(x[own])[..., : V.VOCAB_SIZE]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y[own], ignore_index=V.PAD, reduction="sum")
+    assert loss.item() == pytest.approx(ce.item() / int((y != V.PAD).sum()), rel=1e-5)
+    trainer.run()
+    moved = anchored_loss(trainer.model.eval(), trainer.teacher, x[~own], y[~own], trainer.batches.split_rows, 1.0)
+    assert 0 < moved.item() < 0.5  # the rest moved, a little
+    with pytest.raises(ValueError, match="anchor needs init"):
+        Trainer(replace(cfg, init=None, out=str(tmp_path / "other")))
 
 
 def test_a_checkpoint_with_sources_composes_each_genre_as_its_declared_source(tmp_path):

@@ -79,6 +79,10 @@ class TrainConfig:
     # what the optimizer moves: "all", or "split" (only the split genres' new token rows, every
     # other weight frozen: what the initial weights compose stays exactly as it was)
     trainable: str = "all"
+    # > 0: every window but a split genre's real ones is learned from the initial weights'
+    # predictions (KL, this weight) instead of its data (learning without forgetting), so what
+    # the model composed before moves as little as it can while the split token is learned
+    anchor: float = 0.0
     # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
     dtype: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -230,6 +234,8 @@ class Batches:
         self.cfg = cfg
         self.spec = cfg.control_spec()
         self.rng = np.random.default_rng(cfg.seed)
+        split = self.spec.split if self.spec else ()
+        self.split_rows = torch.tensor([self.spec.genre_token(g, "real") for g in split], dtype=torch.long)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -287,6 +293,42 @@ def loss_of(model: MusicTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=V.PAD)
 
 
+def anchored_loss(
+    model: MusicTransformer,
+    teacher: MusicTransformer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split_rows: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """Cross-entropy on the windows that start with a split genre's own token; on every other
+    window `weight` × KL(teacher ‖ model) over the events, the teacher being the initial weights.
+    Averaged over every target token, so both kinds count as often as they are drawn."""
+    logits = model(x).float()[..., : V.VOCAB_SIZE]
+    own = torch.isin(x[:, 0], split_rows.to(x.device))
+    counted = y != V.PAD
+    ce = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=V.PAD, reduction="none")  # (B, T)
+    total = ce[own].sum()
+    if not own.all():
+        with torch.no_grad():
+            target = F.log_softmax(teacher(x[~own]).float()[..., : V.VOCAB_SIZE], dim=-1)
+        kl = F.kl_div(F.log_softmax(logits[~own], dim=-1), target, log_target=True, reduction="none").sum(-1)
+        total = total + weight * kl[counted[~own]].sum()
+    return total / counted.sum().clamp(min=1)
+
+
+def anchor_model(cfg: TrainConfig, device: torch.device) -> MusicTransformer | None:
+    """The frozen initial weights that `anchored_loss` keeps the model near (None: no anchor)."""
+    if cfg.anchor <= 0:
+        return None
+    if not cfg.init or not cfg.split_genres:
+        raise ValueError("anchor needs init (the weights to stay near) and split_genres (what may move)")
+    teacher = MusicTransformer(cfg.model_config())
+    initialise_from(teacher, cfg.init)
+    start_split_tokens(teacher, cfg)
+    return teacher.to(device).eval().requires_grad_(False)
+
+
 @torch.no_grad()
 def validation_nll(
     model: MusicTransformer, val: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int = 8
@@ -339,6 +381,7 @@ class Trainer:
             self.log(initialise_from(self.model, cfg.init))
             self.log(start_split_tokens(self.model, cfg))
         self.model.to(self.device)
+        self.teacher = anchor_model(cfg, self.device)
         self.opt = torch.optim.AdamW(parameter_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.98))
         self.batches = Batches(self.train_shards, cfg)
         self.step = 0
@@ -410,7 +453,10 @@ class Trainer:
         x, y = self.batches.next()
         x, y = x.to(self.device), y.to(self.device)
         with autocast(self.device, self.dtype):
-            loss = loss_of(self.forward, x, y)
+            if self.teacher is None:
+                loss = loss_of(self.forward, x, y)
+            else:
+                loss = anchored_loss(self.forward, self.teacher, x, y, self.batches.split_rows, self.cfg.anchor)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
