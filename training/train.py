@@ -81,7 +81,8 @@ class TrainConfig:
     trainable: str = "all"
     # > 0: every window but a split genre's real ones is learned from the initial weights'
     # predictions (KL, this weight) instead of its data (learning without forgetting), so what
-    # the model composed before moves as little as it can while the split token is learned
+    # the model composed before moves as little as it can while the split token is learned. Use
+    # it with dropout 0: the teacher predicts without dropout, and a model with it learns to undo it
     anchor: float = 0.0
     # precision and device: "auto" measures fp32 against bf16 autocast and keeps the faster
     dtype: str = "auto"  # auto | fp32 | bf16
