@@ -150,3 +150,31 @@ def test_genre_weights_scale_how_often_each_genre_is_drawn(dataset, tmp_path):
     assert drawn["calm"] > 2 * max(drawn["classic"], drawn["pop"])  # 3:1:1 expected
     with pytest.raises(ValueError, match="genre_weights"):
         Batches(shards, tiny_config(dataset, tmp_path, genre_weights={g: 0 for g in V.GENRES}))
+
+
+def test_minutes_schedule_anneals_over_the_wall_clock_budget():
+    from training.train import lr_at
+
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=1_000_000, max_minutes=2.0, schedule="minutes")
+    assert lr_at(5, cfg, seconds=100.0) == pytest.approx(6e-4)  # warm-up stays in steps
+    assert lr_at(50, cfg, seconds=0.0) == pytest.approx(1e-3, rel=1e-3)
+    assert lr_at(50, cfg, seconds=60.0) == pytest.approx(5.5e-4)  # half the budget: half the cosine
+    assert lr_at(50, cfg, seconds=120.0) == pytest.approx(1e-4)
+    assert lr_at(50, TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=1_000_000), seconds=60.0) > 9.9e-4
+
+
+def test_minutes_schedule_needs_a_time_budget(dataset, tmp_path):
+    with pytest.raises(ValueError, match="max_minutes"):
+        Trainer(tiny_config(dataset, tmp_path / "run", schedule="minutes"))
+    with pytest.raises(ValueError, match="steps, minutes"):
+        Trainer(tiny_config(dataset, tmp_path / "run", schedule="hours", max_minutes=1.0))
+
+
+def test_a_run_stopped_by_time_evaluates_its_last_step(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path / "run", max_minutes=1e-4, eval_every=1000, schedule="minutes")
+    trainer = Trainer(cfg)
+    trainer.run()
+    last = (tmp_path / "run" / "log.csv").read_text().splitlines()[-1].split(",")
+    assert 0 < trainer.step < cfg.max_steps and int(last[0]) == trainer.step
+    assert all(float(v) > 0 for v in last[-len(V.GENRES) :])
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=False)["meta"]["step"] == trainer.step

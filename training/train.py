@@ -48,6 +48,9 @@ class TrainConfig:
     warmup_steps: int = 200
     max_steps: int = 20_000
     max_minutes: float | None = None  # stop (with a checkpoint) after this long
+    # "steps": the cosine spans max_steps; "minutes": it spans max_minutes of this session's wall
+    # clock, so a run given a time budget (a leased GPU) ends annealed whatever its speed
+    schedule: str = "steps"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     # data
@@ -357,10 +360,18 @@ def validation_nll(
 # --- the loop ----------------------------------------------------------------------------------
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+SCHEDULES = ("steps", "minutes")
+
+
+def lr_at(step: int, cfg: TrainConfig, seconds: float = 0.0) -> float:
+    """Linear warm-up over steps, then a cosine to min_lr over the steps left or, with
+    schedule = "minutes", over max_minutes of wall clock (`seconds`: this session's so far)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.schedule == "minutes":
+        progress = max(progress, seconds / (cfg.max_minutes * 60))
+    progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -368,6 +379,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None):
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.schedule not in SCHEDULES or (cfg.schedule == "minutes" and not cfg.max_minutes):
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)} (minutes needs max_minutes), got {cfg.schedule!r}"
+            )
         self.cfg = cfg
         self.log = log or (lambda message: None)
         self.out = Path(cfg.out)
@@ -389,6 +404,7 @@ class Trainer:
         self.tokens_seen = 0
         self.best_val = math.inf
         self.elapsed = 0.0  # training seconds over every session of this run
+        self.session_started = time.monotonic()
         if resume and (self.out / "last.pt").is_file():
             self._restore(torch.load(self.out / "last.pt", map_location="cpu", weights_only=False))
         # Weights, gradients and optimizer state stay fp32 whatever the precision of the
@@ -450,7 +466,7 @@ class Trainer:
     def train_step(self) -> float:
         self.model.train()
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.cfg)
+            group["lr"] = lr_at(self.step, self.cfg, time.monotonic() - self.session_started)
         x, y = self.batches.next()
         x, y = x.to(self.device), y.to(self.device)
         with autocast(self.device, self.dtype):
@@ -470,7 +486,7 @@ class Trainer:
         """Train until max_steps or max_minutes; checkpoint on schedule and when stopping."""
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
-        started = time.monotonic()
+        started = self.session_started = time.monotonic()
         session_start_elapsed = self.elapsed
         last_ckpt = started
         stop = _StopFlag()
@@ -487,8 +503,11 @@ class Trainer:
                     now = time.monotonic()
                     self.elapsed = session_start_elapsed + (now - started)
                     tps = self.cfg.batch_size * self.cfg.seq_len / max(now - t0, 1e-9)
+                    out_of_time = self.cfg.max_minutes is not None and (now - started) >= self.cfg.max_minutes * 60
+                    last = self.step == self.cfg.max_steps or out_of_time
                     val = {}
-                    if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
+                    # the last step is evaluated too: a run stopped by time ends on its annealed weights
+                    if self.step % self.cfg.eval_every == 0 or last:
                         with autocast(self.device, self.dtype):
                             val = validation_nll(self.model, self.val)
                         mean = sum(val.values()) / max(len(val), 1)
@@ -500,7 +519,7 @@ class Trainer:
                             self.step,
                             self.tokens_seen,
                             round(self.elapsed, 1),
-                            f"{lr_at(self.step - 1, self.cfg):.6g}",
+                            f"{self.opt.param_groups[0]['lr']:.6g}",
                             f"{loss:.4f}",
                             round(tps),
                             *[f"{val[g]:.4f}" if g in val else "" for g in V.GENRES],
@@ -512,9 +531,7 @@ class Trainer:
                     if now - last_ckpt >= self.cfg.checkpoint_minutes * 60:
                         self.save()
                         last_ckpt = now
-                    if stop.requested or (
-                        self.cfg.max_minutes is not None and (now - started) >= self.cfg.max_minutes * 60
-                    ):
+                    if stop.requested or out_of_time:
                         break
             finally:
                 self.save()
