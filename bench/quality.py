@@ -3,7 +3,8 @@
     python bench/quality.py [--checkpoint PATH] [--pieces 32] [--tokens 1024] [--data data/dataset]
 
 For each genre, compose N pieces at the genre preset and report: the share of degenerate pieces
-(glued same-pitch notes > 90 %, silent, or fewer than 20 notes), notes per second, polyphony
+(glued same-pitch notes > 90 %, silent, or fewer than 20 notes), the share where one key takes
+over (over 40 % of the onsets on one pitch; no real validation excerpt does), notes per second, polyphony
 (notes sounding at an onset, averaged), and the distance between the pieces' key-normalised
 pitch-class histogram and each genre's validation pieces (cut into excerpts of the same length).
 Genre control works when a genre's pieces are closer to its own validation set than to any
@@ -97,6 +98,13 @@ def polyphony(notes: list[Note]) -> float:
 
 def is_bad(notes: list[Note]) -> bool:
     return len(notes) < 20 or repetition_share(notes) > 0.9
+
+
+def one_key(notes: list[Note], share: float = 0.4) -> bool:
+    """One pitch holds more than `share` of the onsets: a key repeated on and on, which the
+    degenerate test misses when the repeats have gaps between them."""
+    counts = np.bincount([n.pitch for n in notes], minlength=128) if notes else np.zeros(1)
+    return bool(notes) and counts.max() / len(notes) > share
 
 
 def reference_shard(data: Path, genre: str, reference: str):
@@ -260,14 +268,15 @@ def main() -> None:
 
     rows = {}
     header = (
-        f"{'genre':<8} {'degenerate':>10} {'notes/s':>8} {'(data)':>14} {'polyphony':>9} {'(data)':>6} {'nll':>6}  "
-        + " ".join(f"{'d→' + V.display_name(h):>10}" for h in val)
+        f"{'genre':<8} {'degenerate':>10} {'one key':>7} {'notes/s':>8} {'(data)':>14} "
+        f"{'polyphony':>9} {'(data)':>6} {'nll':>6}  " + " ".join(f"{'d→' + V.display_name(h):>10}" for h in val)
     )
     print(f"checkpoint {ckpt}: {args.pieces} pieces × {args.tokens} tokens per genre")
     print(header)
     for g in V.GENRES:
         notes = by_genre[g]
         bad = sum(is_bad(p) for p in notes) / len(notes)
+        stuck = sum(one_key(p) for p in notes) / len(notes)
         nps = notes_per_second(notes)
         poly = float(np.mean([polyphony(p) for p in notes]))
         dists = {h: distance(mean_profile(notes), val_profiles[h]) for h in val}
@@ -287,6 +296,7 @@ def main() -> None:
             "margin": margin,
             "split_half_noise": noise,
             "degenerate_share": bad,
+            "one_key_share": stuck,
             "notes_per_s": nps,
             "polyphony": poly,
             "val_nll": nll.get(g),
@@ -295,7 +305,8 @@ def main() -> None:
             "closest_to_own_genre": own_closest,
         }
         print(
-            f"{V.display_name(g):<8} {bad:>10.0%} {nps:>8.1f} {f'({data_nps:.1f}, {all_nps:.1f})':>14} {poly:>9.2f} "
+            f"{V.display_name(g):<8} {bad:>10.0%} {stuck:>7.0%} {nps:>8.1f} "
+            f"{f'({data_nps:.1f}, {all_nps:.1f})':>14} {poly:>9.2f} "
             f"{f'({data_poly:.1f})':>6} {nll.get(g, float('nan')):>6.3f}  "
             + " ".join(f"{dists[h]:>10.3f}" for h in val)
             + (f"  ✓ own genre closest by {margin:.3f}" if own_closest else "  ✗")
