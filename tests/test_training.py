@@ -164,10 +164,27 @@ def test_minutes_schedule_anneals_over_the_wall_clock_budget():
 
 
 def test_minutes_schedule_needs_a_time_budget(dataset, tmp_path):
-    with pytest.raises(ValueError, match="max_minutes"):
+    with pytest.raises(ValueError, match="needs max_minutes above 0, got None"):
         Trainer(tiny_config(dataset, tmp_path / "run", schedule="minutes"))
-    with pytest.raises(ValueError, match="steps, minutes"):
+    with pytest.raises(ValueError, match="needs max_minutes above 0, got -1"):
+        Trainer(tiny_config(dataset, tmp_path / "run", schedule="minutes", max_minutes=-1.0))
+    with pytest.raises(ValueError, match="one of steps, minutes, got 'hours'"):
         Trainer(tiny_config(dataset, tmp_path / "run", schedule="hours", max_minutes=1.0))
+
+
+def test_minutes_schedule_counts_the_runs_training_time_across_resumes(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path / "run", schedule="minutes", max_minutes=10.0, max_steps=10_000)
+    trainer = Trainer(cfg)
+    trainer.step = cfg.warmup_steps
+    trainer.elapsed = 300.0  # half the budget spent in earlier sessions
+    trainer.train_step()
+    assert trainer.opt.param_groups[0]["lr"] == pytest.approx((cfg.lr + cfg.min_lr) / 2)
+    trainer.elapsed = 600.0
+    trainer.save()
+    resumed = Trainer(cfg, resume=True)
+    resumed.run()  # the budget is spent: one step at the floor, then it stops
+    assert resumed.step == cfg.warmup_steps + 2
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(cfg.min_lr)
 
 
 def test_a_run_stopped_by_time_evaluates_its_last_step(dataset, tmp_path):

@@ -48,8 +48,9 @@ class TrainConfig:
     warmup_steps: int = 200
     max_steps: int = 20_000
     max_minutes: float | None = None  # stop (with a checkpoint) after this long
-    # "steps": the cosine spans max_steps; "minutes": it spans max_minutes of this session's wall
-    # clock, so a run given a time budget (a leased GPU) ends annealed whatever its speed
+    # "steps": the cosine spans max_steps, and max_minutes caps each session; "minutes": the cosine
+    # spans max_minutes of training wall clock, the whole run's budget across resumes, so a run
+    # given a time budget (a lent GPU) ends annealed whatever its speed
     schedule: str = "steps"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -365,7 +366,7 @@ SCHEDULES = ("steps", "minutes")
 
 def lr_at(step: int, cfg: TrainConfig, seconds: float = 0.0) -> float:
     """Linear warm-up over steps, then a cosine to min_lr over the steps left or, with
-    schedule = "minutes", over max_minutes of wall clock (`seconds`: this session's so far)."""
+    schedule = "minutes", over max_minutes of wall clock (`seconds`: the run's training seconds so far)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
@@ -379,10 +380,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None):
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.schedule not in SCHEDULES or (cfg.schedule == "minutes" and not cfg.max_minutes):
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)} (minutes needs max_minutes), got {cfg.schedule!r}"
-            )
+        if cfg.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+        if cfg.schedule == "minutes" and not (cfg.max_minutes and cfg.max_minutes > 0):
+            raise ValueError(f"schedule = 'minutes' needs max_minutes above 0, got {cfg.max_minutes}")
         self.cfg = cfg
         self.log = log or (lambda message: None)
         self.out = Path(cfg.out)
@@ -404,7 +405,6 @@ class Trainer:
         self.tokens_seen = 0
         self.best_val = math.inf
         self.elapsed = 0.0  # training seconds over every session of this run
-        self.session_started = time.monotonic()
         if resume and (self.out / "last.pt").is_file():
             self._restore(torch.load(self.out / "last.pt", map_location="cpu", weights_only=False))
         # Weights, gradients and optimizer state stay fp32 whatever the precision of the
@@ -466,7 +466,7 @@ class Trainer:
     def train_step(self) -> float:
         self.model.train()
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.cfg, time.monotonic() - self.session_started)
+            group["lr"] = lr_at(self.step, self.cfg, self.elapsed)
         x, y = self.batches.next()
         x, y = x.to(self.device), y.to(self.device)
         with autocast(self.device, self.dtype):
@@ -486,7 +486,7 @@ class Trainer:
         """Train until max_steps or max_minutes; checkpoint on schedule and when stopping."""
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
-        started = self.session_started = time.monotonic()
+        started = time.monotonic()
         session_start_elapsed = self.elapsed
         last_ckpt = started
         stop = _StopFlag()
@@ -503,7 +503,8 @@ class Trainer:
                     now = time.monotonic()
                     self.elapsed = session_start_elapsed + (now - started)
                     tps = self.cfg.batch_size * self.cfg.seq_len / max(now - t0, 1e-9)
-                    out_of_time = self.cfg.max_minutes is not None and (now - started) >= self.cfg.max_minutes * 60
+                    spent = self.elapsed if self.cfg.schedule == "minutes" else now - started
+                    out_of_time = self.cfg.max_minutes is not None and spent >= self.cfg.max_minutes * 60
                     last = self.step == self.cfg.max_steps or out_of_time
                     val = {}
                     # the last step is evaluated too: a run stopped by time ends on its annealed weights
