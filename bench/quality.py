@@ -103,8 +103,7 @@ def is_bad(notes: list[Note]) -> bool:
 def one_key(notes: list[Note], share: float = 0.4) -> bool:
     """One pitch holds more than `share` of the onsets: a key repeated on and on, which the
     degenerate test misses when the repeats have gaps between them."""
-    counts = np.bincount([n.pitch for n in notes], minlength=128) if notes else np.zeros(1)
-    return bool(notes) and counts.max() / len(notes) > share
+    return bool(notes) and np.bincount([n.pitch for n in notes]).max() / len(notes) > share
 
 
 def reference_shard(data: Path, genre: str, reference: str):
