@@ -157,9 +157,12 @@ class Database:
             except Exception as exc:
                 if not transient(exc):
                     raise
-                # full jitter: many callers failing together must not all come back at once
-                pause = random.uniform(delay / 2, delay)
-                if time.monotonic() + pause > deadline or given_up.is_set():
+                # jitter: many callers failing together must not all come back at once. The last
+                # pause is cut to end at the deadline, so the database gets the whole bound (a
+                # pause that would overshoot once gave up after two thirds of it).
+                left = deadline - time.monotonic()
+                pause = min(random.uniform(delay / 2, delay), left)
+                if left <= 0 or given_up.is_set():
                     log.error("database unavailable after %d attempts: %s", attempt, _briefly(exc))
                     raise StorageUnavailable(
                         f"the database stayed unreachable for {self.retry_for_s:g} s; nothing was saved"

@@ -403,7 +403,7 @@ async def test_a_database_down_past_the_bound_is_storage_unavailable(own_postgre
         began = time.monotonic()
         with pytest.raises(StorageUnavailable, match=r"unreachable for 1\.5 s"):
             await db.run(lambda s: get_or_create_user(s, "telegram", "alice"))
-        assert 1.0 <= time.monotonic() - began < 5.0  # retried for the bound, then given up
+        assert 1.5 <= time.monotonic() - began < 5.0  # retried for the whole bound, then given up
     finally:
         await db.dispose()
 
