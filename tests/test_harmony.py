@@ -178,7 +178,7 @@ def test_the_analysis_is_deterministic_and_fast():
     assert analyse(minute) == analyse(list(minute))
     started = time.perf_counter()
     harmony = analyse(minute)
-    assert time.perf_counter() - started < 0.5  # well under 0.1 s on an idle core; this guards the order
+    assert time.perf_counter() - started < 2.0  # well under 0.1 s on an idle core; this guards the order, not a speed
     assert isinstance(harmony, Harmony)
 
 
