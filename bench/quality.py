@@ -4,12 +4,13 @@
 
 For each genre, compose N pieces at the genre preset and report: the share of degenerate pieces
 (glued same-pitch notes > 90 %, silent, or fewer than 20 notes), the share where one key takes
-over (over 40 % of the onsets on one pitch; no real validation excerpt does), notes per second, polyphony
-(notes sounding at an onset, averaged), and the distance between the pieces' key-normalised
-pitch-class histogram and each genre's validation pieces (cut into excerpts of the same length).
-Genre control works when a genre's pieces are closer to its own validation set than to any
-other's; the distances between the validation sets themselves are printed as the floor, and each
-set's split-half distance as the noise (a margin smaller than that is not a verdict).
+over (over 40 % of the onsets on one pitch; no real validation excerpt does), notes per second,
+polyphony (notes sounding at an onset, averaged), the share of onsets in the bass (C3 and below),
+and the distance between the pieces' key-normalised pitch-class histogram and each genre's
+validation pieces (cut into excerpts of the same length). Genre control works when a genre's
+pieces are closer to its own validation set than to any other's; the distances between the
+validation sets themselves are printed as the floor, and each set's split-half distance as the
+noise (a margin smaller than that is not a verdict).
 Validation NLL per genre comes from the dataset's held-out pieces. A piano-roll grid per genre
 goes to out/quality/<genre>.png.
 """
@@ -29,6 +30,7 @@ from generator import vocab as V
 from generator.decoding import generate
 from generator.pianoroll import piano_roll
 from generator.postprocess import postprocess, repetition_share
+from generator.sampling import BASS_TOP
 from generator.tokenizer import Note, decode_notes
 
 # Krumhansl–Kessler key profiles (probe-tone ratings), major and minor, tonic first.
@@ -94,6 +96,12 @@ def polyphony(notes: list[Note]) -> float:
     starts = np.array([n.start for n in notes])
     ends = np.array([n.end for n in notes])
     return float(np.mean([((starts <= s) & (ends > s)).sum() for s in starts]))
+
+
+def bass_share(pieces: list[list[Note]]) -> float:
+    """The share of all onsets at C3 (MIDI 48) and below: the register the `bass` preset moves."""
+    pitches = [n.pitch for p in pieces for n in p]
+    return sum(q <= BASS_TOP for q in pitches) / max(1, len(pitches))
 
 
 def is_bad(notes: list[Note]) -> bool:
@@ -268,7 +276,8 @@ def main() -> None:
     rows = {}
     header = (
         f"{'genre':<8} {'degenerate':>10} {'one key':>7} {'notes/s':>8} {'(data)':>14} "
-        f"{'polyphony':>9} {'(data)':>6} {'nll':>6}  " + " ".join(f"{'d→' + V.display_name(h):>10}" for h in val)
+        f"{'polyphony':>9} {'(data)':>6} {'bass':>5} {'(data)':>6} {'nll':>6}  "
+        + " ".join(f"{'d→' + V.display_name(h):>10}" for h in val)
     )
     print(f"checkpoint {ckpt}: {args.pieces} pieces × {args.tokens} tokens per genre")
     print(header)
@@ -286,10 +295,13 @@ def main() -> None:
         data_nps = notes_per_second(val[g]) if val else float("nan")
         all_nps = notes_per_second(everything[g]) if everything else float("nan")
         data_poly = float(np.mean([polyphony(p) for p in val[g]])) if val else float("nan")
+        bass, data_bass = bass_share(notes), (bass_share(val[g]) if val else float("nan"))
         rows[g] = {
             "data_notes_per_s": data_nps,
             "data_notes_per_s_with_realised": all_nps,
             "data_polyphony": data_poly,
+            "bass_share": bass,
+            "data_bass_share": data_bass,
             "val_nll_known_controls": nll_known.get(g),
             "val_nll_source_unknown": nll_no_source.get(g),
             "margin": margin,
@@ -306,7 +318,7 @@ def main() -> None:
         print(
             f"{V.display_name(g):<8} {bad:>10.0%} {stuck:>7.0%} {nps:>8.1f} "
             f"{f'({data_nps:.1f}, {all_nps:.1f})':>14} {poly:>9.2f} "
-            f"{f'({data_poly:.1f})':>6} {nll.get(g, float('nan')):>6.3f}  "
+            f"{f'({data_poly:.1f})':>6} {bass:>5.0%} {f'({data_bass:.0%})':>6} {nll.get(g, float('nan')):>6.3f}  "
             + " ".join(f"{dists[h]:>10.3f}" for h in val)
             + (f"  ✓ own genre closest by {margin:.3f}" if own_closest else "  ✗")
             + f" (noise {noise:.3f})"

@@ -17,6 +17,7 @@ from .errors import GeneratorError, SamplingError
 MAX_TEMPERATURE = 10.0
 MAX_RESTORE_SPEED = 100.0
 MAX_HOLD_SECONDS = 60.0
+MAX_BASS = 4.0
 TRUNCATE = ("all", "pitches")
 LEVELS_TEXT = "a level from 0 to 4 (" + ", ".join(LEVELS) + ")"
 
@@ -34,6 +35,10 @@ class SamplingParams:
     rp_restore_speed: float = 0.7  # penalty restored per second of music
     max_hold: float = 6.0  # seconds a key may stay down before it is released; 0 turns this off
     truncate: str = "all"  # what top-k and top-p cut: "all" events (the reference) or only "pitches"
+    # Log-odds added to every note-on at MIDI 48 (C3) and below: above 0 brings the bass line
+    # forward, below 0 thins it; 0 leaves the register to the model. A small model drifts up
+    # the keyboard (ours struck the bass 9-15 % of jazz onsets where the data has 19 %).
+    bass: float = 0.0
     # Attribute controls (generator/controls.py), levels 0-4 from very low to very high; None
     # leaves the attribute to the model. Only checkpoints with a control vocabulary follow them.
     density: int | None = None  # notes per second
@@ -83,6 +88,12 @@ class SamplingParams:
             "max_hold",
             f"from 0 (off) to {MAX_HOLD_SECONDS:g} seconds",
             "6",
+        )
+        check(
+            _real(self.bass) and -MAX_BASS <= self.bass <= MAX_BASS,
+            "bass",
+            f"from {-MAX_BASS:g} to {MAX_BASS:g} (0: the model's own register)",
+            "0.5",
         )
         check(self.truncate in TRUNCATE, "truncate", " or ".join(f'"{t}"' for t in TRUNCATE), '"pitches"')
         for name in CONTROL_FIELDS:
@@ -225,6 +236,7 @@ RANGES: dict[str, Range] = {
     "at_least_k": Range(1, 50, whole=True, example="3"),
     "rp_penalty": Range(0.0, 1.0, example="0.05"),
     "rp_restore_speed": Range(0.0, 10.0, example="0.7"),
+    "bass": Range(-2.0, 2.0, example="0.5"),
 }
 
 
@@ -247,6 +259,7 @@ class Overrides:
     rp_restore_speed: float | None = None
     max_hold: float | None = None
     truncate: str | None = None
+    bass: float | None = None
     density: int | None = None
     loudness: int | None = None
     polyphony: int | None = None

@@ -25,6 +25,8 @@ Where we differ from the reference, on purpose:
   and time shift stays a candidate with the model's own probability. Cutting the tail of the
   time shifts drops the long ones, so truncating everything wrote our small model's pieces at
   1.5–2.4x the data's notes per second; cutting only pitches keeps its rhythm (bench/quality.py).
+- `bass` adds log-odds to the note-ons of the lowest keys (C3 and below). A small model drifts up
+  the keyboard, and in jazz the missing bass line is what makes its pieces sound like classic.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import torch
 
 from . import vocab as V
 from .params import SamplingParams
+
+BASS_TOP = 48  # C3: the keys the `bass` value lifts or lowers are this one and those below it
 
 
 def allowed_tokens(piano_range: bool = True) -> torch.Tensor:
@@ -66,6 +70,7 @@ class RowState:
     clock: torch.Tensor  # (B,) seconds of music written
     struck_at: torch.Tensor  # (B, 128) clock when each key went down; nan while it is up
     pitches_only: torch.Tensor  # (B,) bool: top-k and top-p cut only note-ons
+    bass: torch.Tensor  # (B,) log-odds added to the note-ons at BASS_TOP and below
     # Skip the steps no row needs this time, which takes reading a flag back from the device:
     # free on the CPU, a stall of the whole queue on a GPU, where the steps run for every row
     # instead (the same numbers: a row a step does not concern comes out of it unchanged).
@@ -105,6 +110,7 @@ class RowState:
             clock=torch.zeros(len(params)),
             struck_at=torch.where(keys_down.cpu(), 0.0, torch.nan),
             pitches_only=torch.tensor([p.truncate == "pitches" for p in params], dtype=torch.bool),
+            bass=col("bass"),
         )
         return on_host.to(torch.device(device))
 
@@ -166,6 +172,16 @@ def press_and_release(struck_at: torch.Tensor, tokens: torch.Tensor, clock: torc
     out[rows, pitch] = torch.where(on & was.isnan(), clock, was)
     released = (tokens - V.NOTE_OFF).clamp(0, V.N_PITCHES - 1)
     out[rows, released] = torch.where(off, torch.nan, out[rows, released])
+    return out
+
+
+def lift_bass(logits: torch.Tensor, state: RowState) -> torch.Tensor:
+    """Each row's `bass` added to the logits of the note-ons at BASS_TOP and below (0 changes
+    nothing), before any truncation, so top-k and top-p see the register asked for."""
+    if state.unused(state.bass != 0):
+        return logits
+    out = logits.clone()
+    out[:, V.NOTE_ON : V.NOTE_ON + BASS_TOP + 1] += state.bass[:, None]
     return out
 
 
@@ -256,7 +272,7 @@ def restore_and_penalise(
 def next_token_probs(logits: torch.Tensor, state: RowState) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, V) logits → (probs over sorted candidates (B, V), token id of each sorted slot (B, V))."""
     logits = logits.float().masked_fill(~state.allowed, float("-inf"))
-    logits = release_overdue(release_only_keys_down(logits, state), state)
+    logits = release_overdue(release_only_keys_down(lift_bass(logits, state), state), state)
     sorted_logits, order = logits.sort(-1, descending=True)
     in_top_k = top_k_mask(sorted_logits, state.top_k)
     in_top_p = top_p_mask(sorted_logits, state.top_p, state.topp_temperature)

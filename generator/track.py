@@ -100,6 +100,7 @@ class Recipe:
             f"rp_restore_speed={exact(s.rp_restore_speed)}",
             f"max_hold={exact(s.max_hold)}",
             f"truncate={s.truncate}",
+            *([f"bass={exact(s.bass)}"] if s.bass else []),  # a recipe without it reads as before
             *(f"{name}={level}" for name, level in s.controls.as_dict().items()),
             f"instrument={shlex.quote(self.instrument)}",
         ]
@@ -150,6 +151,8 @@ class Recipe:
             for k in SAMPLING_KEYS
         }
         sampling |= {k: parse_level(k, values[k]) for k in CONTROLS if k in values}
+        if "bass" in values:
+            sampling["bass"] = number("bass")
         return cls(
             model=values.get("model", ""),
             checkpoint_sha256=values.get("sha256", ""),
@@ -189,6 +192,7 @@ RECIPE_KEYS = (
     "seconds",
     "tokens",
     *SAMPLING_KEYS,
+    "bass",
     *CONTROLS,
     "instrument",
     "arrangement",

@@ -182,6 +182,7 @@ SAMPLING_OPTIONS = (
     "rp_restore_speed",
     "max_hold",
     "truncate",
+    "bass",
     "density",
     "loudness",
     "polyphony",
@@ -205,6 +206,9 @@ def compose(
     rp_restore_speed: Annotated[float | None, typer.Option(help="penalty restored per second")] = None,
     max_hold: Annotated[float | None, typer.Option(help="release a key held this many seconds (0: off)")] = None,
     truncate: Annotated[str | None, typer.Option(help="what top-k/top-p cut: 'all' events or only 'pitches'")] = None,
+    bass: Annotated[
+        float | None, typer.Option(help="the bass line, -2 (thinner) to 2 (stronger); 0: the model's own register")
+    ] = None,
     density: Annotated[
         str | None, typer.Option(help="notes per second: very-low, low, medium, high, very-high (or sparse, busy)")
     ] = None,
@@ -267,6 +271,7 @@ def compose(
                 rp_restore_speed = from_recipe.get("rp_restore_speed", rp_restore_speed)
                 max_hold = from_recipe.get("max_hold", max_hold)
                 truncate = from_recipe.get("truncate", truncate)
+                bass = from_recipe.get("bass", bass)
                 density = from_recipe.get("density", density)
                 loudness = from_recipe.get("loudness", loudness)
                 polyphony = from_recipe.get("polyphony", polyphony)
@@ -295,6 +300,7 @@ def compose(
                     rp_restore_speed=rp_restore_speed,
                     max_hold=max_hold,
                     truncate=truncate,
+                    bass=bass,
                     density=density,
                     loudness=loudness,
                     polyphony=polyphony,
@@ -537,7 +543,7 @@ def genres(
         presets = stored_presets(path) if path else {}
     except CheckpointError as exc:
         fail(str(exc))
-    table = Table("genre", "also", "temperature", "top_k", "top_p", "truncate", "controls")
+    table = Table("genre", "also", "temperature", "top_k", "top_p", "truncate", "bass", "controls")
     aliases = {canon: [a for a, c in V.GENRE_ALIASES.items() if c == canon] for canon in V.GENRES}
     for g in V.GENRES:
         p = preset_sampling(g, presets)
@@ -549,6 +555,7 @@ def genres(
             str(p.top_k),
             f"{p.top_p:g}",
             p.truncate,
+            f"{p.bass:+g}" if p.bass else "0",
             p.controls.words(),
         )
     out.print(table)

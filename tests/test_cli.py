@@ -100,6 +100,7 @@ def test_primer_is_continued(env):
         (("compose", "jazz", "--temperature", "0"), ("temperature must be more than 0",)),
         (("compose", "jazz", "--top-p", "1.5"), ("top_p must be in (0, 1]",)),
         (("compose", "jazz", "--top-k", "-1"), ("top_k must be a whole number from 0",)),
+        (("compose", "jazz", "--bass", "5"), ("bass must be from -4 to 4",)),
         (("compose", "jazz", "--primer", "missing.mid"), ("cannot read MIDI file",)),
         (("compose", "jazz", "--instrument", "kazoo"), ("unknown instrument 'kazoo'",)),
         (("compose", "jazz", "--count", "99"), ("--count must be from 1 to 16",)),
@@ -232,13 +233,16 @@ def test_exported_presets_travel_with_the_checkpoint_into_genres_and_compose(env
         },
         run_ckpt,
     )
-    (tmp_path / "presets.toml").write_text("[ambient]\ntemperature = 0.75\n[jazz]\ntop_k = 30\n")
+    (tmp_path / "presets.toml").write_text("[ambient]\ntemperature = 0.75\n[jazz]\ntop_k = 30\nbass = 0.5\n")
     result = run("export-model", str(run_ckpt), str(tmp_path / "tuned.pt"), "--presets", str(tmp_path / "presets.toml"))
     assert result.exit_code == 0, result.output
     table = run("genres", "--checkpoint", str(tmp_path / "tuned.pt")).output
     assert "0.75" in next(line for line in table.splitlines() if "ambient" in line)
     composed = run("compose", "ambient", "--seconds", "2", "--checkpoint", str(tmp_path / "tuned.pt"), "--seed", "3")
     assert composed.exit_code == 0 and "temperature=0.75" in composed.output
+    assert "+0.5" in next(line for line in table.splitlines() if "jazz" in line)
+    jazz = run("compose", "jazz", "--seconds", "2", "--checkpoint", str(tmp_path / "tuned.pt"), "--seed", "3")
+    assert jazz.exit_code == 0 and "bass=0.5" in printed_recipe(jazz.output)
     (tmp_path / "bad.toml").write_text("[ambient]\ntemperature = -1\n")
     assert_one_line_error(
         run("export-model", str(run_ckpt), str(tmp_path / "x.pt"), "--presets", str(tmp_path / "bad.toml")),
@@ -378,11 +382,11 @@ def test_the_printed_recipe_composes_the_same_track_again(env):
     first = run(
         "compose", "pop", "--seconds", "3", "--seed", "5", "--temperature", "0.8765", "--top-k", "25",
         "--primer", "my primer.mid", "--primer-seconds", "2.5", "--primer-from", "start",
-        "--instrument", "electric piano", "--out", "a",
+        "--instrument", "electric piano", "--bass", "0.6", "--out", "a",
     )  # fmt: skip
     assert first.exit_code == 0, first.output
     recipe = printed_recipe(first.output)
-    for part in ("primer='my primer.mid'", "primer_seconds=2.5", "primer_from=start", "temperature=0.8765"):
+    for part in ("primer='my primer.mid'", "primer_seconds=2.5", "primer_from=start", "temperature=0.8765", "bass=0.6"):
         assert part in recipe
     again = run("compose", "--recipe", recipe, "--out", "b")
     assert again.exit_code == 0, again.output

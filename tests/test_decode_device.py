@@ -62,7 +62,7 @@ PRIMERS = [(), (V.VELOCITY + 20, 60, V.TIME_SHIFT + 30, 64), (V.VELOCITY + 12, 4
 SAMPLINGS = [
     SamplingParams(),
     SamplingParams(truncate="pitches", rp_penalty=0.0),
-    SamplingParams(max_hold=0.5, top_k=8),
+    SamplingParams(max_hold=0.5, top_k=8, bass=1.0),
 ]
 
 

@@ -162,6 +162,13 @@ def test_pieces_release_only_keys_down_and_hold_none_past_max_hold():
         assert len(decode_notes(g.new_tokens)) > 10
 
 
+def test_bass_moves_a_piece_down_the_keyboard_in_its_own_row():
+    """The same seed three times in one batch: lifted, as the model has it, and lowered."""
+    rows = [req("jazz", seed=4, max_new_tokens=400, sampling=SamplingParams(bass=b)) for b in (3.0, 0.0, -3.0)]
+    low = [sum(n.pitch <= 48 for n in decode_notes(g.new_tokens)) for g in generate(tiny_model(), rows)]
+    assert low[0] > low[1] > low[2]
+
+
 def test_with_exact_decoding_long_pieces_joining_one_by_one_compose_what_they_would_alone():
     """MELOMANIA_EXACT_DECODING: fp32 products, and here (as in every check so far) a seed's piece
     is the same whatever rows of other lengths share its batch, through several slides."""

@@ -146,3 +146,13 @@ def test_train_reads_the_device_from_the_environment_and_checks_its_spelling(env
     one_line_error(runner.invoke(app, ["train", "--device", "tpu"]), "device must be auto, cpu, cuda or cuda:N")
     # without --device the environment's (valid) one stands: the run gets as far as the data
     one_line_error(runner.invoke(app, ["train", "--out", "run"]), "no dataset")
+
+
+def test_a_recipe_records_bass_only_when_it_is_asked_for():
+    plain = Recipe("m", "ab" * 32, "jazz", 1, SamplingParams(), 30.0)
+    assert "bass" not in plain.summary() and Recipe.parse(plain.summary()).sampling.bass == 0.0
+    lifted = Recipe("m", "ab" * 32, "jazz", 1, SamplingParams(bass=0.75), 30.0)
+    assert "bass=0.75" in lifted.summary()
+    assert Recipe.parse(lifted.summary()).sampling == lifted.sampling
+    with pytest.raises(RecipeError, match="recipe bass='low' is not a number"):
+        Recipe.parse(plain.summary() + " bass=low")

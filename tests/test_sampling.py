@@ -34,6 +34,8 @@ def sample_many(logits: torch.Tensor, st: RowState, n: int, seed: int = 0) -> to
         ("rp_penalty", 2.0, "rp_penalty must be from 0 \\(off\\) to 1"),
         ("rp_restore_speed", -0.1, "rp_restore_speed must be from 0 to 100"),
         ("topp_temperature", 0.0, "topp_temperature must be more than 0"),
+        ("bass", 4.5, r"bass must be from -4 to 4 \(0: the model's own register\)"),
+        ("bass", float("inf"), "bass must be from -4 to 4"),
     ],
 )
 def test_out_of_range_values_raise_one_error_naming_the_range(field, value, message):
@@ -149,6 +151,19 @@ def test_a_key_held_past_max_hold_is_released_next():
     drawn = sample_many(logits, st, 20)
     assert set(drawn[:, 0].tolist()) == {V.NOTE_OFF + 60}  # the first struck goes first
     assert set(drawn[:, 1].tolist()) == {V.NOTE_ON + 70}
+
+
+def test_bass_scales_the_odds_of_the_low_keys_and_leaves_the_rest():
+    """Every note-on equally likely: `bass` multiplies the odds of a key at C3 or below against
+    one above by e**bass; a row at 0 keeps them even."""
+    logits = torch.zeros(3, V.VOCAB_SIZE)
+    plain = dict(top_k=0, top_p=1.0, rp_penalty=0.0)
+    st = state(SamplingParams(**plain), SamplingParams(bass=1.0, **plain), SamplingParams(bass=-2.0, **plain))
+    probs, order = next_token_probs(logits, st)
+    by_token = torch.zeros_like(probs).scatter_(-1, order, probs)
+    low, high = by_token[:, V.NOTE_ON + 48], by_token[:, V.NOTE_ON + 49]
+    assert torch.allclose(low / high, torch.tensor([1.0, 2.718282, 0.135335]), rtol=1e-4)
+    assert by_token[1, V.NOTE_ON + 21] == low[1]  # every key below lifted alike
 
 
 @pytest.mark.parametrize("value", [-1, 61, float("nan")])
