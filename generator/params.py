@@ -236,7 +236,6 @@ RANGES: dict[str, Range] = {
     "at_least_k": Range(1, 50, whole=True, example="3"),
     "rp_penalty": Range(0.0, 1.0, example="0.05"),
     "rp_restore_speed": Range(0.0, 10.0, example="0.7"),
-    "bass": Range(-2.0, 2.0, example="0.5"),
 }
 
 
