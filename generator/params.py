@@ -35,9 +35,10 @@ class SamplingParams:
     rp_restore_speed: float = 0.7  # penalty restored per second of music
     max_hold: float = 6.0  # seconds a key may stay down before it is released; 0 turns this off
     truncate: str = "all"  # what top-k and top-p cut: "all" events (the reference) or only "pitches"
-    # Log-odds added to every note-on at MIDI 48 (C3) and below: above 0 brings the bass line
-    # forward, below 0 thins it; 0 leaves the register to the model. A small model drifts up
-    # the keyboard (ours struck the bass 9-15 % of jazz onsets where the data has 19 %).
+    # Added to the logits of every note-on at MIDI 48 (C3) and below, which the temperature then
+    # divides as it does the model's own: above 0 brings the bass line forward, below 0 thins it;
+    # 0 leaves the register to the model. A small model drifts up the keyboard (ours struck the
+    # bass at 9-16 % of jazz onsets where the data has 19 %).
     bass: float = 0.0
     # Attribute controls (generator/controls.py), levels 0-4 from very low to very high; None
     # leaves the attribute to the model. Only checkpoints with a control vocabulary follow them.
@@ -292,6 +293,14 @@ class Overrides:
         longer knows are dropped."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    @classmethod
+    def recorded(cls, data: Mapping[str, Any] | None) -> Overrides:
+        """A composed track's record of every sampling value, as overrides for its children. A
+        value the record lacks (kept before that value existed) is the generator's default, which
+        the track was composed with, never today's preset: an old jazz track rerolled hotter
+        keeps the register it had."""
+        return cls.from_json(asdict(SamplingParams()) | dict(data or {}))
 
 
 # Per-genre defaults, tuned as the reference tunes them for its 103M model; a checkpoint may carry

@@ -177,7 +177,8 @@ def press_and_release(struck_at: torch.Tensor, tokens: torch.Tensor, clock: torc
 
 def lift_bass(logits: torch.Tensor, state: RowState) -> torch.Tensor:
     """Each row's `bass` added to the logits of the note-ons at BASS_TOP and below (0 changes
-    nothing), before any truncation, so top-k and top-p see the register asked for."""
+    nothing), before any truncation, so top-k and top-p see the register asked for. At
+    temperature T the odds of a low key against a high one change by e**(bass / T)."""
     if state.unused(state.bass != 0):
         return logits
     out = logits.clone()

@@ -207,7 +207,7 @@ def compose(
     max_hold: Annotated[float | None, typer.Option(help="release a key held this many seconds (0: off)")] = None,
     truncate: Annotated[str | None, typer.Option(help="what top-k/top-p cut: 'all' events or only 'pitches'")] = None,
     bass: Annotated[
-        float | None, typer.Option(help="the bass line, -2 (thinner) to 2 (stronger); 0: the model's own register")
+        float | None, typer.Option(help="the bass line (C3 and below), -4 (thinner) to 4 (stronger); 0: the model's")
     ] = None,
     density: Annotated[
         str | None, typer.Option(help="notes per second: very-low, low, medium, high, very-high (or sparse, busy)")

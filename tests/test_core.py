@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import runner_model
@@ -27,6 +29,7 @@ from bot.core.delivery import GroupProgress
 from bot.grammar import GENRE_NAMES, RANGES, Compose, UsageError, parse
 from bot.limits import Limits, RateLimiter
 from bot.replies import LIMITED, REFUSED, SILENT, USAGE, Listing, Reply, Started, listing_text
+from generator import SamplingParams
 from generator import vocab as V
 from jobs.api import JobEvent
 from jobs.inprocess import InProcessRunner
@@ -55,8 +58,18 @@ def asked(user: str = "1", key: str = "", where: Where = HERE) -> Origin:
     return Origin(Who("telegram", user, f"user {user}"), where, key)
 
 
+def record_of(**sampling: Any) -> dict[str, Any]:
+    """A track's sampling record as the runner keeps it: every value it was composed with."""
+    return asdict(SamplingParams(**sampling))
+
+
 async def stored_track(
-    core: CommandService, owner: str = "1", temperature: float = 0.9, seed: int = 7, arrangement: str = "solo"
+    core: CommandService,
+    owner: str = "1",
+    temperature: float = 0.9,
+    seed: int = 7,
+    arrangement: str = "solo",
+    sampling: dict[str, Any] | None = None,
 ) -> int:
     events = [V.VELOCITY + 20, 60, V.TIME_SHIFT + 49, V.NOTE_OFF + 60] * 20
 
@@ -67,7 +80,7 @@ async def stored_track(
             model_id="tiny",
             checkpoint_sha256="0" * 64,
             seed=seed,
-            sampling={"temperature": temperature},
+            sampling=record_of(temperature=temperature) if sampling is None else sampling,
             tokens=[V.genre_token("calm"), *events],
             max_seconds=5.0,
             duration_s=4.0,
@@ -163,6 +176,21 @@ async def test_settings_are_kept_and_fill_in_a_compose(core):
     assert (request["genre"], request["sampling"]["temperature"], request["seconds"]) == ("jazz", 0.7, 60)
 
 
+async def test_a_track_recorded_before_a_sampling_value_existed_keeps_its_default_in_children(core):
+    """A jazz track composed before `bass` existed was composed at 0; rerolled hotter, continued or
+    played on another instrument, it stays at 0 whatever today's jazz preset lifts it to."""
+    old = {k: v for k, v in record_of(temperature=0.9).items() if k != "bass"}
+    track_id = await stored_track(core, seed=11, sampling=old)
+    assert isinstance(await core.hotter(asked(key="h"), track_id), Started)
+    assert isinstance(await core.rerender(Rerender(asked(key="r"), track_id, "rhodes")), Started)
+    hotter, rerendered = await job_requests(core)
+    assert hotter["sampling"]["bass"] == 0.0 and hotter["sampling"]["temperature"] == 1.0
+    assert rerendered["sampling"]["bass"] == 0.0
+    lifted = await stored_track(core, sampling=record_of(temperature=0.9, bass=0.75))
+    assert isinstance(await core.hotter(asked(key="l"), lifted), Started)
+    assert (await job_requests(core))[-1]["sampling"]["bass"] == 0.75
+
+
 async def test_hotter_at_the_top_of_the_range_stays_there_and_cooler_at_the_bottom_too(core):
     temperature = RANGES["temperature"]
     hot = await stored_track(core, temperature=temperature.high)
@@ -195,7 +223,8 @@ async def test_an_instrument_change_carries_the_tracks_own_notes_and_recipe(core
         "instrument",
         track_id,
     )
-    assert (request["seed"], request["seconds"], request["sampling"]) == (11, 5.0, {"temperature": 0.9})
+    assert (request["seed"], request["seconds"]) == (11, 5.0)
+    assert request["sampling"] == {k: v for k, v in record_of(temperature=0.9).items() if v is not None}
     assert request["primer"] == []  # no primer: a piano roll marks none
 
 
@@ -241,7 +270,8 @@ async def test_an_arrangement_switch_carries_the_tracks_own_notes_and_recipe(cor
         "arrangement",
         track_id,
     )
-    assert (request["seed"], request["seconds"], request["sampling"]) == (11, 5.0, {"temperature": 0.9})
+    assert (request["seed"], request["seconds"]) == (11, 5.0)
+    assert request["sampling"] == {k: v for k, v in record_of(temperature=0.9).items() if v is not None}
 
 
 async def test_a_user_over_the_rate_limit_is_told_when_to_come_back(core):

@@ -87,12 +87,12 @@ def test_the_torch_path_writes_what_a_full_rerun_of_each_row_alone_writes(tmp_pa
 def test_sampling_without_host_checks_draws_exactly_what_it_draws_with_them():
     """On a GPU the sampler runs every step for every row rather than ask the device which rows
     need it; the numbers must not change. Rows here hit each step: pitch-only truncation, a
-    penalty that kills every candidate (both fallbacks), keys held past max_hold."""
+    penalty that kills every candidate (both fallbacks), keys held past max_hold, the bass lifted."""
     params = [
         SamplingParams(),
         SamplingParams(truncate="pitches"),
         SamplingParams(top_k=1, rp_penalty=1.0),  # one candidate, penalised to zero once played
-        SamplingParams(max_hold=0.2, rp_penalty=0.0),
+        SamplingParams(max_hold=0.2, rp_penalty=0.0, bass=1.5),
     ]
     gen = torch.Generator().manual_seed(0)
     checked, lazy = (RowState.build(params, [True] * 4) for _ in range(2))

@@ -162,7 +162,7 @@ def test_pieces_release_only_keys_down_and_hold_none_past_max_hold():
         assert len(decode_notes(g.new_tokens)) > 10
 
 
-def test_bass_moves_a_piece_down_the_keyboard_in_its_own_row():
+def test_bass_moves_a_piece_down_the_keyboard():
     """The same seed three times in one batch: lifted, as the model has it, and lowered."""
     rows = [req("jazz", seed=4, max_new_tokens=400, sampling=SamplingParams(bass=b)) for b in (3.0, 0.0, -3.0)]
     low = [sum(n.pitch <= 48 for n in decode_notes(g.new_tokens)) for g in generate(tiny_model(), rows)]

@@ -154,8 +154,9 @@ def test_a_key_held_past_max_hold_is_released_next():
 
 
 def test_bass_scales_the_odds_of_the_low_keys_and_leaves_the_rest():
-    """Every note-on equally likely: `bass` multiplies the odds of a key at C3 or below against
-    one above by e**bass; a row at 0 keeps them even."""
+    """Every note-on equally likely: at temperature 1 `bass` multiplies the odds of a key at C3
+    or below against one above by e**bass, before truncation (top-k 40 keeps the lifted keys);
+    a row at 0 keeps them even."""
     logits = torch.zeros(3, V.VOCAB_SIZE)
     plain = dict(top_k=0, top_p=1.0, rp_penalty=0.0)
     st = state(SamplingParams(**plain), SamplingParams(bass=1.0, **plain), SamplingParams(bass=-2.0, **plain))
@@ -164,6 +165,10 @@ def test_bass_scales_the_odds_of_the_low_keys_and_leaves_the_rest():
     low, high = by_token[:, V.NOTE_ON + 48], by_token[:, V.NOTE_ON + 49]
     assert torch.allclose(low / high, torch.tensor([1.0, 2.718282, 0.135335]), rtol=1e-4)
     assert by_token[1, V.NOTE_ON + 21] == low[1]  # every key below lifted alike
+    cut = state(SamplingParams(top_k=40, top_p=1.0, rp_penalty=0.0, truncate="pitches", bass=0.5))
+    probs, order = next_token_probs(logits[:1], cut)
+    struck = order[probs > 0]
+    assert set(struck[struck < V.N_PITCHES].tolist()) <= set(range(49))  # the 40 kept are lifted ones
 
 
 @pytest.mark.parametrize("value", [-1, 61, float("nan")])

@@ -112,7 +112,7 @@ def child_request(who: Who, key: str, track: Track, action: str, remix: Remix | 
     """🔁 / 🔥 / ❄️: the same recipe again (its arrangement too), at a new seed (reroll) or a new
     temperature; `remix`'s length, temperature and instrument replace the track's where given."""
     remix = remix or Remix()
-    recipe = Overrides.from_json(track.sampling)  # the track's whole recipe, kept but for its temperature
+    recipe = Overrides.recorded(track.sampling)  # the track's whole recipe, kept but for its temperature
     temperature = remix.temperature
     if temperature is None:
         temperature = child_temperature(action, recipe.temperature or 1.0)
@@ -136,7 +136,7 @@ def from_track(who: Who, key: str, track: Track, lineage: str, **changes: Any) -
     kept: dict[str, Any] = {
         "seconds": seconds,
         "tokens": tokens,
-        "sampling": Overrides.from_json(track.sampling),
+        "sampling": Overrides.recorded(track.sampling),
         "seed": track.seed,
         "instrument": track.instrument,
         "arrangement": track.arrangement,
@@ -191,7 +191,7 @@ def continue_request(who: Who, key: str, track: Track, user: User) -> ComposeReq
         key,
         track.genre,
         seconds=track.max_seconds or user.default_seconds or DEFAULT_SECONDS,
-        sampling=Overrides.from_json(track.sampling),
+        sampling=Overrides.recorded(track.sampling),
         instrument=track.instrument,
         primer=tuple(events[-PRIMER_TOKENS:]),
         primer_ref=f"track:{track.id}",
