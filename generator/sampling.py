@@ -25,8 +25,8 @@ Where we differ from the reference, on purpose:
   and time shift stays a candidate with the model's own probability. Cutting the tail of the
   time shifts drops the long ones, so truncating everything wrote our small model's pieces at
   1.5–2.4x the data's notes per second; cutting only pitches keeps its rhythm (bench/quality.py).
-- `bass` adds log-odds to the note-ons of the lowest keys (C3 and below). A small model drifts up
-  the keyboard, and in jazz the missing bass line is what makes its pieces sound like classic.
+- `bass` is added to the logits of the lowest keys' note-ons (C3 and below). A small model drifts
+  up the keyboard, and in jazz the missing bass line is what makes its pieces sound like classic.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class RowState:
     clock: torch.Tensor  # (B,) seconds of music written
     struck_at: torch.Tensor  # (B, 128) clock when each key went down; nan while it is up
     pitches_only: torch.Tensor  # (B,) bool: top-k and top-p cut only note-ons
-    bass: torch.Tensor  # (B,) log-odds added to the note-ons at BASS_TOP and below
+    bass: torch.Tensor  # (B,) added to the logits of the note-ons at BASS_TOP and below
     # Skip the steps no row needs this time, which takes reading a flag back from the device:
     # free on the CPU, a stall of the whole queue on a GPU, where the steps run for every row
     # instead (the same numbers: a row a step does not concern comes out of it unchanged).
